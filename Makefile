@@ -1,0 +1,43 @@
+# Every target is idempotent: re-running it when nothing changed is a fast no-op.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= data
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: install data test test-slow test-all run lint bench clean
+
+install: $(STAMP) data
+
+# torch/torchvision are installed first and pinned: the CUDA build of 2.14.1 comes from this machine's local
+# wheel index and must never be replaced by a newer release pulled in by some other requirement.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m sarnet.data.sources --root $(DATA)
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+test-all: install
+	$(PY) -m pytest -q
+
+run: install
+	$(PY) train.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sarnet scripts tests train.py
+
+bench: install
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf outputs multirun/*/ wandb .pytest_cache
