@@ -1,0 +1,52 @@
+"""Image grids during training: reconstructions, fixed-z samples and completions -> W&B and <run>/images/."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision.utils import make_grid, save_image
+
+from sarnet.nn import ConvVAE
+from sarnet.sampling import complete, draw_z, sample_images
+
+
+def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = ""):
+    """Save a grid PNG and log it to every W&B logger of the trainer (if any)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    for lg in trainer.loggers:
+        if type(lg).__name__ == "WandbLogger":
+            lg.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
+
+
+class ImageGrids(L.Callback):
+    def __init__(self, every_n_epochs: int = 10, n: int = 16, keep_patches: int = 24, sample: dict | None = None,
+                 seed: int = 0):
+        self.every_n_epochs, self.n, self.keep_patches, self.seed = every_n_epochs, n, keep_patches, seed
+        self.sample = dict(sample or {})
+        self.z = None
+
+    def on_validation_epoch_end(self, trainer, module):
+        epoch = trainer.current_epoch
+        last = epoch + 1 >= (trainer.max_epochs or 0)
+        if trainer.sanity_checking or not trainer.is_global_zero or (epoch % self.every_n_epochs and not last):
+            return
+        net, out_dir = module.net, Path(trainer.default_root_dir) / "images"
+        x = trainer.datamodule.val_x[: self.n].to(module.device)
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            recon = net.activate(net(x).logits)
+            log_grid(trainer, "reconstructions", make_grid(torch.cat([x, recon]), nrow=self.n),
+                     out_dir / f"reconstructions_epoch{epoch:03d}.png", "top: data, bottom: reconstruction")
+            if self.z is None:  # the same z every time: the grids show the model changing, not the noise
+                self.z = draw_z(net, self.n, self.sample.get("z_scale", 1.0), gen)
+            samples = sample_images(net, self.n, self.sample, gen, z=None if self.z is None else self.z.to(module.device))
+            log_grid(trainer, "samples", make_grid(samples, nrow=self.n), out_dir / f"samples_epoch{epoch:03d}.png",
+                     "fixed z")
+            if getattr(net, "latent_dim", 0) and not isinstance(net, ConvVAE):
+                k = min(4, self.n)
+                filled, masked = complete(net, x[:k], self.keep_patches, n=6, th=self.sample.get("th"),
+                                          generator=torch.Generator().manual_seed(self.seed))
+                rows = torch.cat([x[:k, None], masked[:, None], filled], dim=1).flatten(0, 1)
+                log_grid(trainer, "completions", make_grid(rows, nrow=8), out_dir / f"completions_epoch{epoch:03d}.png",
+                         "original | masked | completions")

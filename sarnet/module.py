@@ -1,0 +1,80 @@
+"""The LightningModule: a thin training shell over a plain SarNet / SarNetVAE / ConvVAE `nn.Module`."""
+
+import lightning as L
+import torch
+
+from sarnet.losses import ReconstructionLoss, kl_divergence
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class SarnetModule(L.LightningModule):
+    """Losses are per image (reconstruction + beta * KL for the VAEs) and logged per image.
+
+    batch_reduction: how the per-image losses of a batch form the objective; "sum" is the reference's VAE
+    objective (BCE-sum + KLD-sum over the batch), "mean" the simple-SarNET reference's.
+    net_config: the resolved config of `net`, stored in checkpoints so that `load_model` can rebuild it.
+    """
+
+    def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
+                 batch_reduction: str = "sum", net_config: dict | None = None):
+        super().__init__()
+        if batch_reduction not in ("sum", "mean"):
+            raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
+        out_activation = getattr(net, "out_activation", "sigmoid")  # the VAEs always end in a sigmoid
+        if loss.needs_sigmoid and out_activation != "sigmoid":
+            raise ValueError(f"loss.kind=bce needs a sigmoid output but model.net.out_activation={out_activation!r};"
+                             f" use loss=mse/l1/l1_ssim/mse_ssim or set model.net.out_activation=sigmoid")
+        self.net, self.loss, self.optimizer_factory = net, loss, optimizer
+        self.beta, self.batch_reduction, self.net_config = beta, batch_reduction, net_config
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _step(self, batch, stage: str):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out = self.net(x)
+        output = self.net.activate(out.logits)
+        recon = self.loss(out.logits, output, x)
+        terms = {"recon": recon}
+        if out.mu is not None:
+            terms["kld"] = kl_divergence(out.mu, out.logvar)
+        per_image = recon + self.beta * terms["kld"] if "kld" in terms else recon
+        objective = per_image.sum() if self.batch_reduction == "sum" else per_image.mean()
+        if stage == "train" and not torch.isfinite(objective):
+            bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+            raise NonFiniteLossError(f"non-finite training loss at epoch {self.current_epoch}, step "
+                                     f"{self.global_step} (term: {', '.join(bad) or 'total'}); the last good "
+                                     f"checkpoint is kept: lower the learning rate or check the data")
+        n = x.shape[0]
+        self.log(f"{stage}/loss", per_image.mean(), batch_size=n, prog_bar=stage != "test", on_epoch=True,
+                 on_step=False)
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value.mean(), batch_size=n, on_epoch=True, on_step=False)
+        if stage != "train":
+            self.log(f"{stage}/mse", (output - x).pow(2).mean(), batch_size=n, on_epoch=True, on_step=False)
+        return objective
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def configure_optimizers(self):
+        # Only the network's parameters: anything else hung on the module (e.g. an FID feature net) is not trained.
+        return self.optimizer_factory(params=self.net.parameters())
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["sarnet"] = {"net": self.net_config, "format": 1}
+
+
+def count_parameters(net: torch.nn.Module) -> dict:
+    dense = sum(p.numel() for p in net.parameters())
+    return {"dense": dense, "effective": int(net.effective_parameters())}
+

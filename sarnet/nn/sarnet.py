@@ -1,0 +1,83 @@
+"""SarNET (a stack of SemiDense layers) and SarNET-VAE (a conv encoder whose z feeds every SemiDense layer)."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sarnet.nn.semidense import GeometryError, SemiDense
+from sarnet.nn.vae import ConvEncoder, Output, reparameterize
+
+# (side, channels, patch) of every activation, input first. Reference (SPEC 3.1): 49 patches of 4x4 pixels.
+REFERENCE_GEOMETRY = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
+OUT_ACTIVATIONS = ("none", "sigmoid")
+
+
+def reference_vae_geometry(latent_dim: int) -> list[list[int]]:
+    # The saved reference notebooks use 2 channels after layer 1 only at L=128, 1 elsewhere (SPEC 4.2, D3).
+    hc1 = 2 if latent_dim == 128 else 1
+    return [[28, 1, 4], [14, hc1, 2], [28, 2, 4], [28, 1, 4]]
+
+
+class SarNet(nn.Module):
+    """Type-a SemiDense layer, then type-b layers, ReLU between; z (if latent_dim) is fed to every layer."""
+
+    def __init__(self, geometry=None, latent_dim: int = 0, first_patch: str = "given",
+                 out_activation: str = "none"):
+        super().__init__()
+        geometry = [list(g) for g in (geometry or REFERENCE_GEOMETRY)]
+        if len(geometry) < 2 or any(len(g) != 3 for g in geometry):
+            raise GeometryError(f"geometry={geometry} must list >= 2 [side, channels, patch] triples "
+                                f"(input first, output last), e.g. {REFERENCE_GEOMETRY}")
+        if geometry[0][:2] != geometry[-1][:2]:
+            raise GeometryError(f"geometry input {geometry[0]} and output {geometry[-1]} must have the same side "
+                                f"and channels: the network predicts its own input")
+        if out_activation not in OUT_ACTIVATIONS:
+            raise GeometryError(f"out_activation={out_activation!r} is not one of {OUT_ACTIVATIONS}")
+        self.geometry, self.latent_dim, self.first_patch = geometry, latent_dim, first_patch
+        self.out_activation = out_activation
+        self.layers = nn.ModuleList(
+            SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim, shift=(i == 0), first_patch=first_patch)
+            for i in range(len(geometry) - 1))
+        self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])
+        self.patch = geometry[0][2]
+        self.n_patches = self.layers[0].n_patches
+
+    def logits(self, x: torch.Tensor, z: torch.Tensor | None = None, weights=None) -> torch.Tensor:
+        h = x.flatten(1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, z, None if weights is None else weights[i])
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+        return h.view(-1, *self.image_shape)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.out_activation == "sigmoid" else logits
+
+    def forward(self, x: torch.Tensor) -> Output:
+        return Output(self.logits(x))
+
+    def effective_parameters(self) -> int:
+        return sum(layer.effective_parameters() for layer in self.layers)
+
+
+class SarNetVAE(nn.Module):
+    """Conv encoder -> z; SarNET decoder, teacher-forced on x, with z concatenated into every SemiDense layer."""
+
+    def __init__(self, latent_dim: int = 128, geometry=None, first_patch: str = "given"):
+        super().__init__()
+        if latent_dim <= 0:
+            raise GeometryError(f"latent_dim={latent_dim} must be a positive int (e.g. 8, 16, 32, 64, 128)")
+        self.latent_dim = latent_dim
+        geometry = geometry or reference_vae_geometry(latent_dim)
+        self.encoder = ConvEncoder(latent_dim, channels=geometry[0][1], side=geometry[0][0])
+        self.decoder = SarNet(geometry, latent_dim, first_patch, out_activation="sigmoid")
+
+    def forward(self, x: torch.Tensor) -> Output:
+        mu, logvar = self.encoder(x)
+        return Output(self.decoder.logits(x, reparameterize(mu, logvar)), mu, logvar)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    def effective_parameters(self) -> int:
+        return self.decoder.effective_parameters() + sum(p.numel() for p in self.encoder.parameters())

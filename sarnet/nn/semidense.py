@@ -1,0 +1,111 @@
+"""The SemiDense layer: a linear layer whose weight mask follows raster-ordered square patches.
+
+Every unit of an image-shaped activation (C, side, side), flattened channel-major as `view(B, -1)` gives, gets a
+*degree*: the raster index of the p x p patch it lies in. A mask is then one comparison of degrees (as in MADE):
+
+    type b (shift=False): output patch k sees input patches j <= k
+    type a (shift=True):  output patch k sees input patches j <  k            first_patch="predicted" (strict)
+                          ... and output patch 0 also sees input patch 0      first_patch="given" (the reference)
+
+A network of one type-a layer followed by type-b layers is autoregressive over patches: output patch k depends
+only on input patches < k (and on the latent z, whose columns are never masked). The "given" mode reproduces the
+reference exactly: patch 0 is copied through rather than modelled, so generation leaves it as given (black).
+`semidense_mask` is the one place this rule lives; the layer, the fast sampler and the explainer all use it.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FIRST_PATCH_MODES = ("given", "predicted")
+
+
+class GeometryError(ValueError):
+    """A SemiDense geometry that cannot work (raised at construction, before any data is touched)."""
+
+
+def patch_degrees(side: int, channels: int, patch: int, suffix: str = "") -> torch.Tensor:
+    """Raster patch index of every unit of a (channels, side, side) image, in flattened (C, H, W) order."""
+    for name, value in (("side", side), ("channels", channels), ("patch", patch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise GeometryError(f"{name}{suffix}={value!r} must be a positive int")
+    if side % patch:
+        raise GeometryError(f"patch{suffix}={patch} does not divide side{suffix}={side}: "
+                            f"pick a patch side that divides {side}")
+    rows = torch.arange(side) // patch
+    per_row = side // patch
+    grid = rows[:, None] * per_row + rows[None, :]  # (side, side) patch index of each pixel
+    return grid.flatten().repeat(channels)
+
+
+def semidense_mask(deg_in: torch.Tensor, deg_out: torch.Tensor, latent_dim: int = 0, shift: bool = False,
+                   first_patch: str = "given") -> torch.Tensor:
+    """Boolean (out, in + latent_dim) mask from unit degrees; latent columns (appended last) are always on."""
+    if first_patch not in FIRST_PATCH_MODES:
+        raise GeometryError(f"first_patch={first_patch!r} is not one of {FIRST_PATCH_MODES}")
+    if shift:
+        # "given": output patch 0 reads input patch 0 (copied through), i.e. it compares as if it were patch 1.
+        effective = deg_out.clamp(min=1) if first_patch == "given" else deg_out
+        mask = deg_in[None, :] < effective[:, None]
+    else:
+        mask = deg_in[None, :] <= deg_out[:, None]
+    return torch.cat([mask, mask.new_ones(len(deg_out), latent_dim)], dim=1)
+
+
+class SemiDense(nn.Module):
+    """y = x @ (W * M).T + b, x = [image features (C_in*side_in^2), z (latent_dim)]."""
+
+    def __init__(self, side_in: int, ch_in: int, patch_in: int, side_out: int, ch_out: int, patch_out: int,
+                 latent_dim: int = 0, shift: bool = False, first_patch: str = "given"):
+        super().__init__()
+        deg_in = patch_degrees(side_in, ch_in, patch_in, "_in")
+        deg_out = patch_degrees(side_out, ch_out, patch_out, "_out")
+        n_in, n_out = (side_in // patch_in) ** 2, (side_out // patch_out) ** 2
+        if n_in != n_out:
+            raise GeometryError(f"input has {n_in} patches ({side_in}/{patch_in})^2, output {n_out} "
+                                f"({side_out}/{patch_out})^2: the patch grids must match")
+        if latent_dim < 0:
+            raise GeometryError(f"latent_dim={latent_dim} must be >= 0")
+        self.side_in, self.ch_in, self.patch_in = side_in, ch_in, patch_in
+        self.side_out, self.ch_out, self.patch_out = side_out, ch_out, patch_out
+        self.latent_dim, self.shift, self.first_patch = latent_dim, shift, first_patch
+        self.n_patches = n_in
+        self.in_image, self.out_features = len(deg_in), len(deg_out)
+        self.register_buffer("deg_in", deg_in, persistent=False)
+        self.register_buffer("deg_out", deg_out, persistent=False)
+        # Persistent, so a checkpoint carries the exact mask it was trained with (loading checks it matches).
+        self.register_buffer("mask", semidense_mask(deg_in, deg_out, latent_dim, shift, first_patch))
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_image + latent_dim))
+        self.bias = nn.Parameter(torch.empty(self.out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Linear's init on the full dense fan-in (as the reference), then zero the masked entries once.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(self.weight.shape[1])
+        nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None, weight: torch.Tensor | None = None):
+        """x: (B, in_image); z: (B, latent_dim) or None. `weight` lets a caller reuse a precomputed W*M."""
+        weight = self.masked_weight() if weight is None else weight
+        if self.latent_dim:
+            if z is None:
+                raise ValueError(f"this layer has latent_dim={self.latent_dim} and needs z")
+            # Two matmuls instead of cat([x, z]): same maths, no copy of the activations every layer.
+            return F.linear(x, weight[:, :self.in_image], self.bias) + z @ weight[:, self.in_image:].T
+        return F.linear(x, weight, self.bias)
+
+    def effective_parameters(self) -> int:
+        return int(self.mask.sum()) + self.bias.numel()
+
+    def extra_repr(self) -> str:
+        kind = "a" if self.shift else "b"
+        return (f"{self.ch_in}x{self.side_in}^2/p{self.patch_in} -> {self.ch_out}x{self.side_out}^2/p{self.patch_out}, "
+                f"latent={self.latent_dim}, type={kind}, first_patch={self.first_patch}")

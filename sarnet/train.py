@@ -1,0 +1,125 @@
+"""What train.py does: compose -> validate -> seed -> instantiate -> fit -> test -> evaluate -> results.json."""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sarnet.module import count_parameters
+
+log = logging.getLogger("sarnet")
+
+
+def wandb_offline() -> bool:
+    """Online only when an API key is configured; otherwise offline, so W&B never prompts or hangs."""
+    mode = os.environ.get("WANDB_MODE", "")
+    if mode:
+        return mode != "online"
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path):
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        if name == "wandb":
+            offline = wandb_offline() if node.get("offline") is None else bool(node.offline)
+            if offline:
+                os.environ.setdefault("WANDB_MODE", "offline")
+            hc = HydraConfig.get()
+            group = str(Path(hc.sweep.dir).name) if hc.mode.name == "MULTIRUN" else None
+            config = OmegaConf.to_container(cfg, resolve=True)
+            make = instantiate(node, offline=offline, group=node.group or group, _partial_=True)
+            loggers.append(make(config=config))  # instantiate() reserves the name "config"
+        else:
+            loggers.append(instantiate(node))
+    return loggers
+
+
+def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
+    """ckpt_path=last means this run dir's last.ckpt; a run re-launched into a dir that has one resumes it."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path in (None, "last"):
+        if last.exists():
+            return str(last)
+        if cfg.ckpt_path == "last":
+            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist: nothing to resume")
+        return None
+    if not Path(cfg.ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    return str(cfg.ckpt_path)
+
+
+def write_json(path: Path, payload: dict):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)  # atomic: a reader never sees a half-written results.json
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1 or
+            isinstance(v, (int, float))}
+
+
+def run(cfg: DictConfig) -> float | None:
+    from sarnet.config import validate
+    validate(cfg)
+    start = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    loss = instantiate(cfg.loss)
+    module = instantiate(cfg.model, loss=loss)
+    # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
+    module.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = build_loggers(cfg, output_dir)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, output_dir))
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if cfg.run_test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(scalar_metrics(tested[0] if tested else {}))
+
+    if cfg.fid.enabled and trainer.is_global_zero:
+        from sarnet.evaluate import evaluate_fid
+        fid = evaluate_fid(module.net, datamodule, cfg)
+        metrics.update({"fid/mean": fid["mean"], "fid/std": fid["std"]})
+        for lg in loggers:
+            lg.log_metrics({"fid/mean": fid["mean"], "fid/std": fid["std"]}, step=trainer.global_step)
+
+    choices = HydraConfig.get().runtime.choices
+    results = {
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "loss": choices.get("loss"),
+        "latent_dim": getattr(module.net, "latent_dim", 0) or None,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "params": count_parameters(module.net),
+        "metrics": metrics,
+        "wall_time_s": time.time() - start,
+        "status": "ok",
+    }
+    if trainer.is_global_zero:
+        write_json(output_dir / "results.json", results)
+    for lg in loggers:
+        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
+            lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
+    log.info("results: %s", json.dumps(results["metrics"]))
+    return metrics.get("val/loss")
