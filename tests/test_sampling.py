@@ -1,0 +1,75 @@
+"""The fast sampler is exact: it gives the naive (reference) sampler's images for every geometry and mode."""
+
+import pytest
+import torch
+
+from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+from sarnet.sampling import fill_fast, fill_naive, generate, generate_regression, keep_mask, patch_units
+from tests.test_semidense import GEOMETRIES
+
+IDS = ["-".join("x".join(map(str, t)) for t in g) for g in GEOMETRIES]
+
+
+def random_net(geometry, latent, mode, seed=0):
+    torch.manual_seed(seed)
+    net = SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation="sigmoid")
+    for layer in net.layers:
+        torch.nn.init.uniform_(layer.bias, -1, 1)  # default init otherwise: realistic activation scales
+    return net
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=IDS)
+@pytest.mark.parametrize("mode", ["given", "predicted"])
+@pytest.mark.parametrize("latent", [0, 5])
+def test_fast_equals_naive_before_threshold(geometry, mode, latent):
+    net = random_net(geometry, latent, mode)
+    z = torch.randn(6, latent) if latent else None
+    x = torch.zeros(6, *net.image_shape)
+    naive = fill_naive(net, x, z, th=None)
+    fast = fill_fast(net, x, z, th=None)
+    assert (naive - fast).abs().max() <= 1e-5
+    # Exactly equal in float64: the two differ only in float summation order.
+    net64, z64 = net.double(), None if z is None else z.double()
+    assert (fill_naive(net64, x.double(), z64, th=None) - fill_fast(net64, x.double(), z64, th=None)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=IDS[:3])
+@pytest.mark.parametrize("mode", ["given", "predicted"])
+def test_fast_equals_naive_with_threshold_bernoulli_and_completion(geometry, mode):
+    net = random_net(geometry, 4, mode, seed=1).double()
+    z = torch.randn(5, 4, dtype=torch.float64)
+    x = torch.rand(5, *net.image_shape, dtype=torch.float64)
+    u = torch.rand(5, x[0].numel(), dtype=torch.float64)
+    for kw in [dict(th=0.3), dict(mode="bernoulli", uniforms=u, temperature=0.7), dict(keep=2, th=0.1)]:
+        assert (fill_naive(net, x, z, **kw) - fill_fast(net, x, z, **kw)).abs().max() < 1e-10, kw
+
+
+def test_reference_given_mode_leaves_patch_zero_black_and_keeps_given_patches():
+    model = SarNetVAE(8)
+    imgs = generate(model, 7, generator=torch.Generator().manual_seed(0))
+    first = patch_units(model.decoder, 0)
+    assert imgs.flatten(1)[:, first].abs().sum() == 0
+    assert imgs.shape == (7, 1, 28, 28) and 0 <= imgs.min() and imgs.max() <= 1
+    real = torch.rand(3, 1, 28, 28)
+    done = generate(model, x=real, keep=10, generator=torch.Generator().manual_seed(0))
+    kept = keep_mask(model.decoder, 10)
+    units = torch.cat([patch_units(model.decoder, k) for k in kept.nonzero().squeeze(1).tolist()])
+    assert torch.equal(done.flatten(1)[:, units], real.flatten(1)[:, units])
+
+
+def test_generation_is_reproducible_and_restores_train_mode():
+    model = SarNetVAE(16).train()
+    a = generate(model, 4, generator=torch.Generator().manual_seed(3))
+    b = generate(model, 4, method="naive", generator=torch.Generator().manual_seed(3))
+    assert model.training and (a - b).abs().max() < 1e-5
+
+
+def test_conv_vae_and_regression_generation():
+    vae = ConvVAE(8)
+    out = generate(vae, 5, th=None, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (5, 1, 28, 28)
+    simple = SarNet()
+    g1 = generate_regression(simple, 3, generator=torch.Generator().manual_seed(0))
+    g2 = generate_regression(simple, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(g1, g2) and g1.shape == (3, 1, 28, 28)
+    assert g1.min() >= 0 and g1.max() <= 1  # clipped (< th -> 0, > 1 -> 1)
