@@ -2,12 +2,12 @@
 
 import hydra
 
-from sarnet.train import run
+from sarnet.train import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
-    return run(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

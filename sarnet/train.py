@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sarnet.config import validate
 from sarnet.module import count_parameters
 
 log = logging.getLogger("sarnet")
@@ -72,8 +73,24 @@ def scalar_metrics(metrics: dict) -> dict:
             isinstance(v, (int, float))}
 
 
+def run_job(cfg: DictConfig) -> float | None:
+    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
+    try:
+        return run(cfg)
+    except Exception as e:
+        if HydraConfig.get().mode.name != "MULTIRUN":
+            raise
+        log.exception("job failed")
+        write_json(Path(cfg.paths.output_dir) / "results.json",
+                   {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
+                    "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
+        import wandb
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+        return None
+
+
 def run(cfg: DictConfig) -> float | None:
-    from sarnet.config import validate
     validate(cfg)
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)

@@ -1,0 +1,202 @@
+"""Benchmarks: one JSON line per case, each with the baseline's and the project's time measured in this run.
+
+    python scripts/bench.py                 # all cases
+    python scripts/bench.py train sample    # some
+
+Cases
+  train         images/s of a training epoch, MNIST-5, SarNET-VAE L=128, batch 64: the project's Lightning path
+                vs a naive plain-PyTorch loop of the same maths (reference style: cat([x, z]), W*M in every
+                forward, sigmoid + BCELoss(sum), default Adam, DataLoader over a TensorDataset). Target >= 1.5x.
+  sample        10,000 SarNET-VAE samples (L=128, 4x4 patches): naive sampler (48 full passes) vs fast.
+                Target >= 10x.
+  sample_pixel  the same for a pixel-wise (1x1 patch) model; the naive sampler (783 full passes) is timed on
+                `--naive-images` images and scaled per image. Target >= 100x.
+  fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sarnet.nn import SarNet, SarNetVAE  # noqa: E402
+from sarnet.sampling import generate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emit(case, baseline_s, project_s, **settings):
+    row = {"case": case, "baseline_s": round(baseline_s, 4), "project_s": round(project_s, 4),
+           "ratio": round(baseline_s / project_s, 2), **settings,
+           "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                      f"{torch.get_num_threads()} threads"}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def mnist5(root):
+    from sarnet.data import real_images
+    return real_images(root, "mnist", [5], "train")
+
+
+class NaiveSemiDense(nn.Module):
+    """The reference's layer: W*M recomputed in every forward, z concatenated to the input."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(layer.weight.detach().clone()), nn.Parameter(layer.bias.detach().clone())
+        self.register_buffer("mask", layer.mask.float())
+
+    def forward(self, h):
+        return F.linear(h, self.weight * self.mask, self.bias)
+
+
+class NaiveSarNetVAE(nn.Module):
+    def __init__(self, model: SarNetVAE):
+        super().__init__()
+        import copy
+        self.encoder = copy.deepcopy(model.encoder)
+        self.layers = nn.ModuleList(NaiveSemiDense(layer) for layer in model.decoder.layers)
+
+    def forward(self, x):
+        mu, logvar = self.encoder(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        h = x.view(x.shape[0], -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(torch.cat([h, z], dim=1))
+            h = torch.relu(h) if i < len(self.layers) - 1 else torch.sigmoid(h)
+        return h.view_as(x), mu, logvar
+
+
+def naive_epochs(x, epochs, batch_size=64):
+    torch.manual_seed(0)
+    model = NaiveSarNetVAE(SarNetVAE(128))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=batch_size, shuffle=True)
+    bce = nn.BCELoss(reduction="sum")
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for (xb,) in loader:
+            recon, mu, logvar = model(xb)
+            loss = bce(recon, xb) - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def project_epochs(root, epochs):
+    """The real path: Hydra-composed configs, SarnetModule, the DataModule and a Lightning Trainer."""
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["latent_dim=128", f"data_dir={root}", "data.val_size=0"])
+    L.seed_everything(0, verbose=False)
+    module = instantiate(cfg.model, loss=instantiate(cfg.loss))
+    dm = instantiate(cfg.data)
+
+    class EpochTimer(L.Callback):
+        def __init__(self):
+            self.times = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.times.append(time.perf_counter() - self.t)
+
+    timer = EpochTimer()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[timer])
+    trainer.fit(module, datamodule=dm)
+    return timer.times
+
+
+def case_train(args):
+    x = mnist5(args.data)
+    n, epochs = len(x), args.epochs
+    base = naive_epochs(x, epochs)
+    proj = project_epochs(args.data, epochs)
+    med = lambda t: sorted(t[1:])[len(t[1:]) // 2]  # noqa: E731  (median, first epoch is warm-up)
+    return emit("train", med(base), med(proj), images=n, batch=64, latent_dim=128, epochs_timed=epochs - 1,
+                baseline_img_s=round(n / med(base), 1), project_img_s=round(n / med(proj), 1))
+
+
+def time_generate(model, n, method, batch_size):
+    t = time.perf_counter()
+    generate(model, n, method=method, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
+    return time.perf_counter() - t
+
+
+def case_sample(args):
+    model = SarNetVAE(128).eval()
+    naive = time_generate(model, args.n, "naive", 500)
+    fast = time_generate(model, args.n, "fast", args.fast_batch)
+    return emit("sample", naive, fast, images=args.n, latent_dim=128, patch=4, passes_naive=48,
+                naive_batch=500, fast_batch=args.fast_batch)
+
+
+def case_sample_pixel(args):
+    net = SarNet([[28, 1, 1], [28, 2, 1], [28, 2, 1], [28, 1, 1]], latent_dim=128, out_activation="sigmoid")
+
+    model = net.eval()  # a SarNet with a latent samples like a SarNET-VAE decoder
+    m = args.naive_images
+    naive = time_generate(model, m, "naive", 500) * args.n / m
+    fast = time_generate(model, args.n, "fast", args.fast_batch)
+    return emit("sample_pixel", naive, fast, images=args.n, latent_dim=128, patch=1, passes_naive=783,
+                naive_timed_images=m, naive_scaled_per_image=True, fast_batch=args.fast_batch)
+
+
+def case_fid(args):
+    from sarnet.data import real_images
+    from sarnet.metrics.fid import FIDEvaluator, load_classifier
+    model = SarNetVAE(128).eval()
+    classifier = load_classifier("mnist", root=args.data)
+    real = real_images(args.data, "mnist", [5], "test")
+    gen = lambda n, g: generate(model, n, generator=g, batch_size=args.fast_batch)  # noqa: E731
+    one = FIDEvaluator(classifier, real, n_gen=args.n, n_sets=1)
+    t = time.perf_counter()
+    one.evaluate(gen)
+    t_one = time.perf_counter() - t
+    full = FIDEvaluator(classifier, real, n_gen=args.n, n_sets=10)
+    t = time.perf_counter()
+    full.evaluate(gen)
+    t_full = time.perf_counter() - t
+    return emit("fid", t_full, t_one, images=args.n, note="baseline_s = the 10-set evaluation, "
+                "project_s = one set; ratio = 10-set / 1-set", one_set_s=round(t_one, 2), ten_sets_s=round(t_full, 2))
+
+
+CASES = {"train": case_train, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES) + [[]])
+    p.add_argument("--data", default=str(ROOT / "data"))
+    p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
+    p.add_argument("--epochs", type=int, default=4, help="train case: epochs per path (the first is warm-up)")
+    p.add_argument("--naive-images", type=int, default=500, help="sample_pixel: images timed on the naive path")
+    p.add_argument("--fast-batch", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for case in args.cases or list(CASES):
+        CASES[case](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Smoke runs through the real train.py entry point and the real Hydra composition (CPU, seconds each)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
+                                reason="run `make data` first")
+
+
+def train(*overrides, check=True, timeout=600):
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HYDRA_FULL_ERROR="1")
+    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("model, epochs", [("sarnet_vae", 200), ("vae", 250), ("sarnet", 500)])
+def test_real_configs_compose_and_build(model, epochs):
+    cfg = compose_config(f"model={model}", "latent_dim=16")
+    assert cfg.trainer.max_epochs == epochs and cfg.seed == 1234 and cfg.data.batch_size == 64
+    net = instantiate(cfg.model.net)
+    if model != "sarnet":
+        assert net.latent_dim == 16
+    if model == "sarnet":
+        assert cfg.loss.ssim_weight == 1.0 and cfg.model.optimizer._target_ == "torch.optim.SGD"
+
+
+def test_reference_threshold_follows_latent_dim():
+    assert compose_config("latent_dim=8").sample.th == 0.095
+    assert compose_config("latent_dim=64").sample.th == 0.105
+    assert compose_config("model=vae").sample.th is None
+
+
+@needs_data
+@pytest.mark.parametrize("model", ["sarnet_vae", "vae", "sarnet"])
+def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, tmp_path):
+    train(f"model={model}", "trainer=smoke", "fid=off", "latent_dim=16", f"hydra.run.dir={tmp_path}")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["model"] == model and results["epochs"] == 1
+    assert results["steps"] == 3 and results["params"]["dense"] >= results["params"]["effective"] > 0
+    assert results["latent_dim"] == (None if model == "sarnet" else 16)
+    for key in ["val/loss", "test/loss", "train/loss"]:
+        assert key in results["metrics"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "checkpoints" / "best.ckpt").exists()
+    assert "val/loss" in (tmp_path / "csv" / "metrics.csv").read_text()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("files/media/images/samples_*.png"))
+
+
+@needs_data
+def test_smoke_run_with_tiny_fid(tmp_path):
+    train("trainer=smoke", "latent_dim=8", "logger=csv", f"hydra.run.dir={tmp_path}", timeout=900)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["metrics"]["fid/mean"] > 0 and results["metrics"]["fid/std"] >= 0
+
+
+@needs_data
+def test_multirun_over_latent_dim_yields_one_result_per_job(tmp_path):
+    train("-m", "latent_dim=8,16", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
+    results = sorted(tmp_path.glob("*/results.json"))
+    assert [json.loads(p.read_text())["latent_dim"] for p in results] == [8, 16]
+    wandb_runs = list(tmp_path.glob("*/wandb/offline-run-*"))
+    assert len(wandb_runs) == 2  # one W&B run per job
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_five_latent_sweep_as_the_user_types_it(tmp_path):
+    train("-m", "latent_dim=8,16,32,64,128", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
+    assert len(list(tmp_path.glob("*/results.json"))) == 5
