@@ -227,7 +227,8 @@ def generate_regression(net: SarNet, n, alpha_max=0.65, p=0.3, th=0.15, refine=T
     x = torch.zeros(n, units.numel(), device=device)
 
     def clip(v):
-        return torch.where(v < th, torch.zeros_like(v), v).clamp(max=1)
+        v = v.clamp(max=1)
+        return v.clamp(min=0) if th is None else torch.where(v < th, torch.zeros_like(v), v)
 
     first_idx = torch.full((n,), -1, dtype=torch.long, device=device)
     first_val = torch.zeros(n, (units == 0).sum(), device=device)

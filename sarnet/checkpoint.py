@@ -1,0 +1,108 @@
+"""Load a trained network back from a checkpoint written by train.py: no Lightning, no optimizer, no trainer.
+
+A checkpoint carries `checkpoint["sarnet"] = {"net": <resolved net config, with _target_>, "format": 1}` and
+the module's `state_dict` (keys prefixed `net.`). The net is rebuilt from its config, so the code that builds
+it (and the mask rule) is today's: the persistent SemiDense masks in the file must equal the rebuilt ones.
+"""
+
+import warnings
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+FORMAT = 1
+HINT = "re-train or pick another checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():  # junk can pass for an old pickle protocol: one error is plenty
+            warnings.simplefilter("ignore")
+            # weights_only: the file holds tensors and primitives only, so nothing in it gets to run code.
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # damaged bytes make the unpickler fail in many ways (EOF, zip, IndexError, ...)
+        detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        if "Weights only load failed" in detail:  # torch's text suggests weights_only=False: not for us
+            detail = "not tensors and primitives only"
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupted?): "
+                              f"{type(e).__name__}: {detail}; {HINT}") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("sarnet"), dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a sarnet checkpoint (no 'sarnet' entry, i.e. not written by "
+                              f"train.py's SarnetModule); {HINT}")
+    fmt = ckpt["sarnet"].get("format")
+    if fmt != FORMAT or not isinstance(ckpt["sarnet"].get("net"), dict):
+        raise CheckpointError(f"{path}: sarnet checkpoint format {fmt!r} is not supported "
+                              f"(expected {FORMAT}); {HINT}")
+    return ckpt
+
+
+def load_model(path, map_location="cpu") -> nn.Module:
+    """The plain network (SarNet / SarNetVAE / ConvVAE) of a train.py checkpoint, in eval mode."""
+    ckpt = read_checkpoint(path, map_location)
+    config = ckpt["sarnet"]["net"]
+    try:
+        net = instantiate(config)
+    except Exception as e:  # a renamed class or an argument the code no longer takes
+        raise CheckpointError(f"{path}: cannot rebuild the net from its stored config {config}: {e}; "
+                              f"{HINT}") from e
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    own = net.state_dict()
+    for key, value in own.items():
+        # load_state_dict would silently overwrite a mask of the right shape: compare them first.
+        if key.endswith("mask") and key in state and state[key].shape == value.shape and \
+                not torch.equal(state[key].to(value.device, value.dtype), value):
+            diff = int((state[key].to(value.device, value.dtype) != value).sum())
+            raise CheckpointError(f"{path}: mask {key} differs from the one the config {config} builds "
+                                  f"today ({diff} entries): the mask rule or geometry changed since "
+                                  f"training; {HINT}")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the net built from {config}: "
+                              f"{str(e).strip()}; {HINT}") from e
+    return net.to(map_location).eval()
+
+
+def run_dir(path) -> Path:
+    """<run>/checkpoints/x.ckpt -> <run>; a checkpoint lying elsewhere -> its own folder."""
+    path = Path(path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def load_run_config(path) -> dict:
+    """What the scripts need from the run that wrote a checkpoint: its dir, data and `sample` settings.
+
+    -> {"run_dir": Path, "data": {"root", "dataset", "classes"}, "sample": dict, "config": DictConfig | None}.
+    Without <run>/.hydra/config.yaml (a copied checkpoint): MNIST, all classes, root "data", default sampling.
+    """
+    rd = run_dir(path)
+    data = {"root": "data", "dataset": "mnist", "classes": None}
+    out = {"run_dir": rd, "data": data, "sample": {}, "config": None}
+    cfg_file = rd / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        return out
+    cfg = OmegaConf.load(cfg_file)
+    out["config"] = cfg
+    if cfg.get("sample") is not None:
+        out["sample"] = OmegaConf.to_container(cfg.sample, resolve=True)
+    if cfg.get("data") is not None:
+        node = OmegaConf.to_container(cfg.data, resolve=True)
+        dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None
+        data.update(root=node.get("root", "data"), dataset=dataset or "mnist", classes=node.get("classes"))
+    # train.py resolves a relative data root against the directory it was started from: do the same.
+    hydra_file = rd / ".hydra" / "hydra.yaml"
+    if not Path(data["root"]).is_absolute() and hydra_file.is_file():
+        cwd = OmegaConf.load(hydra_file).hydra.runtime.get("cwd")
+        if cwd and (Path(cwd) / data["root"]).exists():
+            data["root"] = str(Path(cwd) / data["root"])
+    return out

@@ -1,0 +1,112 @@
+"""What every script under scripts/ shares: the common flags, loading a checkpoint, saving and logging a grid.
+
+    p = cli.parser(__doc__); p.add_argument(...); cli.main(p, body)  # body(args, model, run) -> grid, caption
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.nn import SarNet, SarNetVAE
+
+
+class UsageError(Exception):
+    """A request this model or data cannot serve: printed as one line, exit status 2."""
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
+    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
+    return p
+
+
+def threshold(s: str):
+    """--th: a float, or 'none' for no threshold."""
+    return "none" if s.lower() in ("none", "null") else float(s)
+
+
+def resolve_th(value, run: dict, default=0.105):
+    """--th as given; not given -> the run's sample.th (itself possibly null = no threshold)."""
+    if value is None:
+        return run["sample"].get("th", default)
+    return None if value == "none" else value
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def require_autoregressive(model, what: str):
+    if not isinstance(model, (SarNet, SarNetVAE)):
+        raise UsageError(f"{what} needs an autoregressive SarNet or SarNetVAE checkpoint; this one holds a "
+                         f"{type(model).__name__}, which is not autoregressive")
+
+
+def require_encoder(model, what: str):
+    if not hasattr(model, "encoder"):
+        raise UsageError(f"{what} needs a model with an encoder (SarNetVAE or ConvVAE); this checkpoint "
+                         f"holds a {type(model).__name__}")
+
+
+def real_image(run: dict, split: str, index: int, root=None) -> torch.Tensor:
+    """Image `index` of the run's data (its dataset and class filter), as (1, C, H, W)."""
+    from sarnet.data import DataError, real_images
+    data = run["data"]
+    try:
+        x = real_images(root or data["root"], data["dataset"], data["classes"], split)
+    except (DataError, OSError) as e:
+        raise UsageError(f"cannot read the {data['dataset']} {split} split under {root or data['root']}: {e} "
+                         f"(prepare it with `make data` or pass --root)") from e
+    if not 0 <= index < len(x):
+        raise UsageError(f"--index {index}: the {split} split of {data['dataset']} "
+                         f"(classes {data['classes']}) has {len(x)} images")
+    return x[index:index + 1]
+
+
+def log_wandb(path: Path, key: str, caption: str, args, run: dict):
+    """Log to the active W&B run if there is one; with --wandb, to a fresh offline one in the run dir."""
+    wandb = sys.modules.get("wandb")  # never imported -> no active run, and no import cost
+    if args.wandb:
+        import wandb
+        wandb.init(mode="offline", dir=str(run["run_dir"]), project="sarnet", job_type=key, config=vars(args),
+                   settings=wandb.Settings(silent=True))
+    if wandb is None or wandb.run is None:
+        return
+    wandb.log({key: wandb.Image(str(path), caption=caption)})
+    if args.wandb:
+        wandb.finish()
+
+
+def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
+    """Parse, seed, load the checkpoint, body(args, model, run) -> (grid (C, H, W), caption), save, log.
+    `run` is load_run_config's dict plus "generator" (seeded by --seed)."""
+    args = p.parse_args(argv)
+    name = Path(p.prog).stem
+    try:
+        torch.manual_seed(args.seed)
+        device = pick_device(args.device)
+        model = load_model(args.ckpt, map_location=device)
+        run = load_run_config(args.ckpt)
+        run["generator"] = torch.Generator().manual_seed(args.seed)  # on the CPU: same draws on any device
+        grid, caption = body(args, model, run)
+        out = Path(args.out) if args.out else run["run_dir"] / "images" / f"{name}_{Path(args.ckpt).stem}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid.float().cpu(), out)
+        log_wandb(out, name, caption, args, run)
+    except (CheckpointError, UsageError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{caption} -> {out}")
+    return out

@@ -1,0 +1,45 @@
+"""A grid of samples from a trained model (sampling settings: the run's `sample` config, overridable here).
+
+    python scripts/sample.py --ckpt RUN/checkpoints/last.ckpt [--n 64] [--th 0.105|none] [--z-scale 1.0]
+        [--method fast|naive] [--mode mean|bernoulli] [--temperature 1.0] [--out PNG] [--seed 0]
+        [--device auto|cpu|cuda] [--wandb]
+"""
+from torchvision.utils import make_grid
+
+from sarnet import cli
+from sarnet.sampling import decoder_of, generate, sample_images
+
+
+def body(args, model, run):
+    cfg = dict(run["sample"])
+    cfg["th"] = cli.resolve_th(args.th, run)
+    for key, value in (("z_scale", args.z_scale), ("method", args.method)):
+        if value is not None:
+            cfg[key] = value
+    if args.mode == "mean" and args.temperature == 1.0:
+        # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
+        images = sample_images(model, args.n, cfg, run["generator"])
+    else:
+        cli.require_autoregressive(model, "--mode bernoulli / --temperature")
+        if decoder_of(model).out_activation != "sigmoid":
+            raise cli.UsageError("--mode bernoulli needs a sigmoid (likelihood-trained) output; this "
+                                 "regression SarNet has a linear one")
+        images = generate(model, n=args.n, z_scale=cfg.get("z_scale", 1.0), th=cfg["th"],
+                          method=cfg.get("method", "fast"), mode=args.mode, temperature=args.temperature,
+                          generator=run["generator"])
+    caption = (f"{args.n} samples, th={cfg.get('th')}, z_scale={cfg.get('z_scale', 1.0)}, "
+               f"method={cfg.get('method', 'fast')}, mode={args.mode}, T={args.temperature}")
+    return make_grid(images, nrow=args.nrow), caption
+
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--nrow", type=int, default=8)
+    p.add_argument("--th", type=cli.threshold, default=None, help="pixels < th -> 0; 'none' disables "
+                   "(default: the run's sample.th)")
+    p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")
+    p.add_argument("--method", choices=("fast", "naive"), default=None, help="default: the run's")
+    p.add_argument("--mode", choices=("mean", "bernoulli"), default="mean")
+    p.add_argument("--temperature", type=float, default=1.0, help="Bernoulli temperature (mode bernoulli)")
+    cli.main(p, body)

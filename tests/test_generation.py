@@ -1,0 +1,295 @@
+"""Patch importance, completion, checkpoint loading and the generation CLIs (tiny random models, CPU).
+
+The CLI tests train smoke checkpoints (SarNET-VAE, conv VAE, regression SarNET) with the real train.py,
+once per module (~10 s each), run every script once as a subprocess, and the variants and refusals
+in-process (no interpreter start-up each time).
+"""
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.explain import candidates, gradient_importance, importance_overlay, patch_importance
+from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+from sarnet.sampling import complete, patch_units
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+
+
+def drifted(net, seed=0, positive=False):
+    """Random weights everywhere, masked entries included (as weight decay would leave them)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in net.layers:
+            w = torch.randn(layer.weight.shape, generator=g)
+            layer.weight.copy_(w.abs() if positive else w)
+    return net
+
+
+# ---- (a) layer-1 patch importance -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first_patch", ["given", "predicted"])
+def test_importance_candidates_follow_the_mask(first_patch):
+    net = SarNet(TINY, latent_dim=3, first_patch=first_patch)
+    for o in range(net.n_patches):
+        expected = list(range(o)) if o or first_patch == "predicted" else [0]  # type a: j < o, 0 sees 0
+        assert candidates(net.layers[0], o).tolist() == expected
+        patches, _ = patch_importance(net, torch.rand(1, 8, 8), o, top_k=net.n_patches)
+        assert sorted(patches.tolist()) == expected
+
+
+def test_importance_matches_brute_force():
+    net = drifted(SarNet(TINY, latent_dim=3))
+    layer, x = net.layers[0], torch.rand(64) + 0.1
+    wm = layer.weight * layer.mask
+    for o in (1, 2, 5, 9, 15):
+        patches, scores = patch_importance(net, x.view(1, 8, 8), o, top_k=5)
+        # The reference: a one-patch column mask M_j on the rows of out-patch o, |x (W*M*M_j)^T| summed.
+        brute = {}
+        for j in range(o):
+            m_j = torch.zeros_like(wm)
+            m_j[(layer.deg_out == o).nonzero(), (layer.deg_in == j).nonzero().T] = 1
+            brute[j] = (torch.cat([x, torch.randn(3)]) @ (wm * m_j).T).abs().sum().item()
+        top = sorted(brute, key=lambda j: -brute[j])[:5]
+        assert patches.tolist() == top
+        raw = torch.tensor([brute[j] for j in top])
+        if len(top) > 1:
+            torch.testing.assert_close(scores, (raw - raw.min()) / (raw.max() - raw.min()))
+        assert scores.min() >= 0 and scores.max() <= 1 and scores[0] == 1
+        assert len(top) == 1 or scores[-1] == 0
+
+
+def test_importance_single_candidate_and_ties_score_one():
+    net = SarNet(TINY)
+    assert patch_importance(net, torch.rand(1, 8, 8), 1)[1].tolist() == [1.0]  # only patch 0
+    patches, scores = patch_importance(net, torch.zeros(1, 8, 8), 9)  # a black image: all scores 0
+    assert len(patches) == 5 and scores.tolist() == [1.0] * 5
+
+
+def test_overlay_paints_target_white_and_keeps_the_rest_grey():
+    image = torch.rand(1, 8, 8) * 0.5
+    rgb = importance_overlay(image, 5, torch.tensor([0, 3]), torch.tensor([1.0, 0.0]), patch_size=2)
+    assert rgb.shape == (3, 8, 8)
+    assert (rgb[:, 2:4, 2:4] == 1).all()  # patch 5 = row 1, col 1
+    assert torch.equal(rgb[:, 4:, :], image[0, 4:, :].expand(3, -1, -1))  # untouched patches stay grey
+    assert not torch.equal(rgb[:, 0:2, 0:2], image[0, 0:2, 0:2].expand(3, -1, -1))
+
+
+# ---- (e) gradient importance ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", [SarNet(TINY), SarNetVAE(latent_dim=4, geometry=TINY)])
+def test_gradient_importance_is_autoregressive(model):
+    torch.manual_seed(0)
+    net = model.decoder if isinstance(model, SarNetVAE) else model
+    drifted(net, positive=True)  # positive weights and pixels: no dead ReLU, every allowed path is live
+    image = torch.rand(1, 8, 8) + 0.1  # no black pixel: a zero score can only come from a zero gradient
+    for o in (1, 4, 10, 15):
+        s = gradient_importance(model, image, o)
+        assert s.shape == (16,) and s.max() == 1 and s.min() >= 0
+        assert (s[o:] == 0).all(), f"target {o}: patches >= target must not matter"
+        assert (s[:o] > 0).all()
+
+
+# ---- (b) completion -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["fast", "naive"])
+def test_completion_keeps_given_patches_bit_exact(method):
+    torch.manual_seed(0)
+    model = SarNetVAE(latent_dim=8).eval()
+    images = torch.rand(2, 1, 28, 28)
+    net = model.decoder
+    for keep in (24, torch.arange(49) % 3 == 0):  # a prefix, and a patch-aligned region that is not one
+        filled, masked = complete(model, images, keep, n=3, th=0.15, method=method)
+        known = keep if isinstance(keep, torch.Tensor) else torch.arange(49) < keep
+        cols = torch.cat([patch_units(net, k) for k in known.nonzero().squeeze(1).tolist()])
+        assert filled.shape == (2, 3, 1, 28, 28)
+        given = images.flatten(1)[:, cols]
+        assert torch.equal(filled.flatten(2)[:, :, cols], given[:, None].expand(-1, 3, -1))
+        assert torch.equal(masked.flatten(1)[:, cols], given)
+        assert (masked.flatten(1)[:, [c for c in range(784) if c not in set(cols.tolist())]] == 0).all()
+
+
+# ---- (d) checkpoint loading -----------------------------------------------------------------------------
+
+def fake_checkpoint(path, net, config):
+    torch.save({"sarnet": {"net": config, "format": 1},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+SMALL = {"_target_": "sarnet.nn.SarNet", "geometry": TINY, "latent_dim": 0, "first_patch": "given",
+         "out_activation": "none"}
+
+
+def test_load_model_round_trip(tmp_path):
+    net = drifted(SarNet(TINY))
+    loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net, SMALL))
+    assert isinstance(loaded, SarNet) and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    run = load_run_config(tmp_path / "a.ckpt")  # no .hydra/ next to it: the fallbacks
+    assert run["data"]["dataset"] == "mnist" and run["sample"] == {}
+
+
+def test_load_model_refuses_bad_files(tmp_path):
+    path = fake_checkpoint(tmp_path / "good.ckpt", SarNet(TINY), SMALL)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_model(tmp_path / "missing.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted.*re-train or pick another checkpoint"):
+        load_model(truncated)
+    (tmp_path / "junk.ckpt").write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_model(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a sarnet checkpoint"):
+        load_model(tmp_path / "other.ckpt")
+
+
+def test_load_model_refuses_mismatched_weights_and_masks(tmp_path):
+    net = SarNet(TINY)
+    other = {**SMALL, "geometry": [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]}  # 3 hidden channels, not 2
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(fake_checkpoint(tmp_path / "shape.ckpt", net, other))
+    with torch.no_grad():
+        net.layers[1].mask[0, -1] = True  # a mask the rule does not build (same shape)
+    with pytest.raises(CheckpointError, match="mask layers.1.mask differs"):
+        load_model(fake_checkpoint(tmp_path / "mask.ckpt", net, SMALL))
+
+
+# ---- (c) the CLIs on real smoke checkpoints -------------------------------------------------------------
+
+def train_smoke(run_dir, *overrides):
+    if not (REPO / "data" / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST is not prepared: run `make data` first")
+    cmd = [sys.executable, "train.py", "trainer=smoke", "fid=off", "logger=csv", "run_test=false",
+           f"hydra.run.dir={run_dir}", *overrides]
+    done = subprocess.run(cmd, check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def sarnet_vae_ckpt(tmp_path_factory):
+    return train_smoke(tmp_path_factory.mktemp("sarnet_vae"), "latent_dim=8")
+
+
+@pytest.fixture(scope="module")
+def vae_ckpt(tmp_path_factory):
+    return train_smoke(tmp_path_factory.mktemp("vae"), "model=vae", "latent_dim=8")
+
+
+@pytest.fixture(scope="module")
+def sarnet_ckpt(tmp_path_factory):
+    return train_smoke(tmp_path_factory.mktemp("sarnet"), "model=sarnet")
+
+
+@pytest.fixture
+def ckpts(request):
+    """Checkpoints by model kind, trained only when a test asks for that kind."""
+    return lambda kind: request.getfixturevalue(f"{kind}_ckpt")
+
+
+def cli(script, ckpt, *args):
+    """A script as a real subprocess, run from another directory: it finds the data via the run's config."""
+    cmd = [sys.executable, str(REPO / "scripts" / f"{script}.py"), "--ckpt", str(ckpt), "--device", "cpu",
+           *args]
+    done = subprocess.run(cmd, check=False, cwd=ckpt.parent, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def cli_inprocess(script, ckpt, *args, monkeypatch, capsys):
+    """The same script in this process (no interpreter start-up): -> (exit status, stderr)."""
+    monkeypatch.setattr(sys, "argv", [str(REPO / "scripts" / f"{script}.py"), "--ckpt", str(ckpt), "--device",
+                                      "cpu", *args])
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+def png_ok(path, min_bytes=500):
+    from PIL import Image
+    assert path.is_file() and path.stat().st_size > min_bytes
+    with Image.open(path) as im:
+        lo, hi = im.convert("L").getextrema()
+    assert hi > lo, f"{path} is blank"
+
+
+def test_load_model_on_a_real_checkpoint(sarnet_vae_ckpt):
+    model = load_model(sarnet_vae_ckpt)
+    assert isinstance(model, SarNetVAE) and model.latent_dim == 8 and not model.training
+    run = load_run_config(sarnet_vae_ckpt)
+    assert run["data"]["classes"] == [5] and run["data"]["dataset"] == "mnist"
+    assert run["sample"]["th"] == pytest.approx(0.095)  # the reference's threshold at L=8, from the run
+    assert Path(run["data"]["root"]).is_absolute()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("sample", ["--n", "8"]), ("complete", ["--n", "3", "--keep-rows", "3"]),
+    ("interpolate", ["--steps", "4"]), ("importance", ["--targets", "2,9"])])
+def test_cli_subprocess(script, args, sarnet_vae_ckpt):
+    cli(script, sarnet_vae_ckpt, *args)
+    png_ok(sarnet_vae_ckpt.parents[1] / "images" / f"{script}_last.png")  # the default --out
+
+
+@pytest.mark.parametrize("script, args, model", [
+    ("sample", ["--n", "4", "--method", "naive"], "sarnet_vae"),
+    ("sample", ["--n", "4", "--mode", "bernoulli", "--temperature", "0.8"], "sarnet_vae"),
+    ("sample", ["--n", "8", "--th", "none"], "vae"),
+    ("complete", ["--n", "2", "--keep", "10", "--method", "naive"], "sarnet_vae"),
+    ("interpolate", ["--steps", "3", "--sample"], "sarnet_vae"),
+    ("interpolate", ["--steps", "3"], "vae"),
+    ("importance", ["--method", "gradient", "--targets", "5,20"], "sarnet_vae"),
+    ("sample", ["--n", "4", "--th", "0"], "sarnet"),  # regression SarNET; th 0.15 blanks a smoke model
+    ("complete", ["--n", "2"], "sarnet"),
+    ("importance", ["--targets", "4,30"], "sarnet")])
+def test_cli_variants(script, args, model, ckpts, tmp_path, monkeypatch, capsys):
+    ckpt = ckpts(model)
+    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "x.png"),
+                                monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 0, err
+    png_ok(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("script, args, model, message", [
+    ("complete", [], "vae", "not autoregressive"),
+    ("importance", [], "vae", "not autoregressive"),
+    ("sample", ["--mode", "bernoulli"], "vae", "not autoregressive"),
+    ("complete", ["--index", "100000"], "sarnet_vae", "--index 100000"),
+    ("importance", ["--targets", "3,49"], "sarnet_vae", "--targets [49]"),
+    ("interpolate", [], "sarnet", "needs a model with an encoder"),
+    ("sample", ["--mode", "bernoulli"], "sarnet", "needs a sigmoid"),
+    ("sample", [], "broken", "re-train or pick another checkpoint")])
+def test_cli_refusals(script, args, model, message, ckpts, tmp_path, monkeypatch, capsys):
+    if model != "broken":
+        ckpt = ckpts(model)
+    else:
+        ckpt = tmp_path / "checkpoints" / "bad.ckpt"
+        ckpt.parent.mkdir()
+        ckpt.write_bytes(b"not a checkpoint")
+    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"),
+                                monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and message in err and err.count("\n") == 1, err  # one line, no traceback
+    assert not (tmp_path / "no.png").exists()
+
+
+def test_wandb_flag_logs_offline(sarnet_vae_ckpt, tmp_path):
+    cli("sample", sarnet_vae_ckpt, "--n", "4", "--wandb", "--out", str(tmp_path / "w.png"))
+    assert list((sarnet_vae_ckpt.parents[1] / "wandb").glob("offline-run-*/files/media/images/sample_*.png"))
+
+
+def test_conv_vae_is_not_autoregressive():
+    with pytest.raises(TypeError, match="not autoregressive"):
+        patch_importance(ConvVAE(latent_dim=4), torch.rand(1, 28, 28), 3)
