@@ -84,3 +84,9 @@ def test_multirun_over_latent_dim_yields_one_result_per_job(tmp_path):
 def test_the_five_latent_sweep_as_the_user_types_it(tmp_path):
     train("-m", "latent_dim=8,16,32,64,128", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
     assert len(list(tmp_path.glob("*/results.json"))) == 5
+
+
+def test_smoke_trainer_shrinks_training_and_fid():
+    cfg = compose_config("trainer=smoke")
+    assert cfg.trainer.max_epochs == 1 and cfg.fid.n_gen == 200 and cfg.fid.n_sets == 2
+    assert compose_config().fid.n_gen == 10_000
