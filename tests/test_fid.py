@@ -1,0 +1,147 @@
+"""FID maths, classifier cache safety and the evaluation protocol, on tiny synthetic data (no real dataset)."""
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+from sarnet.metrics import fid as F
+
+
+class Identity(nn.Module):
+    """'Images' are already feature vectors: lets us test the FID maths on known Gaussians."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.num_features = d
+
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def sqrtm(a):
+    w, v = torch.linalg.eigh(a)
+    return v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
+
+
+def closed_form(mu1, s1, mu2, s2):
+    r = sqrtm(s1)
+    return ((mu1 - mu2) ** 2).sum() + torch.trace(s1 + s2 - 2 * sqrtm(r @ s2 @ r))
+
+
+def test_identical_sets_give_zero():
+    x = torch.randn(500, 6, generator=torch.Generator().manual_seed(0))
+    v = F.fid_between(Identity(6), x, x)
+    assert isinstance(v, float) and 0.0 <= v < 1e-9
+
+
+def test_fid_matches_closed_form_on_gaussians():
+    g = torch.Generator().manual_seed(0)
+    d, n = 4, 200_000
+    a, b = torch.randn(d, d, generator=g, dtype=torch.float64), torch.randn(d, d, generator=g, dtype=torch.float64)
+    s1, s2 = a @ a.T / d + 0.1 * torch.eye(d), b @ b.T / d + 0.1 * torch.eye(d)
+    mu1, mu2 = torch.zeros(d, dtype=torch.float64), torch.linspace(-1, 1, d, dtype=torch.float64)
+    x1 = mu1 + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(s1).T
+    x2 = mu2 + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(s2).T
+    expect = closed_form(mu1, s1, mu2, s2).item()
+    fid = F.make_fid(Identity(d))
+    fid.update(x1, real=True)
+    fid.update(x2, real=False)
+    got = fid.compute()
+    assert got.dtype == torch.float64  # the result is not cast back to float32
+    assert got.item() == pytest.approx(expect, rel=0.02)
+    # the sample statistics themselves give the closed form exactly (tfgan: unbiased covariance)
+    exact = closed_form(x1.mean(0), x1.T.cov(), x2.mean(0), x2.T.cov()).item()
+    assert got.item() == pytest.approx(exact, rel=1e-8)
+
+
+# -----------------------------------------------------------------------------
+# classifier + cache, on a tiny fake dataset written in torchvision's raw MNIST layout
+
+def write_fake_mnist(root, n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "t10k"):
+        x = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        y = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + x.numpy().tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + y.numpy().tobytes())
+
+
+@pytest.fixture
+def cached(tmp_path):
+    write_fake_mnist(tmp_path)
+    path = F.train_classifier("mnist", root=tmp_path, epochs=1, verbose=False)
+    return tmp_path, path
+
+
+def test_classifier_roundtrip_frozen_and_eval(cached):
+    root, _ = cached
+    net = F.load_classifier("mnist", root=root, train_if_missing=False)
+    assert net.meta["checksum"] == F.dataset_checksum("mnist", root) and net.meta["epochs"] == 1
+    assert not any(p.requires_grad for p in net.parameters())
+    net.train()
+    assert not net.training
+    assert net(torch.rand(3, 1, 28, 28)).shape == (3, F.Classifier.num_features)
+
+
+def test_stale_cache_is_refused(cached):
+    root, _ = cached
+    write_fake_mnist(root, seed=1)  # the data changed under the cache
+    with pytest.raises(F.ClassifierCacheError, match=r"stale.*delete it and run python scripts/train_classifier"):
+        F.load_classifier("mnist", root=root)
+
+
+def test_truncated_cache_is_refused(cached):
+    root, path = cached
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(F.ClassifierCacheError, match=r"unreadable.*delete it and run"):
+        F.load_classifier("mnist", root=root)
+
+
+def test_missing_data_says_make_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make data"):
+        F.load_classifier("mnist", root=tmp_path)
+
+
+# -----------------------------------------------------------------------------
+# protocol
+
+def toy_generate(n, generator):
+    return torch.rand(n, 1, 28, 28, generator=generator) * 0.8
+
+
+def test_protocol_reproducible_and_population_std():
+    net = F.Classifier().requires_grad_(False)  # untrained is fine: we only test the protocol plumbing
+    pool = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    kw = {"n_gen": 60, "n_sets": 3, "batch_size": 25}
+    r1 = F.FIDEvaluator(net, pool, "test_resampled", **kw).evaluate(toy_generate)
+    r2 = F.FIDEvaluator(net, pool, "test_resampled", **kw).evaluate(toy_generate)
+    assert r1 == r2 and len(r1["values"]) == 3 and all(isinstance(v, float) for v in r1["values"])
+    assert r1["std"] == pytest.approx(torch.tensor(r1["values"]).std(correction=0).item())
+    assert r1["values"][0] != r1["values"][1]  # fresh generated and real draws per set
+    r3 = F.FIDEvaluator(net, pool, "test_resampled", seed=7, **kw).evaluate(toy_generate)
+    assert r3["values"] != r1["values"]
+    fixed = F.FIDEvaluator(net, pool, "train", **kw)
+    assert fixed.evaluate(toy_generate) == fixed.evaluate(toy_generate)  # real stats kept across evaluations
+    assert fixed.fid.real_features_num_samples.item() == 50
+
+
+def test_protocol_rejects_out_of_range_images():
+    ev = F.FIDEvaluator(F.Classifier(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
+
+
+def test_classifier_stays_out_of_lightning_module():
+    import lightning as L
+
+    class M(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+            self.fid = F.FIDEvaluator(F.Classifier(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
+
+    m = M()
+    assert len(list(m.parameters())) == 2 and all(k.startswith("layer.") for k in m.state_dict())
