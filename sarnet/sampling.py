@@ -79,53 +79,61 @@ def fill_naive(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperatur
 
 
 def _sorted_layers(net: SarNet):
-    """Per layer: weights with units sorted by degree, and for each patch k its row block and column prefix."""
+    """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
+    the prefix length comes from the layer's own mask. Returns (blocks, w_z, bias, perm_in, perm_out) with
+    blocks[k] = (r0, r1, w[r0:r1, :ncols])."""
     out = []
     for layer in net.layers:
         w = layer.masked_weight()
         perm_in = torch.argsort(layer.deg_in, stable=True)
         perm_out = torch.argsort(layer.deg_out, stable=True)
-        mask = layer.mask[perm_out][:, perm_in]  # the image columns, now sorted: every row allows a prefix
-        w_img = w[perm_out][:, perm_in].contiguous()
-        w_z = w[perm_out, layer.in_image:]
-        rows = torch.bincount(layer.deg_out, minlength=layer.n_patches).cumsum(0).tolist()
+        mask = layer.mask[perm_out][:, perm_in]
+        w_img = w[perm_out][:, perm_in]
+        ends = torch.bincount(layer.deg_out, minlength=layer.n_patches).cumsum(0).tolist()
         blocks = []
-        for k in range(layer.n_patches):
-            r0, r1 = (rows[k - 1] if k else 0), rows[k]
+        for k, r1 in enumerate(ends):
+            r0 = ends[k - 1] if k else 0
             ncols = int(mask[r0].sum())
-            blocks.append((r0, r1, ncols))
-        out.append((w_img, w_z, layer.bias[perm_out], blocks, perm_in, perm_out))
+            blocks.append((r0, r1, w_img[r0:r1, :ncols].contiguous()))
+        out.append((blocks, w[perm_out, layer.in_image:], layer.bias[perm_out], perm_in, perm_out))
     return out
 
 
 @torch.no_grad()
 def fill_fast(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperature=1.0, uniforms=None):
-    """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units."""
+    """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
+
+    Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows: every step
+    is one contiguous (rows x prefix) @ (prefix x batch) matmul per layer, written in place."""
     _check_mode(mode)
     known = keep_mask(net, keep).tolist()
     layers = _sorted_layers(net)
-    perm = layers[0][4]
-    assert torch.equal(perm, layers[-1][5]), "network input and output units must be ordered alike"
-    n_layers = len(layers)
-    xs = x.flatten(1)[:, perm].contiguous()  # the image, sorted by degree
-    us = None if uniforms is None else uniforms[:, perm]
+    perm = layers[0][3]
+    assert torch.equal(perm, layers[-1][4]), "network input and output units must be ordered alike"
+    batch = x.shape[0]
+    xs = x.flatten(1)[:, perm].T.contiguous()  # the image, sorted by degree: (units, batch)
+    us = None if uniforms is None else uniforms[:, perm].T
     # z's contribution plus bias: once per image and layer, not once per step.
-    zb = [b.expand(xs.shape[0], -1) if z is None else z @ w_z.T + b for (_, w_z, b, *_) in layers]
-    hidden = [xs.new_zeros(xs.shape[0], w.shape[0]) for (w, *_) in layers[:-1]]
+    zb = [b[:, None].expand(-1, batch) if z is None else torch.addmm(b[:, None], w_z, z.T)
+          for (_, w_z, b, _, _) in layers]
+    hidden = [xs.new_empty(len(p_out), batch) for (_, _, _, _, p_out) in layers[:-1]]
+    last = len(layers) - 1
     for k in range(net.n_patches):
         h = xs
-        for i, (w, _, _, blocks, _, _) in enumerate(layers):
-            r0, r1, ncols = blocks[k]
-            pre = torch.addmm(zb[i][:, r0:r1], h[:, :ncols], w[r0:r1, :ncols].T) if ncols else zb[i][:, r0:r1]
-            if i < n_layers - 1:
-                hidden[i][:, r0:r1] = F.relu(pre)
+        for i, (blocks, *_) in enumerate(layers):
+            r0, r1, w = blocks[k]
+            if i < last:
+                rows = hidden[i][r0:r1]
+                torch.addmm(zb[i][r0:r1], w, h[: w.shape[1]], out=rows)
+                rows.relu_()
                 h = hidden[i]
             elif not known[k]:
-                u = None if us is None else us[:, r0:r1]
-                xs[:, r0:r1] = _finish(net, pre, th, mode, temperature, u)
+                pre = torch.addmm(zb[i][r0:r1], w, h[: w.shape[1]])
+                u = None if us is None else us[r0:r1]
+                xs[r0:r1] = _finish(net, pre, th, mode, temperature, u)
     out = torch.empty_like(xs)
-    out[:, perm] = xs
-    return out.view(-1, *net.image_shape)
+    out[perm] = xs
+    return out.T.reshape(-1, *net.image_shape)
 
 
 FILLERS = {"fast": fill_fast, "naive": fill_naive}
