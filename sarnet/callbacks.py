@@ -40,7 +40,8 @@ class ImageGrids(L.Callback):
                      out_dir / f"reconstructions_epoch{epoch:03d}.png", "top: data, bottom: reconstruction")
             if self.z is None:  # the same z every time: the grids show the model changing, not the noise
                 self.z = draw_z(net, self.n, self.sample.get("z_scale", 1.0), gen)
-            samples = sample_images(net, self.n, self.sample, gen, z=None if self.z is None else self.z.to(module.device))
+            z = None if self.z is None else self.z.to(module.device)
+            samples = sample_images(net, self.n, self.sample, gen, z=z)
             log_grid(trainer, "samples", make_grid(samples, nrow=self.n), out_dir / f"samples_epoch{epoch:03d}.png",
                      "fixed z")
             if getattr(net, "latent_dim", 0) and not isinstance(net, ConvVAE):

@@ -10,7 +10,6 @@ Both samplers fill an image patch by patch in raster order; patches < `start` ar
 """
 
 import torch
-import torch.nn.functional as F
 
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 

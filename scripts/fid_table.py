@@ -11,10 +11,11 @@ dim, one line per model, error bars) and <out>.json; --wandb logs the table to a
 import argparse
 import json
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Thesis Table 4.1 (SPEC 6.5): TF-GAN MNIST-classifier FID, mean (std) over 10 sets (50 at L=128).
 THESIS = {
@@ -131,8 +132,11 @@ def plot(rows, path):
 
 def log_wandb(rows, dirs):
     import wandb
-    os.environ.setdefault("WANDB_MODE", "offline" if not os.environ.get("WANDB_API_KEY") else "online")
-    run = wandb.init(project="sarnet", job_type="fid_table", dir=str(dirs[0]), config={"sweeps": [str(d) for d in dirs]})
+
+    from sarnet.train import wandb_offline
+    mode = "offline" if wandb_offline() else "online"  # never prompts: offline unless an API key is configured
+    run = wandb.init(project="sarnet", job_type="fid_table", dir=str(dirs[0]), mode=mode,
+                     config={"sweeps": [str(d) for d in dirs]})
     cols = ["model", "latent_dim", "status", "fid_mean", "fid_std", "thesis_fid", "params_dense", "epochs"]
     data = [[r["model"], r["latent_dim"], r["status"], r.get("fid_mean"), r.get("fid_std"),
              r["thesis"][0] if r["thesis"] else None, r.get("params_dense"), r.get("epochs")] for r in rows]

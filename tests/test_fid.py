@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from sarnet.data.sources import DataError
 from sarnet.metrics import fid as F
 
 
@@ -101,7 +102,7 @@ def test_truncated_cache_is_refused(cached):
 
 
 def test_missing_data_says_make_data(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make data"):
+    with pytest.raises(DataError, match="make data"):
         F.load_classifier("mnist", root=tmp_path)
 
 

@@ -30,7 +30,8 @@ def test_fast_equals_naive_before_threshold(geometry, mode, latent):
     assert (naive - fast).abs().max() <= 1e-5
     # Exactly equal in float64: the two differ only in float summation order.
     net64, z64 = net.double(), None if z is None else z.double()
-    assert (fill_naive(net64, x.double(), z64, th=None) - fill_fast(net64, x.double(), z64, th=None)).abs().max() < 1e-12
+    x64 = x.double()
+    assert (fill_naive(net64, x64, z64, th=None) - fill_fast(net64, x64, z64, th=None)).abs().max() < 1e-12
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=IDS[:3])

@@ -17,8 +17,8 @@ FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torc
 BINARIZE = ("none", "static", "dynamic")
 
 
-def load_split(root, dataset, split, classes=None):
-    """-> (x float32 (N,1,28,28) in [0,1] = uint8/255, y int64 (N,)), keeping only `classes` (None = all)."""
+def raw_split(root, dataset, split):
+    """-> (x uint8 (N,28,28), y int64 (N,)): one split exactly as stored (checked against its IDX header)."""
     if dataset not in FOLDERS or split not in ("train", "test"):
         raise DataError(f"unknown dataset {dataset!r} or split {split!r}: expected {sorted(FOLDERS)}, "
                         f"'train' or 'test'")
@@ -28,7 +28,12 @@ def load_split(root, dataset, split, classes=None):
     y = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{raw}: images {x.shape} and labels {y.shape} do not match; re-run `make data`")
-    x, y = torch.from_numpy(x), torch.from_numpy(y).long()
+    return torch.from_numpy(x), torch.from_numpy(y).long()
+
+
+def load_split(root, dataset, split, classes=None):
+    """-> (x float32 (N,1,28,28) in [0,1] = uint8/255, y int64 (N,)), keeping only `classes` (None = all)."""
+    x, y = raw_split(root, dataset, split)
     if classes is not None:
         keep = torch.isin(y, torch.tensor(list(classes), dtype=torch.long))
         x, y = x[keep], y[keep]

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from sarnet.data.datamodules import raw_split
+
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 EPOCHS = {"mnist": 6, "fashion_mnist": 10}  # ~99.3% / ~92% test accuracy (targets 99.0 / 90) in 1-2 min
 
@@ -25,17 +27,11 @@ class ClassifierCacheError(RuntimeError):
 
 
 # -----------------------------------------------------------------------------
-# data (torchvision raw layout under `root`, never downloaded)
+# data (torchvision raw layout under `root`, prepared by `make data`)
 
 def load_split(dataset, root="data", train=True):
-    """uint8 images [N,28,28] and int64 labels [N] of one split, read via torchvision with download=False."""
-    import torchvision
-    cls = getattr(torchvision.datasets, DATASETS[dataset])
-    try:
-        ds = cls(root, train=train, download=False)
-    except RuntimeError as e:
-        raise FileNotFoundError(f"{DATASETS[dataset]} not found under {root}/ ({e}); run `make data` first") from e
-    return ds.data, ds.targets.long()
+    """uint8 images [N,28,28] and int64 labels [N] of one split (a DataError says to run `make data` if absent)."""
+    return raw_split(root, dataset, "train" if train else "test")
 
 
 def dataset_checksum(dataset, root="data"):
