@@ -24,7 +24,8 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
 
     with W = W * M (weights that drifted off the mask, e.g. under weight decay, do not count; SPEC Q17), no
     bias, no ReLU, no later layers, no z. Returns (patches LongTensor (k,), scores FloatTensor (k,)), best
-    first, min-max normalised among the top-k only: best 1, k-th 0 (all 1 for one candidate or a tie).
+    first, min-max normalised among the top-k only: best 1, k-th 0 (all 1 for one candidate or a tie). Candidates
+    with a zero score (black input patches) are dropped: they carry no evidence (the reference would divide 0 by 0).
     """
     layer = decoder_of(net).layers[0]
     o = int(target_patch)
@@ -39,6 +40,7 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
         per_patch = w.new_zeros(w.shape[0], layer.n_patches).index_add_(1, layer.deg_in, w * x)
         scores = per_patch.abs().sum(0)
     cand = candidates(layer, o)
+    cand = cand[scores[cand] > 0]  # a zero score (e.g. a black patch) is no evidence: never shown as important
     s = scores[cand]
     order = torch.argsort(s, descending=True, stable=True)[:top_k]
     patches, s = cand[order], s[order]

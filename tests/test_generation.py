@@ -67,11 +67,11 @@ def test_importance_matches_brute_force():
         assert len(top) == 1 or scores[-1] == 0
 
 
-def test_importance_single_candidate_and_ties_score_one():
+def test_importance_single_candidate_scores_one_and_zero_scores_are_dropped():
     net = SarNet(TINY)
     assert patch_importance(net, torch.rand(1, 8, 8), 1)[1].tolist() == [1.0]  # only patch 0
-    patches, scores = patch_importance(net, torch.zeros(1, 8, 8), 9)  # a black image: all scores 0
-    assert len(patches) == 5 and scores.tolist() == [1.0] * 5
+    patches, scores = patch_importance(net, torch.zeros(1, 8, 8), 9)  # a black image: all raw scores 0
+    assert len(patches) == 0 and len(scores) == 0
 
 
 def test_overlay_paints_target_white_and_keeps_the_rest_grey():
