@@ -6,6 +6,7 @@ it (and the mask rule) is today's: the persistent SemiDense masks in the file mu
 """
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,10 +22,24 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def zip_crc_error(path) -> str | None:
+    """torch.save files are zips; torch.load does not check their CRC32s, so a flipped bit would load as a wrong
+    weight. Returns a description of the first damaged member (or of an unreadable zip), None if all is well."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if bad is None else f"CRC mismatch in {bad}"
+
+
 def read_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    damage = zip_crc_error(path)
+    if damage:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupted?): {damage}; {HINT}")
     try:
         with warnings.catch_warnings():  # junk can pass for an old pickle protocol: one error is plenty
             warnings.simplefilter("ignore")

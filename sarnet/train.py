@@ -12,8 +12,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import validate
 from sarnet.module import count_parameters
+from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
 
 log = logging.getLogger("sarnet")
 
@@ -53,13 +55,23 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path in (None, "last"):
         if last.exists():
+            check_checkpoint(last, "found in the run dir, so train.py resumes from it; delete it to start afresh")
             return str(last)
         if cfg.ckpt_path == "last":
             raise FileNotFoundError(f"ckpt_path=last but {last} does not exist: nothing to resume")
         return None
     if not Path(cfg.ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    check_checkpoint(cfg.ckpt_path, f"given as ckpt_path={cfg.ckpt_path}")
     return str(cfg.ckpt_path)
+
+
+def check_checkpoint(path, why: str):
+    """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
+    try:
+        read_checkpoint(path)  # also checks the zip's CRC32s
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} ({why})") from None
 
 
 def write_json(path: Path, payload: dict):
@@ -94,6 +106,7 @@ def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -103,9 +116,12 @@ def run(cfg: DictConfig) -> float | None:
     module.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = build_loggers(cfg, output_dir)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    if ckpt_path:
+        continue_csv(loggers, ckpt_path)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs()],
+                          plugins=[AtomicCheckpointIO()])
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, output_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
     if cfg.run_test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

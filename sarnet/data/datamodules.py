@@ -4,6 +4,7 @@ The datasets are tiny (60k x 784 bytes), so setup() reads the raw IDX files once
 tensor indexing: per-item PIL transforms would cost more than the model's own step on CPU.
 """
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -17,12 +18,32 @@ FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torc
 BINARIZE = ("none", "static", "dynamic")
 
 
+_verified = set()
+
+
+def check_manifest(raw: Path):
+    """Where `make data` left its md5 manifest, the files must still match it: a same-size corruption (a flipped
+    label) passes the IDX header checks and would otherwise be read silently. Once per directory and process."""
+    manifest = raw / sources.MANIFEST
+    key = (str(raw.resolve()), manifest.stat().st_mtime_ns if manifest.exists() else None)
+    if key in _verified or key[1] is None:
+        return
+    md5s = json.loads(manifest.read_text())
+    for name, expected in md5s.items():
+        path = raw / name
+        if not path.is_file() or sources.file_hash(path) != expected:
+            raise DataError(f"{path}: does not match the md5 recorded by `make data` (corrupted or replaced); "
+                            f"delete it and re-run `make data`")
+    _verified.add(key)
+
+
 def raw_split(root, dataset, split):
     """-> (x uint8 (N,28,28), y int64 (N,)): one split exactly as stored (checked against its IDX header)."""
     if dataset not in FOLDERS or split not in ("train", "test"):
         raise DataError(f"unknown dataset {dataset!r} or split {split!r}: expected {sorted(FOLDERS)}, "
                         f"'train' or 'test'")
     raw = Path(root) / FOLDERS[dataset] / "raw"
+    check_manifest(raw)
     prefix = "train" if split == "train" else "t10k"
     x = read_idx(raw / f"{prefix}-images-idx3-ubyte")
     y = read_idx(raw / f"{prefix}-labels-idx1-ubyte")

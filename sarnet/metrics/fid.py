@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from sarnet.checkpoint import zip_crc_error
 from sarnet.data.datamodules import raw_split
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -137,6 +138,9 @@ def load_classifier(dataset, root="data", train_if_missing=True):
                                     f"--dataset {dataset} --root {root}")
         train_classifier(dataset, root)
     try:
+        damage = zip_crc_error(path)  # a flipped bit would otherwise give a silently wrong FID
+        if damage:
+            raise ValueError(damage)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = ckpt["meta"]
     except Exception as e:  # truncated zip, garbage bytes, wrong layout...

@@ -1,0 +1,503 @@
+"""Reliability: fail-fast configs, resume after SIGKILL, the NaN guard, sweeps with a failing job, scale-out
+(DDP on CPU, joblib, submitit) and damaged data, classifier caches and checkpoints.
+
+Most tests run the real train.py as a subprocess. Fast ones fail before any data or model work (a few seconds,
+mostly interpreter and torch start-up); the ones that train are marked slow.
+"""
+
+import collections
+import csv
+import hashlib
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint
+from sarnet.config import ConfigError, validate
+from sarnet.resume import AtomicCheckpointIO, NonFiniteWeightsError, continue_csv
+from sarnet.train import check_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
+                                reason="run `make data` first")
+# Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
+RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
+             "latent_dim=8"]
+DDP_SMOKE = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+             "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
+             "trainer.enable_progress_bar=false", "fid=off", "logger=csv", "latent_dim=8"]
+
+
+def train(*overrides, timeout=600):
+    """train.py as a subprocess -> (returncode, stdout + stderr, seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "train.py", *overrides], check=False, cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t0
+
+
+def ok(*overrides, timeout=600):
+    rc, out, _ = train(*overrides, timeout=timeout)
+    assert rc == 0, f"train.py {' '.join(overrides)} failed:\n{out[-4000:]}"
+    return out
+
+
+def error_line(out: str, kind: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith(f"{kind}: ")]
+    assert lines, f"no {kind} in the output:\n{out[-3000:]}"
+    return lines[-1][len(kind) + 2:]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def epochs_with(rows, key):
+    return sorted(int(r["epoch"]) for r in rows if r.get(key))
+
+
+@pytest.fixture(scope="module")
+def startup_s():
+    """What every train.py run pays before it can do anything: the interpreter, torch and Lightning imports."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sarnet.train"], cwd=ROOT, env=ENV, check=True)
+    return time.perf_counter() - t0
+
+
+# ---- 1. fail-fast configs --------------------------------------------------------------------------------
+
+INVALID = [  # (overrides, the start of the one-line message: field=value is invalid: what is allowed)
+    (["latent_dim=0"], r"latent_dim=0 is invalid: must be a positive int"),
+    (["latent_dim=abc"], r"latent_dim='abc' is invalid: must be a positive int"),
+    (["model=sarnet", "loss=bce"], r"loss='bce' is invalid: bce needs a sigmoid output but model.net.out_act"),
+    (["model.net.geometry=[[28,1,3],[14,2,2],[28,1,4]]"],
+     r"model.net.geometry=\[\[28, 1, 3\], \[14, 2, 2\], \[28, 1, 4\]\] is invalid: patch_in=3 does not divide"),
+    (["model.net.geometry=[[8,1,2],[4,3,1],[8,1,2]]"], r"model.net.geometry=.* is invalid: must start and end w"),
+    (["model=sarnet", "model.net.first_patch=first"], r"model.net.first_patch='first' is invalid: .*'given', "),
+    (["fid.n_gen=1"], r"fid.n_gen=1 is invalid: must be an int >= 2"),
+    (["fid.real_set=foo"], r"fid.real_set='foo' is invalid: must be one of \('test_resampled', 'train', 'test'\)"),
+    (["sample.method=slow"], r"sample.method='slow' is invalid: must be one of \('fast', 'naive'\)"),
+    (["data.classes=[11]"], r"data.classes=\[11\] is invalid: must be null or a non-empty list of labels 0..9"),
+    (["trainer.max_epochs=0"], r"trainer.max_epochs=0 is invalid: must be a positive int"),
+    (["model.beta=-1"], r"model.beta=-1 is invalid: must be a finite number >= 0"),
+    (["loss.kind=foo"], r"loss.kind='foo' is not one of"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_invalid_config_fails_fast_through_train_py(overrides, message, tmp_path, startup_s):
+    # data_dir points nowhere: had validation let the config through, the run would die of a DataError instead.
+    rc, out, seconds = train(*overrides, "data_dir=/nonexistent", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert rc != 0
+    line = error_line(out, "sarnet.config.ConfigError")
+    assert re.fullmatch(f"{message}.*", line), line
+    assert "direct cause" not in out and "During handling" not in out  # one error, not a chain of tracebacks
+    assert seconds < 2 * startup_s + 2, f"refused after {seconds:.1f} s (start-up alone takes {startup_s:.1f} s)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoints, logs, W&B
+
+
+@st.composite
+def net_fields(draw):
+    """-> (model, {config key: value}): mostly well-formed geometries (the patch grids agree), some broken."""
+    model = draw(st.sampled_from(["sarnet", "sarnet_vae"]))
+    patch = draw(st.sampled_from([2, 4, 7, 14]))  # 196, 49, 16 or 4 patches of the 28 x 28 input
+    grid = 28 // patch
+    hidden = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 2)), max_size=2))  # (patch, channels)
+    geometry = [[28, 1, patch], *([grid * p, c, p] for p, c in hidden), [28, 1, patch]]
+    if draw(st.integers(0, 2)) == 0:  # break one entry (a third of the time)
+        i, j = draw(st.integers(0, len(geometry) - 1)), draw(st.integers(0, 2))
+        geometry[i][j] = draw(st.sampled_from([0, -1, 1, 2, 3, 5, 6, 14, 28, 4.5, "x"]))
+    first_patch = draw(st.sampled_from(["given", "predicted"] * 3 + ["first"]))
+    latent = draw(st.integers(-1, 4))
+    return model, {"model.net.geometry": geometry, "model.net.first_patch": first_patch,
+                   "latent_dim" if model == "sarnet_vae" else "model.net.latent_dim": latent}
+
+
+def patch_dependence(net):
+    """dep[k, j]: some output unit of patch k has a non-zero gradient wrt some input unit of patch j."""
+    dec = getattr(net, "decoder", net)  # SarNET-VAE: the autoregressive part is the decoder, given z
+    # Non-negative weights, inputs and z, positive biases: every ReLU is on and no two paths cancel, so the
+    # gradient pattern is exactly the connectivity the masks allow.
+    with torch.no_grad():
+        for layer in dec.layers:
+            layer.weight.abs_()
+            layer.bias.fill_(1.0)
+    torch.manual_seed(0)
+    z = torch.rand(1, dec.latent_dim) if dec.latent_dim else None
+    x = torch.rand(1, *dec.image_shape)
+    jac = torch.autograd.functional.jacobian(lambda v: dec.logits(v, z).flatten(), x, vectorize=True)
+    patch = torch.nn.functional.one_hot(dec.layers[0].deg_in, dec.n_patches).float()  # units -> patches
+    return patch.T @ (jac.reshape(x.numel(), x.numel()) != 0).float() @ patch > 0, dec
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # a 0-channel geometry
+def test_validate_accepts_only_autoregressive_nets_and_refuses_with_config_error():
+    """Random geometry / first_patch / latent_dim on the composed configs (hydra.compose once per model, ~80 ms,
+    then the fields set on a copy): accepted -> autoregressive by gradients; refused -> ConfigError only."""
+    seen = collections.Counter()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        composed = {m: compose("config", overrides=[f"model={m}"]) for m in ("sarnet", "sarnet_vae")}
+
+    @settings(max_examples=50, deadline=None, derandomize=True)
+    @given(net_fields())
+    def check(example):
+        model, fields = example
+        cfg = composed[model].copy()
+        for key, value in fields.items():
+            OmegaConf.update(cfg, key, value)
+        try:
+            net = validate(cfg)  # anything but ConfigError propagates and fails the test
+        except ConfigError as e:
+            assert "\n" not in str(e) and "=" in str(e)
+            seen["refused"] += 1
+            return
+        seen["accepted"] += 1
+        dep, dec = patch_dependence(net)
+        allowed = torch.ones_like(dep).tril(-1)  # output patch k sees input patches j < k ...
+        if dec.first_patch == "given":
+            allowed[0, 0] = True  # ... and the reference's patch 0 is copied through (SPEC 2.3)
+        assert not (dep & ~allowed).any(), f"{example}: leaks {(dep & ~allowed).nonzero().tolist()[:5]}"
+        assert all(dep[k, k - 1] for k in range(1, len(dep))), f"{example}: unused context"
+
+    check()
+    assert seen["accepted"] >= 15 and seen["refused"] >= 10, seen
+
+
+# ---- 2. resume after SIGKILL -----------------------------------------------------------------------------
+
+def kill_after_checkpoint(run_dir: Path, epoch: int, delay: float, *extra) -> str:
+    """Start train.py, SIGKILL it `delay` s after checkpoints/last.ckpt first holds `epoch`; -> its output."""
+    log = run_dir.parent / f"{run_dir.name}.{epoch}.log"
+    last, seen = run_dir / "checkpoints" / "last.ckpt", None
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={run_dir}", *extra],
+                                cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                inode = last.stat().st_ino if last.exists() else None
+                if inode != seen and inode is not None:  # a new last.ckpt (written by rename: never partial)
+                    seen = inode
+                    if torch.load(last, weights_only=True, mmap=True)["epoch"] >= epoch:
+                        break
+                time.sleep(0.005)
+            time.sleep(delay)
+            assert proc.poll() is None, f"train.py ended before it could be killed:\n{log.read_text()[-3000:]}"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    return log.read_text()
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigkill_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
+    run = tmp_path / "run"
+    # Killed right after epoch 1's checkpoint: Lightning logs that epoch's train row only after it, so the row
+    # is not in metrics.csv yet (it is in the checkpoint). Then killed mid-epoch, 0.2 s after epoch 2's.
+    kill_after_checkpoint(run, 1, 0.0)
+    out = kill_after_checkpoint(run, 2, 0.2)  # re-run into the same dir: resumes by itself
+    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
+    out = ok(*RESUMABLE, f"hydra.run.dir={run}", "ckpt_path=last")
+    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
+
+    ref, got = results(tmp_path / "ref"), results(run)
+    assert (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"]) == (4, 80)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 80
+    rows = csv_rows(run)  # every epoch once: none lost with the killed runs, none logged twice by the reruns
+    assert epochs_with(rows, "val/loss") == epochs_with(rows, "train/loss") == [0, 1, 2, 3]
+    assert epochs_with(rows, "test/loss") == [4]
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, path)
+    before = path.read_bytes()
+
+    def dies_half_way(obj, f):  # a kill mid-write: half the bytes, then the process is gone
+        f.write(before[: len(before) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    monkeypatch.undo()
+    (path.parent / ".last.ckpt.12345.part").write_bytes(before[:10])  # SIGKILL mid-write: no cleanup ran
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"] and torch.load(path)["epoch"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:Experiment logs directory")  # the deletion we undo
+@pytest.mark.parametrize("killed", ["mid-epoch", "before the train row"])
+def test_resume_puts_back_the_csv_rows_up_to_the_checkpoint(tmp_path, killed):
+    from lightning.pytorch.loggers import CSVLogger
+
+    # Killed in epoch 2 after its val row was flushed, or just after epoch 1's checkpoint, whose train row
+    # Lightning logs after the checkpoint: then it comes from the checkpoint.
+    rows = "0,19,,5.0\n0,19,6.0,\n1,39,,4.0\n" + ("1,39,5.0,\n2,59,,3.0\n" if killed == "mid-epoch" else "")
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,train/loss,val/loss\n" + rows)
+    torch.save({"epoch": 1, "global_step": 40, "sarnet_train_row": {"train/loss": 5.0, "epoch": 1, "step": 39}},
+               tmp_path / "last.ckpt")
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    continue_csv([logger], str(tmp_path / "last.ckpt"))
+    logger.log_metrics({"val/loss": 3.5, "epoch": 2}, step=59)
+    logger.save()
+    assert [(r["epoch"], r["step"], r["val/loss"], r["train/loss"]) for r in csv_rows(tmp_path)] == [
+        ("0", "19", "5.0", ""), ("0", "19", "", "6.0"), ("1", "39", "4.0", ""), ("1", "39", "", "5.0"),
+        ("2", "59", "3.5", "")]
+
+
+# ---- 3. NaN / Inf guard ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    base = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}"]
+    ok(*base)  # epoch 0: 3 steps, a good last.ckpt
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    digest = hashlib.sha256(last.read_bytes()).hexdigest()
+    # Resume for a second epoch with beta = 1e39: finite as a config value, but beta * KL overflows float32, so
+    # the first training loss of epoch 1 is inf (deterministic; an lr override would not do, the optimizer's
+    # state in the checkpoint brings its old lr back).
+    rc, out, _ = train(*base, "ckpt_path=last", "trainer.max_epochs=2", "model.beta=1e39")
+    assert rc != 0
+    message = error_line(out, "sarnet.module.NonFiniteLossError")
+    assert message.startswith("non-finite training loss at epoch 1, step 3 (term: total); the last good "
+                              "checkpoint is kept"), message
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+    assert read_checkpoint(last)["epoch"] == 0 and load_model(last).latent_dim == 8
+    assert results(tmp_path)["epochs"] == 1  # still the good run's: the failed one wrote none
+
+
+def test_non_finite_loss_names_epoch_step_and_term():
+    from sarnet.losses import ReconstructionLoss
+    from sarnet.module import NonFiniteLossError, SarnetModule
+    from sarnet.nn import SarNet
+
+    module = SarnetModule(SarNet(), ReconstructionLoss("power", power=1.0, reduction="mean"), optimizer=None)
+    x = torch.rand(2, 1, 28, 28)
+    x[0, 0, 5, 5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 0, step 0 \(term: recon\); the last good checkpoint"):
+        module.training_step((x, None), 0)
+
+
+def test_checkpoint_with_non_finite_weights_is_not_written(tmp_path):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"net.w": torch.ones(3)}, "epoch": 0, "global_step": 3}, path)
+    before = path.read_bytes()
+    with pytest.raises(NonFiniteWeightsError, match=r"epoch 1, step 6 \(net.w\).*last good checkpoint is kept"):
+        io.save_checkpoint({"state_dict": {"net.w": torch.tensor([1.0, float("inf"), 0])}, "epoch": 1,
+                            "global_step": 6}, path)
+    assert path.read_bytes() == before
+
+
+# ---- 4. a sweep with a failing job -----------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_sweep_reports_the_failed_job_and_keeps_the_others(tmp_path):
+    rc, out, _ = train("-m", "latent_dim=0,8", "trainer=smoke", "fid=off", "logger=csv",
+                       f"hydra.sweep.dir={tmp_path}")
+    assert rc != 0
+    failed, good = results(tmp_path / "0_fid=off,latent_dim=0"), results(tmp_path / "1_fid=off,latent_dim=8")
+    assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: latent_dim=0 is invalid")
+    assert good["status"] == "ok" and good["steps"] == 3
+    assert "1 jobs ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
+
+
+# ---- 5. scale-out: DDP on CPU, joblib, submitit, SLURM ------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_ddp_on_two_cpu_processes(tmp_path):
+    ok(*DDP_SMOKE, f"hydra.run.dir={tmp_path}")
+    res = results(tmp_path)
+    assert res["status"] == "ok" and (res["epochs"], res["steps"]) == (2, 6)  # 3 steps per epoch on each rank
+    assert (tmp_path / "train_ddp_process_1.log").exists()  # rank 1 was a second train.py process
+    assert len(list(tmp_path.rglob("results.json"))) == 1
+    # Written by rank 0: its metrics (per rank, not synced) are the ones rank 0 logged.
+    rank0 = json.loads((tmp_path / "train.log").read_text().split("results: ")[-1].splitlines()[0])
+    assert res["metrics"] == rank0
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+@pytest.mark.slow
+@needs_data
+def test_joblib_launcher_runs_jobs_in_parallel_with_one_wandb_run_each(tmp_path):
+    ok("-m", "latent_dim=8,16", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke", "fid=off",
+       f"hydra.sweep.dir={tmp_path}")
+    runs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    assert [p.name for p in runs] == ["0_fid=off,latent_dim=8", "1_fid=off,latent_dim=16"]
+    assert [results(p)["latent_dim"] for p in runs] == [8, 16]
+    assert [len(list(p.glob("wandb/offline-run-*"))) for p in runs] == [1, 1]
+    # in parallel: each job's [end - wall time, end] overlaps the other's
+    ends = [(p / "results.json").stat().st_mtime for p in runs]
+    spans = [(end - results(p)["wall_time_s"], end) for p, end in zip(runs, ends)]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
+
+
+@pytest.mark.slow
+@needs_data
+def test_submitit_local_launcher(tmp_path):
+    out = ok("-m", "latent_dim=8,16", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+             "trainer=smoke", "fid=off", "logger=csv", f"hydra.sweep.dir={tmp_path}")
+    assert "2 jobs ok, 0 failed" in out
+    assert [results(p.parent)["status"] for p in sorted(tmp_path.glob("*/results.json"))] == ["ok", "ok"]
+    assert len(list(tmp_path.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
+
+
+def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch):
+    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting."""
+    import submitit
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    fake_bin = tmp_path / "bin"  # submitit only checks that srun exists; nothing here calls it or sbatch
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                           f"hydra.sweep.dir={tmp_path}/sweep"], return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    params = dict(launcher.params)  # what SlurmLauncher.launch hands to submitit, the same way
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=str(tmp_path),
+                                 **executor._executor.parameters)
+    for option in ["--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240",
+                   "--partition=gpu", "--signal=USR2@120", "--nodes=1"]:
+        assert f"#SBATCH {option}\n" in script
+    assert executor._executor.max_num_timeout == 3
+
+
+# ---- 6. damaged checkpoints, datasets and classifier caches --------------------------------------------------
+
+def small_checkpoint(path):
+    """A sarnet checkpoint as read_checkpoint expects it, with one large, recognisable tensor."""
+    w = torch.arange(20000, dtype=torch.float32)
+    torch.save({"sarnet": {"net": {"_target_": "sarnet.nn.SarNet"}, "format": 1}, "state_dict": {"net.w": w},
+                "epoch": 0, "global_step": 3}, path)
+    return w
+
+
+def damage(path, how, w=None):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        del data[len(data) // 2:]
+    else:  # one flipped bit inside a tensor: same size, still a valid zip and pickle
+        data[data.find(w[1000:1001].numpy().tobytes())] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bitflip"])
+def test_check_checkpoint_refuses_damaged_files(tmp_path, how):
+    path = tmp_path / "x.ckpt"
+    damage(path, how, small_checkpoint(path))
+    expected = "CRC mismatch in x/data/0" if how == "bitflip" else "truncated or corrupted"
+    with pytest.raises(CheckpointError, match=f"{path}: cannot be read as a checkpoint .*{expected}"):
+        check_checkpoint(path, "a test")
+
+
+@pytest.mark.parametrize("how, where", [("truncated", "ckpt_path"), ("bitflip", "ckpt_path"),
+                                        ("truncated", "run dir")])
+def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, where, startup_s):
+    run = tmp_path / "run"
+    path = run / "checkpoints" / "last.ckpt" if where == "run dir" else tmp_path / "given.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    damage(path, how, small_checkpoint(path))
+    extra = [f"ckpt_path={path}"] if where == "ckpt_path" else []
+    rc, out, seconds = train(*extra, "data_dir=/nonexistent", f"hydra.run.dir={run}", timeout=120)
+    assert rc != 0
+    message = error_line(out, "sarnet.checkpoint.CheckpointError")
+    assert message.startswith(f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"), message
+    assert ("delete it to start afresh" if where == "run dir" else f"given as ckpt_path={path}") in message
+    assert "direct cause" not in out and "During handling" not in out  # no unpickling traceback
+    assert seconds < 2 * startup_s + 2
+
+
+def test_load_model_refuses_a_bit_flipped_checkpoint(tmp_path):
+    from sarnet.nn import SarNet
+
+    net = SarNet([[8, 1, 2], [4, 2, 1], [8, 1, 2]])
+    config = {"_target_": "sarnet.nn.SarNet", "geometry": [[8, 1, 2], [4, 2, 1], [8, 1, 2]]}
+    path = tmp_path / "a.ckpt"
+    torch.save({"sarnet": {"net": config, "format": 1},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    w = net.layers[0].weight.detach()
+    data = bytearray(path.read_bytes())
+    data[data.find(w[0, :4].numpy().tobytes())] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_classifier_cache_with_a_flipped_bit_is_refused(tmp_path):
+    from sarnet.metrics import fid as F
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "t10k"):
+        x = torch.randint(0, 256, (8, 28, 28), generator=g, dtype=torch.uint8)
+        y = torch.randint(0, 10, (8,), generator=g, dtype=torch.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 8, 28, 28) + x.numpy().data)
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 8) + y.numpy().data)
+    net = F.Classifier()
+    path = F.cache_path("mnist", tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save({"meta": {"arch": F.Classifier.arch, "checksum": F.dataset_checksum("mnist", tmp_path)},
+                "state_dict": net.state_dict()}, path)
+    data = bytearray(path.read_bytes())
+    data[data.find(net.fc1.weight.detach()[0, :4].numpy().tobytes())] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(F.ClassifierCacheError):
+        F.load_classifier("mnist", root=tmp_path, train_if_missing=False)
+
+
+def test_dataset_with_a_corrupted_label_is_refused(tmp_path):
+    from sarnet.data import MNISTDataModule
+    from sarnet.data.sources import DataError
+
+    src, raw = ROOT / "data" / "MNIST" / "raw", tmp_path / "MNIST" / "raw"
+    if not (src / ".sarnet-ok.json").exists():
+        pytest.skip("run `make data` first")
+    raw.mkdir(parents=True)
+    for p in src.iterdir():
+        (raw / p.name).symlink_to(p)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.unlink()
+    data = bytearray((src / labels.name).read_bytes())
+    data[100] = 200  # a label no digit has
+    labels.write_bytes(bytes(data))
+    with pytest.raises(DataError):
+        MNISTDataModule(tmp_path).setup()
