@@ -184,7 +184,7 @@ CASES = {"train": case_train, "sample": case_sample, "sample_pixel": case_sample
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES) + [[]])
+    p.add_argument("cases", nargs="*", default=[], help=f"any of {list(CASES)} (default: all)")
     p.add_argument("--data", default=str(ROOT / "data"))
     p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
     p.add_argument("--epochs", type=int, default=4, help="train case: epochs per path (the first is warm-up)")
@@ -194,6 +194,9 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        p.error(f"unknown case(s) {unknown}: choose from {list(CASES)}")
     for case in args.cases or list(CASES):
         CASES[case](args)
 
