@@ -66,6 +66,26 @@ class SarnetModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
 
+    # Folded masks: while fitting, keep every SemiDense weight masked in place after each optimizer step and skip
+    # W * M in the forward. Same maths for every unmasked weight (its gradient and Adam/SGD update are unchanged);
+    # the masked ones are reset to exactly 0. Outside fit() the layers multiply by the mask again.
+    def _semidense(self):
+        from sarnet.nn.semidense import SemiDense
+        return [m for m in self.net.modules() if isinstance(m, SemiDense)]
+
+    def on_fit_start(self):
+        for layer in self._semidense():
+            layer.remask_()
+            layer.folded = True
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        for layer in self._semidense():
+            layer.remask_()
+
+    def on_fit_end(self):
+        for layer in self._semidense():
+            layer.folded = False
+
     def configure_optimizers(self):
         # Only the network's parameters: anything else hung on the module (e.g. an FID feature net) is not trained.
         return self.optimizer_factory(params=self.net.parameters())

@@ -148,3 +148,35 @@ def test_mask_is_a_buffer_that_moves_and_is_saved():
     layer = SemiDense(8, 1, 2, 8, 1, 2, latent_dim=2, shift=True)
     assert "mask" in layer.state_dict() and layer.mask.dtype == torch.bool
     assert layer.to(torch.float64).mask.dtype == torch.bool  # dtype casts leave the boolean mask alone
+
+
+def test_folded_training_gives_the_same_weights_as_masking_in_every_forward():
+    """SarnetModule folds the masks while fitting (W kept masked in place, no W*M in the forward): same maths."""
+    from functools import partial
+
+    from sarnet.losses import ReconstructionLoss
+    from sarnet.module import SarnetModule
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 28, 28)
+    nets = [SarNetVAE(8), SarNetVAE(8)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    for folded, net in zip([False, True], nets):
+        module = SarnetModule(net, ReconstructionLoss(), partial(torch.optim.Adam, lr=1e-2, fused=True))
+        module.log = lambda *a, **k: None
+        opt = module.configure_optimizers()
+        if folded:
+            module.on_fit_start()
+        for step in range(4):
+            torch.manual_seed(step)  # the same reparameterisation noise on both sides
+            loss = module.training_step((x, None), step)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if folded:
+                module.on_train_batch_end(None, None, step)
+        if folded:
+            module.on_fit_end()
+    for a, b in zip(nets[0].decoder.layers, nets[1].decoder.layers):
+        assert not b.folded and torch.count_nonzero(b.weight[~b.mask]) == 0
+        assert torch.allclose(a.weight, b.weight, atol=1e-6)
