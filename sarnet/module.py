@@ -4,6 +4,7 @@ import lightning as L
 import torch
 
 from sarnet.losses import ReconstructionLoss, kl_divergence
+from sarnet.nn.semidense import SemiDense
 
 
 class NonFiniteLossError(RuntimeError):
@@ -85,21 +86,18 @@ class SarnetModule(L.LightningModule):
     # Folded masks: while fitting, keep every SemiDense weight masked in place after each optimizer step and skip
     # W * M in the forward. Same maths for every unmasked weight (its gradient and Adam/SGD update are unchanged);
     # the masked ones are reset to exactly 0. Outside fit() the layers multiply by the mask again.
-    def _semidense(self):
-        from sarnet.nn.semidense import SemiDense
-        return [m for m in self.net.modules() if isinstance(m, SemiDense)]
-
     def on_fit_start(self):
-        for layer in self._semidense():
+        self._folded = [m for m in self.net.modules() if isinstance(m, SemiDense)]  # found once, not every step
+        for layer in self._folded:
             layer.remask_()
             layer.folded = True
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        for layer in self._semidense():
+        for layer in self._folded:
             layer.remask_()
 
     def on_fit_end(self):
-        for layer in self._semidense():
+        for layer in self._folded:
             layer.folded = False
 
     def configure_optimizers(self):
