@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 SAMPLE_METHODS = ("fast", "naive")
 REAL_SETS = ("test_resampled", "train", "test")
+EVAL_CKPTS = ("best", "last")
 IMAGE_SHAPE = (1, 28, 28)  # (channels, side, side) of every dataset here: MNIST and Fashion-MNIST
 
 
@@ -37,6 +38,9 @@ def validate(cfg: DictConfig):
     latent = cfg.get("latent_dim")
     _check(_positive_int(latent), "latent_dim", latent, "must be a positive int, e.g. latent_dim=8,16,32,64,128")
     _check(isinstance(cfg.get("seed"), int), "seed", cfg.get("seed"), "must be an int")
+
+    eval_ckpt = cfg.get("eval_ckpt", "best")
+    _check(eval_ckpt in EVAL_CKPTS, "eval_ckpt", eval_ckpt, f"must be one of {EVAL_CKPTS}")
 
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _check(_positive_int(epochs), "trainer.max_epochs", epochs, "must be a positive int")

@@ -123,9 +123,13 @@ def run(cfg: DictConfig) -> float | None:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
+    # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    eval_ckpt = best if cfg.get("eval_ckpt", "best") == "best" and best else None
+    if eval_ckpt and not cfg.run_test:
+        module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
     if cfg.fid.enabled and trainer.is_global_zero:
@@ -145,6 +149,7 @@ def run(cfg: DictConfig) -> float | None:
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "params": count_parameters(module.net),
+        "eval_ckpt": "best" if eval_ckpt else "last",
         "metrics": metrics,
         "wall_time_s": time.time() - start,
         "status": "ok",
