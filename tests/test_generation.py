@@ -5,6 +5,7 @@ once per module (~10 s each), run every script once as a subprocess, and the var
 in-process (no interpreter start-up each time).
 """
 
+import json
 import os
 import runpy
 import subprocess
@@ -293,3 +294,24 @@ def test_wandb_flag_logs_offline(sarnet_vae_ckpt, tmp_path):
 def test_conv_vae_is_not_autoregressive():
     with pytest.raises(TypeError, match="not autoregressive"):
         patch_importance(ConvVAE(latent_dim=4), torch.rand(1, 28, 28), 3)
+
+
+def test_fid_script_scores_a_grid_of_sampling_settings(sarnet_vae_ckpt, tmp_path):
+    out = tmp_path / "fid.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "fid.py"), "--ckpt", str(sarnet_vae_ckpt), "--device", "cpu",
+           "--th", "0.095,none", "--n-gen", "64", "--n-sets", "2", "--json", str(out)]
+    done = subprocess.run(cmd, check=False, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["th"] for r in rows] == [0.095, None] and json.loads(out.read_text()) == rows
+    assert all(r["n_gen"] == 64 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)
+    # no --th: the run's own threshold (0.095 at L=8), scored with the same seed -> the same numbers
+    default = subprocess.run(cmd[:6] + cmd[8:12], check=False, cwd=tmp_path, env=ENV, capture_output=True,
+                             text=True, timeout=120)
+    assert json.loads(default.stdout)["fid_values"] == rows[0]["fid_values"]
+
+
+def test_fid_script_refuses_bad_settings(vae_ckpt, tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "fid.py"), "--ckpt", str(vae_ckpt), "--n-gen", "1"]
+    done = subprocess.run(cmd, check=False, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--n-gen 1" in done.stderr and done.stderr.count("\n") == 1, done.stderr
