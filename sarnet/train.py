@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet.checkpoint import CheckpointError, read_checkpoint
-from sarnet.config import validate
+from sarnet.config import ConfigError, validate
+from sarnet.data.sources import DataError
 from sarnet.module import count_parameters
 from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
 
 log = logging.getLogger("sarnet")
+USER_ERRORS = (ConfigError, CheckpointError, DataError)  # bad config, checkpoint or data: no traceback
 
 
 def wandb_offline() -> bool:
@@ -91,6 +94,9 @@ def run_job(cfg: DictConfig) -> float | None:
         return run(cfg)
     except Exception as e:
         if HydraConfig.get().mode.name != "MULTIRUN":
+            if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
+                log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
+                sys.exit(1)
             raise
         log.exception("job failed")
         write_json(Path(cfg.paths.output_dir) / "results.json",

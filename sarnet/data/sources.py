@@ -93,7 +93,7 @@ def read_idx(path):
     """Read a uint8 IDX file; a missing, corrupt or truncated file is a DataError, never a wrong array."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"missing data file {path}: run `make data` (or pass download=true)")
+        raise DataError(f"missing data file {path}: run `make data`, or set data.download=true to fetch it")
     data = np.fromfile(path, dtype=np.uint8)
     ndim = int(data[3]) if len(data) >= 4 else 0
     if len(data) < 4 + 4 * ndim or data[0] or data[1] or data[2] != 0x08 or not 1 <= ndim <= 3:
