@@ -60,6 +60,7 @@ def summarize(runs):
     return {"status": "ok", "fid_mean": mean, "fid_std": std, "seeds": sorted(r.get("seed") for r in ok),
             "failed": len(failed), "params_dense": first["params"]["dense"],
             "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
+            "eval_ckpt": first.get("eval_ckpt", "best"),  # runs written before the key existed used "best"
             "wall_time_s": sum(r.get("wall_time_s", 0) for r in ok) / len(ok),
             "test_loss": sum(r["metrics"].get("test/loss", float("nan")) for r in ok) / len(ok)}
 
@@ -83,8 +84,8 @@ def fmt_fid(row):
 
 
 def markdown(rows):
-    lines = ["| Model | L | FID (ours) | seeds | FID (thesis) | params dense / effective | epochs | test neg-ELBO | "
-             "wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Model | L | FID (ours) | seeds | FID (thesis) | params dense / effective | epochs | weights | "
+             "test neg-ELBO | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         thesis = "—"
         if r["thesis"] is not None:
@@ -93,10 +94,11 @@ def markdown(rows):
         cells = [r["model"], "—" if r["latent_dim"] is None else r["latent_dim"], fmt_fid(r)]
         if r["status"] == "ok":
             loss = r["test_loss"] if r["model"] != "sarnet" and math.isfinite(r["test_loss"]) else None
-            cells += [len(r["seeds"]), thesis, f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M",
-                      r["epochs"], "—" if loss is None else f"{loss:.1f}", f"{r['wall_time_s'] / 60:.1f} min"]
+            params = f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M"
+            cells += [len(r["seeds"]), thesis, params, r["epochs"], r["eval_ckpt"],
+                      "—" if loss is None else f"{loss:.1f}", f"{r['wall_time_s'] / 60:.1f} min"]
         else:
-            cells += [0, thesis, "—", "—", "—", "—"]
+            cells += [0, thesis, "—", "—", "—", "—", "—"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """scripts/fid_table.py on a small fabricated multirun dir: aggregation over seeds, missing and failed cells."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,8 @@ def test_fid_table_aggregates_seeds_and_marks_missing_cells(tmp_path):
     assert rows[("vae", 8)]["status"] == "failed" and rows[("sarnet_vae", 16)]["status"] == "missing"
     assert rows[("sarnet", None)]["fid_mean"] == 30.0
     md = out.with_suffix(".md").read_text()
-    assert "1.500 ± 0.500" in md and "— (failed)" in md and "— (missing)" in md and "1.535" in md
+    assert "| 200 | best |" in md and "1.500 ± 0.500" in md and "1.535" in md
+    assert "— (failed)" in md and "— (missing)" in md
     assert out.with_suffix(".png").stat().st_size > 5000
 
 
@@ -45,3 +47,18 @@ def test_fid_table_rejects_a_missing_dir(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/fid_table.py", str(tmp_path / "nope")], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_fid_table_logs_a_wandb_table_offline(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "0_a", "sarnet_vae", 8, 1234, fid=2.0)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "scripts/fid_table.py", str(sweep), "--out", str(tmp_path / "t"),
+                           "--wandb"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    tables = list(sweep.glob("wandb/offline-run-*/files/media/table/fid_table_*.table.json"))
+    assert len(tables) == 1, sorted(p.relative_to(sweep) for p in sweep.rglob("*"))[:40]
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:4] == ["model", "latent_dim", "status", "fid_mean"]
+    cells = {(row[0], row[1]): row for row in table["data"]}
+    assert cells[("sarnet_vae", 8)][3] == 2.0 and cells[("vae", 8)][2] == "missing"
