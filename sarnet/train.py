@@ -61,10 +61,11 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
             check_checkpoint(last, "found in the run dir, so train.py resumes from it; delete it to start afresh")
             return str(last)
         if cfg.ckpt_path == "last":
-            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist: nothing to resume")
+            raise CheckpointError(f"ckpt_path=last but {last} does not exist: nothing to resume; drop ckpt_path "
+                                  f"to start afresh")
         return None
     if not Path(cfg.ckpt_path).exists():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist")
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path} does not exist: give an existing .ckpt file, or 'last'")
     check_checkpoint(cfg.ckpt_path, f"given as ckpt_path={cfg.ckpt_path}")
     return str(cfg.ckpt_path)
 
@@ -132,6 +133,8 @@ def run(cfg: DictConfig) -> float | None:
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     eval_ckpt = best if cfg.get("eval_ckpt", "best") == "best" and best else None
+    if cfg.get("eval_ckpt", "best") == "best" and not best:
+        log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:

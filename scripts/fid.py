@@ -44,6 +44,7 @@ def main(argv=None):
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = p.parse_args(argv)
     try:
+        from sarnet.data import DataError
         from sarnet.metrics.fid import FIDEvaluator
 
         device = cli.pick_device(args.device)
@@ -61,7 +62,7 @@ def main(argv=None):
         try:
             evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
                                                   device=device, **protocol)
-        except OSError as e:
+        except (OSError, DataError) as e:
             raise cli.UsageError(f"cannot read the {data['dataset']} data under {data['root']}: {e} "
                                  f"(prepare it with `make data`)") from e
         results = []

@@ -20,6 +20,17 @@ def test_ssim_equals_the_unpadded_part_of_torchmetrics_ssim_map():
     assert (ssim(x, y) < 0.9).all()
 
 
+def test_ssim_float32_multichannel_non_square_and_half_precision():
+    torch.manual_seed(3)
+    x = torch.rand(4, 3, 20, 33)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    _, full = tm_ssim(x, y, data_range=1.0, reduction="none", return_full_image=True)
+    torch.testing.assert_close(ssim(x, y), full[..., 5:-5, 5:-5].flatten(1).mean(1), rtol=0, atol=1e-5)
+    half = ssim(x.bfloat16(), y.bfloat16())  # computed in float32 from the bfloat16 inputs
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, ssim(x.bfloat16().float(), y.bfloat16().float()))
+
+
 def test_ssim_gradient_matches_finite_differences():
     torch.manual_seed(1)
     x = torch.rand(2, 1, 14, 12, dtype=torch.float64, requires_grad=True)

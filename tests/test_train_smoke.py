@@ -63,11 +63,30 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, tmp_path)
     assert list(runs[0].glob("files/media/images/samples_*.png"))
 
 
+def fid_of(ckpt) -> float:
+    """scripts/fid.py on a checkpoint with its run's own FID protocol and sampling settings."""
+    proc = subprocess.run([sys.executable, "scripts/fid.py", "--ckpt", str(ckpt), "--device", "cpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)["fid_mean"]
+
+
 @needs_data
-def test_smoke_run_with_tiny_fid(tmp_path):
-    train("trainer=smoke", "latent_dim=8", "logger=csv", f"hydra.run.dir={tmp_path}", timeout=900)
+@pytest.mark.parametrize("eval_ckpt, run_test", [("best", "false"), ("last", "true")])
+def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_path):
+    # monitor=step, mode=min makes "best" the first epoch's checkpoint, whatever the losses; last.ckpt must still
+    # follow every epoch (Lightning's own save_last would have left it at the best epoch)
+    train("trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "logger=csv", "callbacks.checkpoint.monitor=step",
+          "callbacks.checkpoint.mode=min", f"eval_ckpt={eval_ckpt}", f"run_test={run_test}",
+          f"hydra.run.dir={tmp_path}", timeout=900)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["metrics"]["fid/mean"] > 0 and results["metrics"]["fid/std"] >= 0
+    fid = results["metrics"]["fid/mean"]
+    assert results["eval_ckpt"] == eval_ckpt and results["epochs"] == 2
+    assert fid > 0 and results["metrics"]["fid/std"] >= 0
+    assert ("test/loss" in results["metrics"]) == (run_test == "true")
+    scores = {name: fid_of(tmp_path / "checkpoints" / f"{name}.ckpt") for name in ("best", "last")}
+    assert scores[eval_ckpt] == pytest.approx(fid, rel=1e-6), scores
+    assert abs(scores["best"] - scores["last"]) > 1e-3 * fid, scores  # the two really are different weights
 
 
 @needs_data
