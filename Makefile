@@ -6,7 +6,7 @@ DATA   ?= data
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install data test test-slow test-all run lint bench clean
+.PHONY: install data test test-slow test-all run fid-table lint bench clean
 
 install: $(STAMP) data
 
@@ -32,6 +32,13 @@ test-all: install
 
 run: install
 	$(PY) train.py
+
+# The thesis' FID table: SarNET-VAE and VAE at L = 8..128 plus simple SarNET, reference epochs (~1.5 h on 2 CPU
+# cores), then the Markdown table, plot and JSON. Extra Hydra overrides: make fid-table ARGS="seed=1234,1235,1236".
+SWEEP ?= multirun/fid_table
+fid-table: install
+	$(PY) train.py -m experiment=fid_table hydra.sweep.dir=$(SWEEP) $(ARGS)
+	$(PY) scripts/fid_table.py $(SWEEP) --out $(SWEEP)/fid_table
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py
