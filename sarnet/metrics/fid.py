@@ -8,6 +8,7 @@ torchmetrics' FrechetInceptionDistance. Values are comparable across our runs, n
 import hashlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def train_classifier(dataset, root="data", seed=0, epochs=None, batch_size=128, 
             opt.step()
             step += 1
         if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, {time.time() - t0:.1f}s")
+            # progress on stderr: stdout belongs to the caller's results (scripts/fid.py prints JSON lines there)
+            print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, {time.time() - t0:.1f}s", file=sys.stderr)
     acc = accuracy(net, xte, yte)
     meta = {"dataset": dataset, "checksum": dataset_checksum(dataset, root), "test_acc": acc, "seed": seed,
             "epochs": epochs, "torch": str(torch.__version__), "arch": Classifier.arch,
@@ -124,7 +126,7 @@ def train_classifier(dataset, root="data", seed=0, epochs=None, batch_size=128, 
     torch.save({"meta": meta, "state_dict": net.state_dict()}, tmp)
     os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half-written cache behind
     if verbose:
-        print(f"{dataset}: test accuracy {acc:.4f} in {meta['train_seconds']:.1f}s -> {path}")
+        print(f"{dataset}: test accuracy {acc:.4f} in {meta['train_seconds']:.1f}s -> {path}", file=sys.stderr)
     return path
 
 
