@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import ConfigError, validate
-from sarnet.data.sources import DataError
+from sarnet.data.sources import DataError, atomic_write
 from sarnet.module import count_parameters
 from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
 
@@ -79,9 +79,7 @@ def check_checkpoint(path, why: str):
 
 
 def write_json(path: Path, payload: dict):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written results.json
+    atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
 
 
 def scalar_metrics(metrics: dict) -> dict:
@@ -132,9 +130,10 @@ def run(cfg: DictConfig) -> float | None:
     metrics = scalar_metrics(trainer.callback_metrics)
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    eval_ckpt = best if cfg.get("eval_ckpt", "best") == "best" and best else None
-    if cfg.get("eval_ckpt", "best") == "best" and not best:
+    want_best = cfg.get("eval_ckpt", "best") == "best"
+    if want_best and not best:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
+    eval_ckpt = best if want_best and best else None
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:

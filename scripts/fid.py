@@ -13,10 +13,10 @@ z draws and real sets: differences between settings are not sampling noise of th
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.data.sources import atomic_write
 from sarnet.sampling import sample_images
 
 PROTOCOL = {"n_gen": 10000, "n_sets": 10, "real_set": "test_resampled", "seed": 2024, "batch_size": 500}
@@ -82,11 +82,7 @@ def main(argv=None):
         print(f"fid: error: {e}", file=sys.stderr)
         sys.exit(2)
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(out)  # never a half-written results file
+        atomic_write(args.json, (json.dumps(results, indent=1) + "\n").encode())  # never a half-written file
     return results
 
 
