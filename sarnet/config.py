@@ -65,6 +65,9 @@ def validate(cfg: DictConfig):
                "must be an int >= 2 (FID needs two samples per side)")
         _check(_positive_int(fid.n_sets), "fid.n_sets", fid.n_sets, "must be a positive int")
         _check(_positive_int(fid.batch_size), "fid.batch_size", fid.batch_size, "must be a positive int")
+        extra = fid.get("extra_th")
+        _check(extra is None or OmegaConf.is_list(extra) and all(t is None or _number(t) and 0 <= t < 1 for t in extra),
+               "fid.extra_th", _plain(extra), "must be a list of thresholds in [0, 1) or null, e.g. [0.105,null]")
 
     beta = OmegaConf.select(cfg, "model.beta")
     _check(beta is None or _number(beta) and beta >= 0, "model.beta", beta, "must be a finite number >= 0")

@@ -1,19 +1,23 @@
-"""Sanity anchors for our classifier FID, in kind with the reference's fid.ipynb (SPEC §6.6, N=5000 vs 5000).
+"""The thesis' FID sanity anchors (its fid notebook: N = 5,000 vs 5,000 MNIST fives) on our feature network.
 
-    python scripts/calibrate_fid.py [--dataset mnist] [--classes 5] [--n 5000] [--root data] [--out calib.json]
+    python scripts/calibrate_fid.py [--n 5000] [--seed 0] [--out calib.json]        # the shipped network
+    python scripts/calibrate_fid.py --weights a.pt b.pt ...                          # compare candidate networks
 
-Our feature net is not the TF-GAN classifier, so absolute values differ; what should carry over is the ordering and
-rough scale: resampling noise << 1, sigma=0.5 blur a few units, sigma=1 blur and pad-5 large.
+Prints each anchor beside the thesis' value with the ratio ours / thesis. Every network is scored on the same
+image sets. The thesis' "Gaussian blur" is a vertical 1-D blur, reproduced as such.
 """
 import argparse
 import json
-import math
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from sarnet.metrics.fid import DATASETS, fid_between, load_classifier, load_split, to_float
+from sarnet.data.datamodules import FOLDERS, raw_split
+from sarnet.data.sources import atomic_write
+from sarnet.metrics.fid import fid_between, load_classifier, read_lenet, to_float
 
 
 def gaussian_blur_rows(x, sigma, truncate=4.0):
@@ -44,26 +48,17 @@ def biased_resample(x, n, g):
     return x[torch.multinomial(w, n, replacement=True, generator=g)]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
-    p.add_argument("--classes", type=int, nargs="*", default=[5], help="labels to keep (none given = all)")
-    p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--root", default="data")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = p.parse_args()
-    torch.set_num_threads(2)
+ANCHORS = [  # (comparison, the thesis' FID; N = 5,000 vs 5,000, MNIST fives)
+    ("test vs resampled test", 0.0488), ("train vs train resample", 0.0448),
+    ("biased resampling 2:1 (test)", 0.3698), ("vertical blur σ=0.5 (test)", 2.218),
+    ("vertical blur σ=1 (test)", 37.053), ("vertical blur σ=0.5 (train)", 2.57), ("vertical blur σ=1 (train)", 36.58),
+    ("pad 1 + resize to 28 (test)", 8.02), ("pad 5 + resize to 28 (test)", 81.24),
+]
 
-    net = load_classifier(args.dataset, args.root)
-    pools = {}
-    for split, train in (("train", True), ("test", False)):
-        x, y = load_split(args.dataset, args.root, train)
-        if args.classes:
-            x = x[torch.isin(y, torch.tensor(args.classes))]
-        pools[split] = to_float(x)[:, 0]  # float (N,28,28) in [0,1], the reference's layout
-    g = torch.Generator().manual_seed(args.seed)
-    n = args.n
+
+def anchor_sets(pools, n, seed):
+    """(comparison, reference, real, fake) for every anchor; the same draws for every feature network scored."""
+    g = torch.Generator().manual_seed(seed)
 
     def draw(split):  # n draws with replacement: both pools are smaller than or close to n for one class
         return pools[split][torch.randint(len(pools[split]), (n,), generator=g)]
@@ -71,33 +66,61 @@ def main():
     def subset(split):  # n distinct images (all of them if fewer)
         return pools[split][torch.randperm(len(pools[split]), generator=g)[:n]]
 
-    # (name, reference FID from SPEC 6.6, real set, fake set); fakes use an independent draw, as a generator would
-    rows = [
-        ("test vs resampled test", 0.0488, lambda: (draw("test"), draw("test"))),
-        ("train vs train resample", 0.0448, lambda: (subset("train"), draw("train"))),
-        ("biased resampling 2:1 (test)", 0.3698, lambda: (draw("test"), biased_resample(pools["test"], n, g))),
-        ("vertical blur σ=0.5 (test)", 2.218, lambda: (draw("test"), gaussian_blur_rows(draw("test"), 0.5))),
-        ("vertical blur σ=1 (test)", 37.053, lambda: (draw("test"), gaussian_blur_rows(draw("test"), 1.0))),
-        ("vertical blur σ=0.5 (train)", 2.57, lambda: (subset("train"), gaussian_blur_rows(draw("train"), 0.5))),
-        ("vertical blur σ=1 (train)", 36.58, lambda: (subset("train"), gaussian_blur_rows(draw("train"), 1.0))),
-        ("pad 1 + resize to 28 (test)", 8.02, lambda: (draw("test"), pad_resize(draw("test")[:, None], 1)[:, 0])),
-        ("pad 5 + resize to 28 (test)", 81.24, lambda: (draw("test"), pad_resize(draw("test")[:, None], 5)[:, 0])),
-    ]
-    results = []
-    for name, ref, make in rows:
-        real, fake = make()
-        results.append({"comparison": name, "reference": ref, "ours": fid_between(net, real, fake)})
+    # fakes use an independent draw, as a generator would
+    make = {
+        "test vs resampled test": lambda: (draw("test"), draw("test")),
+        "train vs train resample": lambda: (subset("train"), draw("train")),
+        "biased resampling 2:1 (test)": lambda: (draw("test"), biased_resample(pools["test"], n, g)),
+        "vertical blur σ=0.5 (test)": lambda: (draw("test"), gaussian_blur_rows(draw("test"), 0.5)),
+        "vertical blur σ=1 (test)": lambda: (draw("test"), gaussian_blur_rows(draw("test"), 1.0)),
+        "vertical blur σ=0.5 (train)": lambda: (subset("train"), gaussian_blur_rows(draw("train"), 0.5)),
+        "vertical blur σ=1 (train)": lambda: (subset("train"), gaussian_blur_rows(draw("train"), 1.0)),
+        "pad 1 + resize to 28 (test)": lambda: (draw("test"), pad_resize(draw("test")[:, None], 1)[:, 0]),
+        "pad 5 + resize to 28 (test)": lambda: (draw("test"), pad_resize(draw("test")[:, None], 5)[:, 0]),
+    }
+    return [(name, ref, *make[name]()) for name, ref in ANCHORS]
 
-    what = f"{args.dataset}, classes {args.classes or 'all'}, N={n} vs {n}, seed {args.seed}"
-    print(f"FID calibration ({what}; classifier test acc {net.meta['test_acc']:.4f})\n")
-    print("| comparison | reference FID | ours | ours / reference |\n|---|---|---|---|")
-    for r in results:
-        ratio = r["ours"] / r["reference"] if r["reference"] else math.nan
-        print(f"| {r['comparison']} | {r['reference']:g} | {r['ours']:.4f} | {ratio:.2f} |")
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=list(FOLDERS), default="mnist")
+    p.add_argument("--classes", type=int, nargs="*", default=[5], help="labels to keep (none given = all)")
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--root", default="data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", nargs="*", default=None,
+                   help="LeNet weight files to compare (default: the dataset's feature network)")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+
+    nets = ([read_lenet(w) for w in args.weights] if args.weights else [load_classifier(args.dataset, args.root)])
+    names = [Path(w).stem for w in args.weights] if args.weights else ["ours"]
+    pools = {}
+    for split in ("train", "test"):
+        x, y = raw_split(args.root, args.dataset, split)
+        if args.classes:
+            x = x[torch.isin(y, torch.tensor(args.classes))]
+        pools[split] = to_float(x)[:, 0]  # float (N,28,28) in [0,1], the reference's layout
+    rows = []
+    for i, (name, ref, real, fake) in enumerate(anchor_sets(pools, args.n, args.seed)):
+        print(f"anchor {i + 1}/{len(ANCHORS)}: {name}", file=sys.stderr, flush=True)
+        rows.append({"comparison": name, "reference": ref,
+                     "ours": {n: fid_between(net, real, fake) for n, net in zip(names, nets)}})
+
+    what = f"{args.dataset}, classes {args.classes or 'all'}, N={args.n} vs {args.n}, seed {args.seed}"
+    acc = ", ".join(f"{n} {net.meta['test_acc']:.4f}" for n, net in zip(names, nets))
+    print(f"FID calibration ({what}; feature network test accuracy: {acc})\n")
+    print("| comparison | thesis | " + " | ".join(f"{n} | ratio" for n in names) + " |")
+    print("|---|---|" + "---|---|" * len(names))
+    for r in rows:
+        cells = [f"{r['ours'][n]:.4f} | {r['ours'][n] / r['reference']:.2f}" for n in names]
+        print(f"| {r['comparison']} | {r['reference']:g} | " + " | ".join(cells) + " |")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"setting": what, "classifier": net.meta, "rows": results}, f, indent=2)
+        payload = {"setting": what, "feature_networks": {n: net.meta for n, net in zip(names, nets)}, "rows": rows}
+        atomic_write(args.out, json.dumps(payload, indent=2).encode())
         print(f"\nwrote {args.out}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """The latent-dim FID table from one or more sweep dirs, beside the thesis' numbers.
 
-    python scripts/fid_table.py multirun/2026-11-25/14-10-00 [more dirs] [--out table] [--wandb]
+    python scripts/fid_table.py multirun/fid_table [more dirs] [--out table] [--wandb]
 
-Reads every results.json below the dirs; cells are (model, latent_dim), several training seeds are aggregated
-(mean of the per-seed FID means; the +- is the std over seeds when there are several, else the std over FID
-sets). Failed or missing cells are marked, never dropped silently. Writes <out>.md, <out>.png (FID vs latent
-dim, one line per model, error bars) and <out>.json; --wandb logs the table to a W&B run (offline without a key).
+Reads every results.json below the dirs. Runs are only ever merged when everything a value depends on matches:
+one table per dataset/classes, eval weights and FID protocol (feature network + sha256, n_gen, n_sets, real set,
+seed); within it one row per model, latent dim, epochs and sampling settings, aggregating *distinct* training
+seeds (the same run given twice counts once; the same seed twice in one cell is refused). Per cell: mean over
+seeds, seed std (ddof 1), mean set std; per latent dim a Welch t-test of sarnet_vae vs vae over seeds. The thesis
+column appears only in tables whose protocol is the thesis' (MNIST-5, 10 x 10k images vs the resampled test
+set, the LeNet features). Tables at matched thresholds (fid.extra_th) follow. Writes <out>.md, <out>.png (FID vs
+latent dim per model, its thesis line in the same colour) and <out>.json; --wandb logs the table to W&B.
 """
 
 import argparse
@@ -17,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Thesis Table 4.1 (SPEC 6.5): TF-GAN MNIST-classifier FID, mean (std) over 10 sets (50 at L=128).
+# Thesis Table 4.1: TF-GAN MNIST-classifier FID, mean (std) over 10 sets (50 at L=128), one training seed each.
 THESIS = {
     ("sarnet_vae", 128): (1.535, 0.0804), ("sarnet_vae", 64): (1.595, 0.0769), ("sarnet_vae", 32): (1.580, 0.0853),
     ("sarnet_vae", 16): (1.614, 0.0488), ("sarnet_vae", 8): (2.125, 0.0889),
@@ -26,105 +30,272 @@ THESIS = {
     ("sarnet", None): (28.996, None),
 }
 MODELS = ["sarnet_vae", "vae", "sarnet"]
+COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
+PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed")
+
+
+class TableError(ValueError):
+    pass
 
 
 def collect(dirs):
-    """{(model, latent): [results...]} from every results.json under dirs (failed runs included)."""
-    cells = defaultdict(list)
+    """(ok runs, failed runs) from every results.json under dirs; a run dir reached twice is read once."""
+    seen, ok, failed = set(), [], []
     for d in dirs:
         for path in sorted(Path(d).rglob("results.json")):
+            real = path.resolve()
+            if real in seen:
+                print(f"warning: {path.parent} given twice: counted once", file=sys.stderr)
+                continue
+            seen.add(real)
             try:
                 r = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 print(f"warning: skipping unreadable {path}: {e}", file=sys.stderr)
                 continue
-            model = r.get("model")
-            latent = None if model == "sarnet" else r.get("latent_dim")
-            cells[(model, latent)].append(r | {"path": str(path.parent)})
-    return cells
+            r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
+            good = r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})
+            (ok if good else failed).append(r)
+    return ok, failed
 
 
-def summarize(runs):
-    ok = [r for r in runs if r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})]
-    failed = [r for r in runs if r.get("status") != "ok"]
-    if not ok:
-        return {"status": "failed" if failed else "missing", "failed": len(failed)}
-    means = [r["metrics"]["fid/mean"] for r in ok]
-    mean = sum(means) / len(means)
-    if len(ok) > 1:
-        std = math.sqrt(sum((m - mean) ** 2 for m in means) / len(means))
-    else:
-        std = ok[0]["metrics"].get("fid/std", 0.0)
-    first = ok[0]
-    return {"status": "ok", "fid_mean": mean, "fid_std": std, "seeds": sorted(r.get("seed") for r in ok),
-            "failed": len(failed), "params_dense": first["params"]["dense"],
+def table_key(r):
+    """What every value of one table must share. Runs written before results.json recorded it get None fields."""
+    p = r.get("fid_protocol") or {}
+    return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt", "best"),
+            *(p.get(k) for k in PROTOCOL_KEYS))
+
+
+def describe(key):
+    dataset, classes, weights, *p = key
+    if dataset is None:
+        return "protocol not recorded (results.json from an older version): not comparable with the others"
+    proto = dict(zip(PROTOCOL_KEYS, p))
+    return (f"{dataset} classes {list(classes) if classes else 'all'}, {weights} weights; FID: {proto['n_sets']} x "
+            f"{proto['n_gen']} images vs {proto['real_set']}, seed {proto['seed']}, features {proto['features']} "
+            f"({str(proto['features_sha256'])[:12]})")
+
+
+def thesis_protocol(key):
+    """The thesis' protocol: MNIST fives, >= 10 sets of 10k images vs the resampled test set, scored by the
+    project's calibrated stand-in for the thesis' feature network (the shipped LeNet weights)."""
+    from sarnet.metrics.fid import SHIPPED_SHA256
+
+    dataset, classes, _, *p = key
+    proto = dict(zip(PROTOCOL_KEYS, p))
+    return (dataset == "mnist" and classes == (5,) and proto["features_sha256"] == SHIPPED_SHA256.get("mnist")
+            and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
+
+
+def cell_key(r):
+    s = r.get("sampling") or {}
+    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"))
+
+
+def stats(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, std
+
+
+def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get("fid/std"))):
+    """One cell: distinct seeds only (the same seed twice is refused: two runs that should be one)."""
+    by_seed = {}
+    for r in runs:
+        if r.get("seed") in by_seed:
+            raise TableError(f"seed {r.get('seed')} appears twice in cell {cell_key(r)}: {by_seed[r['seed']]['path']} "
+                             f"and {r['path']}; pass only one of them")
+        by_seed[r.get("seed")] = r
+    runs = [by_seed[k] for k in sorted(by_seed, key=str)]
+    pairs = [metric(r) for r in runs]
+    mean, seed_std = stats([m for m, _ in pairs])
+    set_stds = [s for _, s in pairs if s is not None]
+    first = runs[0]
+    losses = [r["metrics"]["test/loss"] for r in runs if "test/loss" in r["metrics"]]
+    return {"status": "ok", "fid_mean": mean, "fid_seed_std": seed_std,
+            "fid_set_std": sum(set_stds) / len(set_stds) if set_stds else None, "fid_seed_means": [m for m, _ in pairs],
+            "seeds": list(by_seed), "params_dense": first["params"]["dense"],
             "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
-            "eval_ckpt": first.get("eval_ckpt", "best"),  # runs written before the key existed used "best"
-            "wall_time_s": sum(r.get("wall_time_s", 0) for r in ok) / len(ok),
-            "test_loss": sum(r["metrics"].get("test/loss", float("nan")) for r in ok) / len(ok)}
+            "eval_ckpt": first.get("eval_ckpt", "best"), "th": (first.get("sampling") or {}).get("th"),
+            "wall_time_s": sum(r.get("wall_time_s", 0) for r in runs) / len(runs),
+            "test_loss": sum(losses) / len(losses) if losses else None, "paths": [r["path"] for r in runs]}
 
 
-def table_rows(cells):
-    rows = []
-    latents = sorted({k[1] for k in cells if k[1] is not None} | set(LATENTS))
-    for model in MODELS + sorted({k[0] for k in cells} - set(MODELS) - {None}):
-        for latent in ([None] if model == "sarnet" else latents):
-            s = summarize(cells.get((model, latent), []))
-            if s["status"] == "missing" and (model, latent) not in THESIS:
-                continue
-            rows.append({"model": model, "latent_dim": latent, **s, "thesis": THESIS.get((model, latent))})
-    return rows
+def student_t_sf2(t, df):
+    """Two-sided p-value of Student's t: I_{df/(df+t^2)}(df/2, 1/2), the regularized incomplete beta function
+    by its continued fraction (Numerical Recipes' betacf), so no scipy is needed."""
+    x, a, b = df / (df + t * t), df / 2, 0.5
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+
+    def cf(x, a, b):
+        c, d = 1.0, 1 - (a + b) * x / (a + 1)
+        d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+        h = d
+        for m in range(1, 300):
+            for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                        -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+                d = 1 + num * d
+                d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+                c = 1 + num / c if abs(1 + num / c) > 1e-300 else 1e-300
+                h *= d * c
+            if abs(d * c - 1) < 1e-14:
+                break
+        return h
+
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x))
+    return front * cf(x, a, b) / a if x < (a + 1) / (a + b + 2) else 1 - front * cf(1 - x, b, a) / b
 
 
-def fmt_fid(row):
-    if row["status"] != "ok":
-        return f"— ({row['status']})"
-    return f"{row['fid_mean']:.3f} ± {row['fid_std']:.3f}"
+def welch(a, b):
+    """Welch's t-test of two samples (>= 2 each): (t, df, two-sided p)."""
+    (ma, sa), (mb, sb) = stats(a), stats(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    if va + vb == 0:
+        return math.copysign(math.inf, ma - mb) if ma != mb else 0.0, math.nan, float(ma == mb)
+    t = (ma - mb) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    return t, df, student_t_sf2(t, df)
 
 
-def markdown(rows):
-    lines = ["| Model | L | FID (ours) | seeds | FID (thesis) | params dense / effective | epochs | weights | "
-             "test neg-ELBO | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
+def build_tables(ok, failed):
+    """[{description, thesis_protocol, rows, welch, matched: {th: {rows, welch}}}] plus the failed runs."""
+    tables = defaultdict(list)
+    for r in ok:
+        tables[table_key(r)].append(r)
+    models_seen = {r.get("model") for r in ok + failed}
+    out = []
+    for key in sorted(tables, key=lambda k: (not thesis_protocol(k), str(k))):
+        runs, thesis = tables[key], thesis_protocol(key)
+        cells = defaultdict(list)
+        for r in runs:
+            cells[cell_key(r)].append(r)
+        rows = [{"model": k[0], "latent_dim": k[1], **summarize(v),
+                 "thesis": THESIS.get((k[0], k[1])) if thesis else None} for k, v in cells.items()]
+        if thesis:  # the thesis' cells this table lacks, for the models given
+            have = {(r["model"], r["latent_dim"]) for r in rows}
+            for (model, latent), ref in THESIS.items():
+                if model in models_seen and (model, latent) not in have:
+                    n_failed = sum(1 for f in failed if (f.get("model"), f.get("latent_dim")) == (model, latent))
+                    rows.append({"model": model, "latent_dim": latent, "status": "failed" if n_failed else "missing",
+                                 "failed": n_failed, "thesis": ref})
+        order = {m: i for i, m in enumerate(MODELS)}
+        rows.sort(key=lambda r: (order.get(r["model"], 99), str(r["model"]), r["latent_dim"] or 0,
+                                 r.get("epochs") or 0))
+        matched = {}
+        for th in sorted({t for r in runs for t in (r.get("fid_matched") or {})}):
+            m_cells = defaultdict(list)
+            for r in runs:
+                if th in (r.get("fid_matched") or {}):
+                    m_cells[cell_key(r)[:3]].append(r)
+            m_rows = [{"model": k[0], "latent_dim": k[1], **summarize(
+                v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
+                for k, v in m_cells.items()]
+            m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
+            matched[th] = {"rows": m_rows, "welch": welch_rows(m_rows)}
+        out.append({"description": describe(key), "thesis_protocol": thesis, "rows": rows,
+                    "welch": welch_rows(rows), "matched": matched})
+    return out
+
+
+def welch_rows(rows):
+    """sarnet_vae vs vae at each latent dim where both have >= 2 seeds (same table, so same protocol)."""
+    found = []
+    for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
+        pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"]
+                for m in ("sarnet_vae", "vae")]
+        if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
+            a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
+            t, df, p = welch(a, b)
+            found.append({"latent_dim": latent, "sarnet_vae": stats(a)[0], "vae": stats(b)[0], "t": t, "df": df,
+                          "p": p, "seeds": [len(a), len(b)]})
+    return found
+
+
+def fmt(v, digits=3):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def markdown_rows(rows, thesis):
+    head = ("| Model | L | FID (ours) | seed std | set std | seeds |" + (" FID (thesis) |" if thesis else "") +
+            " th | params dense / effective | epochs | weights | test loss | wall time |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        thesis = "—"
-        if r["thesis"] is not None:
-            mean, std = r["thesis"]
-            thesis = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
-        cells = [r["model"], "—" if r["latent_dim"] is None else r["latent_dim"], fmt_fid(r)]
+        cells = [r["model"], "—" if r["latent_dim"] is None else r["latent_dim"]]
         if r["status"] == "ok":
-            loss = r["test_loss"] if r["model"] != "sarnet" and math.isfinite(r["test_loss"]) else None
-            params = f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M"
-            cells += [len(r["seeds"]), thesis, params, r["epochs"], r["eval_ckpt"],
-                      "—" if loss is None else f"{loss:.1f}", f"{r['wall_time_s'] / 60:.1f} min"]
+            cells += [fmt(r["fid_mean"]), fmt(r["fid_seed_std"]), fmt(r["fid_set_std"]), len(r["seeds"])]
         else:
-            cells += [0, thesis, "—", "—", "—", "—", "—"]
+            cells += [f"— ({r['status']})", "—", "—", 0]
+        if thesis:
+            ref = r.get("thesis")
+            cells.append("—" if ref is None else f"{ref[0]:.3f}" + ("" if ref[1] is None else f" ± {ref[1]:.3f}"))
+        if r["status"] == "ok":
+            params = f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M"
+            loss = r["test_loss"] if r["model"] != "sarnet" else None
+            cells += [r["th"] if r["th"] is not None else "none", params, r["epochs"], r["eval_ckpt"],
+                      fmt(loss, 1), f"{r['wall_time_s'] / 60:.1f} min"]
+        else:
+            cells += ["—"] * 6
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def markdown_welch(found):
+    if not found:
+        return []
+    lines = ["", "Welch t-test over training seeds, sarnet_vae vs vae (two-sided):", "",
+             "| L | sarnet_vae | vae | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
+    for w in found:
+        lines.append(f"| {w['latent_dim']} | {w['sarnet_vae']:.3f} | {w['vae']:.3f} | {w['t']:.2f} | {w['df']:.1f} | "
+                     f"{w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
+    return lines
+
+
+def markdown(tables, failed):
+    lines = []
+    for i, t in enumerate(tables, 1):
+        lines += [f"### Table {i}: {t['description']}", ""] + markdown_rows(t["rows"], t["thesis_protocol"])
+        lines += markdown_welch(t["welch"])
+        for th, m in t["matched"].items():
+            lines += ["", f"Matched threshold th = {th} for every model (same z draws and real sets):", ""]
+            lines += markdown_rows(m["rows"], False) + markdown_welch(m["welch"])
+        lines.append("")
+    if failed:
+        lines += ["### Failed jobs", ""] + [f"- {f['path']}: {f.get('error', f.get('status'))}" for f in failed]
     return "\n".join(lines)
 
 
-def plot(rows, path):
+def plot(table, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = table["rows"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model in MODELS:
+    for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
+        color = COLORS.get(model)
         pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None]
         if pts:
-            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts],
-                        yerr=[r["fid_std"] for r in pts], marker="o", capsize=3, label=f"{model} (ours)")
-        ref = [(k[1], v[0]) for k, v in THESIS.items() if k[0] == model and k[1] is not None]
+            err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
+            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, marker="o",
+                        capsize=3, color=color, label=f"{model} (ours)")
+        ref = [(r["latent_dim"], r["thesis"][0]) for r in rows
+               if r["model"] == model and r.get("thesis") and r["latent_dim"] is not None]
         if ref:
-            ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.6, label=f"{model} (thesis)")
-    for r in rows:
-        if r["model"] == "sarnet" and r["status"] == "ok":
-            ax.axhline(r["fid_mean"], color="grey", linestyle="--", label="simple SarNET (ours)")
+            ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
+        for r in rows:
+            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok":
+                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model} (ours)")
+                if r.get("thesis"):
+                    ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(LATENTS, [str(v) for v in LATENTS])
     ax.set_xlabel("latent dim L")
-    ax.set_ylabel("FID (classifier features)")
+    ax.set_ylabel("FID (LeNet features)")
     ax.set_yscale("log")
+    ax.set_title(table["description"][:90], fontsize=6)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -155,17 +326,24 @@ def main(argv=None):
     for d in args.dirs:
         if not d.is_dir():
             p.error(f"{d} is not a directory (pass a sweep dir such as multirun/<date>/<time>)")
-    rows = table_rows(collect(args.dirs))
+    ok, failed = collect(args.dirs)
+    try:
+        tables = build_tables(ok, failed)
+    except TableError as e:
+        p.error(str(e))
     out = args.out or args.dirs[0] / "fid_table"
-    md = markdown(rows)
+    md = markdown(tables, failed)
     print(md)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(md + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    plot(rows, out.with_suffix(".png"))
-    print(f"\nwrote {out.with_suffix('.md')}, {out.with_suffix('.png')}, {out.with_suffix('.json')}")
+    out.with_suffix(".json").write_text(json.dumps({"tables": tables, "failed": failed}, indent=2, default=str))
+    pngs = []
+    for i, t in enumerate(tables):
+        pngs.append(out.with_suffix(".png") if i == 0 else out.with_name(f"{out.name}-{i + 1}.png"))
+        plot(t, pngs[-1])
+    print(f"\nwrote {out.with_suffix('.md')}, {', '.join(map(str, pngs))}, {out.with_suffix('.json')}")
     if args.wandb:
-        log_wandb(rows, args.dirs)
+        log_wandb([r for t in tables for r in t["rows"]], args.dirs)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ from sarnet.metrics import fid as F
 
 
 class Identity(nn.Module):
-    """'Images' are already feature vectors: lets us test the FID maths on known Gaussians."""
+    """'Images' are already feature vectors: lets us test the FID maths on known Gaussians. FIDFeatures maps
+    [0, 1] images to the network's [-1, 1]; mapping back makes the features exactly the given vectors."""
 
     def __init__(self, d):
         super().__init__()
         self.num_features = d
 
     def forward(self, x):
-        return x.flatten(1)
+        return ((x + 1) / 2).flatten(1)
 
 
 def sqrtm(a):
@@ -71,39 +72,77 @@ def write_fake_mnist(root, n=64, seed=0):
 
 
 @pytest.fixture
-def cached(tmp_path):
+def cached(tmp_path, monkeypatch):
+    """A first-use cache (the path every dataset without shipped weights takes), trained for 3 steps."""
+    monkeypatch.setattr(F, "SHIPPED_SHA256", {})
     write_fake_mnist(tmp_path)
-    path = F.train_classifier("mnist", root=tmp_path, epochs=1, verbose=False)
+    path, _ = F.train_classifier("mnist", root=tmp_path, steps=3, progress=False)
     return tmp_path, path
 
 
-def test_classifier_roundtrip_frozen_and_eval(cached):
+def test_lenet_is_slims_lenet():
+    net = F.LeNet()
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == {"conv1.weight": (32, 1, 5, 5), "conv1.bias": (32,), "conv2.weight": (64, 32, 5, 5),
+                      "conv2.bias": (64,), "fc3.weight": (1024, 3136), "fc3.bias": (1024,),
+                      "fc4.weight": (10, 1024), "fc4.bias": (10,)}
+    assert sum(v.numel() for v in net.state_dict().values()) == 3_274_634
+    w = net.fc3.weight.detach()
+    assert w.abs().max() <= 0.2 and 0.08 < w.std() < 0.095 and not net.fc3.bias.any()  # truncated N(0, 0.1)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    assert net.eval()(x).shape == (4, 10) and torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.equal(net(x), net(x))  # dropout3 in training only
+
+
+def test_cache_roundtrip_frozen_and_pinned_to_eval(cached):
     root, _ = cached
     net = F.load_classifier("mnist", root=root, train_if_missing=False)
-    assert net.meta["checksum"] == F.dataset_checksum("mnist", root) and net.meta["epochs"] == 1
-    assert not any(p.requires_grad for p in net.parameters())
-    net.train()
+    assert net.meta["checksum"] == F.dataset_checksum("mnist", root) and net.meta["steps"] == 3
+    assert not any(p.requires_grad for p in net.parameters()) and not net.training
+    features = F.FIDFeatures(net)
+    features.train()  # torchmetrics' parent module going .train() must not switch dropout on
     assert not net.training
-    assert net(torch.rand(3, 1, 28, 28)).shape == (3, F.Classifier.num_features)
+    x = torch.rand(3, 1, 28, 28)
+    assert features(x).dtype == torch.float64 and torch.equal(features(x), net(x * 2 - 1).double())
 
 
 def test_stale_cache_is_refused(cached):
     root, _ = cached
     write_fake_mnist(root, seed=1)  # the data changed under the cache
-    with pytest.raises(F.ClassifierCacheError, match=r"stale.*delete it and run python scripts/train_classifier"):
+    with pytest.raises(F.ClassifierCacheError, match=r"other data.*delete it and run python scripts/train_classifier"):
         F.load_classifier("mnist", root=root)
 
 
 def test_truncated_cache_is_refused(cached):
     root, path = cached
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(F.ClassifierCacheError, match=r"unreadable.*delete it and run"):
+    with pytest.raises(F.ClassifierCacheError, match=r"refused.*delete it and run"):
         F.load_classifier("mnist", root=root)
 
 
-def test_missing_data_says_make_data(tmp_path):
+def test_missing_data_says_make_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "SHIPPED_SHA256", {})
     with pytest.raises(DataError, match="make data"):
         F.load_classifier("mnist", root=tmp_path)
+
+
+def test_shipped_mnist_weights_load_without_data_or_training(tmp_path):
+    assert "mnist" in F.SHIPPED_SHA256, "the MNIST feature network ships with the package"
+    net = F.load_classifier("mnist", root=tmp_path / "no-data-here")  # no data needed, nothing trained
+    assert net.meta["sha256"] == F.SHIPPED_SHA256["mnist"] and net.meta["test_acc"] > 0.985
+    assert net.fc3.weight.dtype == torch.float32 and not net.training
+
+
+@pytest.mark.parametrize("where", ["header", "weights"])
+def test_tampered_shipped_weights_are_refused(tmp_path, where):
+    path = F.classifier_path("mnist")
+    data = bytearray(path.read_bytes())
+    data[100 if where == "header" else len(data) // 2] ^= 0x01  # one flipped bit
+    bad = tmp_path / path.name
+    bad.write_bytes(bytes(data))
+    with pytest.raises(F.ClassifierCacheError, match=r"lenet_mnist.pt is refused .*sha256.*pinned.*re-train"):
+        F.read_lenet(bad, F.SHIPPED_SHA256["mnist"], "re-train it")
 
 
 # -----------------------------------------------------------------------------
@@ -114,7 +153,7 @@ def toy_generate(n, generator):
 
 
 def test_protocol_reproducible_and_population_std():
-    net = F.Classifier().requires_grad_(False)  # untrained is fine: we only test the protocol plumbing
+    net = F.LeNet().requires_grad_(False)  # untrained is fine: we only test the protocol plumbing
     pool = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     kw = {"n_gen": 60, "n_sets": 3, "batch_size": 25}
     r1 = F.FIDEvaluator(net, pool, "test_resampled", **kw).evaluate(toy_generate)
@@ -130,7 +169,7 @@ def test_protocol_reproducible_and_population_std():
 
 
 def test_protocol_rejects_out_of_range_images():
-    ev = F.FIDEvaluator(F.Classifier(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
+    ev = F.FIDEvaluator(F.LeNet(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ev.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
 
@@ -142,7 +181,7 @@ def test_classifier_stays_out_of_lightning_module():
         def __init__(self):
             super().__init__()
             self.layer = nn.Linear(2, 2)
-            self.fid = F.FIDEvaluator(F.Classifier(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
+            self.fid = F.FIDEvaluator(F.LeNet(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1)
 
     m = M()
     assert len(list(m.parameters())) == 2 and all(k.startswith("layer.") for k in m.state_dict())

@@ -1,4 +1,4 @@
-"""scripts/fid_table.py on a small fabricated multirun dir: aggregation over seeds, missing and failed cells."""
+"""scripts/fid_table.py on fabricated sweep dirs: seeds, duplicates, protocols and datasets never merged."""
 
 import json
 import os
@@ -6,41 +6,91 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sarnet.metrics.fid import SHIPPED_SHA256
+
 ROOT = Path(__file__).resolve().parents[1]
+THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
+                   "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
 
 
-def fake_run(dir, model, latent, seed, fid=None, status="ok"):
+def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), **protocol):
     dir.mkdir(parents=True)
     r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
     if status == "ok":
         r |= {"epochs": 200, "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": 360.0,
+              "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
+              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
+              "fid_protocol": THESIS_PROTOCOL | protocol,
+              "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
               "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5}}
     else:
         r["error"] = "ConfigError: latent_dim=0 is invalid"
     (dir / "results.json").write_text(json.dumps(r))
 
 
-def test_fid_table_aggregates_seeds_and_marks_missing_cells(tmp_path):
-    sweep = tmp_path / "multirun" / "2026-11-25" / "10-00-00"
-    fake_run(sweep / "0_a", "sarnet_vae", 128, 1234, fid=1.0)
-    fake_run(sweep / "1_b", "sarnet_vae", 128, 1235, fid=2.0)
-    fake_run(sweep / "2_c", "vae", 64, 1234, fid=1.5)
-    fake_run(sweep / "3_d", "vae", 8, 1234, status="failed")
-    fake_run(sweep / "4_e", "sarnet", None, 1234, fid=30.0)
+def table(tmp_path, *dirs, check=True):
     out = tmp_path / "table"
-    proc = subprocess.run([sys.executable, "scripts/fid_table.py", str(sweep), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    rows = {(r["model"], r["latent_dim"]): r for r in json.loads(out.with_suffix(".json").read_text())}
-    two_seeds = rows[("sarnet_vae", 128)]
-    assert two_seeds["fid_mean"] == 1.5 and two_seeds["fid_std"] == 0.5 and two_seeds["seeds"] == [1234, 1235]
-    assert rows[("vae", 64)]["fid_std"] == 0.1  # one seed: the std over FID sets
+    proc = subprocess.run([sys.executable, "scripts/fid_table.py", *map(str, dirs), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
+    return proc
+
+
+def rows_of(t):
+    return {(r["model"], r["latent_dim"]): r for r in t["rows"]}
+
+
+def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, (model, seed, fid) in enumerate([("sarnet_vae", 1234, 1.0), ("sarnet_vae", 1235, 2.0),
+                                            ("sarnet_vae", 1236, 3.0), ("vae", 1234, 4.0), ("vae", 1235, 5.0)]):
+        fake_run(sweep / f"{i}", model, 32, seed, fid=fid)
+    fake_run(sweep / "9", "vae", 8, 1234, status="failed")
+    result, md, out = table(tmp_path, sweep)
+    (t,) = result["tables"]
+    rows = rows_of(t)
+    cell = rows[("sarnet_vae", 32)]
+    assert cell["fid_mean"] == 2.0 and cell["fid_seed_std"] == 1.0 and abs(cell["fid_set_std"] - 0.1) < 1e-12
+    assert sorted(cell["seeds"]) == [1234, 1235, 1236]
     assert rows[("vae", 8)]["status"] == "failed" and rows[("sarnet_vae", 16)]["status"] == "missing"
-    assert rows[("sarnet", None)]["fid_mean"] == 30.0
-    md = out.with_suffix(".md").read_text()
-    assert "| 200 | best |" in md and "1.500 ± 0.500" in md and "1.535" in md
-    assert "— (failed)" in md and "— (missing)" in md
+    assert ("sarnet", None) not in rows  # no simple-SarNET run given: no row for it
+    (w,) = t["welch"]
+    assert w["latent_dim"] == 32 and w["seeds"] == [3, 2] and 0 < w["p"] < 0.1
+    assert t["matched"]["none"]["rows"][0]["fid_mean"] == 3.0  # the matched-threshold table
+    assert "FID (thesis)" in md and "1.580" in md and "Welch" in md and "Matched threshold th = none" in md
     assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_the_same_run_given_twice_counts_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)
+    result, _, _ = table(tmp_path, sweep, sweep)
+    cell = rows_of(result["tables"][0])[("sarnet_vae", 32)]
+    assert cell["seeds"] == [1234] and cell["fid_seed_std"] is None
+
+
+def test_the_same_seed_twice_in_a_cell_is_refused(tmp_path):
+    fake_run(tmp_path / "a" / "0", "sarnet_vae", 32, 1234, fid=1.0)
+    fake_run(tmp_path / "b" / "0", "sarnet_vae", 32, 1234, fid=1.2)
+    proc = table(tmp_path, tmp_path / "a", tmp_path / "b", check=False)
+    assert proc.returncode == 2 and "seed 1234 appears twice" in proc.stderr
+
+
+def test_protocols_and_datasets_make_separate_tables(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)
+    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=9.0, n_gen=500)  # a smoke-sized FID
+    fake_run(sweep / "2", "sarnet_vae", 32, 1236, fid=7.0, dataset="fashion_mnist", classes=None)
+    fake_run(sweep / "3", "sarnet_vae", 32, 1237, fid=8.0, features_sha256="cd" * 32)  # another feature network
+    result, md, _ = table(tmp_path, sweep)
+    tables = result["tables"]
+    assert len(tables) == 4 and [t["thesis_protocol"] for t in tables] == [True, False, False, False]
+    assert all(len(t["rows"]) == 1 or t["thesis_protocol"] for t in tables)
+    assert sorted(rows_of(t)[("sarnet_vae", 32)]["fid_mean"] for t in tables) == [1.0, 7.0, 8.0, 9.0]
+    assert rows_of(tables[0])[("sarnet_vae", 32)]["fid_mean"] == 1.0
+    assert md.count("FID (thesis)") == 1  # only beside the thesis' protocol
 
 
 def test_fid_table_rejects_a_missing_dir(tmp_path):

@@ -462,9 +462,10 @@ def test_load_model_refuses_a_bit_flipped_checkpoint(tmp_path):
         load_model(path)
 
 
-def test_classifier_cache_with_a_flipped_bit_is_refused(tmp_path):
+def test_classifier_cache_with_a_flipped_bit_is_refused(tmp_path, monkeypatch):
     from sarnet.metrics import fid as F
 
+    monkeypatch.setattr(F, "SHIPPED_SHA256", {})  # the first-use cache path (FashionMNIST's)
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
@@ -473,13 +474,11 @@ def test_classifier_cache_with_a_flipped_bit_is_refused(tmp_path):
         y = torch.randint(0, 10, (8,), generator=g, dtype=torch.uint8)
         (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 8, 28, 28) + x.numpy().data)
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 8) + y.numpy().data)
-    net = F.Classifier()
+    net = F.LeNet()
     path = F.cache_path("mnist", tmp_path)
-    path.parent.mkdir(parents=True)
-    torch.save({"meta": {"arch": F.Classifier.arch, "checksum": F.dataset_checksum("mnist", tmp_path)},
-                "state_dict": net.state_dict()}, path)
+    F.save_classifier(net, {"arch": F.LeNet.arch, "checksum": F.dataset_checksum("mnist", tmp_path)}, path)
     data = bytearray(path.read_bytes())
-    data[data.find(net.fc1.weight.detach()[0, :4].numpy().tobytes())] ^= 0x10
+    data[data.find(net.fc4.weight.detach()[0, :4].half().numpy().tobytes())] ^= 0x10
     path.write_bytes(bytes(data))
     with pytest.raises(F.ClassifierCacheError):
         F.load_classifier("mnist", root=tmp_path, train_if_missing=False)

@@ -1,11 +1,10 @@
 from sarnet.metrics.fid import (
-    Classifier,
     ClassifierCacheError,
     FIDEvaluator,
+    LeNet,
     fid_between,
     load_classifier,
     train_classifier,
 )
 
-__all__ = ["Classifier", "ClassifierCacheError", "FIDEvaluator", "fid_between", "load_classifier",
-           "train_classifier"]
+__all__ = ["ClassifierCacheError", "FIDEvaluator", "LeNet", "fid_between", "load_classifier", "train_classifier"]

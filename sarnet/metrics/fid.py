@@ -1,13 +1,16 @@
-"""MNIST-classifier FID (proxy) — a stand-in for tfgan's `mnist_frechet_distance` (SPEC §6).
+"""FID on the 10 logits of TF-slim's LeNet, the architecture of the thesis' feature network.
 
-The reference used a pretrained TF-Hub MNIST classifier's 10-d logits as FID features. That network can't be
-fetched offline, so we train our own small CNN per dataset, cache it under data/classifiers/, and plug it into
-torchmetrics' FrechetInceptionDistance. Values are comparable across our runs, not with the thesis' numbers.
+The thesis scored images with tfgan's `mnist_frechet_distance`: the 10 logits of TF-GAN's pretrained MNIST eval
+classifier, images mapped to [-1, 1]. That network cannot be downloaded here. Its frozen graph names its tensors
+conv1, pool1, conv2, pool2, fc3, dropout3, fc4: TF-slim's LeNet, rebuilt below and trained with slim's public
+MNIST recipe (train_lenet_on_mnist.sh). The MNIST weights ship with the package (sarnet/metrics/weights/, sha256
+pinned below; `python scripts/train_classifier.py --dataset mnist` re-trains them); other datasets train the same
+network on first use and cache it under <root>/classifiers/. docs/results/fid_calibration.md holds the anchors.
 """
 
 import hashlib
+import io
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,10 +21,14 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
-from sarnet.data.datamodules import raw_split
+from sarnet.data.datamodules import FOLDERS, raw_split
+from sarnet.data.sources import atomic_write
 
-DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-EPOCHS = {"mnist": 6, "fashion_mnist": 10}  # ~99.3% / ~92% test accuracy (targets 99.0 / 90) in 1-2 min
+# slim's train_lenet_on_mnist.sh: plain SGD, constant lr 0.01, 20,000 steps of batch 50, no weight decay; dropout
+# (keep 0.5) before fc4 in training. `steps` / `dropout` / `seed` were the calibration's variants (see the README).
+RECIPE = {"steps": 20000, "batch_size": 50, "lr": 0.01, "dropout": True, "seed": 0}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED_SHA256 = {}  # dataset -> sha256 of WEIGHTS_DIR / f"lenet_{dataset}.pt"
 
 
 class ClassifierCacheError(RuntimeError):
@@ -31,16 +38,11 @@ class ClassifierCacheError(RuntimeError):
 # -----------------------------------------------------------------------------
 # data (torchvision raw layout under `root`, prepared by `make data`)
 
-def load_split(dataset, root="data", train=True):
-    """uint8 images [N,28,28] and int64 labels [N] of one split (a DataError says to run `make data` if absent)."""
-    return raw_split(root, dataset, "train" if train else "test")
-
-
 def dataset_checksum(dataset, root="data"):
     """sha256 of the uint8 train+test images and labels: what the cached classifier was trained/tested on."""
     h = hashlib.sha256()
-    for train in (True, False):
-        x, y = load_split(dataset, root, train)
+    for split in ("train", "test"):
+        x, y = raw_split(root, dataset, split)
         h.update(x.contiguous().numpy().tobytes())
         h.update(y.to(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -53,121 +55,161 @@ def to_float(x):
 
 
 # -----------------------------------------------------------------------------
-# feature classifier
+# feature network
 
-class Classifier(nn.Module):
-    """Small LeNet-style CNN; its 10 logits are the FID features (like the TF-GAN MNIST classifier)."""
-    num_features = 10  # torchmetrics reads this instead of probing with a (3,299,299) uint8 dummy image
-    arch = "cnn16-32-fc128-v1"  # bump when the layers change, so stale caches are refused
+class LeNet(nn.Module):
+    """TF-slim's LeNet: conv1 32x5x5 SAME + ReLU, pool1 2x2, conv2 64x5x5 SAME + ReLU, pool2 2x2, fc3 1024 + ReLU,
+    dropout3 (training only), fc4 10 logits. Input [N,1,28,28] on the network's own scale, [-1, 1]."""
+    num_features = 10
+    arch = "slim-lenet-v1"  # bump when the layers change, so stale caches are refused
 
-    def __init__(self):
+    def __init__(self, dropout=0.5):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
+        self.dropout = dropout
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.fc3 = nn.Linear(64 * 7 * 7, 1024)
+        self.fc4 = nn.Linear(1024, 10)
+        for m in self.children():  # slim's lenet_arg_scope: truncated normal (2 sigma), sigma 0.1; zero biases
+            nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+            nn.init.zeros_(m.bias)
 
-    def forward(self, x):  # x: float [N,1,28,28] in [0,1]
-        x = (x - 0.5) * 2  # the reference fed the classifier [-1, 1] images
+    def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-    def train(self, mode=True):
-        # no BatchNorm/Dropout, but pin eval mode anyway: torchmetrics makes this a child module, so a
-        # LightningModule's .train() would otherwise flip it
-        return super().train(False)
+        x = F.relu(self.fc3(x.flatten(1)))
+        return self.fc4(F.dropout(x, self.dropout, self.training))
 
 
 @torch.no_grad()
 def accuracy(net, x, y, batch_size=1000):
-    correct = sum((net(to_float(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum().item()
+    """Test accuracy of `net` (eval mode) on uint8 images x and labels y."""
+    net.eval()
+    correct = sum((net(to_float(x[i:i + batch_size]) * 2 - 1).argmax(1) == y[i:i + batch_size]).sum().item()
                   for i in range(0, len(x), batch_size))
     return correct / len(x)
 
 
-def cache_path(dataset, root="data"):
-    return Path(root) / "classifiers" / f"{dataset}.pt"
-
-
-def train_classifier(dataset, root="data", seed=0, epochs=None, batch_size=128, lr=2e-3, verbose=True):
-    """Train on the full 60k train split, test on the 10k test split, cache atomically; returns the path."""
-    assert dataset in DATASETS, f"unknown dataset {dataset!r}, expected one of {list(DATASETS)}"
-    epochs = epochs or EPOCHS[dataset]
+def train_lenet(dataset, root="data", steps=RECIPE["steps"], batch_size=RECIPE["batch_size"], lr=RECIPE["lr"],
+                dropout=RECIPE["dropout"], seed=RECIPE["seed"], snapshots=(), progress=True):
+    """slim's recipe on the full 60k train split; yields (step, net in eval mode, meta) after `steps` and at every
+    step in `snapshots` (with a constant learning rate, the 10k-step snapshot of a 40k-step run IS the 10k run)."""
     t0 = time.time()
-    xtr, ytr = load_split(dataset, root, True)
-    xte, yte = load_split(dataset, root, False)
-    xtr = to_float(xtr)
+    xtr, ytr = raw_split(root, dataset, "train")
+    xte, yte = raw_split(root, dataset, "test")
+    xtr = (xtr.float() - 128) / 128  # slim's lenet preprocessing
     with torch.random.fork_rng():  # seeded init without disturbing the caller's global RNG (auto-train case)
         torch.manual_seed(seed)
-        net = Classifier()
+        net = LeNet(0.5 if dropout else 0.0)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # the for-loop Adam is slow on CPU
-    steps, step = epochs * math.ceil(len(xtr) / batch_size), 0
-    for epoch in range(epochs):
-        for idx in torch.randperm(len(xtr), generator=g).split(batch_size):
-            for group in opt.param_groups:  # cosine decay to 0: a few epochs then land on a good optimum
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        if verbose:
-            # progress on stderr: stdout belongs to the caller's results (scripts/fid.py prints JSON lines there)
-            print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, {time.time() - t0:.1f}s", file=sys.stderr)
-    acc = accuracy(net, xte, yte)
-    meta = {"dataset": dataset, "checksum": dataset_checksum(dataset, root), "test_acc": acc, "seed": seed,
-            "epochs": epochs, "torch": str(torch.__version__), "arch": Classifier.arch,
-            "train_seconds": time.time() - t0}
-    path = cache_path(dataset, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save({"meta": meta, "state_dict": net.state_dict()}, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half-written cache behind
-    if verbose:
-        print(f"{dataset}: test accuracy {acc:.4f} in {meta['train_seconds']:.1f}s -> {path}", file=sys.stderr)
-    return path
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    checksum, stops = dataset_checksum(dataset, root), sorted({*snapshots, steps})
+    order, step, loss_avg = torch.empty(0, dtype=torch.long), 0, None
+    while step < steps:
+        if len(order) < batch_size:  # a fresh shuffle per epoch; the remainder starts the next epoch
+            order = torch.cat([order, torch.randperm(len(xtr), generator=g)])
+        idx, order = order[:batch_size], order[batch_size:]
+        net.train()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed * 1_000_003 + step)  # dropout masks: a function of (seed, step) alone
+            loss = F.cross_entropy(net(xtr[idx].unsqueeze(1)), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
+        if progress and (step % 1000 == 0 or step == steps):
+            rate = step / (time.time() - t0)
+            print(f"  LeNet {dataset}: step {step}/{steps}, loss {loss_avg:.4f}, {time.time() - t0:.0f}s, "
+                  f"~{(steps - step) / rate:.0f}s left", file=sys.stderr, flush=True)
+        if step in stops:
+            meta = {"dataset": dataset, "checksum": checksum, "test_acc": accuracy(net, xte, yte), "arch": LeNet.arch,
+                    "steps": step, "batch_size": batch_size, "lr": lr, "dropout": dropout, "seed": seed,
+                    "torch": str(torch.__version__), "train_seconds": round(time.time() - t0, 1)}
+            yield step, net, meta
 
 
-def load_classifier(dataset, root="data", train_if_missing=True):
-    """Frozen classifier (eval, no grad) from the cache, refusing caches built from other data or code."""
-    path = cache_path(dataset, root)
-    fix = f"delete it and run python scripts/train_classifier.py --dataset {dataset} --root {root}"
-    if not path.exists():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no FID classifier at {path}; run python scripts/train_classifier.py "
-                                    f"--dataset {dataset} --root {root}")
-        train_classifier(dataset, root)
+def save_classifier(net, meta, path, dtype=torch.float16):
+    """Weights (fp16 by default: half the bytes; the calibration checks the anchors do not move) + meta, written
+    atomically; returns the file's sha256."""
+    state = {k: v.to(dtype) for k, v in net.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": state}, buf)
+    atomic_write(path, buf.getvalue())  # a crash mid-write never leaves a half-written file behind
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def train_classifier(dataset, root="data", path=None, progress=True, **recipe):
+    """Train with RECIPE (overridable) and save to `path` (default: the cache); returns (path, meta)."""
+    assert dataset in FOLDERS, f"unknown dataset {dataset!r}, expected one of {list(FOLDERS)}"
+    path = Path(path or cache_path(dataset, root))
+    if progress:
+        print(f"Training the FID feature network (LeNet) for {dataset} -> {path} (once; a few minutes)",
+              file=sys.stderr, flush=True)
+    *_, (_, net, meta) = train_lenet(dataset, root, progress=progress, **recipe)
+    meta["sha256"] = save_classifier(net, meta, path)
+    if progress:
+        print(f"  {dataset}: test accuracy {meta['test_acc']:.4f} in {meta['train_seconds']:.0f}s -> {path}",
+              file=sys.stderr, flush=True)
+    return path, meta
+
+
+def cache_path(dataset, root="data"):
+    return Path(root) / "classifiers" / f"lenet_{dataset}.pt"
+
+
+def classifier_path(dataset, root="data"):
+    """The shipped weights where the package has them, else the per-data-root cache."""
+    return WEIGHTS_DIR / f"lenet_{dataset}.pt" if dataset in SHIPPED_SHA256 else cache_path(dataset, root)
+
+
+def read_lenet(path, sha256=None, fix="re-train it: python scripts/train_classifier.py"):
+    """A saved LeNet (eval, no grad, float32) with its meta; refused in one line if damaged or not `sha256`."""
+    path = Path(path)
     try:
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if sha256 and digest != sha256:
+            raise ValueError(f"sha256 {digest[:12]}... is not the pinned {sha256[:12]}...")
         damage = zip_crc_error(path)  # a flipped bit would otherwise give a silently wrong FID
         if damage:
             raise ValueError(damage)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         meta = ckpt["meta"]
-    except Exception as e:  # truncated zip, garbage bytes, wrong layout...
-        raise ClassifierCacheError(f"FID classifier cache {path} is unreadable ({type(e).__name__}: "
-                                   f"{str(e)[:100]}); {fix}") from e
-    checksum = dataset_checksum(dataset, root)
-    if meta.get("arch") != Classifier.arch or meta.get("checksum") != checksum:
-        raise ClassifierCacheError(f"FID classifier cache {path} is stale (arch {meta.get('arch')} / dataset "
-                                   f"checksum {str(meta.get('checksum'))[:12]} != {Classifier.arch} / "
-                                   f"{checksum[:12]}); {fix}")
-    net = Classifier()
-    try:
-        net.load_state_dict(ckpt["state_dict"])
-    except Exception as e:
-        raise ClassifierCacheError(f"FID classifier cache {path} has bad weights ({e}); {fix}") from e
-    net.meta = meta
+        if meta.get("arch") != LeNet.arch:
+            raise ValueError(f"stale: arch {meta.get('arch')} != {LeNet.arch}")
+        net = LeNet()
+        net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    except Exception as e:  # missing, tampered, truncated zip, garbage bytes, wrong layout...
+        raise ClassifierCacheError(f"FID feature network {path} is refused ({type(e).__name__}: "
+                                   f"{str(e)[:120]}); {fix}") from e
+    net.meta = {**meta, "sha256": digest}
     return net.requires_grad_(False).eval()
+
+
+def load_classifier(dataset, root="data", train_if_missing=True):
+    """The dataset's frozen LeNet: shipped weights checked against their pinned sha256, or a cache checked against
+    the data it was trained on (trained here on first use, announced on stderr)."""
+    path, shipped = classifier_path(dataset, root), dataset in SHIPPED_SHA256
+    fix = (f"restore it (git checkout {path}) or re-train it: python scripts/train_classifier.py --dataset {dataset}"
+           if shipped else f"delete it and run python scripts/train_classifier.py --dataset {dataset} --root {root}")
+    if not path.exists() and not shipped and train_if_missing:
+        train_classifier(dataset, root)
+    net = read_lenet(path, SHIPPED_SHA256.get(dataset), fix)
+    if not shipped and net.meta.get("checksum") != dataset_checksum(dataset, root):
+        raise ClassifierCacheError(f"FID feature network {path} was trained on other data (dataset checksum "
+                                   f"{str(net.meta.get('checksum'))[:12]}); {fix}")
+    return net
 
 
 # -----------------------------------------------------------------------------
 # FID
 
-class Float64Features(nn.Module):
-    """torchmetrics accumulates in float64 but casts the result back to the features' dtype; emitting float64
-    features keeps the returned FID in float64 too. The wrapped net itself stays float32."""
+class FIDFeatures(nn.Module):
+    """What torchmetrics sees: [0,1] images mapped to [-1, 1] as the thesis fed its classifier, logits in float64.
+    torchmetrics accumulates in float64 but casts its result back to the features' dtype; float64 features keep
+    the FID in float64. Pinned to eval mode: torchmetrics makes this a child module, so a LightningModule's
+    .train() would otherwise switch the LeNet's dropout on."""
 
     def __init__(self, net):
         super().__init__()
@@ -175,13 +217,16 @@ class Float64Features(nn.Module):
         self.num_features = net.num_features
 
     def forward(self, x):
-        return self.net(x).double()
+        return self.net((x - 0.5) * 2).double()
+
+    def train(self, mode=True):
+        return super().train(False)
 
 
 def make_fid(net, reset_real_features=False):
     net.requires_grad_(False).eval()
     device = next(net.parameters(), torch.empty(0)).device
-    return FrechetInceptionDistance(feature=Float64Features(net), reset_real_features=reset_real_features).to(device)
+    return FrechetInceptionDistance(feature=FIDFeatures(net), reset_real_features=reset_real_features).to(device)
 
 
 def _update(fid, images, real, batch_size=500):
@@ -217,6 +262,7 @@ class FIDEvaluator:
         assert real_set in ("test_resampled", "train", "test"), real_set
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
+        self.features = getattr(classifier, "meta", {})  # which feature network scored: recorded with every FID
         self.resample = real_set == "test_resampled"
         self.fid = make_fid(classifier.to(device) if device else classifier, reset_real_features=self.resample)
         self.device = self.fid.real_features_sum.device
@@ -226,12 +272,18 @@ class FIDEvaluator:
     @classmethod
     def from_dataset(cls, dataset, classes=None, real_set="test_resampled", root="data", **kw):
         """Evaluator for images of `classes` (e.g. [5]; None = all), classifier loaded (or trained) from cache."""
-        x, y = load_split(dataset, root, train=real_set == "train")
+        x, y = raw_split(root, dataset, "train" if real_set == "train" else "test")
         if classes is not None:
             x = x[torch.isin(y, torch.as_tensor(list(classes)))]
         return cls(load_classifier(dataset, root), x, real_set, **kw)
 
-    def evaluate(self, generate_fn):
+    def protocol(self) -> dict:
+        """Everything an FID value depends on besides the generator: results.json records it, tables group by it."""
+        return {"features": self.features.get("arch"), "features_sha256": self.features.get("sha256"),
+                "features_dataset": self.features.get("dataset"), "n_gen": self.n_gen, "n_sets": self.n_sets,
+                "real_set": self.real_set, "seed": self.seed}
+
+    def evaluate(self, generate_fn, progress=None):
         """generate_fn(n, generator) -> float [n,1,28,28] in [0,1], called with n <= batch_size.
         Returns dict(mean, std (population, ddof 0), values) of Python floats."""
         # two streams: the real draws don't depend on how much randomness a model consumes, so different models
@@ -239,7 +291,7 @@ class FIDEvaluator:
         g_gen = torch.Generator().manual_seed(self.seed)
         g_real = torch.Generator().manual_seed(self.seed + 1)
         values = []
-        for _ in range(self.n_sets):
+        for k in range(self.n_sets):
             self.fid.reset()  # keeps the real statistics unless resampling
             if self.resample:
                 idx = torch.randint(len(self.real_images), (self.n_gen,), generator=g_real)
@@ -253,6 +305,8 @@ class FIDEvaluator:
                     raise ValueError(f"generated images must be in [0, 1], got [{x.min()}, {x.max()}]")
                 self.fid.update(x.float().to(self.device), real=False)
             values.append(max(self.fid.compute().item(), 0.0))
+            if progress:
+                progress(f"FID set {k + 1}/{self.n_sets}: {values[-1]:.4f}")
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         return {"mean": mean, "std": std, "values": values}
