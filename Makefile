@@ -6,7 +6,7 @@ DATA   ?= data
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install data test test-slow test-all run fid-table calibrate lint bench clean
+.PHONY: install data test test-slow test-all run fid-table calibrate gpu-check lint bench clean
 
 install: $(STAMP) data
 
@@ -46,6 +46,10 @@ fid-table: install
 # The FID feature network's anchors beside the thesis' (N = 5,000 vs 5,000 MNIST fives, ~1 min).
 calibrate: install
 	$(PY) scripts/calibrate_fid.py
+
+# On a CUDA machine: smoke training, fast == naive sampling on the device, timings; JSON lines.
+gpu-check: install
+	$(PY) scripts/gpu_check.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py

@@ -95,7 +95,7 @@ def naive_epochs(x, epochs, batch_size=64):
     return times
 
 
-def project_epochs(root, epochs):
+def project_epochs(root, epochs, accelerator="cpu"):
     """The real path: Hydra-composed configs, SarnetModule, the DataModule and a Lightning Trainer."""
     import lightning as L
     from hydra import compose, initialize_config_dir
@@ -118,7 +118,7 @@ def project_epochs(root, epochs):
             self.times.append(time.perf_counter() - self.t)
 
     timer = EpochTimer()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=accelerator, max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer])
     trainer.fit(module, datamodule=dm)

@@ -78,10 +78,20 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     # follow every epoch (Lightning's own save_last would have left it at the best epoch)
     train("trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "logger=csv", "callbacks.checkpoint.monitor=step",
           "callbacks.checkpoint.mode=min", f"eval_ckpt={eval_ckpt}", f"run_test={run_test}",
-          f"hydra.run.dir={tmp_path}", timeout=900)
+          "fid.extra_th=[null]", f"hydra.run.dir={tmp_path}", timeout=900)
     results = json.loads((tmp_path / "results.json").read_text())
     fid = results["metrics"]["fid/mean"]
     assert results["eval_ckpt"] == eval_ckpt and results["epochs"] == 2
+    # everything a table cell depends on is recorded, the checkpoint relative to the run dir
+    assert results["eval_epoch"] == (1 if eval_ckpt == "best" else 2)
+    assert results["checkpoint"] == f"checkpoints/{eval_ckpt}.ckpt"
+    assert results["dataset"] == "mnist" and results["classes"] == [5]
+    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0}
+    protocol = results["fid_protocol"]
+    assert protocol["features"] == "slim-lenet-v1" and len(protocol["features_sha256"]) == 64
+    assert (protocol["n_gen"], protocol["n_sets"], protocol["real_set"], protocol["seed"]) == \
+        (200, 2, "test_resampled", 2024)
+    assert len(results["fid_values"]) == 2 and results["fid_matched"]["none"]["mean"] != fid
     assert fid > 0 and results["metrics"]["fid/std"] >= 0
     assert ("test/loss" in results["metrics"]) == (run_test == "true")
     scores = {name: fid_of(tmp_path / "checkpoints" / f"{name}.ckpt") for name in ("best", "last")}
@@ -109,3 +119,17 @@ def test_smoke_trainer_shrinks_training_and_fid():
     cfg = compose_config("trainer=smoke")
     assert cfg.trainer.max_epochs == 1 and cfg.fid.n_gen == 200 and cfg.fid.n_sets == 2
     assert compose_config().fid.n_gen == 10_000
+
+
+@pytest.mark.slow
+@needs_data
+def test_gpu_check_script_runs_its_checks_on_the_cpu():
+    """`make gpu-check` runs on a CUDA machine only when one is lent; on the CPU it must at least keep working."""
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--n", "400", "--epochs", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["check"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert set(rows) == {"device", "smoke_train", "fast_equals_naive", "train_epoch", "sample", "fid_set"}
+    assert rows["smoke_train"]["ok"] and rows["fast_equals_naive"]["max_abs_diff"] == 0.0
+    assert rows["fid_set"]["fid"] > 0
