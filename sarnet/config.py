@@ -68,6 +68,13 @@ def validate(cfg: DictConfig):
         extra = fid.get("extra_th")
         _check(extra is None or OmegaConf.is_list(extra) and all(t is None or _number(t) and 0 <= t < 1 for t in extra),
                "fid.extra_th", _plain(extra), "must be a list of thresholds in [0, 1) or null, e.g. [0.105,null]")
+        knn = fid.get("knn") or {}
+        for key, low in (("n", 0), ("k", 1), ("seed", 0)):
+            value = knn.get(key)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, f"fid.knn.{key}", value,
+                   f"must be an int >= {low}")
+        _check(knn.get("n") == 0 or knn.get("n") >= 2 * knn.get("k"), "fid.knn.n", knn.get("n"),
+               "must be 0 (off) or at least 2 * fid.knn.k")
 
     beta = OmegaConf.select(cfg, "model.beta")
     _check(beta is None or _number(beta) and beta >= 0, "model.beta", beta, "must be a finite number >= 0")

@@ -25,7 +25,7 @@ def evaluate_fid(net, datamodule, cfg) -> dict:
     log.info("FID: %d sets of %d generated images vs %s (th %s)", fid.n_sets, fid.n_gen, fid.real_set,
              th_key(sample_cfg.get("th")))
     result = evaluator.evaluate(lambda n, generator: sample_images(net, n, sample_cfg, generator), log.info)
-    result |= {"protocol": evaluator.protocol(), "matched": {}}
+    result |= {"protocol": evaluator.protocol(), "matched": {}, "knn": None}
     for th in fid.get("extra_th") or []:
         if th == sample_cfg.get("th"):
             result["matched"][th_key(th)] = {k: result[k] for k in ("mean", "std", "values")}
@@ -34,4 +34,25 @@ def evaluate_fid(net, datamodule, cfg) -> dict:
         cfg_th = sample_cfg | {"th": th}
         result["matched"][th_key(th)] = evaluator.evaluate(
             lambda n, generator, c=cfg_th: sample_images(net, n, c, generator), log.info)
+    if fid.knn.n:
+        result["knn"] = evaluate_knn(evaluator.real_images, lambda n, generator: sample_images(net, n, sample_cfg,
+                                                                                               generator), fid)
     return result
+
+
+def evaluate_knn(real_pool, generate_fn, fid) -> dict:
+    """kNN real-vs-fake accuracy of fid.knn.n generated images vs as many draws from the real pool."""
+    import torch
+
+    from sarnet.metrics.fid import to_float
+    from sarnet.metrics.knn import knn_accuracy
+
+    knn = fid.knn
+    g = torch.Generator().manual_seed(knn.seed)
+    real = to_float(real_pool[torch.randint(len(real_pool), (knn.n,), generator=g)])
+    with torch.no_grad():
+        fake = torch.cat([generate_fn(min(fid.batch_size, knn.n - i), g).cpu()
+                          for i in range(0, knn.n, fid.batch_size)])
+    accuracy = knn_accuracy(real, fake, k=knn.k, seed=knn.seed)
+    log.info("kNN real-vs-fake accuracy: %.4f (k %d, %d + %d images; 0.5 is ideal)", accuracy, knn.k, knn.n, knn.n)
+    return {"accuracy": accuracy, "n": knn.n, "k": knn.k, "seed": knn.seed}

@@ -62,19 +62,20 @@ def collect(dirs):
 
 def table_key(r):
     """What every value of one table must share. Runs written before results.json recorded it get None fields."""
-    p = r.get("fid_protocol") or {}
+    p, knn = r.get("fid_protocol") or {}, r.get("knn") or {}
     return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt", "best"),
-            *(p.get(k) for k in PROTOCOL_KEYS))
+            *(p.get(k) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
 
 
 def describe(key):
-    dataset, classes, weights, *p = key
+    dataset, classes, weights, *p, knn = key
     if dataset is None:
         return "protocol not recorded (results.json from an older version): not comparable with the others"
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (f"{dataset} classes {list(classes) if classes else 'all'}, {weights} weights; FID: {proto['n_sets']} x "
             f"{proto['n_gen']} images vs {proto['real_set']}, seed {proto['seed']}, features {proto['features']} "
-            f"({str(proto['features_sha256'])[:12]})")
+            f"({str(proto['features_sha256'])[:12]})" +
+            (f"; kNN: n {knn[0]}, k {knn[1]}, seed {knn[2]}" if knn[0] else ""))
 
 
 def thesis_protocol(key):
@@ -82,7 +83,7 @@ def thesis_protocol(key):
     project's calibrated stand-in for the thesis' feature network (the shipped LeNet weights)."""
     from sarnet.metrics.fid import SHIPPED_SHA256
 
-    dataset, classes, _, *p = key
+    dataset, classes, _, *p, _ = key
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (dataset == "mnist" and classes == (5,) and proto["features_sha256"] == SHIPPED_SHA256.get("mnist")
             and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
@@ -114,13 +115,15 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
     set_stds = [s for _, s in pairs if s is not None]
     first = runs[0]
     losses = [r["metrics"]["test/loss"] for r in runs if "test/loss" in r["metrics"]]
+    knn = [r["metrics"]["knn/accuracy"] for r in runs if "knn/accuracy" in r["metrics"]]
     return {"status": "ok", "fid_mean": mean, "fid_seed_std": seed_std,
             "fid_set_std": sum(set_stds) / len(set_stds) if set_stds else None, "fid_seed_means": [m for m, _ in pairs],
             "seeds": list(by_seed), "params_dense": first["params"]["dense"],
             "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
             "eval_ckpt": first.get("eval_ckpt", "best"), "th": (first.get("sampling") or {}).get("th"),
             "wall_time_s": sum(r.get("wall_time_s", 0) for r in runs) / len(runs),
-            "test_loss": sum(losses) / len(losses) if losses else None, "paths": [r["path"] for r in runs]}
+            "test_loss": sum(losses) / len(losses) if losses else None,
+            "knn_accuracy": sum(knn) / len(knn) if len(knn) == len(runs) else None, "paths": [r["path"] for r in runs]}
 
 
 def student_t_sf2(t, df):
@@ -220,7 +223,7 @@ def fmt(v, digits=3):
 
 def markdown_rows(rows, thesis):
     head = ("| Model | L | FID (ours) | seed std | set std | seeds |" + (" FID (thesis) |" if thesis else "") +
-            " th | params dense / effective | epochs | weights | test loss | wall time |")
+            " kNN acc. | th | params dense / effective | epochs | weights | test loss | wall time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = [r["model"], "—" if r["latent_dim"] is None else r["latent_dim"]]
@@ -234,10 +237,12 @@ def markdown_rows(rows, thesis):
         if r["status"] == "ok":
             params = f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M"
             loss = r["test_loss"] if r["model"] != "sarnet" else None
-            cells += [r["th"] if r["th"] is not None else "none", params, r["epochs"], r["eval_ckpt"],
+            knn = None if r.get("knn_accuracy") is None else 100 * r["knn_accuracy"]
+            th = r["th"] if r["th"] is not None else "none"
+            cells += [fmt(knn, 1) + ("" if knn is None else " %"), th, params, r["epochs"], r["eval_ckpt"],
                       fmt(loss, 1), f"{r['wall_time_s'] / 60:.1f} min"]
         else:
-            cells += ["—"] * 6
+            cells += ["—"] * 7
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 

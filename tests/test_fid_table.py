@@ -22,7 +22,8 @@ def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", c
               "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
               "fid_protocol": THESIS_PROTOCOL | protocol,
               "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
-              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5}}
+              "knn": {"n": 1000, "k": 4, "seed": 42},
+              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
     else:
         r["error"] = "ConfigError: latent_dim=0 is invalid"
     (dir / "results.json").write_text(json.dumps(r))
@@ -60,6 +61,7 @@ def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
     assert w["latent_dim"] == 32 and w["seeds"] == [3, 2] and 0 < w["p"] < 0.1
     assert t["matched"]["none"]["rows"][0]["fid_mean"] == 3.0  # the matched-threshold table
     assert "FID (thesis)" in md and "1.580" in md and "Welch" in md and "Matched threshold th = none" in md
+    assert cell["knn_accuracy"] == 0.6 and "| 60.0 % |" in md
     assert out.with_suffix(".png").stat().st_size > 5000
 
 

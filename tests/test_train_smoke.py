@@ -92,6 +92,8 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     assert (protocol["n_gen"], protocol["n_sets"], protocol["real_set"], protocol["seed"]) == \
         (200, 2, "test_resampled", 2024)
     assert len(results["fid_values"]) == 2 and results["fid_matched"]["none"]["mean"] != fid
+    assert results["knn"] == {"accuracy": results["metrics"]["knn/accuracy"], "n": 200, "k": 4, "seed": 42}
+    assert 0.5 <= results["metrics"]["knn/accuracy"] <= 1  # an untrained model is easy to tell from real fives
     assert fid > 0 and results["metrics"]["fid/std"] >= 0
     assert ("test/loss" in results["metrics"]) == (run_test == "true")
     scores = {name: fid_of(tmp_path / "checkpoints" / f"{name}.ckpt") for name in ("best", "last")}
