@@ -17,9 +17,15 @@ import sys
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
 from sarnet.data.sources import atomic_write
+from sarnet.evaluate import evaluate_with_progress
 from sarnet.sampling import sample_images
 
 PROTOCOL = {"n_gen": 10000, "n_sets": 10, "real_set": "test_resampled", "seed": 2024, "batch_size": 500}
+
+
+def progress(fmt: str, *args):
+    """On stderr: stdout holds only the JSON lines."""
+    print(fmt % args, file=sys.stderr, flush=True)
 
 
 def floats(s: str):
@@ -59,6 +65,8 @@ def main(argv=None):
             raise cli.UsageError(f"--n-gen {protocol['n_gen']} / --n-sets {protocol['n_sets']}: FID needs "
                                  f"n_gen >= 2 and n_sets >= 1")
         data = run["data"]
+        progress("FID: %d sets of %d images vs %s; loading the feature classifier (trained on first use, "
+                 "1-3 min)", protocol["n_sets"], protocol["n_gen"], protocol["real_set"])
         try:
             evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
                                                   device=device, **protocol)
@@ -66,18 +74,20 @@ def main(argv=None):
             raise cli.UsageError(f"cannot read the {data['dataset']} data under {data['root']}: {e} "
                                  f"(prepare it with `make data`)") from e
         results = []
-        for th in args.th or [None]:
-            for z_scale in args.z_scale or [None]:
-                cfg = dict(run["sample"])
-                cfg["th"] = cli.resolve_th(th, run)
-                if z_scale is not None:
-                    cfg["z_scale"] = z_scale
-                fid = evaluator.evaluate(lambda n, generator, cfg=cfg: sample_images(model, n, cfg, generator))
-                row = {"ckpt": str(args.ckpt), "th": cfg["th"], "z_scale": cfg.get("z_scale", 1.0),
-                       **{k: protocol[k] for k in ("n_gen", "n_sets", "real_set")},
-                       "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
-                print(json.dumps(row), flush=True)
-                results.append(row)
+        settings = [(th, z) for th in args.th or [None] for z in args.z_scale or [None]]
+        for i, (th, z_scale) in enumerate(settings):
+            cfg = dict(run["sample"])
+            cfg["th"] = cli.resolve_th(th, run)
+            if z_scale is not None:
+                cfg["z_scale"] = z_scale
+            label = f"setting {i + 1}/{len(settings)} (th={cfg['th']}, z_scale={cfg.get('z_scale', 1.0)}): FID"
+            fid = evaluate_with_progress(evaluator, lambda n, generator, cfg=cfg: sample_images(
+                model, n, cfg, generator), say=progress, label=label)
+            row = {"ckpt": str(args.ckpt), "th": cfg["th"], "z_scale": cfg.get("z_scale", 1.0),
+                   **{k: protocol[k] for k in ("n_gen", "n_sets", "real_set")},
+                   "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
+            print(json.dumps(row), flush=True)
+            results.append(row)
     except (CheckpointError, cli.UsageError) as e:
         print(f"fid: error: {e}", file=sys.stderr)
         sys.exit(2)

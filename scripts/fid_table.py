@@ -5,7 +5,8 @@
 Reads every results.json below the dirs; cells are (model, latent_dim), several training seeds are aggregated
 (mean of the per-seed FID means; the +- is the std over seeds when there are several, else the std over FID
 sets). Failed or missing cells are marked, never dropped silently. Writes <out>.md, <out>.png (FID vs latent
-dim, one line per model, error bars) and <out>.json; --wandb logs the table to a W&B run (offline without a key).
+dim, one line per model, error bars) and <out>.json; --wandb logs the table and plot to a W&B run in the sweep's
+group (offline without a key or a reachable server).
 """
 
 import argparse
@@ -132,17 +133,26 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def log_wandb(rows, dirs):
+def log_wandb(rows, dirs, png, group=None, project=None):
+    """The table and the plot into a W&B run in the sweep's own group and project (read from the jobs' run files),
+    so the sweep's summary sits beside its jobs in the W&B UI."""
     import wandb
 
-    from sarnet.train import wandb_offline
-    mode = "offline" if wandb_offline() else "online"  # never prompts: offline unless an API key is configured
-    run = wandb.init(project="sarnet", job_type="fid_table", dir=str(dirs[0]), mode=mode,
-                     config={"sweeps": [str(d) for d in dirs]})
+    from sarnet import tracking
+    where = tracking.sweep_wandb(dirs)
+    group, project = group or where["group"], project or where["project"]
+    mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
+    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}",
+                     dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
+                     settings=wandb.Settings(init_timeout=30, silent=True))
     cols = ["model", "latent_dim", "status", "fid_mean", "fid_std", "thesis_fid", "params_dense", "epochs"]
     data = [[r["model"], r["latent_dim"], r["status"], r.get("fid_mean"), r.get("fid_std"),
              r["thesis"][0] if r["thesis"] else None, r.get("params_dense"), r.get("epochs")] for r in rows]
-    run.log({"fid_table": wandb.Table(columns=cols, data=data)})
+    run.log({"fid_table": wandb.Table(columns=cols, data=data),
+             "fid_plot": wandb.Image(str(png), caption="FID vs latent dim (ours and the thesis')")})
+    run.summary.update({f"fid/{r['model']}" + (f"-L{r['latent_dim']}" if r["latent_dim"] else ""): r["fid_mean"]
+                        for r in rows if r["status"] == "ok"})
+    print(f"W&B: logged the table and plot to run {run.id} (project {project}, group {group}, {mode})")
     run.finish()
 
 
@@ -150,7 +160,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output prefix (default <first dir>/fid_table)")
-    p.add_argument("--wandb", action="store_true", help="log the table to a W&B run")
+    p.add_argument("--wandb", action="store_true", help="log the table and plot to a W&B run in the sweep's group")
+    p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep jobs' group)")
+    p.add_argument("--wandb-project", default=None, help="W&B project (default: the sweep jobs' project)")
     args = p.parse_args(argv)
     for d in args.dirs:
         if not d.is_dir():
@@ -165,7 +177,7 @@ def main(argv=None):
     plot(rows, out.with_suffix(".png"))
     print(f"\nwrote {out.with_suffix('.md')}, {out.with_suffix('.png')}, {out.with_suffix('.json')}")
     if args.wandb:
-        log_wandb(rows, args.dirs)
+        log_wandb(rows, args.dirs, out.with_suffix(".png"), args.wandb_group, args.wandb_project)
 
 
 if __name__ == "__main__":
