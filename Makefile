@@ -6,7 +6,7 @@ DATA   ?= data
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install data test test-slow test-all run fid-table lint bench clean
+.PHONY: install data test test-slow test-all run fid-table wandb-sync lint bench clean
 
 install: $(STAMP) data
 
@@ -39,6 +39,11 @@ SWEEP ?= multirun/fid_table
 fid-table: install
 	$(PY) train.py -m experiment=fid_table hydra.sweep.dir=$(SWEEP) $(ARGS)
 	$(PY) scripts/fid_table.py $(SWEEP) --out $(SWEEP)/fid_table
+
+# Upload every offline W&B run under a sweep (or run) dir, the sweep's fid_table run and resumed runs included:
+# make wandb-sync SWEEP=multirun/<date>/<time>. Needs a key (`wandb login`); WANDB_MODE=offline is dropped here.
+wandb-sync: $(STAMP)
+	find $(SWEEP) -type d -path '*/wandb/offline-run-*' -prune | sort | xargs -r env -u WANDB_MODE $(VENV)/bin/wandb sync
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py
