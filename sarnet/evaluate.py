@@ -12,7 +12,7 @@ def evaluate_fid(net, datamodule, cfg, say=None) -> dict:
 
     fid = cfg.fid
     if say:
-        say("FID: %d sets of %d images vs %s; loading the feature classifier (trained on first use, 1-3 min)",
+        say("FID: %d sets of %d images vs %s; loading the feature classifier (trained once on first use, then cached)",
             fid.n_sets, fid.n_gen, fid.real_set)
     evaluator = FIDEvaluator.from_dataset(datamodule.dataset, classes=datamodule.classes, real_set=fid.real_set,
                                           root=datamodule.root, n_gen=fid.n_gen, n_sets=fid.n_sets, seed=fid.seed,

@@ -65,8 +65,8 @@ def main(argv=None):
             raise cli.UsageError(f"--n-gen {protocol['n_gen']} / --n-sets {protocol['n_sets']}: FID needs "
                                  f"n_gen >= 2 and n_sets >= 1")
         data = run["data"]
-        progress("FID: %d sets of %d images vs %s; loading the feature classifier (trained on first use, "
-                 "1-3 min)", protocol["n_sets"], protocol["n_gen"], protocol["real_set"])
+        progress("FID: %d sets of %d images vs %s; loading the feature classifier (trained once on first use, "
+                 "then cached)", protocol["n_sets"], protocol["n_gen"], protocol["real_set"])
         try:
             evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
                                                   device=device, **protocol)
