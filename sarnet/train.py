@@ -22,11 +22,6 @@ log = logging.getLogger("sarnet")
 USER_ERRORS = (ConfigError, CheckpointError, DataError)  # bad config, checkpoint or data: no traceback
 
 
-def wandb_offline() -> bool:
-    """Kept for the scripts: True unless W&B can go online (key configured, server reachable)."""
-    return tracking.choose_mode() != "online"
-
-
 def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
@@ -95,7 +90,7 @@ def wandb_summary(loggers, results: dict, fid: dict | None):
     for lg in loggers:
         if type(lg).__name__ != "WandbLogger":
             continue
-        summary = {k: v for k, v in results["metrics"].items()}
+        summary = dict(results["metrics"])
         if fid is not None:
             summary |= {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"])}
         summary |= {"status": results["status"], "wall_time_s": results["wall_time_s"],
