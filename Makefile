@@ -6,7 +6,7 @@ DATA   ?= data
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install data test test-slow test-all run fid-table calibrate gpu-check lint bench clean
+.PHONY: install data test test-slow test-all run fid-table calibrate gpu-check wandb-sync lint bench clean
 
 install: $(STAMP) data
 
@@ -34,14 +34,14 @@ run: install
 	$(PY) train.py
 
 # The thesis' FID table: SarNET-VAE and VAE at L = 8..128 plus simple SarNET, reference epochs, training seeds
-# 1234-1236 (33 jobs), then the Markdown tables, plot and JSON. Jobs run JOBS at a time with one thread each
-# (default: one per core); a re-run into the same SWEEP resumes. Extra Hydra overrides: make fid-table ARGS="...".
+# 1234-1236 (33 jobs); the sweep ends with the Markdown tables, plot and JSON in $(SWEEP)/fid_table.* (the sweep's
+# Hydra callback runs scripts/fid_table.py). Jobs run JOBS at a time with one thread each (default: one per
+# core); a re-run into the same SWEEP resumes. Extra Hydra overrides: make fid-table ARGS="...".
 SWEEP ?= multirun/fid_table
 JOBS  ?= $(shell nproc)
 fid-table: install
 	OMP_NUM_THREADS=1 $(PY) train.py -m experiment=fid_table hydra.sweep.dir=$(SWEEP) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(ARGS)
-	$(PY) scripts/fid_table.py $(SWEEP) --out $(SWEEP)/fid_table
 
 # The FID feature network's anchors beside the thesis' (N = 5,000 vs 5,000 MNIST fives, ~1 min).
 calibrate: install
@@ -50,6 +50,10 @@ calibrate: install
 # On a CUDA machine: smoke training, fast == naive sampling on the device, timings; JSON lines.
 gpu-check: install
 	$(PY) scripts/gpu_check.py
+# Upload every offline W&B run under a sweep (or run) dir, the sweep's fid_table run and resumed runs included:
+# make wandb-sync SWEEP=multirun/<date>/<time>. Needs a key (`wandb login`); WANDB_MODE=offline is dropped here.
+wandb-sync: $(STAMP)
+	find $(SWEEP) -type d -path '*/wandb/offline-run-*' -prune | sort | xargs -r env -u WANDB_MODE $(VENV)/bin/wandb sync
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py

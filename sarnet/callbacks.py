@@ -11,12 +11,17 @@ from sarnet.sampling import complete, draw_z, sample_images
 
 
 def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = ""):
-    """Save a grid PNG and log it to every W&B logger of the trainer (if any)."""
+    """Save a grid PNG and log that very file to every W&B logger of the trainer (if any).
+
+    The file, not the tensor: wandb casts a float tensor to uint8 without scaling, so [0, 1] grids came out
+    black (max 1 of 255); the PNG is save_image's correctly scaled 8-bit image, and W&B then shows the same pixels
+    as <run>/images/."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     for lg in trainer.loggers:
         if type(lg).__name__ == "WandbLogger":
-            lg.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
+            lg.log_image(key=key, images=[str(path)], caption=[f"{caption} (epoch {trainer.current_epoch})"],
+                         step=trainer.global_step)
 
 
 class ImageGrids(L.Callback):

@@ -11,10 +11,11 @@ def th_key(th) -> str:
     return "none" if th is None else f"{th:g}"
 
 
-def evaluate_fid(net, datamodule, cfg) -> dict:
-    """{"mean", "std", "values", "protocol", "matched": {th_key: {"mean", "std", "values"}}}: cfg.fid.n_sets FID
-    sets of cfg.fid.n_gen images generated as cfg.sample says, then once more at each threshold of
-    cfg.fid.extra_th (scored on the same z draws and real sets, so threshold effects are not protocol noise)."""
+def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
+    """{"mean", "std", "values", "protocol", "matched": {th_key: {"mean", "std", "values"}}, "knn"}: cfg.fid.n_sets
+    FID sets of cfg.fid.n_gen images generated as cfg.sample says, then once more at each threshold of
+    cfg.fid.extra_th (scored on the same z draws and real sets, so threshold effects are not protocol noise), and
+    the kNN real-vs-fake accuracy. say(line): where progress goes (one line per FID set)."""
     from sarnet.metrics.fid import FIDEvaluator
 
     fid = cfg.fid
@@ -22,25 +23,24 @@ def evaluate_fid(net, datamodule, cfg) -> dict:
                                           root=datamodule.root, n_gen=fid.n_gen, n_sets=fid.n_sets, seed=fid.seed,
                                           batch_size=fid.batch_size, device=next(net.parameters()).device)
     sample_cfg = dict(cfg.sample)
-    log.info("FID: %d sets of %d generated images vs %s (th %s)", fid.n_sets, fid.n_gen, fid.real_set,
-             th_key(sample_cfg.get("th")))
-    result = evaluator.evaluate(lambda n, generator: sample_images(net, n, sample_cfg, generator), log.info)
+    say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_key(sample_cfg.get('th'))})")
+    result = evaluator.evaluate(lambda n, generator: sample_images(net, n, sample_cfg, generator), say)
     result |= {"protocol": evaluator.protocol(), "matched": {}, "knn": None}
     for th in fid.get("extra_th") or []:
         if th == sample_cfg.get("th"):
             result["matched"][th_key(th)] = {k: result[k] for k in ("mean", "std", "values")}
             continue
-        log.info("FID at th=%s (same z draws and real sets)", th_key(th))
+        say(f"FID at th={th_key(th)} (same z draws and real sets)")
         cfg_th = sample_cfg | {"th": th}
         result["matched"][th_key(th)] = evaluator.evaluate(
-            lambda n, generator, c=cfg_th: sample_images(net, n, c, generator), log.info)
+            lambda n, generator, c=cfg_th: sample_images(net, n, c, generator), say)
     if fid.knn.n:
         result["knn"] = evaluate_knn(evaluator.real_images, lambda n, generator: sample_images(net, n, sample_cfg,
-                                                                                               generator), fid)
+                                                                                               generator), fid, say)
     return result
 
 
-def evaluate_knn(real_pool, generate_fn, fid) -> dict:
+def evaluate_knn(real_pool, generate_fn, fid, say=log.info) -> dict:
     """kNN real-vs-fake accuracy of fid.knn.n generated images vs as many draws from the real pool."""
     import torch
 
@@ -54,5 +54,5 @@ def evaluate_knn(real_pool, generate_fn, fid) -> dict:
         fake = torch.cat([generate_fn(min(fid.batch_size, knn.n - i), g).cpu()
                           for i in range(0, knn.n, fid.batch_size)])
     accuracy = knn_accuracy(real, fake, k=knn.k, seed=knn.seed)
-    log.info("kNN real-vs-fake accuracy: %.4f (k %d, %d + %d images; 0.5 is ideal)", accuracy, knn.k, knn.n, knn.n)
+    say(f"kNN real-vs-fake accuracy: {accuracy:.4f} (k {knn.k}, {knn.n} + {knn.n} images; 0.5 is ideal)")
     return {"accuracy": accuracy, "n": knn.n, "k": knn.k, "seed": knn.seed}

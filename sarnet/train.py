@@ -3,54 +3,99 @@
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
+import torch  # validation builds the net anyway; the heavy libraries wait until the config is known to be good
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sarnet import tracking
 from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError, atomic_write
-from sarnet.module import count_parameters
-from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
 
 log = logging.getLogger("sarnet")
 USER_ERRORS = (ConfigError, CheckpointError, DataError)  # bad config, checkpoint or data: no traceback
 
 
-def wandb_offline() -> bool:
-    """Online only when an API key is configured; otherwise offline, so W&B never prompts or hangs."""
-    mode = os.environ.get("WANDB_MODE", "")
-    if mode:
-        return mode != "online"
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    netrc = Path.home() / ".netrc"
-    return not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
-
-
-def build_loggers(cfg: DictConfig, output_dir: Path):
+def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        if name == "wandb":
-            offline = wandb_offline() if node.get("offline") is None else bool(node.offline)
-            if offline:
-                os.environ.setdefault("WANDB_MODE", "offline")
-            hc = HydraConfig.get()
-            group = str(Path(hc.sweep.dir).name) if hc.mode.name == "MULTIRUN" else None
-            config = OmegaConf.to_container(cfg, resolve=True)
-            make = instantiate(node, offline=offline, group=node.group or group, _partial_=True)
-            loggers.append(make(config=config))  # instantiate() reserves the name "config"
-        else:
-            loggers.append(instantiate(node))
+        loggers.append(make_wandb_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
     return loggers
+
+
+def make_wandb_logger(cfg: DictConfig, node: DictConfig, output_dir: Path, net):
+    """One W&B run per job with a readable name, group, tags and config; a relaunch into the same run dir resumes
+    the same W&B run (its id is kept in the run dir). Falls back to offline if going online fails."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    from sarnet.module import count_parameters
+
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    mode = tracking.choose_mode(node.get("offline"))
+    if mode == "offline":
+        os_environ_offline()
+    sweep = hc.mode.name == "MULTIRUN"
+    group = node.get("group") or (tracking.sweep_group(hc.sweep.dir) if sweep else None)
+    name = node.get("name") or tracking.run_name(choices, getattr(net, "latent_dim", 0), cfg.seed,
+                                                 hc.overrides.task, hc.job.config.override_dirname.exclude_keys)
+    tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
+    previous = tracking.read_run_file(output_dir)
+    run_id = previous.get("id") or secrets.token_hex(4)  # not `random`: seed_everything made it repeat
+    params = count_parameters(net)
+    config = OmegaConf.to_container(cfg, resolve=True) | {
+        "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
+        "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
+        "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
+        "resumed": bool(previous)}
+    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+              if k not in ("_target_", "offline", "group", "name")}
+    kwargs.setdefault("job_type", "train")
+    info = {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name, "mode": mode}
+    if int(os.environ.get("RANK", "0")) == 0:  # DDP: the launching process writes it, once
+        tracking.write_run_file(output_dir, info)
+
+    def make(mode):
+        return WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
+                           mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+
+    logger = make(mode)
+    if mode == "online":
+        try:
+            logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
+        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
+            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "", tracking.SYNC_HINT)
+            os_environ_offline()
+            logger = make("offline")
+    return logger
+
+
+def os_environ_offline():
+    """Offline for this process and its children (later jobs of a multirun, the sweep's fid_table.py)."""
+    os.environ["WANDB_MODE"] = "offline"
+
+
+def wandb_summary(loggers, results: dict, fid: dict | None):
+    """What a person looks for first in the W&B runs table: test metrics, FID (mean, std, per set), status."""
+    for lg in loggers:
+        if type(lg).__name__ != "WandbLogger":
+            continue
+        summary = dict(results["metrics"])
+        if fid is not None:
+            summary |= {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"])}
+        summary |= {"status": results["status"], "wall_time_s": results["wall_time_s"],
+                    "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"]}
+        lg.experiment.summary.update(summary)
 
 
 def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -101,26 +146,34 @@ def run_job(cfg: DictConfig) -> float | None:
         write_json(Path(cfg.paths.output_dir) / "results.json",
                    {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                     "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
-        import wandb
-        if wandb.run is not None:
+        wandb = sys.modules.get("wandb")  # not imported: no run to close
+        if wandb is not None and wandb.run is not None:
             wandb.finish(exit_code=1)
         return None
 
 
 def run(cfg: DictConfig) -> float | None:
-    validate(cfg)
+    validate(cfg)  # before the heavy imports below: a bad override is refused in about a second
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
-    L.seed_everything(cfg.seed, workers=True)
+    choices = HydraConfig.get().runtime.choices
+    log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),
+             cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
+    import lightning as L
+
+    from sarnet.module import count_parameters
+    from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
+
+    L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     module = instantiate(cfg.model, loss=loss)
     # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
     module.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = build_loggers(cfg, output_dir)
+    loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs()],
@@ -137,17 +190,18 @@ def run(cfg: DictConfig) -> float | None:
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:
+        log.info("testing the %s weights", "best" if eval_ckpt else "last")
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
+    fid = None
     if cfg.fid.enabled and trainer.is_global_zero:
         from sarnet.evaluate import evaluate_fid
-        fid = evaluate_fid(module.net, datamodule, cfg)
+        fid = evaluate_fid(module.net, datamodule, cfg, say=log.info)
         metrics.update({"fid/mean": fid["mean"], "fid/std": fid["std"]})
         for lg in loggers:
             lg.log_metrics({"fid/mean": fid["mean"], "fid/std": fid["std"]}, step=trainer.global_step)
 
-    choices = HydraConfig.get().runtime.choices
     results = {
         "model": choices.get("model"),
         "data": choices.get("data"),
@@ -164,8 +218,19 @@ def run(cfg: DictConfig) -> float | None:
     }
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
+        wandb_summary(loggers, results, fid)
     for lg in loggers:
         if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
             lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
-    log.info("results: %s", json.dumps(results["metrics"]))
+    log.info("done: %s", summary_line(results, output_dir))
     return metrics.get("val/loss")
+
+
+def summary_line(results: dict, output_dir: Path) -> str:
+    """One line to end a run with: the losses, FID, time and where everything is."""
+    m = results["metrics"]
+    parts = [f"{k} {m[k]:.4g}" for k in ("train/loss", "val/loss", "test/loss", "test/mse") if k in m]
+    if "fid/mean" in m:
+        parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
+    parts.append(f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s")
+    return ", ".join(parts) + f"; run dir {output_dir}"

@@ -22,6 +22,11 @@ from sarnet.sampling import sample_images
 PROTOCOL = {"n_gen": 10000, "n_sets": 10, "real_set": "test_resampled", "seed": 2024, "batch_size": 500}
 
 
+def progress(fmt: str, *args):
+    """On stderr: stdout holds only the JSON lines."""
+    print(fmt % args, file=sys.stderr, flush=True)
+
+
 def floats(s: str):
     return [float(v) for v in s.split(",")]
 
@@ -59,6 +64,7 @@ def main(argv=None):
             raise cli.UsageError(f"--n-gen {protocol['n_gen']} / --n-sets {protocol['n_sets']}: FID needs "
                                  f"n_gen >= 2 and n_sets >= 1")
         data = run["data"]
+        progress("FID: %d sets of %d images vs %s", protocol["n_sets"], protocol["n_gen"], protocol["real_set"])
         try:
             evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
                                                   device=device, **protocol)
@@ -66,18 +72,20 @@ def main(argv=None):
             raise cli.UsageError(f"cannot read the {data['dataset']} data under {data['root']}: {e} "
                                  f"(prepare it with `make data`)") from e
         results = []
-        for th in args.th or [None]:
-            for z_scale in args.z_scale or [None]:
-                cfg = dict(run["sample"])
-                cfg["th"] = cli.resolve_th(th, run)
-                if z_scale is not None:
-                    cfg["z_scale"] = z_scale
-                fid = evaluator.evaluate(lambda n, generator, cfg=cfg: sample_images(model, n, cfg, generator))
-                row = {"ckpt": str(args.ckpt), "th": cfg["th"], "z_scale": cfg.get("z_scale", 1.0),
-                       **{k: protocol[k] for k in ("n_gen", "n_sets", "real_set")},
-                       "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
-                print(json.dumps(row), flush=True)
-                results.append(row)
+        settings = [(th, z) for th in args.th or [None] for z in args.z_scale or [None]]
+        for i, (th, z_scale) in enumerate(settings):
+            cfg = dict(run["sample"])
+            cfg["th"] = cli.resolve_th(th, run)
+            if z_scale is not None:
+                cfg["z_scale"] = z_scale
+            label = f"setting {i + 1}/{len(settings)} (th={cfg['th']}, z_scale={cfg.get('z_scale', 1.0)}):"
+            fid = evaluator.evaluate(lambda n, generator, cfg=cfg: sample_images(model, n, cfg, generator),
+                                     lambda line, label=label: progress("%s %s", label, line))
+            row = {"ckpt": str(args.ckpt), "th": cfg["th"], "z_scale": cfg.get("z_scale", 1.0),
+                   **{k: protocol[k] for k in ("n_gen", "n_sets", "real_set")},
+                   "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
+            print(json.dumps(row), flush=True)
+            results.append(row)
     except (CheckpointError, cli.UsageError) as e:
         print(f"fid: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -9,7 +9,8 @@ seeds (the same run given twice counts once; the same seed twice in one cell is 
 seeds, seed std (ddof 1), mean set std; per latent dim a Welch t-test of sarnet_vae vs vae over seeds. The thesis
 column appears only in tables whose protocol is the thesis' (MNIST-5, 10 x 10k images vs the resampled test
 set, the LeNet features). Tables at matched thresholds (fid.extra_th) follow. Writes <out>.md, <out>.png (FID vs
-latent dim per model, its thesis line in the same colour) and <out>.json; --wandb logs the table to W&B.
+latent dim per model, its thesis line in the same colour) and <out>.json; --wandb logs the table and plot to a
+W&B run in the sweep's group (offline without a key or a reachable server).
 """
 
 import argparse
@@ -308,17 +309,30 @@ def plot(table, path):
     plt.close(fig)
 
 
-def log_wandb(rows, dirs):
+def log_wandb(tables, dirs, png, group=None, project=None):
+    """The table and the plot into a W&B run in the sweep's own group and project (read from the jobs' run files),
+    so the sweep's summary sits beside its jobs in the W&B UI."""
     import wandb
 
-    from sarnet.train import wandb_offline
-    mode = "offline" if wandb_offline() else "online"  # never prompts: offline unless an API key is configured
-    run = wandb.init(project="sarnet", job_type="fid_table", dir=str(dirs[0]), mode=mode,
-                     config={"sweeps": [str(d) for d in dirs]})
-    cols = ["model", "latent_dim", "status", "fid_mean", "fid_std", "thesis_fid", "params_dense", "epochs"]
-    data = [[r["model"], r["latent_dim"], r["status"], r.get("fid_mean"), r.get("fid_std"),
-             r["thesis"][0] if r["thesis"] else None, r.get("params_dense"), r.get("epochs")] for r in rows]
-    run.log({"fid_table": wandb.Table(columns=cols, data=data)})
+    from sarnet import tracking
+    where = tracking.sweep_wandb(dirs)
+    group, project = group or where["group"], project or where["project"]
+    mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
+    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}",
+                     dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
+                     settings=wandb.Settings(init_timeout=30, silent=True))
+    cols = ["model", "latent_dim", "status", "fid_mean", "fid_seed_std", "fid_set_std", "seeds", "knn_accuracy",
+            "thesis_fid", "th", "params_dense", "epochs", "table", "protocol"]
+    data = [[r["model"], r["latent_dim"], r["status"], r.get("fid_mean"), r.get("fid_seed_std"), r.get("fid_set_std"),
+             len(r.get("seeds", [])), r.get("knn_accuracy"), r["thesis"][0] if r.get("thesis") else None, r.get("th"),
+             r.get("params_dense"), r.get("epochs"), i + 1, t["description"]]
+            for i, t in enumerate(tables) for r in t["rows"]]
+    run.log({"fid_table": wandb.Table(columns=cols, data=data),
+             "fid_plot": wandb.Image(str(png), caption="FID vs latent dim (ours and the thesis')")})
+    if tables:  # the first table (the thesis' protocol when present) as plain summary numbers
+        run.summary.update({f"fid/{r['model']}" + (f"-L{r['latent_dim']}" if r["latent_dim"] else ""): r["fid_mean"]
+                            for r in tables[0]["rows"] if r["status"] == "ok"})
+    print(f"W&B: logged the table and plot to run {run.id} (project {project}, group {group}, {mode})")
     run.finish()
 
 
@@ -326,7 +340,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output prefix (default <first dir>/fid_table)")
-    p.add_argument("--wandb", action="store_true", help="log the table to a W&B run")
+    p.add_argument("--wandb", action="store_true", help="log the table and plot to a W&B run in the sweep's group")
+    p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep jobs' group)")
+    p.add_argument("--wandb-project", default=None, help="W&B project (default: the sweep jobs' project)")
     args = p.parse_args(argv)
     for d in args.dirs:
         if not d.is_dir():
@@ -348,7 +364,7 @@ def main(argv=None):
         plot(t, pngs[-1])
     print(f"\nwrote {out.with_suffix('.md')}, {', '.join(map(str, pngs))}, {out.with_suffix('.json')}")
     if args.wandb:
-        log_wandb([r for t in tables for r in t["rows"]], args.dirs)
+        log_wandb(tables, args.dirs, out.with_suffix(".png"), args.wandb_group, args.wandb_project)
 
 
 if __name__ == "__main__":

@@ -284,13 +284,14 @@ class FIDEvaluator:
                 "real_set": self.real_set, "seed": self.seed}
 
     def evaluate(self, generate_fn, progress=None):
-        """generate_fn(n, generator) -> float [n,1,28,28] in [0,1], called with n <= batch_size.
+        """generate_fn(n, generator) -> float [n,1,28,28] in [0,1], called with n <= batch_size; progress(line), if
+        given, hears of every set as it is scored.
         Returns dict(mean, std (population, ddof 0), values) of Python floats."""
         # two streams: the real draws don't depend on how much randomness a model consumes, so different models
         # are scored against the same real sets (common random numbers -> sharper comparisons)
         g_gen = torch.Generator().manual_seed(self.seed)
         g_real = torch.Generator().manual_seed(self.seed + 1)
-        values = []
+        values, t0 = [], time.time()
         for k in range(self.n_sets):
             self.fid.reset()  # keeps the real statistics unless resampling
             if self.resample:
@@ -306,7 +307,7 @@ class FIDEvaluator:
                 self.fid.update(x.float().to(self.device), real=False)
             values.append(max(self.fid.compute().item(), 0.0))
             if progress:
-                progress(f"FID set {k + 1}/{self.n_sets}: {values[-1]:.4f}")
+                progress(f"FID set {k + 1}/{self.n_sets}: {values[-1]:.4f} ({time.time() - t0:.0f} s)")
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         return {"mean": mean, "std": std, "values": values}

@@ -1,0 +1,236 @@
+"""W&B as a user sees it: images equal to the PNGs on disk, readable names/groups/config/summary, one run per job
+(also on resume), the sweep's summary run in the sweep's group, offline fallback with one line, FID progress.
+
+The offline runs are read back from their .wandb files (the installed wandb has no reader for them): a LevelDB-style
+log of protobuf records, 32 KiB blocks, each record chunk behind a 7-byte (crc, length, type) header.
+"""
+
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sarnet import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
+                                reason="run `make data` first")
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
+
+
+def run_py(args, env_extra=None, drop=(), timeout=600):
+    """A script as a subprocess, offline W&B and no API key unless env_extra gives one; drop: variables to unset."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env_extra or {})}
+    env = {k: v for k, v in env.items() if k not in drop}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # a hang guard only
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def records(run_dir: Path):
+    """The protobuf records of an offline run's .wandb file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("*.wandb")
+    data, pos, chunk = path.read_bytes(), 7, b""  # 7-byte file header: ":W&B", magic, version
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            yield record
+
+
+def read_run(run_dir: Path) -> dict:
+    """{id, name, group, job_type, tags, config (top-level keys -> values), summary, history keys}."""
+    out = {"config": {}, "summary": {}, "history": set()}
+    for r in records(run_dir):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out |= {"id": r.run.run_id, "name": r.run.display_name, "group": r.run.run_group,
+                    "job_type": r.run.job_type, "tags": list(r.run.tags)}
+            out["config"] |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
+        elif kind == "summary":
+            out["summary"] |= {i.key: json.loads(i.value_json) for i in r.summary.update if i.key}
+        elif kind == "history":
+            out["history"] |= {i.nested_key[0] if i.nested_key else i.key for i in r.history.item}  # media: nested
+    return out
+
+
+def offline_runs(d: Path):
+    return sorted(d.glob("wandb/offline-run-*"))
+
+
+# ---- single runs ---------------------------------------------------------------------------------------------
+
+@needs_data
+def test_run_images_name_config_and_summary(tmp_path):
+    run_py(["train.py", "trainer=smoke", "fid=off", "latent_dim=8", "data.val_size=0.2", f"hydra.run.dir={tmp_path}"])
+    (run_dir,) = offline_runs(tmp_path)
+    # 1. every logged image is the PNG saved under images/, pixel for pixel, and not black
+    for key in ("samples", "reconstructions", "completions"):
+        (media,) = run_dir.glob(f"files/media/images/{key}_*.png")
+        (disk,) = tmp_path.glob(f"images/{key}_epoch000.png")
+        logged, saved = np.asarray(Image.open(media)), np.asarray(Image.open(disk))
+        assert logged.dtype == np.uint8 and logged.max() > 100, (key, logged.max())
+        assert np.array_equal(logged, saved), key
+    # 2. readable in the W&B UI
+    run = read_run(run_dir)
+    assert run["name"] == "sarnet_vae-L8-s1234 fid=off data.val_size=0.2"
+    assert run["job_type"] == "train" and run["tags"] == ["sarnet_vae", "mnist5", "bce"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    config = run["config"]
+    assert config["params_dense"] == results["params"]["dense"] > config["params_effective"] > 0
+    assert (config["model_name"], config["data_name"], config["loss_name"]) == ("sarnet_vae", "mnist5", "bce")
+    assert config["fid_protocol"]["n_sets"] == 2 and config["fid_protocol"]["seed"] == 2024
+    assert run["summary"]["test/loss"] == pytest.approx(results["metrics"]["test/loss"])
+    assert run["summary"]["status"] == "ok"
+    assert json.loads((tmp_path / tracking.RUN_FILE).read_text())["id"] == run["id"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_relaunch_into_the_run_dir_resumes_the_same_wandb_run(tmp_path):
+    common = ["train.py", "trainer=smoke", "fid=off", "latent_dim=8", "callbacks=none", f"hydra.run.dir={tmp_path}"]
+    run_py(common)
+    run_py([*common, "trainer.max_epochs=2"])  # resumes from last.ckpt, and the W&B run with it
+    runs = [read_run(d) for d in offline_runs(tmp_path)]
+    assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]  # `wandb sync` of both uploads one run
+    assert runs[1]["config"]["resumed"] is True
+
+
+@needs_data
+def test_a_key_without_a_reachable_server_trains_offline(tmp_path):
+    # the usual cluster node: a key, no network. Before: a ~107 s stall, a traceback, no results.json.
+    out = run_py(["train.py", "trainer=smoke", "fid=off", "latent_dim=8", "callbacks=none",
+                  f"hydra.run.dir={tmp_path}"], env_extra={"WANDB_API_KEY": FAKE_KEY}, drop=("WANDB_MODE",),
+                 timeout=300)
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
+    notes = [line for line in out.splitlines() if "W&B:" in line]
+    assert len(notes) == 1 and "logging offline" in notes[0], notes
+    assert len(offline_runs(tmp_path)) == 1
+
+
+def test_online_without_a_key_falls_back_offline_with_one_line(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with caplog.at_level(logging.WARNING, logger="sarnet"):
+        assert tracking.choose_mode() == "offline"
+    assert len(caplog.records) == 1 and "no API key" in caplog.records[0].message
+
+
+def test_an_unreachable_server_is_told_in_one_line(monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(tracking, "reachable", lambda url: False)
+    with caplog.at_level(logging.WARNING, logger="sarnet"):
+        assert tracking.choose_mode() == "offline"
+        assert tracking.choose_mode(offline=True) == "offline"  # the config's choice: nothing to say
+    assert len(caplog.records) == 1 and "not reachable" in caplog.records[0].message
+
+
+def test_reachable_probe():
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    probe = tracking.reachable.__wrapped__  # not the per-process cached answer
+    assert probe(f"http://127.0.0.1:{port}", timeout=5)
+    server.close()
+    assert not probe(f"http://127.0.0.1:{port}", timeout=5)  # refused at once
+
+
+def test_run_names_and_sweep_groups(tmp_path):
+    choices = {"model": "vae"}
+    assert tracking.run_name(choices, 16, 1234, ["latent_dim=16", "trainer=smoke", "data=mnist"],
+                             exclude=["trainer"]) == "vae-L16-s1234 data=mnist"
+    assert tracking.run_name({"model": "sarnet"}, 0, 7, ["model=sarnet", "seed=7"]) == "sarnet-s7"
+    assert tracking.sweep_group("multirun/2026-11-25/13-01-58") == "2026-11-25/13-01-58"
+    assert tracking.sweep_group(tmp_path / "multirun" / "fid_table") == "fid_table"
+    assert tracking.sweep_group(tmp_path / "elsewhere") == "elsewhere"
+
+
+def test_refusing_a_bad_config_imports_no_heavy_library(tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", "latent_dim=abc",
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 1 and "latent_dim='abc' is invalid" in proc.stdout + proc.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "torch" in imported  # the check builds the net
+    assert not imported & {"lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
+
+
+# ---- progress ------------------------------------------------------------------------------------------------
+
+def test_fid_progress_says_each_set():
+    from sarnet.metrics.fid import FIDEvaluator, LeNet
+
+    lines = []
+    evaluator = FIDEvaluator(LeNet(), torch.rand(30, 1, 28, 28), "test", n_gen=20, n_sets=3, batch_size=10)
+    result = evaluator.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g), lines.append)
+    assert [line.split(":")[0] for line in lines] == ["FID set 1/3", "FID set 2/3", "FID set 3/3"]
+    assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
+
+
+# ---- sweeps --------------------------------------------------------------------------------------------------
+
+def fake_job(d: Path, latent: int, group: str):
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({
+        "status": "ok", "model": "sarnet_vae", "latent_dim": latent, "seed": 1234, "epochs": 1,
+        "params": {"dense": 10, "effective": 5}, "wall_time_s": 1.0,
+        "metrics": {"fid/mean": 2.0, "fid/std": 0.1, "test/loss": 100.0}}))
+    (d / tracking.RUN_FILE).write_text(json.dumps({"id": f"id{latent}", "project": "proj", "group": group}))
+
+
+def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep / "0_latent_dim=8", 8, "my sweep")
+    fake_job(sweep / "1_latent_dim=16", 16, "my sweep")
+    run_py(["scripts/fid_table.py", str(sweep), "--wandb"], timeout=300)
+    (run_dir,) = offline_runs(sweep)
+    run = read_run(run_dir)
+    assert run["group"] == "my sweep" and run["job_type"] == "fid_table"
+    assert {"fid_table", "fid_plot"} <= run["history"] and run["summary"]["fid/sarnet_vae-L8"] == 2.0
+    (plot,) = run_dir.glob("files/media/images/fid_plot_*.png")
+    assert np.array_equal(np.asarray(Image.open(plot)), np.asarray(Image.open(sweep / "fid_table.png")))
+    assert list(run_dir.glob("files/media/table/fid_table_*.table.json"))
+
+
+@pytest.mark.slow
+@needs_data
+def test_smoke_sweep_ends_with_the_table_and_its_wandb_run(tmp_path):
+    sweep = tmp_path / "multirun" / "smoke"
+    out = run_py(["train.py", "-m", "latent_dim=8,16", "trainer=smoke", f"hydra.sweep.dir={sweep}"], timeout=1200)
+    assert "FID set 2/2" in out and "done: " in out
+    assert "| sarnet_vae | 8 |" in (sweep / "fid_table.md").read_text()
+    jobs = [read_run(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
+    assert [j["name"] for j in jobs] == ["sarnet_vae-L8-s1234", "sarnet_vae-L16-s1234"]
+    assert {j["group"] for j in jobs} == {"smoke"}
+    for job in jobs:
+        assert job["summary"]["fid/mean"] > 0 and "fid/set_2" in job["summary"] and "test/loss" in job["summary"]
+    (table_run,) = offline_runs(sweep)
+    table = read_run(table_run)
+    assert table["group"] == "smoke" and {"fid_table", "fid_plot"} <= table["history"]
