@@ -13,7 +13,13 @@ log = logging.getLogger("sarnet")
 class SweepReport(Callback):
     def on_multirun_end(self, config, **kwargs):
         sweep = Path(config.hydra.sweep.dir)
-        rows = [json.loads(p.read_text()) | {"dir": p.parent.name} for p in sorted(sweep.glob("*/results.json"))]
+        rows = []
+        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):
+            path = job / "results.json"
+            try:
+                rows.append(json.loads(path.read_text()) | {"dir": job.name})
+            except (OSError, ValueError) as e:  # killed, refused (another process held the dir) or unreadable
+                rows.append({"dir": job.name, "status": "failed", "error": f"no readable results.json ({e})"})
         failed = [r for r in rows if r.get("status") != "ok"]
         log.info("sweep %s: %d jobs ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:

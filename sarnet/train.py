@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,16 +12,30 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError, atomic_write
 from sarnet.module import count_parameters
-from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
+from sarnet.resume import (
+    AtomicCheckpointIO,
+    FlushLogs,
+    ResumeState,
+    RunDirBusy,
+    RunDirError,
+    check_drift,
+    check_writable,
+    continue_csv,
+    lock_run_dir,
+    stored_metrics,
+    unlock_run_dir,
+)
 
 log = logging.getLogger("sarnet")
-USER_ERRORS = (ConfigError, CheckpointError, DataError)  # bad config, checkpoint or data: no traceback
+# bad config, checkpoint, data or run dir, and faults of the disk: one line, no traceback
+USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError)
 
 
 def wandb_offline() -> bool:
@@ -70,12 +85,21 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.ckpt_path)
 
 
-def check_checkpoint(path, why: str):
+def check_checkpoint(path, why: str) -> dict:
     """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
     try:
-        read_checkpoint(path)  # also checks the zip's CRC32s
+        return read_checkpoint(path)  # also checks the zip's CRC32s
     except CheckpointError as e:
         raise CheckpointError(f"{e} ({why})") from None
+
+
+def checkpoint_files(cfg) -> list[Path]:
+    """The files the checkpoint callbacks write (best.ckpt, last.ckpt), from their dirpath and filename."""
+    out = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is not None and node.get("dirpath") and node.get("filename"):
+            out.append(Path(node.dirpath) / f"{node.filename}.ckpt")
+    return out
 
 
 def write_json(path: Path, payload: dict):
@@ -89,22 +113,37 @@ def scalar_metrics(metrics: dict) -> dict:
 
 def run_job(cfg: DictConfig) -> float | None:
     """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
+    lock = None
     try:
+        validate(cfg)  # bad input first, before the run dir is locked or anything is read
+        lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
         return run(cfg)
+    except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last "
+                                       f"finished epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
     except Exception as e:
-        if HydraConfig.get().mode.name != "MULTIRUN":
-            if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
-                log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
-                sys.exit(1)
-            raise
-        log.exception("job failed")
-        write_json(Path(cfg.paths.output_dir) / "results.json",
-                   {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
-                    "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
-        import wandb
-        if wandb.run is not None:
-            wandb.finish(exit_code=1)
-        return None
+        return failed(cfg, e, 1)
+    finally:
+        unlock_run_dir(lock)
+
+
+def failed(cfg: DictConfig, e: Exception, rc: int):
+    if HydraConfig.get().mode.name != "MULTIRUN":
+        if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
+            log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
+            sys.exit(rc)
+        raise e
+    log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
+    if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
+        return None                # counts a job dir without results.json as failed)
+    write_json(Path(cfg.paths.output_dir) / "results.json",
+               {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
+                "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
+    import wandb
+    if wandb.run is not None:
+        wandb.finish(exit_code=1)
+    return None
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -112,9 +151,18 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
+    optimizer_override = {}
+    if ckpt_path:
+        optimizer_override = check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
+    for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
+        if ckpt_path and path.exists():
+            check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
+    check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
     loss = instantiate(cfg.loss)
     module = instantiate(cfg.model, loss=loss)
     # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
@@ -123,17 +171,22 @@ def run(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, output_dir)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs()],
+    trainer = instantiate(cfg.trainer, logger=loggers or False,
+                          callbacks=[*callbacks, FlushLogs(), ResumeState(cfg, optimizer_override)],
                           plugins=[AtomicCheckpointIO()])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = scalar_metrics(trainer.callback_metrics)
+    # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
+    metrics = {**(stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     want_best = cfg.get("eval_ckpt", "best") == "best"
     if want_best and not best:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     eval_ckpt = best if want_best and best else None
+    if eval_ckpt:  # written during this fit or an earlier one: check it as every other checkpoint is checked
+        check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and relaunch "
+                                    "with eval_ckpt=last, or re-train")
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:
