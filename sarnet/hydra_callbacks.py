@@ -26,3 +26,24 @@ class SweepReport(Callback):
             log.error("  failed: %s: %s", r["dir"], r.get("error"))
         if failed:
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
+
+
+class WritableOutput(Callback):
+    """Hydra creates the run (or sweep) dir and writes .hydra/ into it before train.py's code runs: on a read-only
+    or full disk that is a Hydra traceback. Checked first here, in the one-line form train.py uses."""
+
+    def on_run_start(self, config, **kwargs):
+        _probe(config.hydra.run.dir)
+
+    def on_multirun_start(self, config, **kwargs):
+        _probe(config.hydra.sweep.dir)
+
+
+def _probe(folder):
+    from sarnet.resume import RunDirError, check_writable
+
+    try:
+        check_writable(folder)
+    except RunDirError as e:
+        print(f"sarnet.resume.RunDirError: {e}", file=sys.stderr)
+        sys.exit(1)

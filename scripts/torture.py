@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
 BASE = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]
 RESUMABLE = [*BASE, "trainer.max_epochs=4", "trainer.limit_train_batches=20"]
-ERROR = re.compile(r"\[sarnet\]\[ERROR\] - ([\w.]+(Error|Busy)): (.*)")
+ERROR = re.compile(r"(?:\[sarnet\]\[ERROR\] - |^)([\w.]+(Error|Busy)): (.*)")
 BAD_OVERRIDES = [
     "fid.seed=abc", "callbacks.images.every_n_epochs=0", "callbacks.images.n=0", "callbacks.images.keep_patches=100",
     "callbacks.checkpoint.monitor=val/missing", "loss.ssim_weight=-1", "model.optimizer.lr=0",
@@ -76,7 +76,7 @@ def overrides(work: Path, counts: dict):
         counts["overrides tried"] += 1
         if rc != 0 and line and before_work:
             counts["overrides refused before work"] += 1
-            report("override", True, override, line.split(" - ", 1)[1][:140])
+            report("override", True, override, line.split(" - ", 1)[-1][:140])
         elif rc == 0:
             counts["overrides accepted wrongly"] += 1
             report("override", False, override, "accepted")
@@ -216,6 +216,11 @@ def faults(work: Path, counts: dict):
             mounts.append(ro / "checkpoints")
             rc, out = train(*BASE, f"hydra.run.dir={ro}")
             fault(counts, "read-only checkpoints dir", rc, out, "Read-only file system", ro)
+            ro = work / "ro_all"
+            if mount_tmpfs(ro, "1m", ro=True):
+                mounts.append(ro)
+                rc, out = train(*BASE, f"hydra.run.dir={ro}/run")
+                fault(counts, "read-only run dir", rc, out, "Read-only file system")
         else:
             print("[skip] fault: read-only dir (needs root to mount a tmpfs)")
     finally:

@@ -321,6 +321,14 @@ def test_real_full_and_read_only_disks(tmpfs):
         lock_run_dir(tmpfs)
 
 
+def test_train_py_on_a_read_only_disk_is_one_line_before_hydra_writes(tmpfs):
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    rc, out, _ = train("data_dir=/nonexistent", f"hydra.run.dir={tmpfs}/run", timeout=120)
+    assert rc == 1 and "Traceback" not in out
+    assert error_line(out, "sarnet.resume.RunDirError") == (f"{tmpfs}/run: cannot write (Read-only file system); free "
+                                                             f"space or pick a writable hydra.run.dir")
+
+
 @needs_data
 def test_sigterm_ends_the_run_non_zero_with_one_line_and_no_results(tmp_path):
     rc, out, _ = train("trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}",
