@@ -77,8 +77,9 @@ def validate(cfg: DictConfig):
            "must be a positive int")
 
     fid = cfg.fid
+    # checked even with fid.enabled=false: a typo is refused now, not when FID is next switched on after training
+    _check(_seed(fid.get("seed", 0)), "fid.seed", fid.get("seed"), "must be an int in [0, 2**32)")
     if fid.enabled:
-        _check(_seed(fid.get("seed")), "fid.seed", fid.get("seed"), "must be an int in [0, 2**32)")
         _check(fid.real_set in REAL_SETS, "fid.real_set", fid.real_set, f"must be one of {REAL_SETS}")
         _check(_positive_int(fid.n_gen) and fid.n_gen >= 2, "fid.n_gen", fid.n_gen,
                "must be an int >= 2 (FID needs two samples per side)")
