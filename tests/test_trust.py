@@ -65,7 +65,8 @@ def fake_ckpt(cfg) -> dict:
 # ---- 7 and 6: bad overrides, refused before any work ------------------------------------------------------
 
 BAD = [  # (override, the field its one-line message names)
-    ("fid.seed=abc", "fid.seed"), ("callbacks.images.every_n_epochs=0", "callbacks.images.every_n_epochs"),
+    ("fid.seed=abc", "fid.seed"), ("fid=off fid.seed=abc", "fid.seed"),
+    ("callbacks.images.every_n_epochs=0", "callbacks.images.every_n_epochs"),
     ("callbacks.images.n=0", "callbacks.images.n"), ("callbacks.images.keep_patches=100", "keep_patches"),
     ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
     ("loss.ssim_weight=-1", "loss.ssim_weight"), ("model.optimizer.lr=0", "model.optimizer.lr"),
