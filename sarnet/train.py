@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.seed import isolate_rng
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet.checkpoint import CheckpointError, read_checkpoint
@@ -190,7 +191,11 @@ def run(cfg: DictConfig) -> float | None:
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
+        # The VAEs sample z in the test loop too: seeded here, the test metrics depend on the weights and the seed
+        # only, not on how the RNG got here (a relaunched finished run trains nothing before testing).
+        with isolate_rng():
+            torch.manual_seed(cfg.seed)
+            tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
     if cfg.fid.enabled and trainer.is_global_zero:
