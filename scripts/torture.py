@@ -112,7 +112,9 @@ def kills(work: Path, counts: dict, n: int, rng: random.Random):
         return
     span = time.time() - t0
     for i in range(n):
-        delay = rng.uniform(0.3, 1.0) * span  # anywhere in the run: start-up, mid-epoch, mid-checkpoint, test
+        # anywhere in the run: start-up, mid-epoch, mid-checkpoint, test; early enough that a resumed run, which
+        # has less left to do, is still running
+        delay = rng.uniform(0.25, 0.6) * span
         proc = subprocess.Popen([sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={run}"], cwd=ROOT, env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
