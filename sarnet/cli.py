@@ -20,8 +20,10 @@ class UsageError(Exception):
 
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
-    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>.png)")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a "
+                   "run dir (its checkpoints/last.ckpt)")
+    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
+                   "file each call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
@@ -29,8 +31,46 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def threshold(s: str):
-    """--th: a float, or 'none' for no threshold."""
-    return "none" if s.lower() in ("none", "null") else float(s)
+    """--th: a float in [0, 1), or 'none' for no threshold (pixels are in [0, 1]: th >= 1 blanks every image)."""
+    if s.lower() in ("none", "null"):
+        return "none"
+    try:
+        value = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number in [0, 1) or 'none'") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{s} is not in [0, 1) (pixels are in [0, 1]); or 'none'")
+    return value
+
+
+def positive_int(s: str) -> int:
+    try:
+        value = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def checkpoint_path(arg: str) -> Path:
+    """--ckpt as given, or a run dir's checkpoints/last.ckpt."""
+    path = Path(arg)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise UsageError(f"--ckpt {arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
+    return path
+
+
+def fresh_path(path: Path) -> Path:
+    """path, or path with _2, _3, ... before the suffix: a default output never overwrites an earlier one."""
+    n, out = 1, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.stem}_{n}{path.suffix}")
+    return out
 
 
 def resolve_th(value, run: dict, default=0.105):
@@ -97,15 +137,17 @@ def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
     try:
         torch.manual_seed(args.seed)
         device = pick_device(args.device)
+        args.ckpt = str(checkpoint_path(args.ckpt))
         model = load_model(args.ckpt, map_location=device)
         run = load_run_config(args.ckpt)
         run["generator"] = torch.Generator().manual_seed(args.seed)  # on the CPU: same draws on any device
         grid, caption = body(args, model, run)
-        out = Path(args.out) if args.out else run["run_dir"] / "images" / f"{name}_{Path(args.ckpt).stem}.png"
+        default = run["run_dir"] / "images" / f"{name}_{Path(args.ckpt).stem}.png"
+        out = Path(args.out) if args.out else fresh_path(default)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid.float().cpu(), out)
         log_wandb(out, name, caption, args, run)
-    except (CheckpointError, UsageError) as e:
+    except (CheckpointError, UsageError, ValueError) as e:  # ValueError: a request the sampler refuses
         print(f"{name}: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{caption} -> {out}")

@@ -37,16 +37,32 @@ def validate(cfg: DictConfig):
     """Raise ConfigError (one clear line) for the first problem found; return the built net otherwise."""
     latent = cfg.get("latent_dim")
     _check(_positive_int(latent), "latent_dim", latent, "must be a positive int, e.g. latent_dim=8,16,32,64,128")
-    _check(isinstance(cfg.get("seed"), int), "seed", cfg.get("seed"), "must be an int")
+    _check(_seed(cfg.get("seed")), "seed", cfg.get("seed"), "must be an int in [0, 2**32), e.g. seed=1234")
+    for flag in ("run_test", "resume_override_optimizer", "fid.enabled", "data.download"):
+        value = OmegaConf.select(cfg, flag, default=False)
+        _check(isinstance(value, bool), flag, value, "must be true or false")
 
     eval_ckpt = cfg.get("eval_ckpt", "best")
     _check(eval_ckpt in EVAL_CKPTS, "eval_ckpt", eval_ckpt, f"must be one of {EVAL_CKPTS}")
 
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _check(_positive_int(epochs), "trainer.max_epochs", epochs, "must be a positive int")
+    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=None)
+    _check(every is None or _positive_int(every), "trainer.check_val_every_n_epoch", every,
+           "must be null or a positive int")
+    for split in ("train", "val", "test"):
+        key = f"trainer.limit_{split}_batches"
+        limit = OmegaConf.select(cfg, key, default=None)
+        low = 0 if split != "train" else 1  # 0 training batches would report status ok after 0 steps
+        _check(_limit_ok(limit, low), key, limit, f"must be null, an int >= {low} (batches) or a float in "
+               f"{'[' if low == 0 else '('}0, 1] (a fraction of the epoch)")
 
     data = cfg.data
     _check(_positive_int(data.get("batch_size")), "data.batch_size", data.get("batch_size"), "must be a positive int")
+    _check(_seed(data.get("split_seed")), "data.split_seed", data.get("split_seed"), "must be an int in [0, 2**32)")
+    workers = data.get("num_workers", 0)
+    _check(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0, "data.num_workers", workers,
+           "must be an int >= 0 (0 = load in the main process)")
     classes = data.get("classes")
     _check(classes is None or OmegaConf.is_list(classes) and len(classes) > 0 and
            all(isinstance(c, int) and 0 <= c <= 9 for c in classes),
@@ -57,8 +73,12 @@ def validate(cfg: DictConfig):
     th = sample.get("th")
     _check(th is None or _number(th) and 0 <= th < 1, "sample.th", th, "must be null or in [0, 1)")
     _check(_number(sample.z_scale) and sample.z_scale > 0, "sample.z_scale", sample.z_scale, "must be > 0")
+    _check(_positive_int(sample.get("batch_size", 500)), "sample.batch_size", sample.get("batch_size"),
+           "must be a positive int")
 
     fid = cfg.fid
+    # checked even with fid.enabled=false: a typo is refused now, not when FID is next switched on after training
+    _check(_seed(fid.get("seed", 0)), "fid.seed", fid.get("seed"), "must be an int in [0, 2**32)")
     if fid.enabled:
         _check(fid.real_set in REAL_SETS, "fid.real_set", fid.real_set, f"must be one of {REAL_SETS}")
         _check(_positive_int(fid.n_gen) and fid.n_gen >= 2, "fid.n_gen", fid.n_gen,
@@ -78,9 +98,19 @@ def validate(cfg: DictConfig):
 
     beta = OmegaConf.select(cfg, "model.beta")
     _check(beta is None or _number(beta) and beta >= 0, "model.beta", beta, "must be a finite number >= 0")
+    lr = OmegaConf.select(cfg, "model.optimizer.lr")
+    _check(_number(lr) and lr > 0, "model.optimizer.lr", lr, "must be a finite number > 0, e.g. 1e-3")
+    for key in ("momentum", "weight_decay"):
+        value = OmegaConf.select(cfg, f"model.optimizer.{key}", default=None)
+        _check(value is None or _number(value) and value >= 0, f"model.optimizer.{key}", value,
+               "must be a finite number >= 0")
+    ssim_weight = cfg.loss.get("ssim_weight", 0.0)
+    _check(_number(ssim_weight) and ssim_weight >= 0, "loss.ssim_weight", ssim_weight,
+           "must be a finite number >= 0 (0 = no SSIM term)")
 
     geometry = OmegaConf.select(cfg, "model.net.geometry")
-    _check(geometry is None or OmegaConf.is_list(geometry) and all(OmegaConf.is_list(g) for g in geometry),
+    _check(geometry is None or OmegaConf.is_list(geometry) and len(geometry) >= 2 and
+           all(OmegaConf.is_list(g) for g in geometry),
            "model.net.geometry", _plain(geometry), "must be null or a list of [side, channels, patch], input "
            "first, e.g. [[28,1,4],[14,2,2],[28,2,4],[28,1,4]]")
 
@@ -103,7 +133,44 @@ def validate(cfg: DictConfig):
     _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.kind,
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
+    _check_callbacks(cfg, net)
     return net
+
+
+def _check_callbacks(cfg, net):
+    """The image grids and the checkpoint monitors, which would otherwise fail after training."""
+    latent = bool(getattr(net, "latent_dim", 0))
+    logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *(["kld"] * latent))}
+    logged.add("val/mse")
+    validates = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        monitor = node.get("monitor")
+        if monitor is not None:
+            _check(monitor in logged and (validates or not monitor.startswith("val/")), f"callbacks.{name}.monitor",
+                   monitor, f"must be one of the metrics this model logs: {sorted(logged)} (val/ ones need "
+                            f"trainer.limit_val_batches != 0)")
+        if str(node.get("_target_", "")).endswith("ImageGrids"):
+            for key in ("every_n_epochs", "n"):
+                _check(_positive_int(node.get(key)), f"callbacks.{name}.{key}", node.get(key), "must be a positive int")
+            decoder = getattr(net, "decoder", net)
+            patches = getattr(decoder, "n_patches", None)
+            keep = node.get("keep_patches", 24)
+            _check(patches is None or isinstance(keep, int) and not isinstance(keep, bool) and 0 <= keep <= patches,
+                   f"callbacks.{name}.keep_patches", keep, f"must be an int in 0..{patches} (this net's patches)")
+
+
+def _limit_ok(limit, low: int) -> bool:
+    if limit is None:
+        return True
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return limit >= low
+    return isinstance(limit, float) and (limit > 0 if low else limit >= 0) and limit <= 1
+
+
+def _seed(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
 
 def _plain(value):

@@ -17,7 +17,13 @@ FID_TABLE = Path(__file__).resolve().parents[1] / "scripts" / "fid_table.py"
 class SweepReport(Callback):
     def on_multirun_end(self, config, **kwargs):
         sweep = Path(config.hydra.sweep.dir)
-        rows = [json.loads(p.read_text()) | {"dir": p.parent.name} for p in sorted(sweep.glob("*/results.json"))]
+        rows = []
+        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):
+            path = job / "results.json"
+            try:
+                rows.append(json.loads(path.read_text()) | {"dir": job.name})
+            except (OSError, ValueError) as e:  # killed, refused (another process held the dir) or unreadable
+                rows.append({"dir": job.name, "status": "failed", "error": f"no readable results.json ({e})"})
         failed = [r for r in rows if r.get("status") != "ok"]
         log.info("sweep %s: %d jobs ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:
@@ -36,3 +42,24 @@ def fid_table(sweep: Path, wandb: bool):
     proc = subprocess.run(cmd, check=False)
     if proc.returncode:
         log.error("scripts/fid_table.py failed (exit %d); rerun: %s", proc.returncode, " ".join(cmd))
+
+
+class WritableOutput(Callback):
+    """Hydra creates the run (or sweep) dir and writes .hydra/ into it before train.py's code runs: on a read-only
+    or full disk that is a Hydra traceback. Checked first here, in the one-line form train.py uses."""
+
+    def on_run_start(self, config, **kwargs):
+        _probe(config.hydra.run.dir)
+
+    def on_multirun_start(self, config, **kwargs):
+        _probe(config.hydra.sweep.dir)
+
+
+def _probe(folder):
+    from sarnet.rundir import RunDirError, check_writable
+
+    try:
+        check_writable(folder)
+    except RunDirError as e:
+        print(f"sarnet.rundir.RunDirError: {e}", file=sys.stderr)
+        sys.exit(1)

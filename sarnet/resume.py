@@ -2,13 +2,24 @@
 where a killed run's last checkpoint left them."""
 
 import csv
+import json
+import logging
 import os
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
+
+from sarnet.config import ConfigError
+from sarnet.rundir import RunDirError
+
+log = logging.getLogger("sarnet")
 
 
 class NonFiniteWeightsError(RuntimeError):
@@ -41,8 +52,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:
+            # torch.save reports a full disk as a RuntimeError from its zip writer ("file write failed"), the
+            # OSError only chained: name the cause and the file in one line; the old checkpoint is untouched.
+            raise RunDirError(f"{path}: cannot write the checkpoint ({write_failure(e, path.parent)}); the last "
+                              f"good checkpoint is kept: free space or pick a writable hydra.run.dir") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def write_failure(e: BaseException, folder) -> str:
+    """The OS-level reason of a failed write: the chained OSError's text, or a full disk found by statvfs."""
+    while e is not None:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        e = e.__cause__ or e.__context__
+    try:
+        if os.statvfs(folder).f_bavail == 0:
+            return "No space left on device"
+    except OSError:
+        pass
+    return "write failed"
 
 
 class FlushLogs(L.Callback):
@@ -94,3 +124,153 @@ def continue_csv(loggers, ckpt_path: str):
             step = int(float(r.pop("step")))
             lg.log_metrics({k: v for k, v in r.items() if v != ""}, step=step)
         lg.save()
+
+
+# ---- resume: the config it was trained with, its RNG streams, its best.ckpt ------------------------------
+
+# What a resumed run may not change: the model, the loss, the data and the trainer settings that shape each
+# step. Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run).
+DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
+              "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
+FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download")
+OPTIMIZER = "model.optimizer"
+
+
+def run_config(cfg) -> dict:
+    """The resolved drift-relevant part of a run's config, as stored in its checkpoints."""
+    out = {}
+    for key in DRIFT_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
+    """Refuse a resume whose config trains something else than the checkpoint did, in one line naming the fields.
+
+    Optimizer settings may change only with resume_override_optimizer=true (returned, then applied to the
+    restored optimizer by ResumeState; its class cannot change, its state would not fit).
+    -> {field: (old, new)} of the optimizer settings to apply.
+    """
+    stored = (ckpt.get("sarnet_run") or {}).get("config")
+    if stored is None:  # a checkpoint from before configs were stored: its net config is all there is
+        stored = {"model": {"net": ckpt["sarnet"]["net"]}}
+        now = {"model": {"net": OmegaConf.to_container(cfg.model.net, resolve=True)}}
+    else:
+        stored = json.loads(stored)
+        now = run_config(cfg)
+    old, new = _flatten(stored), _flatten(now)
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not k.startswith(FREE_KEYS)}
+    optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER + ".")}
+    drift = {k: v for k, v in diff.items() if k not in optimizer}
+    override = bool(cfg.get("resume_override_optimizer", False))
+    if f"{OPTIMIZER}._target_" in optimizer or optimizer and not override:
+        drift.update(optimizer)
+    if drift:
+        fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in drift.items())
+        hint = ("; optimizer settings may change with resume_override_optimizer=true" if optimizer and
+                f"{OPTIMIZER}._target_" not in optimizer else "")
+        raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
+                          f"({fields}); revert it, or start a new run dir (another hydra.run.dir){hint}")
+    for k, (a, b) in optimizer.items():
+        log.warning("resume_override_optimizer=true: %s %r -> %r, applied to the restored optimizer", k, a, b)
+    return optimizer
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # plain ints and tensors: checkpoints are read with weights_only=True
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict):
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+
+
+class ResumeState(L.Callback):
+    """What a resumed run needs to go on exactly as if never stopped, stored in every checkpoint:
+
+    - the RNG streams (torch, CUDA, numpy, python) at the moment of the save, put back when training restarts,
+      after seed_everything and the sanity check, so that the VAE's noise and dynamic binarisation continue
+      where they were (the data order has its own generator, in the DataModule's state);
+    - the drift-relevant config (check_drift compares a relaunch against it);
+    - the metrics at the save, so that relaunching a finished run reports them again instead of none.
+    """
+
+    def __init__(self, cfg=None, optimizer_override: dict | None = None):
+        self.config = json.dumps(run_config(cfg)) if cfg is not None else None
+        self.optimizer_override = optimizer_override or {}
+        self.restored = None
+
+    def state_dict(self):
+        return {"rng": _rng_state()}
+
+    def load_state_dict(self, state_dict):
+        self.restored = state_dict.get("rng")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        metrics.update({k: v for k, v in (checkpoint.get("sarnet_train_row") or {}).items()
+                        if k.startswith("train/")})
+        checkpoint["sarnet_run"] = {"config": self.config, "metrics": metrics}
+
+    def on_train_start(self, trainer, pl_module):
+        if self.restored is not None:
+            _set_rng_state(self.restored)
+            self.restored = None
+        for key, (_, value) in self.optimizer_override.items():
+            name = key[len(OPTIMIZER) + 1:]
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    if name in group:
+                        group[name] = tuple(value) if isinstance(group[name], tuple) else value
+
+
+def stored_metrics(ckpt_path) -> dict:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return dict((ckpt.get("sarnet_run") or {}).get("metrics") or {})
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose saved paths follow the run dir when it is moved or copied.
+
+    Lightning stores absolute paths (best_model_path, best_k_models): resumed from a copy, the copy would test
+    the original's best.ckpt (or fail if it is gone) and write best-v1.ckpt beside its own stale best.ckpt.
+    Paths under the stored dirpath are mapped onto the same names under today's dirpath.
+    """
+
+    @property
+    def state_key(self) -> str:  # the same key as a plain ModelCheckpoint: checkpoints stay interchangeable
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict):
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def move(p):
+                return str(Path(self.dirpath) / Path(p).relative_to(old)) if p and Path(p).is_relative_to(old) \
+                    else p
+            state_dict = dict(state_dict, dirpath=self.dirpath)
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = move(state_dict[key])
+            if "best_k_models" in state_dict:
+                state_dict["best_k_models"] = {move(k): v for k, v in state_dict["best_k_models"].items()}
+        super().load_state_dict(state_dict)

@@ -31,11 +31,18 @@ def patch_units(net: SarNet, k: int) -> torch.Tensor:
 def keep_mask(net: SarNet, keep) -> torch.Tensor:
     """Boolean (P,) of given patches, from an int (the first k patches) or a (P,) bool of any patch-aligned region.
     In "given" mode patch 0 is always given: the reference network copies it instead of predicting it."""
-    if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool:
-        if keep.shape != (net.n_patches,):
-            raise ValueError(f"keep mask has shape {tuple(keep.shape)}, expected ({net.n_patches},)")
-        known = keep.clone().cpu()
+    if isinstance(keep, torch.Tensor) and keep.ndim == 0:
+        keep = keep.item()
+    if isinstance(keep, torch.Tensor):
+        # a 0/1 integer tensor is read as the mask it spells, not refused by a dtype error deep in the sampler
+        if keep.shape != (net.n_patches,) or keep.is_floating_point() or \
+                keep.dtype != torch.bool and not ((keep == 0) | (keep == 1)).all():
+            raise ValueError(f"keep: a tensor must be a ({net.n_patches},) bool (or 0/1 int) mask of given patches,"
+                             f" got {keep.dtype} of shape {tuple(keep.shape)}; or pass an int count")
+        known = keep.bool().clone().cpu()
     else:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
+            raise ValueError(f"keep={keep!r}: must be an int count of first patches or a bool mask")
         k = int(keep or 0)
         if not 0 <= k <= net.n_patches:
             raise ValueError(f"keep={k} patches: must be in 0..{net.n_patches}")
@@ -62,10 +69,45 @@ def _check_mode(mode):
         raise ValueError(f"mode={mode!r} must be 'mean' (sigmoid means, the reference) or 'bernoulli'")
 
 
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive int")
+
+
+def _check_inputs(net: SarNet, x, z):
+    """The images and latents a filler gets: clear errors instead of a raw matmul or dtype failure."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or tuple(x.shape[1:]) != tuple(net.image_shape):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        dtype = x.dtype if isinstance(x, torch.Tensor) else ""
+        raise ValueError(f"x: expected a float tensor of shape (B, {', '.join(map(str, net.image_shape))}), got "
+                         f"{dtype} {shape}")
+    latent = getattr(net, "latent_dim", 0)
+    if not latent:
+        if z is not None:
+            raise ValueError(f"z given but this {type(net).__name__} has no latent (latent_dim=0): pass z=None")
+        return
+    if z is None:
+        raise ValueError(f"this net has latent_dim={latent}: pass z of shape (B, {latent})")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != latent or z.shape[0] != x.shape[0]:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z: expected shape ({x.shape[0]}, {latent}) (one row per image, latent_dim={latent}), "
+                         f"got {shape}")
+    if not torch.isfinite(z).all():
+        raise ValueError("z holds NaN or infinite values")
+
+
+def _check_temperature(mode, temperature):
+    if mode == "bernoulli" and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+                                    and 0 < temperature < float("inf")):
+        raise ValueError(f"temperature={temperature!r}: must be a finite number > 0")
+
+
 @torch.no_grad()
 def fill_naive(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperature=1.0, uniforms=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches."""
     _check_mode(mode)
+    _check_temperature(mode, temperature)
+    _check_inputs(net, x, z)
     known = keep_mask(net, keep)
     weights = [layer.masked_weight() for layer in net.layers]  # W*M once, not once per pass
     x = x.clone().flatten(1)
@@ -105,6 +147,8 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperature
     Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows: every step
     is one contiguous (rows x prefix) @ (prefix x batch) matmul per layer, written in place."""
     _check_mode(mode)
+    _check_temperature(mode, temperature)
+    _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
     known = keep_mask(net, keep).tolist()
     layers = _sorted_layers(net)
     perm = layers[0][3]
@@ -158,6 +202,25 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
     z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
     for no threshold) and ConvVAE (decode(z), `th` applied too if given; the reference used none for the VAE).
     """
+    if method not in FILLERS:
+        raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
+    _check_mode(mode)
+    _check_temperature(mode, temperature)
+    _check_count("batch_size", batch_size)
+    if n is not None:
+        _check_count("n", n)
+    rows = {name: t.shape[0] for name, t in (("z", z), ("x", x)) if isinstance(t, torch.Tensor) and t.ndim >= 1}
+    if n is not None:
+        rows["n"] = n
+    if len(set(rows.values())) > 1:  # never silently fewer images than asked for
+        raise ValueError(f"n, z and x disagree on the number of images: {rows}")
+    if z is not None:
+        latent = getattr(model, "latent_dim", 0)
+        if not latent or not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != latent:
+            raise ValueError(f"z: expected shape (n, {latent}) for this {type(model).__name__} (latent_dim="
+                             f"{latent}), got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        if not torch.isfinite(z).all():
+            raise ValueError("z holds NaN or infinite values")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -191,6 +254,8 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
 def complete(model, images, keep, n=8, z_scale=2 / 3, th=0.105, generator=None, **kw):
     """n completions of every image: (B, n, C, H, W). Given patches are kept bit-exact."""
     net = decoder_of(model)
+    _check_count("n", n)
+    _check_inputs(net, images, None if not net.latent_dim else torch.zeros(len(images), net.latent_dim))
     known = keep_mask(net, keep)
     masked = images.clone()
     for k in (~known).nonzero().squeeze(1).tolist():
@@ -203,6 +268,14 @@ def complete(model, images, keep, n=8, z_scale=2 / 3, th=0.105, generator=None, 
 @torch.no_grad()
 def interpolate(model, a, b, steps=10, use_mean=True, th=0.105, generator=None, **kw):
     """Encode images a and b (1, C, H, W), walk z linearly from one to the other in `steps`, generate each."""
+    _check_count("steps", steps)
+    if not hasattr(model, "encoder"):
+        raise ValueError(f"interpolation needs a model with an encoder; {type(model).__name__} has none")
+    for name, image in (("a", a), ("b", b)):
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1 or \
+                not image.is_floating_point():
+            raise ValueError(f"{name}: expected one float image of shape (1, C, H, W), got "
+                             f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
     device = next(model.parameters()).device
     mu, logvar = model.encoder(torch.cat([a, b]).to(device))
     if use_mean:

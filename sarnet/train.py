@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from sarnet import tracking
 from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError, atomic_write
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
 
 log = logging.getLogger("sarnet")
-USER_ERRORS = (ConfigError, CheckpointError, DataError)  # bad config, checkpoint or data: no traceback
+# bad config, checkpoint, data or run dir, and faults of the disk: one line, no traceback
+USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError)
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
@@ -115,12 +118,21 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.ckpt_path)
 
 
-def check_checkpoint(path, why: str):
+def check_checkpoint(path, why: str) -> dict:
     """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
     try:
-        read_checkpoint(path)  # also checks the zip's CRC32s
+        return read_checkpoint(path)  # also checks the zip's CRC32s
     except CheckpointError as e:
         raise CheckpointError(f"{e} ({why})") from None
+
+
+def checkpoint_files(cfg) -> list[Path]:
+    """The files the checkpoint callbacks write (best.ckpt, last.ckpt), from their dirpath and filename."""
+    out = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is not None and node.get("dirpath") and node.get("filename"):
+            out.append(Path(node.dirpath) / f"{node.filename}.ckpt")
+    return out
 
 
 def write_json(path: Path, payload: dict):
@@ -135,25 +147,44 @@ def scalar_metrics(metrics: dict) -> dict:
 def run_job(cfg: DictConfig) -> float | None:
     """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
     try:
-        return run(cfg)
+        validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
-        if HydraConfig.get().mode.name != "MULTIRUN":
-            if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
-                log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
-                sys.exit(1)
-            raise
-        log.exception("job failed")
-        write_json(Path(cfg.paths.output_dir) / "results.json",
-                   {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
-                    "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
-        wandb = sys.modules.get("wandb")  # not imported: no run to close
-        if wandb is not None and wandb.run is not None:
-            wandb.finish(exit_code=1)
-        return None
+        return failed(cfg, e, 1)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    lock = None
+    try:
+        lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
+        return run(cfg)
+    except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last "
+                                       f"finished epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
+    except Exception as e:
+        return failed(cfg, e, 1)
+    finally:
+        unlock_run_dir(lock)
+
+
+def failed(cfg: DictConfig, e: Exception, rc: int):
+    if HydraConfig.get().mode.name != "MULTIRUN":
+        if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
+            log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
+            sys.exit(rc)
+        raise e
+    log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
+    if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
+        return None                # counts a job dir without results.json as failed)
+    write_json(Path(cfg.paths.output_dir) / "results.json",
+               {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
+                "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
+    wandb = sys.modules.get("wandb")  # not imported: no run to close
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1)
+    return None
 
 
 def run(cfg: DictConfig) -> float | None:
-    validate(cfg)  # before the heavy imports below: a bad override is refused in about a second
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
@@ -162,12 +193,26 @@ def run(cfg: DictConfig) -> float | None:
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
+    from lightning.pytorch.utilities.seed import isolate_rng
 
     from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, FlushLogs, continue_csv
+    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv, stored_metrics
 
+    optimizer_override = {}
+    if ckpt_path:
+        optimizer_override = check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
+    for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
+        if ckpt_path and path.exists():
+            check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
+    check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     L.seed_everything(cfg.seed, workers=True)
+
     datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
+    if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
+        from sarnet.metrics.fid import load_classifier
+        load_classifier(datamodule.dataset, datamodule.root)
     loss = instantiate(cfg.loss)
     module = instantiate(cfg.model, loss=loss)
     # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
@@ -176,22 +221,32 @@ def run(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs()],
+    trainer = instantiate(cfg.trainer, logger=loggers or False,
+                          callbacks=[*callbacks, FlushLogs(), ResumeState(cfg, optimizer_override)],
                           plugins=[AtomicCheckpointIO()])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = scalar_metrics(trainer.callback_metrics)
+    # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
+    metrics = {**(stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     want_best = cfg.get("eval_ckpt", "best") == "best"
     if want_best and not best:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     eval_ckpt = best if want_best and best else None
+    eval_epoch = trainer.current_epoch
+    if eval_ckpt:  # written during this fit or an earlier one: check it as every other checkpoint is checked
+        eval_epoch = check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and "
+                                                 "relaunch with eval_ckpt=last, or re-train")["epoch"] + 1
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
     if cfg.run_test:
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
+        # The VAEs sample z in the test loop too: seeded here, the test metrics depend on the weights and the seed
+        # only, not on how the RNG got here (a relaunched finished run trains nothing before testing).
+        with isolate_rng():
+            torch.manual_seed(cfg.seed)
+            tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
     fid = None
@@ -199,19 +254,35 @@ def run(cfg: DictConfig) -> float | None:
         from sarnet.evaluate import evaluate_fid
         fid = evaluate_fid(module.net, datamodule, cfg, say=log.info)
         metrics.update({"fid/mean": fid["mean"], "fid/std": fid["std"]})
+        for th, r in fid["matched"].items():
+            metrics.update({f"fid@th={th}/mean": r["mean"], f"fid@th={th}/std": r["std"]})
+        if fid["knn"]:
+            metrics["knn/accuracy"] = fid["knn"]["accuracy"]
         for lg in loggers:
-            lg.log_metrics({"fid/mean": fid["mean"], "fid/std": fid["std"]}, step=trainer.global_step)
+            lg.log_metrics({k: v for k, v in metrics.items() if k.startswith(("fid", "knn"))},
+                           step=trainer.global_step)
 
+    eval_path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
     results = {
         "model": choices.get("model"),
         "data": choices.get("data"),
         "loss": choices.get("loss"),
+        "dataset": datamodule.dataset,
+        "classes": datamodule.classes,
         "latent_dim": getattr(module.net, "latent_dim", 0) or None,
         "seed": cfg.seed,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "params": count_parameters(module.net),
+        # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
         "eval_ckpt": "best" if eval_ckpt else "last",
+        "eval_epoch": eval_epoch,
+        "checkpoint": os.path.relpath(eval_path, output_dir) if eval_path.exists() else None,
+        "sampling": {k: cfg.sample.get(k) for k in ("method", "th", "z_scale")},
+        "fid_protocol": fid["protocol"] if fid else None,
+        "fid_values": fid["values"] if fid else None,
+        "fid_matched": fid["matched"] if fid else None,
+        "knn": fid["knn"] if fid else None,
         "metrics": metrics,
         "wall_time_s": time.time() - start,
         "status": "ok",
@@ -232,5 +303,7 @@ def summary_line(results: dict, output_dir: Path) -> str:
     parts = [f"{k} {m[k]:.4g}" for k in ("train/loss", "val/loss", "test/loss", "test/mse") if k in m]
     if "fid/mean" in m:
         parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
+    if "knn/accuracy" in m:
+        parts.append(f"kNN {100 * m['knn/accuracy']:.1f} %")
     parts.append(f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s")
     return ", ".join(parts) + f"; run dir {output_dir}"

@@ -34,8 +34,8 @@ def body(args, model, run):
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--nrow", type=int, default=8)
+    p.add_argument("--n", type=cli.positive_int, default=64)
+    p.add_argument("--nrow", type=cli.positive_int, default=8)
     p.add_argument("--th", type=cli.threshold, default=None, help="pixels < th -> 0; 'none' disables "
                    "(default: the run's sample.th)")
     p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")

@@ -21,18 +21,39 @@ BINARIZE = ("none", "static", "dynamic")
 _verified = set()
 
 
+# Sizes of the original IDX files (MNIST and Fashion-MNIST alike) and their published md5s, by folder.
+OFFICIAL_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
+                  "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
+OFFICIAL_MD5 = {"MNIST": sources.MNIST_MD5, "FashionMNIST": sources.FASHION_MD5}
+
+
 def check_manifest(raw: Path):
     """Where `make data` left its md5 manifest, the files must still match it: a same-size corruption (a flipped
-    label) passes the IDX header checks and would otherwise be read silently. Once per directory and process."""
+    label) passes the IDX header checks and would otherwise be read silently. Without the manifest, files of the
+    original size must match the published md5s (`make data` writes byte-identical files); smaller files are
+    home-made test sets and only get the IDX header checks. Once per directory and process."""
     manifest = raw / sources.MANIFEST
     key = (str(raw.resolve()), manifest.stat().st_mtime_ns if manifest.exists() else None)
-    if key in _verified or key[1] is None:
+    if key in _verified:
         return
-    md5s = json.loads(manifest.read_text())
+    if key[1] is None:
+        official = OFFICIAL_MD5.get(raw.parent.name, {})
+        md5s = {n: official[n] for n, size in OFFICIAL_SIZES.items()
+                if n in official and (raw / n).is_file() and (raw / n).stat().st_size == size}
+    else:
+        try:
+            md5s = json.loads(manifest.read_text())
+        except (ValueError, OSError) as e:
+            raise DataError(f"{manifest}: not a readable md5 list ({type(e).__name__}: {e}); delete it and re-run "
+                            f"`make data`") from None
+        if not isinstance(md5s, dict) or not all(isinstance(v, str) for v in md5s.values()):
+            raise DataError(f"{manifest}: not an md5 list (expected {{file name: md5}}); delete it and re-run "
+                            f"`make data`")
     for name, expected in md5s.items():
         path = raw / name
         if not path.is_file() or sources.file_hash(path) != expected:
-            raise DataError(f"{path}: does not match the md5 recorded by `make data` (corrupted or replaced); "
+            source = "recorded by `make data`" if key[1] is not None else "published for this file"
+            raise DataError(f"{path}: does not match the md5 {source} (corrupted or replaced); "
                             f"delete it and re-run `make data`")
     _verified.add(key)
 
@@ -108,13 +129,29 @@ class IdxDataModule(L.LightningDataModule):
         self.download = download
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.train_x = None
+        # The training order's own generator, saved in checkpoints (state_dict): a resumed run draws the same
+        # batches as an uninterrupted one, whatever else consumed the global RNG. Seeded in setup(), from the
+        # global RNG that seed_everything set.
+        self.order = torch.Generator()
+        self._order_seeded = False
 
     def prepare_data(self):
         raw = Path(self.root) / FOLDERS[self.dataset] / "raw"
         if self.download and not all((raw / name).is_file() for name in sources.RAW_FILES):
             getattr(sources, f"prepare_{self.dataset}")(self.root)
 
+    def state_dict(self):
+        return {"order": self.order.get_state()}
+
+    def load_state_dict(self, state_dict):
+        if "order" in state_dict:  # checkpoints from before the order was stored: keep the seeded one
+            self.order.set_state(state_dict["order"])
+            self._order_seeded = True
+
     def setup(self, stage=None):
+        if not self._order_seeded:
+            self.order.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+            self._order_seeded = True
         if self.train_x is not None:  # Lightning calls setup for fit, validate and test: load once
             return
         x, y = load_split(self.root, self.dataset, "train", self.classes)
@@ -140,10 +177,12 @@ class IdxDataModule(L.LightningDataModule):
 
     def _loader(self, x, y, shuffle):
         ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic")
-        # RandomSampler draws its seed from torch's global RNG, which Lightning's seed_everything sets.
-        order = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        order = RandomSampler(ds, generator=self.order) if shuffle else SequentialSampler(ds)
+        # A DataLoader without a generator draws its workers' base seed from the global RNG at every iter(): the
+        # training loader draws from the saved order generator instead, the others from a fixed one.
+        generator = self.order if shuffle else torch.Generator().manual_seed(self.split_seed)
         return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, self.batch_size, drop_last=False),
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, generator=generator,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):

@@ -1,0 +1,88 @@
+"""One writer per run dir, and a run dir that can be written: checked before any work, in one line each.
+
+Kept free of Lightning and torch: train.py and Hydra's start-up callback use it before the heavy imports."""
+
+import fcntl
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("sarnet")
+
+
+class RunDirError(RuntimeError):
+    """The run dir cannot be used: another train.py writes into it, or it is not writable."""
+
+
+class RunDirBusy(RunDirError):
+    """Another live train.py holds the run dir's lock."""
+
+
+def _rank() -> int:
+    # Lightning's DDP launcher starts ranks 1.. as copies of train.py on the same run dir, with these variables
+    # set; srun sets SLURM_PROCID. Only rank 0 writes checkpoints and results, so only rank 0 takes the lock.
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def lock_run_dir(run_dir: Path):
+    """Take <run>/.lock (flock, our pid inside) or refuse with one line. -> the lock's fd, or None off rank 0.
+
+    flock, not the pid alone: the kernel drops the lock when its process dies (also on SIGKILL), so a dead
+    owner's lock is free to take, and a recycled pid cannot pass for a live owner. Two launches of one sweep
+    (an orphaned joblib worker and its relaunch) would otherwise train into one dir and mix their CSV rows.
+    """
+    if _rank() != 0:
+        return None
+    path = Path(run_dir) / ".lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunDirError(f"{path.parent}: cannot write into the run dir ({e.strerror}); pick a writable "
+                          f"hydra.run.dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirBusy(f"{path.parent} is in use by another train.py (pid {owner}, holding {path}): one run "
+                          f"dir has one writer; wait for it to end or stop it, or pick another hydra.run.dir") \
+            from None
+    old = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    if old and old != str(os.getpid()):
+        log.warning("%s: taking over the lock of pid %s, which is gone", path, old)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def unlock_run_dir(fd):
+    """Release the lock (the file stays: unlinking a flock'ed file lets two processes lock two inodes)."""
+    if fd is None:
+        return
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def check_writable(*dirs):
+    """Create and remove a probe file in every dir the run writes to: a read-only or full disk fails here, in
+    one line, before any training, not at the first checkpoint."""
+    for d in dirs:
+        d = Path(d)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".probe.")
+            try:
+                os.write(fd, b"x" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as e:
+            raise RunDirError(f"{d}: cannot write ({e.strerror}); free space or pick a writable "
+                              f"hydra.run.dir") from None

@@ -1,0 +1,470 @@
+"""Resume and checkpoints you can trust; every bad input refused up front (the project's issue 12).
+
+Unit tests run in-process on composed configs, fake checkpoints and fake data; a few run train.py up to the point
+where it must refuse (seconds). The ones that train are marked slow. scripts/torture.py repeats all of this at
+random, many times over.
+"""
+
+import argparse
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sarnet.config import ConfigError, validate
+from sarnet.data.sources import DataError
+from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from tests.test_reliability import (
+    ENV,
+    RESUMABLE,
+    ROOT,
+    csv_rows,
+    epochs_with,
+    error_line,
+    kill_after_checkpoint,
+    needs_data,
+    ok,
+    results,
+    train,
+)
+
+
+def composed(*overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def fake_ckpt(cfg) -> dict:
+    """What check_drift reads from a checkpoint written by a run with config `cfg`."""
+    return {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
+            "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}}}
+
+
+# ---- 7 and 6: bad overrides, refused before any work ------------------------------------------------------
+
+BAD = [  # (override, the field its one-line message names)
+    ("fid.seed=abc", "fid.seed"), ("fid=off fid.seed=abc", "fid.seed"),
+    ("callbacks.images.every_n_epochs=0", "callbacks.images.every_n_epochs"),
+    ("callbacks.images.n=0", "callbacks.images.n"), ("callbacks.images.keep_patches=100", "keep_patches"),
+    ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
+    ("loss.ssim_weight=-1", "loss.ssim_weight"), ("model.optimizer.lr=0", "model.optimizer.lr"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr"), ("model.optimizer.lr=abc", "model.optimizer.lr"),
+    ("trainer=smoke trainer.limit_train_batches=0", "trainer.limit_train_batches"),
+    ("model.net.geometry=[]", "geometry"),
+    ("run_test=maybe", "run_test"), ("fid.enabled=maybe", "fid.enabled"), ("data.download=maybe", "data.download"),
+    ("seed=-1", "seed"), ("seed=4294967296", "seed"), ("data.split_seed=abc", "data.split_seed"),
+    ("data.num_workers=-1", "data.num_workers"), ("trainer.check_val_every_n_epoch=0", "check_val_every_n_epoch"),
+    ("sample.batch_size=0", "sample.batch_size"), ("resume_override_optimizer=yes", "resume_override_optimizer"),
+]
+
+
+@pytest.mark.parametrize("override, field", BAD, ids=[b[0] for b in BAD])
+def test_bad_override_is_one_config_error_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        validate(composed(*override.split()))
+    assert field in str(e.value) and "\n" not in str(e.value) and "invalid" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["fid.seed=abc", "callbacks.images.keep_patches=100",
+                                      "trainer=smoke trainer.limit_train_batches=0"])
+def test_train_py_refuses_late_failures_before_any_work(override, tmp_path):
+    rc, out, _ = train(*override.split(), "data_dir=/nonexistent", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert rc == 1 and "Traceback" not in out
+    assert override.split()[-1].split("=")[0] in error_line(out, "sarnet.config.ConfigError")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]
+
+
+def test_good_configs_still_validate():
+    for overrides in [(), ("model=sarnet",), ("model=vae",), ("trainer=smoke", "fid=off"),
+                      ("trainer=smoke", "trainer.limit_val_batches=0", "callbacks.checkpoint.monitor=train/loss")]:
+        validate(composed(*overrides))
+
+
+# ---- 6 and 8: data files ------------------------------------------------------------------------------------
+
+def linked_raw(tmp_path) -> Path:
+    src, raw = ROOT / "data" / "MNIST" / "raw", tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for p in src.iterdir():
+        if p.name != ".sarnet-ok.json":
+            (raw / p.name).symlink_to(p)
+    return raw
+
+
+@needs_data
+def test_corrupted_data_is_refused_even_without_the_md5_list(tmp_path):
+    from sarnet.data.datamodules import raw_split
+
+    raw = linked_raw(tmp_path)  # no .sarnet-ok.json: files of the original size are checked against its md5s
+    labels = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    labels.unlink()
+    data[100] = (data[100] + 1) % 10  # another valid label: the IDX checks cannot see it
+    labels.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{labels}: does not match the md5 published"):
+        raw_split(tmp_path, "mnist", "test")
+
+
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"x": 3}'])
+def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
+    from sarnet.data.datamodules import check_manifest
+
+    (tmp_path / ".sarnet-ok.json").write_text(garbage)
+    with pytest.raises(DataError, match=f"{tmp_path / '.sarnet-ok.json'}: not a.* md5 list"):
+        check_manifest(tmp_path)
+
+
+# ---- 2: one writer per run dir -------------------------------------------------------------------------------
+
+HOLD = ("import sys, time; from sarnet.rundir import lock_run_dir; lock_run_dir(sys.argv[1]); "
+        "print('ok', flush=True); time.sleep(120)")
+
+
+def hold_lock(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ok"
+    return proc
+
+
+def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, caplog):
+    proc = hold_lock(tmp_path)
+    try:
+        with pytest.raises(RunDirBusy, match=f"{tmp_path} is in use by another train.py \\(pid {proc.pid},"):
+            lock_run_dir(tmp_path)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up ran, the pid is still in the file
+        proc.wait()
+    fd = lock_run_dir(tmp_path)
+    assert f"taking over the lock of pid {proc.pid}" in caplog.text
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    unlock_run_dir(fd)
+
+
+def test_train_py_refuses_a_run_dir_another_process_writes(tmp_path):
+    proc = hold_lock(tmp_path)
+    try:
+        rc, out, _ = train("data_dir=/nonexistent", f"hydra.run.dir={tmp_path}", timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 1 and "Traceback" not in out
+    assert f"is in use by another train.py (pid {proc.pid}" in error_line(out, "sarnet.rundir.RunDirBusy")
+
+
+def test_ddp_ranks_above_zero_do_not_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert lock_run_dir(tmp_path) is None and not (tmp_path / ".lock").exists()
+
+
+# ---- 3: config drift on resume -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, fields", [
+    (["model.net.first_patch=predicted"], ["model.net.first_patch: 'given' -> 'predicted'"]),
+    (["latent_dim=16"], ["latent_dim: 8 -> 16", "model.net.latent_dim: 8 -> 16"]),
+    (["model=vae"], ["model.net._target_: 'sarnet.nn.SarNetVAE' -> 'sarnet.nn.ConvVAE'"]),
+    (["data.classes=[3]"], ["data.classes: [5] -> [3]"]),
+    (["model.optimizer.lr=5e-4"], ["model.optimizer.lr: 0.001 -> 0.0005", "resume_override_optimizer=true"]),
+    (["model.optimizer.lr=5e-4", "resume_override_optimizer=true", "model.optimizer._target_=torch.optim.SGD"],
+     ["model.optimizer._target_"]),
+])
+def test_resume_refuses_config_drift_naming_the_fields(change, fields):
+    ckpt = fake_ckpt(composed("latent_dim=8"))
+    with pytest.raises(ConfigError) as e:
+        check_drift(composed("latent_dim=8", *change), ckpt, "x/last.ckpt")
+    message = str(e.value)
+    assert message.startswith("resume refused: the config differs from the one x/last.ckpt was trained with")
+    assert "\n" not in message and all(f in message for f in fields), message
+
+
+def test_resume_allows_what_does_not_change_the_model_or_data():
+    ckpt = fake_ckpt(composed("latent_dim=8"))
+    assert check_drift(composed("latent_dim=8", "trainer.max_epochs=300", "data.num_workers=2", "data_dir=elsewhere",
+                                "fid=off", "logger=csv"), ckpt, "x") == {}
+
+
+def test_optimizer_override_is_explicit_logged_and_applied(caplog):
+    ckpt = fake_ckpt(composed("latent_dim=8"))
+    override = check_drift(composed("latent_dim=8", "model.optimizer.lr=5e-4", "resume_override_optimizer=true"),
+                           ckpt, "x")
+    assert override == {"model.optimizer.lr": (0.001, 0.0005)}
+    assert "resume_override_optimizer=true: model.optimizer.lr 0.001 -> 0.0005" in caplog.text
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)  # as restored from the checkpoint
+    trainer = argparse.Namespace(optimizers=[opt])
+    ResumeState(optimizer_override=override).on_train_start(trainer, None)
+    assert opt.param_groups[0]["lr"] == 5e-4
+
+
+def test_checkpoints_from_before_stored_configs_are_checked_on_their_net():
+    cfg = composed("latent_dim=8")
+    old = {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1}}
+    check_drift(cfg, old, "x")
+    with pytest.raises(ConfigError, match="model.net.first_patch"):
+        check_drift(composed("latent_dim=8", "model.net.first_patch=predicted"), old, "x")
+
+
+# ---- 4: RNG streams and data order in the checkpoint -------------------------------------------------------
+
+def test_rng_state_survives_a_checkpoint_and_wins_over_a_reseed(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    path = tmp_path / "c.ckpt"
+    torch.save(ResumeState().state_dict(), path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    state = torch.load(path, weights_only=True)  # how checkpoints are read here: weights_only
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)  # seed_everything on the relaunch
+    callback = ResumeState()
+    callback.load_state_dict(state)
+    callback.on_train_start(argparse.Namespace(optimizers=[]), None)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_data_order_is_in_the_datamodule_state(tmp_path):
+    from sarnet.data import MNISTDataModule
+    from tests.test_data import fake_raw
+
+    fake_raw(tmp_path)
+
+    def first_batches(dm, epochs):
+        return [next(iter(dm.train_dataloader()))[0] for _ in range(epochs)]
+
+    torch.manual_seed(0)
+    ref = MNISTDataModule(tmp_path, val_size=2, batch_size=4)
+    ref.setup()
+    first_batches(ref, 1)
+    state = ref.state_dict()
+    expected = first_batches(ref, 2)
+    torch.manual_seed(123)  # whatever the global RNG holds on the relaunch
+    resumed = MNISTDataModule(tmp_path, val_size=2, batch_size=4)
+    resumed.setup()
+    resumed.load_state_dict(state)
+    torch.rand(5)
+    assert all(torch.equal(a, b) for a, b in zip(first_batches(resumed, 2), expected))
+
+
+# ---- 5: a moved run dir ------------------------------------------------------------------------------------
+
+def test_checkpoint_paths_follow_a_moved_run_dir(tmp_path):
+    old, new = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
+    state = {"monitor": "val/loss", "best_model_score": torch.tensor(1.0), "best_model_path": str(old / "best.ckpt"),
+             "kth_best_model_path": str(old / "best.ckpt"), "kth_value": torch.tensor(1.0),
+             "best_k_models": {str(old / "best.ckpt"): torch.tensor(1.0)}, "last_model_path": "",
+             "dirpath": str(old)}
+    callback = RunCheckpoint(dirpath=new, filename="best", monitor="val/loss")
+    callback.load_state_dict(state)
+    assert callback.best_model_path == str(new / "best.ckpt")
+    assert list(callback.best_k_models) == [str(new / "best.ckpt")]
+    assert callback.state_key.startswith("ModelCheckpoint{")  # same key as the plain callback's
+
+
+# ---- 8: faults of the disk and of the process --------------------------------------------------------------
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, path)
+    before = path.read_bytes()
+
+    def full(obj, f):  # what torch.save does on a full disk: its zip writer's error, the OSError chained
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as e:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from e
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunDirError, match=f"{path}: cannot write the checkpoint \\(No space left on device\\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 1 MiB tmpfs (root only): a real full disk, then remounted read-only."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root to mount a tmpfs")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_real_full_and_read_only_disks(tmpfs):
+    io = AtomicCheckpointIO()
+    with pytest.raises(RunDirError, match="cannot write the checkpoint \\(No space left on device\\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.ones(1 << 19)}, "epoch": 0}, tmpfs / "last.ckpt")
+    assert list(tmpfs.iterdir()) == []  # nothing half-written
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write \\(Read-only file system\\)"):
+        check_writable(tmpfs)
+    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write into the run dir \\(Read-only file system\\)"):
+        lock_run_dir(tmpfs)
+
+
+def test_train_py_on_a_read_only_disk_is_one_line_before_hydra_writes(tmpfs):
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    rc, out, _ = train("data_dir=/nonexistent", f"hydra.run.dir={tmpfs}/run", timeout=120)
+    assert rc == 1 and "Traceback" not in out
+    assert error_line(out, "sarnet.rundir.RunDirError") == (f"{tmpfs}/run: cannot write (Read-only file system); free "
+                                                             f"space or pick a writable hydra.run.dir")
+
+
+@needs_data
+def test_sigterm_ends_the_run_non_zero_with_one_line_and_no_results(tmp_path):
+    rc, out, _ = train("trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}",
+                       "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    assert error_line(out, "sarnet.rundir.RunDirError").startswith("stopped by SIGTERM before the run finished")
+    assert not (tmp_path / "results.json").exists()
+
+
+# ---- 9: the Python API and the scripts ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nets():
+    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+
+    torch.manual_seed(0)
+    return {"vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"), "conv": ConvVAE(latent_dim=4)}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, s: s.generate(m["vae"], n=0), "n=0: must be a positive int"),
+    (lambda m, s: s.generate(m["vae"], z=torch.zeros(2, 5)), r"z: expected shape \(n, 4\)"),
+    (lambda m, s: s.generate(m["vae"], n=3, z=torch.zeros(2, 4)), "disagree on the number of images"),
+    (lambda m, s: s.generate(m["vae"], z=torch.zeros(2, 4), x=torch.zeros(3, 1, 28, 28)), "disagree"),
+    (lambda m, s: s.generate(m["vae"], z=torch.full((2, 4), float("nan"))), "NaN"),
+    (lambda m, s: s.generate(m["plain"], z=torch.zeros(2, 4)), r"z: expected shape"),
+    (lambda m, s: s.generate(m["vae"], n=2, method="bogus"), "method='bogus'"),
+    (lambda m, s: s.generate(m["vae"], n=2, batch_size=0), "batch_size=0"),
+    (lambda m, s: s.generate(m["vae"], n=2, mode="bernoulli", temperature=0), "temperature=0"),
+    (lambda m, s: s.generate(m["vae"], x=torch.zeros(2, 1, 14, 14)), r"x: expected a float tensor"),
+    (lambda m, s: s.generate(m["vae"], x=torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), "x: expected a float"),
+    (lambda m, s: s.fill_fast(m["vae"].decoder, torch.zeros(2, 1, 28, 28)), "latent_dim=4: pass z"),
+    (lambda m, s: s.fill_naive(m["vae"].decoder, torch.zeros(2, 1, 28, 28)), "latent_dim=4: pass z"),
+    (lambda m, s: s.complete(m["vae"], torch.zeros(1, 1, 28, 28), 24, n=0), "n=0"),
+    (lambda m, s: s.complete(m["vae"], torch.zeros(1, 28, 28), 24), "x: expected"),
+    (lambda m, s: s.interpolate(m["vae"], torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), steps=0), "steps=0"),
+    (lambda m, s: s.keep_mask(m["vae"].decoder, torch.tensor([2] * 49)), "bool .*mask"),
+])
+def test_generation_api_refuses_bad_requests_clearly(nets, call, message):
+    import sarnet.sampling as s
+
+    with pytest.raises(ValueError, match=message):
+        call(nets, s)
+
+
+def test_a_0_1_long_keep_is_the_mask_it_spells(nets):
+    from sarnet.sampling import keep_mask
+
+    dec = nets["vae"].decoder
+    spelled = torch.zeros(49, dtype=torch.long)
+    spelled[:10] = 1
+    assert torch.equal(keep_mask(dec, spelled), keep_mask(dec, 10))
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("sample.py", ["--n", "0"], "argument --n: 0 must be >= 1"),
+    ("interpolate.py", ["--steps", "0"], "argument --steps: 0 must be >= 1"),
+    ("sample.py", ["--th", "2"], "argument --th: 2 is not in [0, 1)"),
+    ("complete.py", ["--n", "0"], "argument --n: 0 must be >= 1"),
+])
+def test_scripts_refuse_bad_flags_in_one_line(script, args, message):
+    proc = subprocess.run([sys.executable, f"scripts/{script}", "--ckpt", "x.ckpt", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path, nets):
+    from sarnet.nn import SarNet
+
+    net = SarNet(out_activation="sigmoid")
+    config = {"_target_": "sarnet.nn.SarNet", "out_activation": "sigmoid"}
+    (tmp_path / "checkpoints").mkdir()
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"sarnet": {"net": config, "format": 1}, "state_dict": state}, tmp_path / "checkpoints" / "last.ckpt")
+    outs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "scripts/sample.py", "--ckpt", str(tmp_path), "--n", "2",
+                               "--device", "cpu"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(proc.stdout.split(" -> ")[-1].strip())
+    assert outs == [str(tmp_path / "images" / "sample_last.png"), str(tmp_path / "images" / "sample_last_2.png")]
+
+
+# ---- slow: real training runs ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_a_damaged_best_checkpoint_is_refused_before_test(tmp_path):
+    rc, out, _ = train("trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}",
+                       "+callbacks.fault._target_=tests.faults.DamageBest", timeout=600)
+    assert rc == 1 and "Traceback" not in out
+    message = error_line(out, "sarnet.checkpoint.CheckpointError")
+    assert message.startswith(f"{tmp_path / 'checkpoints' / 'best.ckpt'}: cannot be read as a checkpoint"), message
+    assert not (tmp_path / "results.json").exists()
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
+    run = tmp_path / "run"
+    kill_after_checkpoint(run, 0, 0.0)  # right after a checkpoint
+    kill_after_checkpoint(run, 1, 0.3)  # mid-epoch
+    kill_after_checkpoint(run, 2, 0.0)
+    ok(*RESUMABLE, f"hydra.run.dir={run}")
+    ref, got = results(tmp_path / "ref"), results(run)
+    assert got["metrics"] == ref["metrics"] and (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"])
+    a, b = weights(tmp_path / "ref"), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in r.items()} for r in csv_rows(run)]
+    assert strip == csv_rows(tmp_path / "ref")  # the same rows, logged once each
+    assert epochs_with(strip, "val/loss") == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+@needs_data
+def test_moved_run_dir_resumes_on_its_own_files_and_a_finished_run_keeps_its_metrics(tmp_path):
+    base = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]
+    ok(*base, f"hydra.run.dir={tmp_path / 'a'}")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")  # the original is gone: the copy must not point at it
+    ok(*base, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'b'}")
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    first = results(tmp_path / "b")
+    assert first["epochs"] == 2 and first["status"] == "ok"
+    # relaunched once finished: nothing to train, the same metrics reported again
+    ok(*base, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'b'}")
+    again = results(tmp_path / "b")
+    assert again["metrics"] == first["metrics"] and again["steps"] == first["steps"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_train_py_refuses_drift_on_resume_before_training(tmp_path):
+    base = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}"]
+    ok(*base)
+    digest = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    rc, out, _ = train(*base, "trainer.max_epochs=2", "model.net.first_patch=predicted", timeout=300)
+    assert rc == 1 and "Traceback" not in out
+    assert "model.net.first_patch: 'given' -> 'predicted'" in error_line(out, "sarnet.config.ConfigError")
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == digest
+    out = ok(*base, "trainer.max_epochs=2", "model.optimizer.lr=5e-4", "resume_override_optimizer=true")
+    assert "model.optimizer.lr 0.001 -> 0.0005" in out
+
