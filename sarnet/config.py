@@ -93,6 +93,8 @@ def validate(cfg: DictConfig):
     _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.kind,
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
+    from sarnet.likelihood import check_config  # sample.mode/temperature; likelihood needs a density and 0/1 data
+    check_config(cfg, net)
     return net
 
 

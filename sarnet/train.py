@@ -147,6 +147,13 @@ def run(cfg: DictConfig) -> float | None:
         for lg in loggers:
             lg.log_metrics({"fid/mean": fid["mean"], "fid/std": fid["std"]}, step=trainer.global_step)
 
+    if cfg.get("likelihood") is not None and cfg.likelihood.enabled and trainer.is_global_zero:
+        from sarnet.likelihood import evaluate_likelihood  # test NLL / bits/dim on the same weights as test
+        likelihood = evaluate_likelihood(module.net, datamodule, cfg.likelihood)["metrics"]
+        metrics.update(likelihood)
+        for lg in loggers:
+            lg.log_metrics(likelihood, step=trainer.global_step)
+
     choices = HydraConfig.get().runtime.choices
     results = {
         "model": choices.get("model"),
