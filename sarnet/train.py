@@ -153,6 +153,7 @@ def run(cfg: DictConfig) -> float | None:
         metrics.update(likelihood)
         for lg in loggers:
             lg.log_metrics(likelihood, step=trainer.global_step)
+            lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush it
 
     choices = HydraConfig.get().runtime.choices
     results = {
