@@ -1,7 +1,10 @@
 """Likelihood: exact normalisation over every binary image, exact == naive per-patch passes, IWAE vs ELBO, refusals."""
 
 import itertools
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,8 @@ from sarnet.likelihood import (
 )
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from tests.test_semidense import GEOMETRIES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def all_binary_images(side: int) -> torch.Tensor:
@@ -144,3 +149,95 @@ def test_log_weights_split_k_larger_than_the_batch():
     log_w, log_px = log_weights(model, x, 7, torch.Generator().manual_seed(0), batch_size=3)  # 3 chunks of draws
     assert log_w.shape == (3, 7) and log_w.dtype == torch.float64 and torch.isfinite(log_w).all()
     assert (log_px < 0).all()
+
+
+# ---- sampling binarized models: Bernoulli draws with a temperature, fast == naive ---------------------------
+
+@pytest.mark.parametrize("geometry", [[[6, 1, 1], [6, 2, 1], [6, 1, 1]], [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]],
+                         ids=["pixel", "patch2"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_bernoulli_generate_fast_equals_naive_and_is_binary(geometry, temperature):
+    from sarnet.sampling import generate
+    net = strict_net(geometry, latent=3, seed=5).float()
+    kw = dict(mode="bernoulli", temperature=temperature, th=None)
+    fast = generate(net, 50, method="fast", generator=torch.Generator().manual_seed(0), **kw)
+    naive = generate(net, 50, method="naive", generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(fast, naive) and set(fast.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_low_temperature_draws_are_the_rounded_means_of_a_strict_model():
+    from sarnet.sampling import fill_naive
+    net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], seed=6)
+    x = torch.zeros(4, 1, 6, 6, dtype=torch.float64)
+    u = torch.rand(4, 36, dtype=torch.float64)
+    cold = fill_naive(net, x, mode="bernoulli", temperature=1e-6, uniforms=u)
+    # the greedy image: each pixel is 1 iff its conditional probability given the pixels before it is > 1/2
+    greedy = x.clone().flatten(1)
+    for i in range(36):
+        greedy[:, i] = (net.logits(greedy.view_as(x)).flatten(1)[:, i] > 0).double()
+    assert torch.equal(cold.flatten(1), greedy)
+
+
+def test_sample_config_mode_and_temperature_reach_the_sampler():
+    from sarnet.sampling import sample_images
+    net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], latent=2, seed=7).float()
+    cfg = {"mode": "bernoulli", "temperature": 0.8, "th": None, "method": "naive"}
+    a = sample_images(net, 20, cfg, torch.Generator().manual_seed(1))
+    b = sample_images(net, 20, {**cfg, "method": "fast"}, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+    vae = ConvVAE(2, side=4)
+    draws = sample_images(vae, 20, {"mode": "bernoulli", "temperature": 1.0, "th": None}, torch.Generator())
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+
+
+# ---- configs: the issue-14 experiments, fail-fast refusals, one smoke run ------------------------------------
+
+EXPERIMENTS = ["nll_sarnet_pixel", "nll_sarnet_vae_pixel", "nll_sarnet_vae", "nll_vae"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("data, classes", [("mnist", None), ("mnist5", [5])])
+def test_experiment_configs_are_strict_binarized_and_score_the_likelihood(experiment, data, classes):
+    from sarnet.config import validate
+    from tests.test_train_smoke import compose_config
+    cfg = compose_config(f"experiment={experiment}", *([] if data == "mnist" else [f"data={data}"]))
+    net = validate(cfg)
+    assert cfg.data.classes == (None if classes is None else classes) and cfg.data.binarize == "dynamic"
+    assert cfg.likelihood.enabled and cfg.loss.kind == "bce" and cfg.sample.mode == "bernoulli"
+    assert cfg.sample.th is None and not cfg.fid.enabled
+    if experiment != "nll_vae":
+        sarnet = getattr(net, "decoder", net)
+        assert sarnet.first_patch == "predicted" and sarnet.out_activation == "sigmoid"
+        assert sarnet.patch == (1 if "pixel" in experiment else 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment=nll_sarnet_vae", "model.net.first_patch=given"], "likelihood.enabled=true: likelihood is "
+     "undefined for model.net.first_patch='given'"),
+    (["experiment=nll_vae", "data.binarize=none"], "data.binarize='none'"),
+    (["likelihood=default"], "first_patch='given'"),  # the reference's default model
+    (["experiment=nll_vae", "likelihood.k=0"], "likelihood.k=0"),
+    (["sample.mode=draw"], "sample.mode='draw'"),
+    (["sample.temperature=0"], "sample.temperature=0"),
+    (["model=sarnet", "sample.mode=bernoulli"], "needs a sigmoid output")])
+def test_likelihood_and_sampling_configs_fail_fast_with_one_line(overrides, message):
+    from sarnet.config import ConfigError, validate
+    from tests.test_train_smoke import compose_config
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_config(*overrides))
+
+
+@pytest.mark.slow  # two train.py processes: ~25 s each on a loaded 2-core CPU
+@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
+                    reason="run `make data` first")
+def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
+    from tests.test_train_smoke import train
+    train("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))
+    refused = train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
+                    f"hydra.run.dir={tmp_path / 'given'}", check=False)
+    assert refused.returncode == 1 and "first_patch='given'" in refused.stderr + refused.stdout
