@@ -241,3 +241,39 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
     refused = train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
                     f"hydra.run.dir={tmp_path / 'given'}", check=False)
     assert refused.returncode == 1 and "first_patch='given'" in refused.stderr + refused.stdout
+
+
+# ---- scripts/likelihood.py -----------------------------------------------------------------------------------
+
+def script_checkpoint(tmp_path, first_patch, kind="sarnet"):
+    from tests.test_generation import fake_checkpoint
+    geometry = [[28, 1, 4], [14, 1, 2], [28, 1, 4]]
+    if kind == "sarnet":
+        config = {"_target_": "sarnet.nn.SarNet", "geometry": geometry, "latent_dim": 0, "first_patch": first_patch,
+                  "out_activation": "sigmoid"}
+        net = SarNet(geometry, 0, first_patch, "sigmoid")
+    else:
+        config = {"_target_": "sarnet.nn.SarNetVAE", "latent_dim": 2, "geometry": geometry, "first_patch": first_patch}
+        net = SarNetVAE(2, geometry, first_patch)
+    (tmp_path / "checkpoints").mkdir(exist_ok=True)
+    return fake_checkpoint(tmp_path / "checkpoints" / f"{kind}_{first_patch}.ckpt", net, config)
+
+
+@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
+                    reason="run `make data` first")
+@pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae"])
+def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind, tmp_path, monkeypatch, capsys):
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import likelihood as script
+    monkeypatch.chdir(ROOT)  # a copied checkpoint (no run config): MNIST under ./data, binarize=dynamic
+    ckpt = script_checkpoint(tmp_path, "predicted", kind)
+    row = script.main(["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",
+                       "--json", str(tmp_path / "out.json")])
+    assert row["n_images"] == 30 and row["kind"] == ("exact" if kind == "sarnet" else "bound")
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out.json").read_text())
+    assert "binarize=dynamic" in row["data"] and row["nll"]["nats"] > 0
+    with pytest.raises(SystemExit) as done:
+        script.main(["--ckpt", str(script_checkpoint(tmp_path, "given", kind)), "--no-progress"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "first_patch='given'" in err and err.count("\n") == 1
