@@ -134,6 +134,8 @@ def validate(cfg: DictConfig):
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
     _check_callbacks(cfg, net)
+    from sarnet.likelihood import check_config  # sample.mode/temperature; likelihood needs a density and 0/1 data
+    check_config(cfg, net)
     return net
 
 

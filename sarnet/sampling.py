@@ -201,6 +201,8 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
 
     z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
     for no threshold) and ConvVAE (decode(z), `th` applied too if given; the reference used none for the VAE).
+    mode="bernoulli" (sigmoid-output models, e.g. trained on binarized data) draws every pixel from
+    Bernoulli(sigmoid(logit / temperature)) instead of writing its mean; `th` is then not used.
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
@@ -235,6 +237,11 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
         z = z.to(device)
     try:
         if isinstance(model, ConvVAE):
+            _check_mode(mode)
+            if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
+                logits = model.decoder(z)
+                u = torch.rand(logits.shape, generator=generator).to(device)
+                return (u < torch.sigmoid(logits / temperature)).to(logits.dtype)
             out = model.decode(z)
             return out if th is None else torch.where(out < th, torch.zeros_like(out), out)
         net = decoder_of(model)
@@ -340,5 +347,6 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None):
         reg = dict(cfg.get("regression") or {})
         return generate_regression(model, n, th=cfg.get("th", 0.15), generator=generator, **reg)
     return generate(model, n=None if z is not None else n, z=z, z_scale=cfg.get("z_scale", 1.0),
-                    th=cfg.get("th", 0.105), method=cfg.get("method", "fast"), generator=generator,
+                    th=cfg.get("th", 0.105), method=cfg.get("method", "fast"), mode=cfg.get("mode", "mean"),
+                    temperature=cfg.get("temperature", 1.0), generator=generator,
                     batch_size=cfg.get("batch_size", 500))

@@ -262,6 +262,17 @@ def run(cfg: DictConfig) -> float | None:
             lg.log_metrics({k: v for k, v in metrics.items() if k.startswith(("fid", "knn"))},
                            step=trainer.global_step)
 
+    if cfg.get("likelihood") is not None and cfg.likelihood.enabled and trainer.is_global_zero:
+        from sarnet.likelihood import evaluate_likelihood  # test NLL / bits/dim on the same weights as test
+        likelihood = evaluate_likelihood(module.net, datamodule, cfg.likelihood)["metrics"]
+        metrics.update(likelihood)
+        for lg in loggers:
+            lg.log_metrics(likelihood, step=trainer.global_step)
+
+    for lg in loggers:
+        if type(lg).__name__ == "CSVLogger":
+            lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush FID/NLL
+
     eval_path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
     results = {
         "model": choices.get("model"),

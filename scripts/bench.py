@@ -12,6 +12,11 @@ Cases
   sample_pixel  the same for a pixel-wise (1x1 patch) model; the naive sampler (783 full passes) is timed on
                 `--naive-images` images and scaled per image. Target >= 100x.
   fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128.
+  nll           time to score the binarized MNIST test split (sarnet/likelihood.py), two lines:
+                nll_exact: strict SarNET (4x4 patches, no latent), the naive per-patch NLL (49 full passes, as
+                the naive sampler; timed on `--naive-images` and scaled) vs the one-pass exact NLL of all images;
+                nll_iwae: strict SarNET-VAE L=32 (4x4), the ELBO alone (IWAE k=1) vs IWAE_k (`--k`), on
+                `--nll-images` images; ratio = the cost of k (< 1), with images/s for both.
 """
 
 import argparse
@@ -27,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sarnet.nn import SarNet, SarNetVAE  # noqa: E402
+from sarnet.nn import REFERENCE_GEOMETRY, SarNet, SarNetVAE  # noqa: E402
 from sarnet.sampling import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +184,45 @@ def case_fid(args):
                 "project_s = one set; ratio = 10-set / 1-set", one_set_s=round(t_one, 2), ten_sets_s=round(t_full, 2))
 
 
-CASES = {"train": case_train, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid}
+def nll_test_images(root, n):
+    from sarnet.data import MNISTDataModule
+    dm = MNISTDataModule(root, binarize="dynamic", val_size=0)
+    dm.setup("test")
+    return dm.test_x[:n]
+
+
+def case_nll(args):
+    from sarnet.likelihood import naive_log_prob, score
+    torch.manual_seed(0)
+    x = nll_test_images(args.data, None)
+    net = SarNet(REFERENCE_GEOMETRY, first_patch="predicted", out_activation="sigmoid").eval()
+    m = args.naive_images
+    t = time.perf_counter()
+    naive = naive_log_prob(net, x[:m])
+    naive_s = (time.perf_counter() - t) * len(x) / m
+    t = time.perf_counter()
+    exact = score(net, x, batch_size=1000)
+    exact_s = time.perf_counter() - t
+    assert abs(-naive.mean().item() - score(net, x[:m])["nll"]["nats"]) < 1e-3 * exact["nll"]["nats"]
+    rows = [emit("nll_exact", naive_s, exact_s, images=len(x), patch=4, passes_naive=49, naive_timed_images=m,
+                 naive_scaled_per_image=True, nll_nats_random_init=round(exact["nll"]["nats"], 2))]
+    vae = SarNetVAE(32, first_patch="predicted").eval()
+    xs = x[:args.nll_images]
+    t = time.perf_counter()
+    score(vae, xs, k=1, batch_size=1000)
+    elbo_s = time.perf_counter() - t
+    t = time.perf_counter()
+    score(vae, xs, k=args.k, batch_size=1000)
+    iwae_s = time.perf_counter() - t
+    rows.append(emit("nll_iwae", elbo_s, iwae_s, images=len(xs), latent_dim=32, patch=4, k=args.k,
+                     note="baseline_s = k=1 (the ELBO's cost), project_s = IWAE_k; ratio = 1 / cost of k",
+                     elbo_img_s=round(len(xs) / elbo_s, 1), iwae_img_s=round(len(xs) / iwae_s, 2),
+                     projected_test_set_s=round(iwae_s * 10_000 / len(xs), 1)))
+    return rows
+
+
+CASES = {"train": case_train, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid,
+         "nll": case_nll}
 
 
 def main():
@@ -188,8 +231,11 @@ def main():
     p.add_argument("--data", default=str(ROOT / "data"))
     p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
     p.add_argument("--epochs", type=int, default=4, help="train case: epochs per path (the first is warm-up)")
-    p.add_argument("--naive-images", type=int, default=500, help="sample_pixel: images timed on the naive path")
+    p.add_argument("--naive-images", type=int, default=500,
+                   help="sample_pixel, nll: images timed on the naive path")
     p.add_argument("--fast-batch", type=int, default=1000)
+    p.add_argument("--k", type=int, default=100, help="nll: importance samples per image for nll_iwae")
+    p.add_argument("--nll-images", type=int, default=1000, help="nll: test images scored by nll_iwae")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:

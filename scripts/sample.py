@@ -7,7 +7,7 @@
 from torchvision.utils import make_grid
 
 from sarnet import cli
-from sarnet.sampling import decoder_of, generate, sample_images
+from sarnet.sampling import sample_images
 
 
 def body(args, model, run):
@@ -16,17 +16,17 @@ def body(args, model, run):
     for key, value in (("z_scale", args.z_scale), ("method", args.method)):
         if value is not None:
             cfg[key] = value
-    if args.mode == "mean" and args.temperature == 1.0:
-        # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
-        images = sample_images(model, args.n, cfg, run["generator"])
-    else:
-        cli.require_autoregressive(model, "--mode bernoulli / --temperature")
-        if decoder_of(model).out_activation != "sigmoid":
-            raise cli.UsageError("--mode bernoulli needs a sigmoid (likelihood-trained) output; this "
-                                 "regression SarNet has a linear one")
-        images = generate(model, n=args.n, z_scale=cfg.get("z_scale", 1.0), th=cfg["th"],
-                          method=cfg.get("method", "fast"), mode=args.mode, temperature=args.temperature,
-                          generator=run["generator"])
+    for key, value in (("mode", args.mode), ("temperature", args.temperature)):
+        if value is not None:
+            cfg[key] = value
+    args.mode, args.temperature = cfg.get("mode", "mean"), cfg.get("temperature", 1.0)
+    if args.mode != "mean" or args.temperature != 1.0:
+        out = getattr(getattr(model, "decoder", model), "out_activation", "sigmoid")  # ConvVAE: sigmoid
+        if out != "sigmoid":
+            raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
+                                 "this regression SarNet has a linear one")
+    # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
+    images = sample_images(model, args.n, cfg, run["generator"])
     caption = (f"{args.n} samples, th={cfg.get('th')}, z_scale={cfg.get('z_scale', 1.0)}, "
                f"method={cfg.get('method', 'fast')}, mode={args.mode}, T={args.temperature}")
     return make_grid(images, nrow=args.nrow), caption
@@ -40,6 +40,7 @@ if __name__ == "__main__":
                    "(default: the run's sample.th)")
     p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")
     p.add_argument("--method", choices=("fast", "naive"), default=None, help="default: the run's")
-    p.add_argument("--mode", choices=("mean", "bernoulli"), default="mean")
-    p.add_argument("--temperature", type=float, default=1.0, help="Bernoulli temperature (mode bernoulli)")
+    p.add_argument("--mode", choices=("mean", "bernoulli"), default=None, help="default: the run's sample.mode")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="Bernoulli temperature (mode bernoulli; default: the run's sample.temperature)")
     cli.main(p, body)

@@ -249,6 +249,7 @@ def test_cli_subprocess(script, args, sarnet_vae_ckpt):
     ("sample", ["--n", "4", "--method", "naive"], "sarnet_vae"),
     ("sample", ["--n", "4", "--mode", "bernoulli", "--temperature", "0.8"], "sarnet_vae"),
     ("sample", ["--n", "8", "--th", "none"], "vae"),
+    ("sample", ["--n", "4", "--mode", "bernoulli", "--temperature", "0.5"], "vae"),  # pixels independent given z
     ("complete", ["--n", "2", "--keep", "10", "--method", "naive"], "sarnet_vae"),
     ("interpolate", ["--steps", "3", "--sample"], "sarnet_vae"),
     ("interpolate", ["--steps", "3"], "vae"),
@@ -267,7 +268,6 @@ def test_cli_variants(script, args, model, ckpts, tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize("script, args, model, message", [
     ("complete", [], "vae", "not autoregressive"),
     ("importance", [], "vae", "not autoregressive"),
-    ("sample", ["--mode", "bernoulli"], "vae", "not autoregressive"),
     ("complete", ["--index", "100000"], "sarnet_vae", "--index 100000"),
     ("importance", ["--targets", "3,49"], "sarnet_vae", "--targets [49]"),
     ("interpolate", [], "sarnet", "needs a model with an encoder"),

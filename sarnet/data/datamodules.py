@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from sarnet.data import sources
+from sarnet.data.binarized import VAL_SEED, binarized_test_split, fixed_bernoulli, read_static
 from sarnet.data.sources import DataError, read_idx
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
@@ -109,18 +110,30 @@ class IdxDataModule(L.LightningDataModule):
                 0 = no carve-out, validate on the test split (the reference protocol). Default 0.1.
     split_seed: seeds the carve-out, so every run and process gets the same split.
     binarize:   none = grey levels uint8/255; static = threshold at 0.5 once, every split;
-                dynamic = a fresh Bernoulli(x) sample for every training batch, while val/test are sampled
-                once (seeded by split_seed) so that evaluation sees fixed binary images.
+                dynamic = a fresh Bernoulli(x) sample for every training batch (so every epoch), while val/test
+                are sampled once with `sarnet.data.binarized.fixed_bernoulli` (the same bits on every machine:
+                the whole test split with seed TEST_SEED = 0, then the class filter; val images seed VAL_SEED = 1).
+    static_dir: a folder with Larochelle's binarized_mnist_{train,valid,test}.amat (MNIST only, needs
+                binarize=static and classes=null: the files carry no labels). Train on train (50k), validate on
+                valid (10k; or on test if val_size=0), test on test (10k). null = not used.
     download:   if the raw files are missing, fetch them with sarnet.data.sources, as `make data` does.
     """
 
     dataset = None  # a key of FOLDERS, set by subclasses
 
     def __init__(self, root="data", classes=None, val_size=0.1, split_seed=0, batch_size=64, num_workers=0,
-                 pin_memory=False, binarize="none", download=False):
+                 pin_memory=False, binarize="none", download=False, static_dir=None):
         super().__init__()
         if binarize not in BINARIZE:
             raise DataError(f"binarize={binarize!r}: expected one of {BINARIZE}")
+        if static_dir is not None:
+            if self.dataset != "mnist" or binarize != "static" or classes is not None:
+                raise DataError(f"data.static_dir={static_dir!r} is Larochelle's binarized MNIST (all digits, no "
+                                f"labels): use data=mnist with data.binarize=static and data.classes=null")
+            if not Path(static_dir).is_dir():
+                raise DataError(f"data.static_dir={static_dir!r} does not exist: give the folder holding "
+                                f"binarized_mnist_{{train,valid,test}}.amat, or data.static_dir=null")
+        self.static_dir = static_dir
         count_ok = isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0
         if not (count_ok or isinstance(val_size, float) and 0 <= val_size < 1):
             raise DataError(f"val_size={val_size!r}: expected an int count >= 0 or a float in [0, 1)")
@@ -154,6 +167,9 @@ class IdxDataModule(L.LightningDataModule):
             self._order_seeded = True
         if self.train_x is not None:  # Lightning calls setup for fit, validate and test: load once
             return
+        if self.static_dir is not None:
+            self._setup_static()
+            return
         x, y = load_split(self.root, self.dataset, "train", self.classes)
         self.test_x, self.test_y = load_split(self.root, self.dataset, "test", self.classes)
         n_val = self.val_size
@@ -171,9 +187,18 @@ class IdxDataModule(L.LightningDataModule):
             xs = (self.train_x, self.val_x, self.test_x)
             self.train_x, self.val_x, self.test_x = (t.ge(0.5).float() for t in xs)
         elif self.binarize == "dynamic":
-            g = torch.Generator().manual_seed(self.split_seed)
-            self.test_x = torch.bernoulli(self.test_x, generator=g)
-            self.val_x = self.test_x if n_val == 0 else torch.bernoulli(self.val_x, generator=g)
+            x_all, y_all = load_split(self.root, self.dataset, "test")
+            keep = None if self.classes is None else torch.isin(y_all, torch.tensor(self.classes))
+            self.test_x = binarized_test_split(x_all, keep)
+            self.val_x = self.test_x if n_val == 0 else fixed_bernoulli(self.val_x, VAL_SEED)
+
+    def _setup_static(self):
+        splits = read_static(self.static_dir)
+        unlabelled = {k: torch.full((len(v),), -1, dtype=torch.long) for k, v in splits.items()}
+        self.train_x, self.train_y = splits["train"], unlabelled["train"]
+        self.test_x, self.test_y = splits["test"], unlabelled["test"]
+        val = "test" if self.val_size == 0 else "valid"
+        self.val_x, self.val_y = splits[val], unlabelled[val]
 
     def _loader(self, x, y, shuffle):
         ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic")

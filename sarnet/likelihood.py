@@ -1,0 +1,265 @@
+"""SarNET as a density model: exact NLL, ELBO and importance-weighted (IWAE) bounds, nats and bits/dim.
+
+- SarNet, strict (`first_patch=predicted`), sigmoid output, binary x: log p(x) = sum over pixels of the Bernoulli
+  log-likelihood of x given the logits of one teacher-forced pass. Output patch k reads input patches < k only
+  (the masks, tested by gradients in tests/test_semidense.py), so the product of the per-pixel terms is a
+  normalised distribution over binary images (tests/test_likelihood.py sums it over every image of tiny models).
+- SarNetVAE (strict) and ConvVAE: log p(x|z) is the same Bernoulli sum given z (an exact autoregressive
+  likelihood for SarNET-VAE), and with z_i ~ q(z|x) and log w_i = log p(x|z_i) + log N(z_i; 0, I) - log q(z_i|x):
+      ELBO    = E_q[log p(x|z)] - KL(q || N(0, I))                (mean over the k draws, analytic KL)
+      IWAE_k  = log (1/k) sum_i w_i  <= log p(x)                  (Burda et al.; IWAE_1 = ELBO in expectation)
+  Every log-density term is accumulated in float64 and the k weights meet in a float64 logsumexp.
+- Refused, one line each: `first_patch=given` (patch 0 is copied from the input, not modelled, so there is no
+  density), a non-sigmoid output (a regression SarNet), and data that is not 0/1.
+
+Bits/dim = nats / (D ln 2), D = pixels per image (784 for MNIST).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+
+
+class LikelihoodError(ValueError):
+    """A model or data that has no likelihood here: one line saying why and what to change."""
+
+
+# ------------------------------------------------------------------------------------------- refusals
+
+def check_density_model(model):
+    """Raise LikelihoodError unless `model` defines a normalised Bernoulli density (or a bound on one)."""
+    if isinstance(model, ConvVAE):
+        return
+    if not isinstance(model, (SarNet, SarNetVAE)):
+        raise LikelihoodError(f"likelihood needs a SarNet, SarNetVAE or ConvVAE, not {type(model).__name__}")
+    net = model.decoder if isinstance(model, SarNetVAE) else model
+    if net.first_patch != "predicted":
+        raise LikelihoodError(f"likelihood is undefined for model.net.first_patch={net.first_patch!r}: patch 0 "
+                              f"is copied from the input, not modelled; train with model.net.first_patch=predicted")
+    if net.out_activation != "sigmoid":
+        raise LikelihoodError(f"likelihood needs Bernoulli outputs, but model.net.out_activation="
+                              f"{net.out_activation!r}; train with model.net.out_activation=sigmoid and loss=bce")
+
+
+def check_binary(x: torch.Tensor, what: str = "the data"):
+    if not ((x == 0) | (x == 1)).all():
+        raise LikelihoodError(f"{what} is not binary (values other than 0 and 1): a Bernoulli likelihood needs "
+                              f"data.binarize=dynamic (or static, or data.static_dir)")
+
+
+# ----------------------------------------------------------------------------------------- log-densities
+
+def log_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum over pixels of log Bernoulli(x | sigmoid(logits)), per image, float64: (B,)."""
+    return -F.binary_cross_entropy_with_logits(logits.flatten(1), x.flatten(1), reduction="none").double().sum(1)
+
+
+def log_normal(z: torch.Tensor, mu=None, logvar=None) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) summed over dims, float64: (B,). mu/logvar None = standard normal."""
+    z = z.double()
+    if mu is None:
+        return -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+    mu, logvar = mu.double(), logvar.double()
+    return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(1)
+
+
+def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """Logits of p(x | z) (teacher-forced on x for the autoregressive models)."""
+    if isinstance(model, ConvVAE):
+        return model.decoder(z)
+    if isinstance(model, SarNetVAE):
+        return model.decoder.logits(x, z)
+    return model.logits(x, z)
+
+
+@torch.no_grad()
+def exact_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x) (or log p(x | z) for a SarNet with a latent), nats per image, float64: one teacher-forced pass."""
+    check_density_model(net)
+    return log_bernoulli(net.logits(x, z), x)
+
+
+@torch.no_grad()
+def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    """The same quantity as the naive sampler computes it: for each patch k, one full pass over an image that
+    holds only patches < k (zeros elsewhere, as `fill_naive` sees it before writing patch k); the log-probability
+    of x's patch k under that pass. The specification of `exact_log_prob` (tested equal)."""
+    from sarnet.sampling import patch_units
+    check_density_model(net)
+    flat = x.flatten(1)
+    weights = [layer.masked_weight() for layer in net.layers]  # W*M once, not once per pass (as fill_naive)
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    prefix = torch.zeros_like(flat)
+    for k in range(net.n_patches):
+        idx = patch_units(net, k).to(x.device)
+        logits = net.logits(prefix.view_as(x), z, weights).flatten(1)[:, idx]
+        total += log_bernoulli(logits, flat[:, idx])
+        prefix[:, idx] = flat[:, idx]  # patch k is now given, as the sampler would have written it
+    return total
+
+
+@torch.no_grad()
+def log_weights(model, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a VAE: (log w (B, k), log p(x|z) (B, k)), float64, z_i ~ q(z|x) drawn with `generator` (on the CPU, so
+    the same draws on any device). Forward passes go in chunks of at most `batch_size` rows: each image's k copies
+    are rows of the same batch, and k > batch_size is split into several chunks of draws."""
+    mu, logvar = model.encoder(x)
+    b, latent = mu.shape
+    log_w = torch.empty(b, k, dtype=torch.float64)
+    log_px = torch.empty(b, k, dtype=torch.float64)
+    per_chunk = max(1, batch_size // k)  # images per forward pass
+    draws = min(k, batch_size)           # draws per image and pass
+    for i in range(0, b, per_chunk):
+        rows = slice(i, min(b, i + per_chunk))
+        n = rows.stop - rows.start
+        for j in range(0, k, draws):
+            m = min(draws, k - j)
+            eps = torch.randn(n, m, latent, generator=generator).to(mu.device, mu.dtype)
+            mu_r, lv_r = mu[rows, None].expand(n, m, latent), logvar[rows, None].expand(n, m, latent)
+            z = (mu_r + eps * torch.exp(0.5 * lv_r)).reshape(n * m, latent)
+            xr = x[rows, None].expand(n, m, *x.shape[1:]).reshape(n * m, *x.shape[1:])
+            lp = log_bernoulli(decoder_logits(model, xr, z), xr)
+            lw = lp + log_normal(z) - log_normal(z, mu_r.reshape(n * m, latent), lv_r.reshape(n * m, latent))
+            log_px[rows, j:j + m] = lp.view(n, m).cpu()
+            log_w[rows, j:j + m] = lw.view(n, m).cpu()
+    return log_w, log_px
+
+
+def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
+    """log (1/k) sum_i w_i per image, float64 logsumexp."""
+    return torch.logsumexp(log_w.double(), dim=1) - math.log(log_w.shape[1])
+
+
+@torch.no_grad()
+def vae_bounds(model, x: torch.Tensor, k: int, generator=None, batch_size: int = 1000) -> dict:
+    """Per image (float64): iwae = IWAE_k, elbo = mean_i log p(x|z_i) - KL(q || p), kl."""
+    log_w, log_px = log_weights(model, x, k, generator, batch_size)
+    mu, logvar = model.encoder(x)
+    kl = (-0.5 * (1 + logvar.double() - mu.double().pow(2) - logvar.double().exp()).sum(1)).cpu()
+    return {"iwae": iwae_from_log_weights(log_w), "elbo": log_px.mean(1) - kl, "kl": kl}
+
+
+# ------------------------------------------------------------------------------------ test-set scoring
+
+def summary(per_image: torch.Tensor, pixels: int) -> dict:
+    """Mean NLL (nats) of per-image log-likelihoods, its standard error over images, and bits/dim."""
+    nll = -per_image.double()
+    n = len(nll)
+    se = float(nll.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    mean = float(nll.mean())
+    return {"nats": mean, "se": se, "bpd": mean / (pixels * math.log(2)), "bpd_se": se / (pixels * math.log(2))}
+
+
+@torch.no_grad()
+def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> dict:
+    """Score binary images x (N, C, H, W) under `model`.
+
+    -> {"kind": "exact" | "bound", "n_images", "pixels", "nll": {nats, se, bpd, bpd_se}} plus, for the VAEs,
+    "k", "elbo": {...} (negative ELBO) and "kl" (mean nats). For the VAEs "nll" is -IWAE_k: an upper bound on the
+    NLL that tightens as k grows. `seed` fixes the q(z|x) draws (a CPU generator: the same on any device).
+    """
+    check_density_model(model)
+    check_binary(x)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise LikelihoodError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pixels = x[0].numel()
+    exact = isinstance(model, SarNet)
+    gen = torch.Generator().manual_seed(seed)
+    images = batch_size if exact else max(1, batch_size // k)
+    parts = {"ll": [], "elbo": [], "kl": []}
+    bar = _progress(len(x), progress, "exact NLL" if exact else f"IWAE k={k}")
+    try:
+        for i in range(0, len(x), images):
+            xb = x[i:i + images].to(device)
+            if exact:
+                parts["ll"].append(exact_log_prob(model, xb).cpu())
+            else:
+                b = vae_bounds(model, xb, k, gen, batch_size)
+                parts["ll"].append(b["iwae"])
+                parts["elbo"].append(b["elbo"])
+                parts["kl"].append(b["kl"])
+            bar.update(len(xb))
+    finally:
+        bar.close()
+        model.train(was_training)
+    out = {"kind": "exact" if exact else "bound", "n_images": len(x), "pixels": pixels,
+           "nll": summary(torch.cat(parts["ll"]), pixels)}
+    if not exact:
+        out.update(k=k, elbo=summary(torch.cat(parts["elbo"]), pixels), kl=float(torch.cat(parts["kl"]).mean()))
+    return out
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if enabled:
+        from tqdm import tqdm  # a dependency of Lightning; goes to stderr, so stdout stays machine-readable
+        return tqdm(total=total, desc=desc, unit="img")
+
+    class Silent:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    return Silent()
+
+
+def flat_metrics(result: dict, prefix: str = "test") -> dict:
+    """results.json / CSV / W&B keys: test/nll (nats), test/nll_se, test/bpd, and test/elbo_nll, test/kl,
+    test/iwae_k for the bounds."""
+    out = {f"{prefix}/nll": result["nll"]["nats"], f"{prefix}/nll_se": result["nll"]["se"],
+           f"{prefix}/bpd": result["nll"]["bpd"]}
+    if result["kind"] == "bound":
+        out.update({f"{prefix}/elbo_nll": result["elbo"]["nats"], f"{prefix}/elbo_nll_se": result["elbo"]["se"],
+                    f"{prefix}/kl": result["kl"], f"{prefix}/iwae_k": float(result["k"])})
+    return out
+
+
+# ------------------------------------------------------------------------- the train.py and config hooks
+
+def check_config(cfg, net):
+    """Fail-fast checks (called by sarnet/config.py before any data is read): sampling mode and temperature, and,
+    when `likelihood.enabled`, that the model and the data config can have a likelihood."""
+    from sarnet.config import ConfigError
+    sample = cfg.sample
+    mode, temperature = sample.get("mode", "mean"), sample.get("temperature", 1.0)
+    if mode not in ("mean", "bernoulli"):
+        raise ConfigError(f"sample.mode={mode!r} is invalid: must be mean (sigmoid means) or bernoulli")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ConfigError(f"sample.temperature={temperature!r} is invalid: must be a number > 0")
+    if mode == "bernoulli" and getattr(getattr(net, "decoder", net), "out_activation", "sigmoid") != "sigmoid":
+        raise ConfigError("sample.mode='bernoulli' is invalid: it needs a sigmoid output, but "
+                          "model.net.out_activation='none'; use sample.mode=mean")
+    lk = cfg.get("likelihood")
+    if not lk or not lk.get("enabled"):
+        return
+    try:
+        check_density_model(net)
+    except LikelihoodError as e:
+        raise ConfigError(f"likelihood.enabled=true: {e}") from None
+    k = lk.get("k")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
+    binarize = cfg.data.get("binarize", "none")
+    if binarize == "none" and cfg.data.get("static_dir") is None:
+        raise ConfigError("likelihood.enabled=true but data.binarize='none': grey-level data has no Bernoulli "
+                          "likelihood; use data.binarize=dynamic (the field's protocol) or data.static_dir")
+
+
+def evaluate_likelihood(net, datamodule, cfg_likelihood) -> dict:
+    """Score the DataModule's test split (as the run's test step saw it) -> {"metrics": flat keys, "result"}."""
+    datamodule.setup("test")
+    x = datamodule.test_x
+    n = cfg_likelihood.get("max_images")
+    if n:
+        x = x[:n]
+    result = score(net, x, k=cfg_likelihood.k, batch_size=cfg_likelihood.batch_size, seed=cfg_likelihood.seed,
+                   progress=cfg_likelihood.get("progress", True))
+    return {"metrics": flat_metrics(result), "result": result}

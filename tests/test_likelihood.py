@@ -1,0 +1,279 @@
+"""Likelihood: exact normalisation over every binary image, exact == naive per-patch passes, IWAE vs ELBO, refusals."""
+
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from sarnet.likelihood import (
+    LikelihoodError,
+    exact_log_prob,
+    flat_metrics,
+    iwae_from_log_weights,
+    log_weights,
+    naive_log_prob,
+    score,
+    vae_bounds,
+)
+from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+from tests.test_semidense import GEOMETRIES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def all_binary_images(side: int) -> torch.Tensor:
+    """Every binary (1, side, side) image: 2^(side^2) of them, float64."""
+    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=side * side)), dtype=torch.float64)
+    return bits.view(-1, 1, side, side)
+
+
+def strict_net(geometry, latent=0, mode="predicted", seed=0):
+    torch.manual_seed(seed)
+    net = SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation="sigmoid").double()
+    for layer in net.layers:  # far from uniform: a normalisation bug cannot hide behind p = 1/2
+        torch.nn.init.uniform_(layer.bias, -2, 2)
+        layer.weight.data.normal_(0, 2 * layer.weight.shape[1] ** -0.5).mul_(layer.mask)
+    return net.eval()
+
+
+@pytest.mark.parametrize("geometry, latent", [
+    ([[2, 1, 1], [2, 3, 1], [2, 1, 1]], 0),             # 2x2 images, patch 1: 16 images
+    ([[4, 1, 2], [4, 2, 2], [4, 1, 2]], 0),             # 4x4 images, patch 2: 65,536 images
+    ([[4, 1, 2], [2, 3, 1], [4, 2, 2], [4, 1, 2]], 3),  # ... with a compressed hidden layer and a fixed latent
+], ids=["2x2-p1", "4x4-p2", "4x4-p2-latent"])
+def test_exp_minus_nll_sums_to_one_over_every_binary_image(geometry, latent):
+    net = strict_net(geometry, latent)
+    x = all_binary_images(geometry[0][0])
+    z = torch.randn(1, latent, dtype=torch.float64).expand(len(x), -1) if latent else None  # held fixed
+    log_p = exact_log_prob(net, x, z)
+    assert abs(torch.logsumexp(log_p, 0).exp().item() - 1) < 1e-6
+    assert log_p.max() < 0 and log_p.std() > 0.5  # a real distribution, not a uniform one
+
+
+def test_given_mode_is_refused_and_is_not_normalised():
+    net = strict_net([[2, 1, 1], [2, 3, 1], [2, 1, 1]], mode="given")
+    with pytest.raises(LikelihoodError, match=r"first_patch='given'.*patch 0 is copied.*first_patch=predicted"):
+        exact_log_prob(net, all_binary_images(2))
+    with pytest.raises(LikelihoodError, match="first_patch='given'"):
+        score(net, all_binary_images(2))
+    with pytest.raises(LikelihoodError, match="first_patch='given'"):
+        score(SarNetVAE(2, [[4, 1, 2], [4, 2, 2], [4, 1, 2]], first_patch="given"), torch.zeros(2, 1, 4, 4))
+    # why: output patch 0 reads input patch 0, so the "probabilities" need not sum to one
+    from sarnet.likelihood import log_bernoulli
+    total = torch.logsumexp(log_bernoulli(net.logits(all_binary_images(2)), all_binary_images(2)), 0).exp()
+    assert abs(total.item() - 1) > 1e-3
+
+
+def test_non_sigmoid_output_and_non_binary_data_are_refused():
+    with pytest.raises(LikelihoodError, match="out_activation='none'"):
+        score(SarNet([[2, 1, 1], [2, 3, 1], [2, 1, 1]], first_patch="predicted"), all_binary_images(2).float())
+    net = strict_net([[2, 1, 1], [2, 3, 1], [2, 1, 1]]).float()
+    with pytest.raises(LikelihoodError, match="not binary.*data.binarize=dynamic"):
+        score(net, torch.full((3, 1, 2, 2), 0.5))
+    with pytest.raises(LikelihoodError, match="likelihood.k=0"):
+        score(ConvVAE(2, side=4), torch.zeros(3, 1, 4, 4), k=0)
+
+
+@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[0][0] <= 12],
+                         ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
+@pytest.mark.parametrize("latent", [0, 3])
+def test_exact_nll_equals_the_sum_of_per_patch_conditionals_of_naive_passes(geometry, latent):
+    net = strict_net(geometry, latent, seed=1)
+    torch.manual_seed(2)
+    x = torch.bernoulli(torch.full((5, *net.image_shape), 0.4, dtype=torch.float64))
+    z = torch.randn(5, latent, dtype=torch.float64) if latent else None
+    assert (exact_log_prob(net, x, z) - naive_log_prob(net, x, z)).abs().max() < 1e-10
+
+
+def tiny_vae(kind="sarnet_vae", latent=2, seed=0):
+    torch.manual_seed(seed)
+    if kind == "vae":
+        return ConvVAE(latent, side=4).double().eval()
+    return SarNetVAE(latent, [[4, 1, 2], [4, 2, 2], [4, 1, 2]], first_patch="predicted").double().eval()
+
+
+def binary_batch(n=6, side=4, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, 1, side, side), 0.35, dtype=torch.float64), generator=g)
+
+
+@pytest.mark.parametrize("kind", ["sarnet_vae", "vae"])
+def test_iwae_with_k1_equals_the_elbo_in_expectation(kind):
+    model, x = tiny_vae(kind), binary_batch()
+    # 4,000 independent IWAE_1 estimates per image vs the ELBO (its own draws, analytic KL): same expectation.
+    log_w, _ = log_weights(model, x, 4000, torch.Generator().manual_seed(0))
+    iwae1 = log_w  # IWAE_1 of each single draw is log w itself
+    assert torch.allclose(iwae_from_log_weights(log_w[:, :1]), log_w[:, 0])
+    elbo = vae_bounds(model, x, 4000, torch.Generator().manual_seed(1))["elbo"]
+    se = iwae1.std(1) / math.sqrt(iwae1.shape[1])
+    assert ((iwae1.mean(1) - elbo).abs() < 5 * se + 1e-3).all(), (iwae1.mean(1), elbo, se)
+
+
+@pytest.mark.parametrize("kind", ["sarnet_vae", "vae"])
+def test_iwae_bound_does_not_decrease_in_k_on_average(kind):
+    model, x = tiny_vae(kind, seed=4), binary_batch(8)
+    with torch.no_grad():  # make p(x|z) depend strongly on z, so that q(z|x) is far from the posterior
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.ConvTranspose2d)) or hasattr(module, "mask"):
+                module.weight.mul_(4)
+    # 2,560 draws per image (fixed seed), cut into groups of k: IWAE_k averaged over the groups, for each k.
+    log_w, _ = log_weights(model, x, 2560, torch.Generator().manual_seed(0))
+    means = [iwae_from_log_weights(log_w.reshape(-1, k)).mean().item() for k in (1, 4, 16, 64, 256)]
+    assert all(b >= a for a, b in zip(means, means[1:])), means
+    assert means[-1] - means[0] > 0.1, means  # and it does tighten
+
+
+def test_score_reports_nats_bits_per_dim_and_standard_error():
+    net = strict_net([[4, 1, 2], [4, 2, 2], [4, 1, 2]]).float()
+    x = binary_batch(10).float()
+    out = score(net, x, batch_size=3)
+    per_image = -exact_log_prob(net, x)
+    assert out["kind"] == "exact" and out["n_images"] == 10 and out["pixels"] == 16
+    assert out["nll"]["nats"] == pytest.approx(per_image.mean().item())
+    assert out["nll"]["se"] == pytest.approx(per_image.std().item() / math.sqrt(10))
+    assert out["nll"]["bpd"] == pytest.approx(out["nll"]["nats"] / (16 * math.log(2)))
+    assert set(flat_metrics(out)) == {"test/nll", "test/nll_se", "test/bpd"}
+    vae = score(tiny_vae().float(), x, k=5, batch_size=7, seed=0)
+    assert vae["kind"] == "bound" and vae["k"] == 5
+    assert vae["nll"]["nats"] <= vae["elbo"]["nats"] + 1.0  # -IWAE_5 below -ELBO up to noise
+    assert score(tiny_vae().float(), x, k=5, batch_size=7, seed=0) == vae  # seeded: reproducible
+    assert {"test/elbo_nll", "test/kl", "test/iwae_k"} <= set(flat_metrics(vae))
+
+
+def test_log_weights_split_k_larger_than_the_batch():
+    model, x = tiny_vae(), binary_batch(3)
+    log_w, log_px = log_weights(model, x, 7, torch.Generator().manual_seed(0), batch_size=3)  # 3 chunks of draws
+    assert log_w.shape == (3, 7) and log_w.dtype == torch.float64 and torch.isfinite(log_w).all()
+    assert (log_px < 0).all()
+
+
+# ---- sampling binarized models: Bernoulli draws with a temperature, fast == naive ---------------------------
+
+@pytest.mark.parametrize("geometry", [[[6, 1, 1], [6, 2, 1], [6, 1, 1]], [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]],
+                         ids=["pixel", "patch2"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_bernoulli_generate_fast_equals_naive_and_is_binary(geometry, temperature):
+    from sarnet.sampling import generate
+    net = strict_net(geometry, latent=3, seed=5).float()
+    kw = dict(mode="bernoulli", temperature=temperature, th=None)
+    fast = generate(net, 50, method="fast", generator=torch.Generator().manual_seed(0), **kw)
+    naive = generate(net, 50, method="naive", generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(fast, naive) and set(fast.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_low_temperature_draws_are_the_rounded_means_of_a_strict_model():
+    from sarnet.sampling import fill_naive
+    net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], seed=6)
+    x = torch.zeros(4, 1, 6, 6, dtype=torch.float64)
+    u = torch.rand(4, 36, dtype=torch.float64)
+    cold = fill_naive(net, x, mode="bernoulli", temperature=1e-6, uniforms=u)
+    # the greedy image: each pixel is 1 iff its conditional probability given the pixels before it is > 1/2
+    greedy = x.clone().flatten(1)
+    for i in range(36):
+        greedy[:, i] = (net.logits(greedy.view_as(x)).flatten(1)[:, i] > 0).double()
+    assert torch.equal(cold.flatten(1), greedy)
+
+
+def test_sample_config_mode_and_temperature_reach_the_sampler():
+    from sarnet.sampling import sample_images
+    net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], latent=2, seed=7).float()
+    cfg = {"mode": "bernoulli", "temperature": 0.8, "th": None, "method": "naive"}
+    a = sample_images(net, 20, cfg, torch.Generator().manual_seed(1))
+    b = sample_images(net, 20, {**cfg, "method": "fast"}, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+    vae = ConvVAE(2, side=4)
+    draws = sample_images(vae, 20, {"mode": "bernoulli", "temperature": 1.0, "th": None}, torch.Generator())
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+
+
+# ---- configs: the issue-14 experiments, fail-fast refusals, one smoke run ------------------------------------
+
+EXPERIMENTS = ["nll_sarnet_pixel", "nll_sarnet_vae_pixel", "nll_sarnet_vae", "nll_vae"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("data, classes", [("mnist", None), ("mnist5", [5])])
+def test_experiment_configs_are_strict_binarized_and_score_the_likelihood(experiment, data, classes):
+    from sarnet.config import validate
+    from tests.test_train_smoke import compose_config
+    cfg = compose_config(f"experiment={experiment}", *([] if data == "mnist" else [f"data={data}"]))
+    net = validate(cfg)
+    assert cfg.data.classes == (None if classes is None else classes) and cfg.data.binarize == "dynamic"
+    assert cfg.likelihood.enabled and cfg.loss.kind == "bce" and cfg.sample.mode == "bernoulli"
+    assert cfg.sample.th is None and not cfg.fid.enabled
+    if experiment != "nll_vae":
+        sarnet = getattr(net, "decoder", net)
+        assert sarnet.first_patch == "predicted" and sarnet.out_activation == "sigmoid"
+        assert sarnet.patch == (1 if "pixel" in experiment else 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment=nll_sarnet_vae", "model.net.first_patch=given"], "likelihood.enabled=true: likelihood is "
+     "undefined for model.net.first_patch='given'"),
+    (["experiment=nll_vae", "data.binarize=none"], "data.binarize='none'"),
+    (["likelihood=default"], "first_patch='given'"),  # the reference's default model
+    (["experiment=nll_vae", "likelihood.k=0"], "likelihood.k=0"),
+    (["sample.mode=draw"], "sample.mode='draw'"),
+    (["sample.temperature=0"], "sample.temperature=0"),
+    (["model=sarnet", "sample.mode=bernoulli"], "needs a sigmoid output")])
+def test_likelihood_and_sampling_configs_fail_fast_with_one_line(overrides, message):
+    from sarnet.config import ConfigError, validate
+    from tests.test_train_smoke import compose_config
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_config(*overrides))
+
+
+@pytest.mark.slow  # two train.py processes: ~25 s each on a loaded 2-core CPU
+@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
+                    reason="run `make data` first")
+def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
+    from tests.test_train_smoke import train
+    train("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))
+    refused = train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
+                    f"hydra.run.dir={tmp_path / 'given'}", check=False)
+    assert refused.returncode == 1 and "first_patch='given'" in refused.stderr + refused.stdout
+
+
+# ---- scripts/likelihood.py -----------------------------------------------------------------------------------
+
+def script_checkpoint(tmp_path, first_patch, kind="sarnet"):
+    from tests.test_generation import fake_checkpoint
+    geometry = [[28, 1, 4], [14, 1, 2], [28, 1, 4]]
+    if kind == "sarnet":
+        config = {"_target_": "sarnet.nn.SarNet", "geometry": geometry, "latent_dim": 0, "first_patch": first_patch,
+                  "out_activation": "sigmoid"}
+        net = SarNet(geometry, 0, first_patch, "sigmoid")
+    else:
+        config = {"_target_": "sarnet.nn.SarNetVAE", "latent_dim": 2, "geometry": geometry, "first_patch": first_patch}
+        net = SarNetVAE(2, geometry, first_patch)
+    (tmp_path / "checkpoints").mkdir(exist_ok=True)
+    return fake_checkpoint(tmp_path / "checkpoints" / f"{kind}_{first_patch}.ckpt", net, config)
+
+
+@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
+                    reason="run `make data` first")
+@pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae"])
+def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind, tmp_path, monkeypatch, capsys):
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import likelihood as script
+    monkeypatch.chdir(ROOT)  # a copied checkpoint (no run config): MNIST under ./data, binarize=dynamic
+    ckpt = script_checkpoint(tmp_path, "predicted", kind)
+    row = script.main(["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",
+                       "--json", str(tmp_path / "out.json")])
+    assert row["n_images"] == 30 and row["kind"] == ("exact" if kind == "sarnet" else "bound")
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out.json").read_text())
+    assert "binarize=dynamic" in row["data"] and row["nll"]["nats"] > 0
+    with pytest.raises(SystemExit) as done:
+        script.main(["--ckpt", str(script_checkpoint(tmp_path, "given", kind)), "--no-progress"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "first_patch='given'" in err and err.count("\n") == 1
