@@ -6,7 +6,6 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid, save_image
 
-from sarnet.nn import ConvVAE
 from sarnet.sampling import complete, draw_z, sample_images
 
 
@@ -49,7 +48,7 @@ class ImageGrids(L.Callback):
             samples = sample_images(net, self.n, self.sample, gen, z=z)
             log_grid(trainer, "samples", make_grid(samples, nrow=self.n), out_dir / f"samples_epoch{epoch:03d}.png",
                      "fixed z")
-            if getattr(net, "latent_dim", 0) and not isinstance(net, ConvVAE):
+            if net.latent_dim and net.ar_net is not None:
                 k = min(4, self.n)
                 filled, masked = complete(net, x[:k], self.keep_patches, n=6, th=self.sample.get("th"),
                                           generator=torch.Generator().manual_seed(self.seed))

@@ -11,7 +11,6 @@ import torch
 from torchvision.utils import save_image
 
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
-from sarnet.nn import SarNet, SarNetVAE
 
 
 class UsageError(Exception):
@@ -73,10 +72,10 @@ def fresh_path(path: Path) -> Path:
     return out
 
 
-def resolve_th(value, run: dict, default=0.105):
-    """--th as given; not given -> the run's sample.th (itself possibly null = no threshold)."""
+def resolve_th(value, run: dict):
+    """--th as given; not given -> the run's sample.th (null = no threshold)."""
     if value is None:
-        return run["sample"].get("th", default)
+        return run["sample"].get("th")
     return None if value == "none" else value
 
 
@@ -89,7 +88,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def require_autoregressive(model, what: str):
-    if not isinstance(model, (SarNet, SarNetVAE)):
+    if model.ar_net is None:
         raise UsageError(f"{what} needs an autoregressive SarNet or SarNetVAE checkpoint; this one holds a "
                          f"{type(model).__name__}, which is not autoregressive")
 

@@ -126,10 +126,10 @@ def validate(cfg: DictConfig):
         net = instantiate(cfg.model.net)
     except Exception as e:  # noqa: BLE001
         raise ConfigError(_net_message(cfg.model.net, e)) from _chain(e)
-    shape = tuple(getattr(net, "image_shape", None) or net.decoder.image_shape)
+    shape = tuple(net.image_shape)
     _check(shape == IMAGE_SHAPE, "model.net.geometry", _plain(cfg.model.net.get("geometry")),
            "must start and end with [28, 1, patch]: the data are 1 x 28 x 28 images (MNIST, Fashion-MNIST)")
-    out_activation = getattr(net, "out_activation", "sigmoid")
+    out_activation = net.out_activation
     _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.kind,
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
@@ -141,7 +141,7 @@ def validate(cfg: DictConfig):
 
 def _check_callbacks(cfg, net):
     """The image grids and the checkpoint monitors, which would otherwise fail after training."""
-    latent = bool(getattr(net, "latent_dim", 0))
+    latent = bool(net.latent_dim)
     logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *(["kld"] * latent))}
     logged.add("val/mse")
     validates = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0
@@ -156,8 +156,7 @@ def _check_callbacks(cfg, net):
         if str(node.get("_target_", "")).endswith("ImageGrids"):
             for key in ("every_n_epochs", "n"):
                 _check(_positive_int(node.get(key)), f"callbacks.{name}.{key}", node.get(key), "must be a positive int")
-            decoder = getattr(net, "decoder", net)
-            patches = getattr(decoder, "n_patches", None)
+            patches = net.ar_net.n_patches if net.ar_net is not None else None
             keep = node.get("keep_patches", 24)
             _check(patches is None or isinstance(keep, int) and not isinstance(keep, bool) and 0 <= keep <= patches,
                    f"callbacks.{name}.keep_patches", keep, f"must be an int in 0..{patches} (this net's patches)")

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+from sarnet.nn import SarNet
 
 
 class LikelihoodError(ValueError):
@@ -31,11 +31,9 @@ class LikelihoodError(ValueError):
 
 def check_density_model(model):
     """Raise LikelihoodError unless `model` defines a normalised Bernoulli density (or a bound on one)."""
-    if isinstance(model, ConvVAE):
+    net = model.ar_net
+    if net is None:  # the conv VAE: a Bernoulli decoder given z, bounded by the ELBO / IWAE
         return
-    if not isinstance(model, (SarNet, SarNetVAE)):
-        raise LikelihoodError(f"likelihood needs a SarNet, SarNetVAE or ConvVAE, not {type(model).__name__}")
-    net = model.decoder if isinstance(model, SarNetVAE) else model
     if net.first_patch != "predicted":
         raise LikelihoodError(f"likelihood is undefined for model.net.first_patch={net.first_patch!r}: patch 0 "
                               f"is copied from the input, not modelled; train with model.net.first_patch=predicted")
@@ -68,11 +66,9 @@ def log_normal(z: torch.Tensor, mu=None, logvar=None) -> torch.Tensor:
 
 def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """Logits of p(x | z) (teacher-forced on x for the autoregressive models)."""
-    if isinstance(model, ConvVAE):
+    if model.ar_net is None:  # the conv VAE
         return model.decoder(z)
-    if isinstance(model, SarNetVAE):
-        return model.decoder.logits(x, z)
-    return model.logits(x, z)
+    return model.ar_net.logits(x, z)
 
 
 @torch.no_grad()
@@ -170,7 +166,7 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     model.eval()
     device = next(model.parameters()).device
     pixels = x[0].numel()
-    exact = isinstance(model, SarNet)
+    exact = model.ar_net is model  # a SarNet: exact; the VAEs: bounds
     gen = torch.Generator().manual_seed(seed)
     images = batch_size if exact else max(1, batch_size // k)
     parts = {"ll": [], "elbo": [], "kl": []}
@@ -234,7 +230,7 @@ def check_config(cfg, net):
         raise ConfigError(f"sample.mode={mode!r} is invalid: must be mean (sigmoid means) or bernoulli")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ConfigError(f"sample.temperature={temperature!r} is invalid: must be a number > 0")
-    if mode == "bernoulli" and getattr(getattr(net, "decoder", net), "out_activation", "sigmoid") != "sigmoid":
+    if mode == "bernoulli" and net.out_activation != "sigmoid":
         raise ConfigError("sample.mode='bernoulli' is invalid: it needs a sigmoid output, but "
                           "model.net.out_activation='none'; use sample.mode=mean")
     lk = cfg.get("likelihood")

@@ -24,7 +24,7 @@ class SarnetModule(L.LightningModule):
         super().__init__()
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
-        out_activation = getattr(net, "out_activation", "sigmoid")  # the VAEs always end in a sigmoid
+        out_activation = net.out_activation
         if loss.needs_sigmoid and out_activation != "sigmoid":
             raise ValueError(f"loss.kind=bce needs a sigmoid output but model.net.out_activation={out_activation!r};"
                              f" use loss=mse/l1/l1_ssim/mse_ssim or set model.net.out_activation=sigmoid")

@@ -11,14 +11,12 @@ Both samplers fill an image patch by patch in raster order; patches < `start` ar
 
 import torch
 
-from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+from sarnet.nn import SarNet
 
 
 def decoder_of(model) -> SarNet:
-    if isinstance(model, SarNetVAE):
-        return model.decoder
-    if isinstance(model, SarNet):
-        return model
+    if model.ar_net is not None:
+        return model.ar_net
     raise TypeError(f"{type(model).__name__} is not autoregressive: completion, importance and patch-wise "
                     f"sampling need a SarNet or SarNetVAE")
 
@@ -81,7 +79,7 @@ def _check_inputs(net: SarNet, x, z):
         dtype = x.dtype if isinstance(x, torch.Tensor) else ""
         raise ValueError(f"x: expected a float tensor of shape (B, {', '.join(map(str, net.image_shape))}), got "
                          f"{dtype} {shape}")
-    latent = getattr(net, "latent_dim", 0)
+    latent = net.latent_dim
     if not latent:
         if z is not None:
             raise ValueError(f"z given but this {type(net).__name__} has no latent (latent_dim=0): pass z=None")
@@ -103,7 +101,7 @@ def _check_temperature(mode, temperature):
 
 
 @torch.no_grad()
-def fill_naive(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperature=1.0, uniforms=None):
+def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches."""
     _check_mode(mode)
     _check_temperature(mode, temperature)
@@ -141,7 +139,7 @@ def _sorted_layers(net: SarNet):
 
 
 @torch.no_grad()
-def fill_fast(net: SarNet, x, z=None, keep=0, th=0.105, mode="mean", temperature=1.0, uniforms=None):
+def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
     """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
 
     Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows: every step
@@ -188,14 +186,14 @@ def _batches(n, batch_size):
 
 
 def draw_z(model, n, z_scale=1.0, generator=None, device="cpu"):
-    latent = getattr(model, "latent_dim", 0)
+    latent = model.latent_dim
     if not latent:
         return None
     return (torch.randn(n, latent, generator=generator) * z_scale).to(device)
 
 
 @torch.no_grad()
-def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, method="fast", mode="mean",
+def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method="fast", mode="mean",
              temperature=1.0, generator=None, batch_size=500):
     """Generate n images (or one per row of z) from scratch, or complete `x` keeping `keep` patches.
 
@@ -217,7 +215,7 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
     if len(set(rows.values())) > 1:  # never silently fewer images than asked for
         raise ValueError(f"n, z and x disagree on the number of images: {rows}")
     if z is not None:
-        latent = getattr(model, "latent_dim", 0)
+        latent = model.latent_dim
         if not latent or not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != latent:
             raise ValueError(f"z: expected shape (n, {latent}) for this {type(model).__name__} (latent_dim="
                              f"{latent}), got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
@@ -236,7 +234,7 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
         n = z.shape[0]
         z = z.to(device)
     try:
-        if isinstance(model, ConvVAE):
+        if model.ar_net is None:  # the conv VAE: one decoder pass
             _check_mode(mode)
             if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
                 logits = model.decoder(z)
@@ -258,7 +256,7 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=0.105, metho
 
 
 @torch.no_grad()
-def complete(model, images, keep, n=8, z_scale=2 / 3, th=0.105, generator=None, **kw):
+def complete(model, images, keep, n=8, z_scale=2 / 3, th=None, generator=None, **kw):
     """n completions of every image: (B, n, C, H, W). Given patches are kept bit-exact."""
     net = decoder_of(model)
     _check_count("n", n)
@@ -273,7 +271,7 @@ def complete(model, images, keep, n=8, z_scale=2 / 3, th=0.105, generator=None, 
 
 
 @torch.no_grad()
-def interpolate(model, a, b, steps=10, use_mean=True, th=0.105, generator=None, **kw):
+def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, **kw):
     """Encode images a and b (1, C, H, W), walk z linearly from one to the other in `steps`, generate each."""
     _check_count("steps", steps)
     if not hasattr(model, "encoder"):
@@ -295,7 +293,7 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=0.105, generator=None, 
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max=0.65, p=0.3, th=0.15, refine=True, generator=None):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None):
     """The reference's generation for simple (regression) SarNET, SPEC 3.3, kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
@@ -343,10 +341,10 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None):
     """Generate n images as configured (`sample` config node): the one entry point used by the image callback,
     FID and scripts/sample.py. Regression SarNET (linear output, no latent) uses the reference's noisy scheme."""
     cfg = dict(sample_cfg or {})
-    if isinstance(model, SarNet) and model.out_activation == "none":
+    if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
-        return generate_regression(model, n, th=cfg.get("th", 0.15), generator=generator, **reg)
+        return generate_regression(model, n, th=cfg.get("th"), generator=generator, **reg)
     return generate(model, n=None if z is not None else n, z=z, z_scale=cfg.get("z_scale", 1.0),
-                    th=cfg.get("th", 0.105), method=cfg.get("method", "fast"), mode=cfg.get("mode", "mean"),
+                    th=cfg.get("th"), method=cfg.get("method", "fast"), mode=cfg.get("mode", "mean"),
                     temperature=cfg.get("temperature", 1.0), generator=generator,
                     batch_size=cfg.get("batch_size", 500))

@@ -49,7 +49,7 @@ def make_wandb_logger(cfg: DictConfig, node: DictConfig, output_dir: Path, net):
         os_environ_offline()
     sweep = hc.mode.name == "MULTIRUN"
     group = node.get("group") or (tracking.sweep_group(hc.sweep.dir) if sweep else None)
-    name = node.get("name") or tracking.run_name(choices, getattr(net, "latent_dim", 0), cfg.seed,
+    name = node.get("name") or tracking.run_name(choices, net.latent_dim, cfg.seed,
                                                  hc.overrides.task, hc.job.config.override_dirname.exclude_keys)
     tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
     previous = tracking.read_run_file(output_dir)
@@ -280,7 +280,7 @@ def run(cfg: DictConfig) -> float | None:
         "loss": choices.get("loss"),
         "dataset": datamodule.dataset,
         "classes": datamodule.classes,
-        "latent_dim": getattr(module.net, "latent_dim", 0) or None,
+        "latent_dim": module.net.latent_dim or None,
         "seed": cfg.seed,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

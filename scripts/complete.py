@@ -39,7 +39,7 @@ if __name__ == "__main__":
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.positive_int, default=10)
     p.add_argument("--z-scale", type=float, default=2 / 3)
-    p.add_argument("--th", type=cli.threshold, default=0.15)
+    p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
     cli.main(p, body)

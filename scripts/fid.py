@@ -5,21 +5,28 @@
         [--device auto|cpu|cuda]
 
 Prints one JSON object per setting: {"ckpt", "th", "z_scale", "n_gen", "n_sets", "real_set", "fid_mean",
-"fid_std", "fid_values"}. The protocol defaults are the run's `fid` config (else the reference's: 10 sets of
-10,000 images against the resampled test set, seed 2024). Every setting is scored with the same seed, so the same
-z draws and real sets: differences between settings are not sampling noise of the protocol.
+"fid_std", "fid_values"}. The protocol defaults are the run's `fid` config (else conf/fid/default.yaml's:
+the reference's 10 sets of 10,000 images against the resampled test set, seed 2024). Every setting is scored
+with the same seed, so the same z draws and real sets: differences between settings are not sampling noise of
+the protocol.
 """
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.config import REAL_SETS
 from sarnet.data.sources import atomic_write
 from sarnet.sampling import sample_images
 
-PROTOCOL = {"n_gen": 10000, "n_sets": 10, "real_set": "test_resampled", "seed": 2024, "batch_size": 500}
+# The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
+DEFAULT_FID = Path(__file__).resolve().parents[1] / "conf" / "fid" / "default.yaml"
+PROTOCOL_KEYS = ("n_gen", "n_sets", "real_set", "seed", "batch_size")
 
 
 def progress(fmt: str, *args):
@@ -43,7 +50,7 @@ def main(argv=None):
     p.add_argument("--z-scale", type=floats, default=None, help="comma list (default: the run's sample.z_scale)")
     p.add_argument("--n-gen", type=int, default=None)
     p.add_argument("--n-sets", type=int, default=None)
-    p.add_argument("--real-set", choices=("test_resampled", "train", "test"), default=None)
+    p.add_argument("--real-set", choices=REAL_SETS, default=None)
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's fid.seed)")
     p.add_argument("--json", default=None, help="also write the list of results to this file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -55,9 +62,10 @@ def main(argv=None):
         device = cli.pick_device(args.device)
         model = load_model(args.ckpt, map_location=device)
         run = load_run_config(args.ckpt)
-        protocol = dict(PROTOCOL)
+        fid_cfg = OmegaConf.load(DEFAULT_FID)
         if run["config"] is not None and run["config"].get("fid") is not None:
-            protocol.update({k: v for k, v in run["config"].fid.items() if k in protocol})
+            fid_cfg = run["config"].fid
+        protocol = {k: fid_cfg[k] for k in PROTOCOL_KEYS}
         given = {"n_gen": args.n_gen, "n_sets": args.n_sets, "real_set": args.real_set, "seed": args.seed}
         protocol.update({k: v for k, v in given.items() if v is not None})
         if protocol["n_gen"] < 2 or protocol["n_sets"] < 1:

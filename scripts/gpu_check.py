@@ -85,7 +85,7 @@ def main(argv=None):
     from sarnet.data import real_images
     from sarnet.metrics.fid import FIDEvaluator, load_classifier
     evaluator = FIDEvaluator(load_classifier("mnist", args.data), real_images(args.data, "mnist", [5], "test"),
-                             n_gen=args.n, n_sets=1, device=device)
+                             "test_resampled", n_gen=args.n, n_sets=1, seed=2024, device=device)
     result, t = timed(lambda: evaluator.evaluate(lambda n, g: generate(model, n, generator=g, batch_size=n)), device)
     emit("fid_set", s=round(t, 3), images=args.n, fid=result["mean"])
 

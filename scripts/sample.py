@@ -21,7 +21,7 @@ def body(args, model, run):
             cfg[key] = value
     args.mode, args.temperature = cfg.get("mode", "mean"), cfg.get("temperature", 1.0)
     if args.mode != "mean" or args.temperature != 1.0:
-        out = getattr(getattr(model, "decoder", model), "out_activation", "sigmoid")  # ConvVAE: sigmoid
+        out = model.out_activation
         if out != "sigmoid":
             raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
                                  "this regression SarNet has a linear one")

@@ -70,7 +70,8 @@ def test_conv_vae_and_regression_generation():
     out = generate(vae, 5, th=None, generator=torch.Generator().manual_seed(0))
     assert out.shape == (5, 1, 28, 28)
     simple = SarNet()
-    g1 = generate_regression(simple, 3, generator=torch.Generator().manual_seed(0))
-    g2 = generate_regression(simple, 3, generator=torch.Generator().manual_seed(0))
+    reference = {"alpha_max": 0.65, "p": 0.3, "th": 0.15, "refine": True}  # conf/model/sarnet.yaml's
+    g1 = generate_regression(simple, 3, **reference, generator=torch.Generator().manual_seed(0))
+    g2 = generate_regression(simple, 3, **reference, generator=torch.Generator().manual_seed(0))
     assert torch.equal(g1, g2) and g1.shape == (3, 1, 28, 28)
     assert g1.min() >= 0 and g1.max() <= 1  # clipped (< th -> 0, > 1 -> 1)

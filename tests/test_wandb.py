@@ -188,7 +188,7 @@ def test_fid_progress_says_each_set():
     from sarnet.metrics.fid import FIDEvaluator, LeNet
 
     lines = []
-    evaluator = FIDEvaluator(LeNet(), torch.rand(30, 1, 28, 28), "test", n_gen=20, n_sets=3, batch_size=10)
+    evaluator = FIDEvaluator(LeNet(), torch.rand(30, 1, 28, 28), "test", n_gen=20, n_sets=3, seed=0, batch_size=10)
     result = evaluator.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g), lines.append)
     assert [line.split(":")[0] for line in lines] == ["FID set 1/3", "FID set 2/3", "FID set 3/3"]
     assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)

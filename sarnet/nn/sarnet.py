@@ -19,7 +19,12 @@ def reference_vae_geometry(latent_dim: int) -> list[list[int]]:
 
 
 class SarNet(nn.Module):
-    """Type-a SemiDense layer, then type-b layers, ReLU between; z (if latent_dim) is fed to every layer."""
+    """Type-a SemiDense layer, then type-b layers, ReLU between; z (if latent_dim) is fed to every layer.
+
+    The three nets share one small interface, so code asks the net instead of checking its class:
+    latent_dim (0 = none), image_shape (C, H, W), out_activation ("sigmoid" | "none"), and ar_net: the SarNet
+    that generates patch by patch (itself here, the decoder of a SarNetVAE, None for the conv VAE).
+    """
 
     def __init__(self, geometry=None, latent_dim: int = 0, first_patch: str = "given",
                  out_activation: str = "none"):
@@ -42,6 +47,10 @@ class SarNet(nn.Module):
         self.patch = geometry[0][2]
         self.n_patches = self.layers[0].n_patches
 
+    @property
+    def ar_net(self) -> "SarNet":
+        return self
+
     def logits(self, x: torch.Tensor, z: torch.Tensor | None = None, weights=None) -> torch.Tensor:
         h = x.flatten(1)
         for i, layer in enumerate(self.layers):
@@ -62,6 +71,7 @@ class SarNet(nn.Module):
 
 class SarNetVAE(nn.Module):
     """Conv encoder -> z; SarNET decoder, teacher-forced on x, with z concatenated into every SemiDense layer."""
+    out_activation = "sigmoid"
 
     def __init__(self, latent_dim: int = 128, geometry=None, first_patch: str = "given"):
         super().__init__()
@@ -71,6 +81,14 @@ class SarNetVAE(nn.Module):
         geometry = geometry or reference_vae_geometry(latent_dim)
         self.encoder = ConvEncoder(latent_dim, channels=geometry[0][1], side=geometry[0][0])
         self.decoder = SarNet(geometry, latent_dim, first_patch, out_activation="sigmoid")
+
+    @property
+    def ar_net(self) -> SarNet:
+        return self.decoder
+
+    @property
+    def image_shape(self) -> tuple:
+        return self.decoder.image_shape
 
     def forward(self, x: torch.Tensor) -> Output:
         mu, logvar = self.encoder(x)

@@ -38,7 +38,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvVAE(nn.Module):
-    """The thesis' baseline: the same encoder, a transposed-conv decoder with a sigmoid output."""
+    """The thesis' baseline: the same encoder, a transposed-conv decoder with a sigmoid output. Not
+    autoregressive: no ar_net (see SarNet for the interface the three nets share)."""
+    out_activation = "sigmoid"
+    ar_net = None
 
     def __init__(self, latent_dim: int = 128, channels: int = 1, side: int = 28):
         super().__init__()
