@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule, real_images, sources
@@ -305,11 +304,14 @@ def test_prepare_data_downloads_only_when_asked_and_missing(tmp_path, root, monk
                                                  ("mnist", MNISTDataModule, None),
                                                  ("fashion_mnist", FashionMNISTDataModule, None)])
 def test_hydra_configs(root, name, cls, classes):
-    conf = OmegaConf.load(f"{os.path.dirname(__file__)}/../conf/data/{name}.yaml")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(os.path.abspath(f"{os.path.dirname(__file__)}/../conf"), version_base="1.3"):
+        conf = compose("config", overrides=[f"data={name}", f"data_dir={root}"]).data
     args = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    assert set(conf) - {"_target_"} == args  # every constructor argument is visible in the yaml
+    assert set(conf) - {"_target_"} == args  # every constructor argument is visible in the composed config
     fake_raw(root, "FashionMNIST")
-    dm = instantiate(OmegaConf.merge({"data_dir": str(root)}, {"data": conf}).data)
+    dm = instantiate(conf)
     assert type(dm) is cls and dm.classes == classes and dm.batch_size == 64 and dm.binarize == "none"
     dm.setup()
     assert next(iter(dm.train_dataloader()))[0].shape[1:] == (1, 28, 28)

@@ -5,7 +5,7 @@ classifier, images mapped to [-1, 1]. That network cannot be downloaded here. It
 conv1, pool1, conv2, pool2, fc3, dropout3, fc4: TF-slim's LeNet, rebuilt below and trained with slim's public
 MNIST recipe (train_lenet_on_mnist.sh). The MNIST weights ship with the package (sarnet/metrics/weights/, sha256
 pinned below; `python scripts/train_classifier.py --dataset mnist` re-trains them); other datasets train the same
-network on first use and cache it under <root>/classifiers/. docs/results/fid_calibration.md holds the anchors.
+network on first use and cache it under <root>/classifiers/. The README's calibration table holds the anchors.
 """
 
 import hashlib
