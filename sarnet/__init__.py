@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 
 def reference_threshold(latent_dim) -> float:
-    """The reference's FID sampling threshold: 0.105, tuned down to 0.095 for L=8 (SPEC 4.2, Q11)."""
+    """The reference's FID sampling threshold: 0.105, tuned down to 0.095 for L=8 (docs/reference.md §4.4)."""
     return 0.095 if int(latent_dim) == 8 else 0.105
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from sarnet.sampling import complete, draw_z, sample_images
@@ -18,7 +19,7 @@ def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     for lg in trainer.loggers:
-        if type(lg).__name__ == "WandbLogger":
+        if isinstance(lg, WandbLogger):
             lg.log_image(key=key, images=[str(path)], caption=[f"{caption} (epoch {trainer.current_epoch})"],
                          step=trainer.global_step)
 

@@ -119,13 +119,31 @@ def log_wandb(path: Path, key: str, caption: str, args, run: dict):
     wandb = sys.modules.get("wandb")  # never imported -> no active run, and no import cost
     if args.wandb:
         import wandb
-        wandb.init(mode="offline", dir=str(run["run_dir"]), project="sarnet", job_type=key, config=vars(args),
-                   settings=wandb.Settings(silent=True))
+
+        from sarnet import tracking
+        wandb.init(mode=tracking.choose_mode(), dir=str(run["run_dir"]), project="sarnet", job_type=key,
+                   config=vars(args), settings=wandb.Settings(silent=True, init_timeout=30))
     if wandb is None or wandb.run is None:
         return
     wandb.log({key: wandb.Image(str(path), caption=caption)})
     if args.wandb:
         wandb.finish()
+
+
+def load_run(ckpt_arg: str, device_arg: str = "auto"):
+    """--ckpt (a .ckpt file or a run dir) and --device -> (model, run, device), the one way every script loads.
+    Bad input raises CheckpointError or UsageError, which the scripts print as one line."""
+    device = pick_device(device_arg)
+    ckpt = str(checkpoint_path(ckpt_arg))
+    model = load_model(ckpt, map_location=device)
+    run = load_run_config(ckpt)
+    run["ckpt"] = ckpt
+    return model, run, device
+
+
+def fail(name: str, e: Exception):
+    print(f"{name}: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
@@ -135,10 +153,8 @@ def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
     name = Path(p.prog).stem
     try:
         torch.manual_seed(args.seed)
-        device = pick_device(args.device)
-        args.ckpt = str(checkpoint_path(args.ckpt))
-        model = load_model(args.ckpt, map_location=device)
-        run = load_run_config(args.ckpt)
+        model, run, _ = load_run(args.ckpt, args.device)
+        args.ckpt = run["ckpt"]
         run["generator"] = torch.Generator().manual_seed(args.seed)  # on the CPU: same draws on any device
         grid, caption = body(args, model, run)
         default = run["run_dir"] / "images" / f"{name}_{Path(args.ckpt).stem}.png"
@@ -147,7 +163,6 @@ def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
         save_image(grid.float().cpu(), out)
         log_wandb(out, name, caption, args, run)
     except (CheckpointError, UsageError, ValueError) as e:  # ValueError: a request the sampler refuses
-        print(f"{name}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(name, e)
     print(f"{caption} -> {out}")
     return out

@@ -1,4 +1,4 @@
-"""Patch importance: which earlier patches an output patch draws on (SPEC 7).
+"""Patch importance: which earlier patches an output patch draws on (docs/reference.md §7).
 
 `patch_importance` is the reference's score (`SemiDenseImportance`): a linear proxy read off the FIRST
 SemiDense layer only. `gradient_importance` is an exact attribution through the whole network, for comparison.
@@ -22,7 +22,7 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
 
         score(j) = sum_{n in units of out-patch o, all channels} |sum_{k in pixels of in-patch j} W[n,k] x_k|
 
-    with W = W * M (weights that drifted off the mask, e.g. under weight decay, do not count; SPEC Q17), no
+    with W = W * M (weights that drifted off the mask, e.g. under weight decay, do not count; docs/reference.md §7), no
     bias, no ReLU, no later layers, no z. Returns (patches LongTensor (k,), scores FloatTensor (k,)), best
     first, min-max normalised among the top-k only: best 1, k-th 0 (all 1 for one candidate or a tie). Candidates
     with a zero score (black input patches) are dropped: they carry no evidence (the reference would divide 0 by 0).

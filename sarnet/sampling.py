@@ -294,7 +294,7 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 @torch.no_grad()
 def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None):
-    """The reference's generation for simple (regression) SarNET, SPEC 3.3, kept as the reference wrote it.
+    """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
     although the thesis writes N(0, alpha^2)). At step idx the pixels of patch idx and each earlier patch

@@ -98,7 +98,7 @@ def read_run_file(run_dir) -> dict:
 
 
 def write_run_file(run_dir, info: dict):
-    from sarnet.data.sources import atomic_write
+    from sarnet.io import atomic_write
     atomic_write(Path(run_dir) / RUN_FILE, json.dumps(info, indent=2).encode())
 
 

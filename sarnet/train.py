@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from sarnet import tracking
 from sarnet.checkpoint import CheckpointError, read_checkpoint
 from sarnet.config import ConfigError, validate
-from sarnet.data.sources import DataError, atomic_write
+from sarnet.data.sources import DataError
+from sarnet.io import atomic_write
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
 
 log = logging.getLogger("sarnet")
@@ -90,8 +91,9 @@ def os_environ_offline():
 
 def wandb_summary(loggers, results: dict, fid: dict | None):
     """What a person looks for first in the W&B runs table: test metrics, FID (mean, std, per set), status."""
+    from lightning.pytorch.loggers import WandbLogger
     for lg in loggers:
-        if type(lg).__name__ != "WandbLogger":
+        if not isinstance(lg, WandbLogger):
             continue
         summary = dict(results["metrics"])
         if fid is not None:
@@ -193,6 +195,7 @@ def run(cfg: DictConfig) -> float | None:
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
     from lightning.pytorch.utilities.seed import isolate_rng
 
     from sarnet.module import count_parameters
@@ -270,7 +273,7 @@ def run(cfg: DictConfig) -> float | None:
             lg.log_metrics(likelihood, step=trainer.global_step)
 
     for lg in loggers:
-        if type(lg).__name__ == "CSVLogger":
+        if isinstance(lg, CSVLogger):
             lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush FID/NLL
 
     eval_path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
@@ -302,7 +305,7 @@ def run(cfg: DictConfig) -> float | None:
         write_json(output_dir / "results.json", results)
         wandb_summary(loggers, results, fid)
     for lg in loggers:
-        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
+        if isinstance(lg, WandbLogger):
             lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
     log.info("done: %s", summary_line(results, output_dir))
     return metrics.get("val/loss")

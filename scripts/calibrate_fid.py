@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from sarnet.data.datamodules import FOLDERS, raw_split
-from sarnet.data.sources import atomic_write
-from sarnet.metrics.fid import fid_between, load_classifier, read_lenet, to_float
+from sarnet.data.datamodules import FOLDERS, load_split
+from sarnet.io import atomic_write
+from sarnet.metrics.fid import fid_between, load_classifier, read_lenet
 
 
 def gaussian_blur_rows(x, sigma, truncate=4.0):
@@ -98,10 +98,7 @@ def main(argv=None):
     names = [Path(w).stem for w in args.weights] if args.weights else ["ours"]
     pools = {}
     for split in ("train", "test"):
-        x, y = raw_split(args.root, args.dataset, split)
-        if args.classes:
-            x = x[torch.isin(y, torch.tensor(args.classes))]
-        pools[split] = to_float(x)[:, 0]  # float (N,28,28) in [0,1], the reference's layout
+        pools[split] = load_split(args.root, args.dataset, split, args.classes or None)[0][:, 0]  # (N,28,28)
     rows = []
     for i, (name, ref, real, fake) in enumerate(anchor_sets(pools, args.n, args.seed)):
         print(f"anchor {i + 1}/{len(ANCHORS)}: {name}", file=sys.stderr, flush=True)

@@ -3,7 +3,7 @@
     python scripts/complete.py --ckpt RUN/checkpoints/last.ckpt [--index 9] [--split test]
         [--keep 24 | --keep-rows 3] [--n 10] [--z-scale 0.6667] [--th 0.15|none] [--root DATA] [--out PNG]
 
-The grid has one row: original | masked (the given patches) | n completions. Reference figure (SPEC 4.5):
+The grid has one row: original | masked (the given patches) | n completions. Reference figure (docs/reference.md §4.5):
 digit-5 test image #9, 24 of 49 patches kept, z ~ N(0, 1)/1.5, th 0.15.
 """
 import torch

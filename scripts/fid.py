@@ -19,9 +19,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sarnet import cli
-from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.checkpoint import CheckpointError
 from sarnet.config import REAL_SETS
-from sarnet.data.sources import atomic_write
+from sarnet.io import atomic_write
 from sarnet.sampling import sample_images
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
@@ -59,9 +59,7 @@ def main(argv=None):
         from sarnet.data import DataError
         from sarnet.metrics.fid import FIDEvaluator
 
-        device = cli.pick_device(args.device)
-        model = load_model(args.ckpt, map_location=device)
-        run = load_run_config(args.ckpt)
+        model, run, device = cli.load_run(args.ckpt, args.device)
         fid_cfg = OmegaConf.load(DEFAULT_FID)
         if run["config"] is not None and run["config"].get("fid") is not None:
             fid_cfg = run["config"].fid
@@ -95,8 +93,7 @@ def main(argv=None):
             print(json.dumps(row), flush=True)
             results.append(row)
     except (CheckpointError, cli.UsageError) as e:
-        print(f"fid: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("fid", e)
     if args.json:
         atomic_write(args.json, (json.dumps(results, indent=1) + "\n").encode())  # never a half-written file
     return results

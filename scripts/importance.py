@@ -1,4 +1,4 @@
-"""Patch importance overlays (SPEC 7) for one real image: one panel per target patch.
+"""Patch importance overlays (docs/reference.md §7) for one real image: one panel per target patch.
 
     python scripts/importance.py --ckpt RUN/checkpoints/last.ckpt [--index 5] [--targets 2,4,...,40]
         [--top-k 5] [--method layer1|gradient] [--split test] [--scale 4] [--root DATA] [--out PNG]

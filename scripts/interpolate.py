@@ -4,7 +4,7 @@
         [--use-mean | --sample] [--split test] [--th 0.105|none] [--root DATA] [--out PNG]
 
 Needs a model with an encoder (SarNetVAE or ConvVAE). The grid has one row: image a | the steps | image b.
-The reference (SPEC 4.6) used reparameterised samples (--sample) and 400 steps on full MNIST.
+The reference (docs/reference.md §4.6) used reparameterised samples (--sample) and 400 steps on full MNIST.
 """
 import torch
 from torchvision.utils import make_grid

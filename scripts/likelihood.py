@@ -13,12 +13,12 @@ Refused with one line: first_patch=given, a non-sigmoid output, non-binary data.
 
 import argparse
 import json
-import sys
 import time
 
 from sarnet import cli
-from sarnet.checkpoint import CheckpointError, load_model, load_run_config
-from sarnet.data.sources import DataError, atomic_write
+from sarnet.checkpoint import CheckpointError
+from sarnet.data.sources import DataError
+from sarnet.io import atomic_write
 from sarnet.likelihood import LikelihoodError, check_density_model, score
 
 
@@ -55,10 +55,8 @@ def main(argv=None):
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        device = cli.pick_device(args.device)
-        model = load_model(args.ckpt, map_location=device)
+        model, run, device = cli.load_run(args.ckpt, args.device)
         check_density_model(model)  # before reading any data: a given-mode model is refused at once
-        run = load_run_config(args.ckpt)
         x, what = test_images(run, args.static_dir)
         if args.max_images:
             x = x[:args.max_images]
@@ -66,8 +64,7 @@ def main(argv=None):
         result = score(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
                        progress=not args.no_progress)
     except (CheckpointError, cli.UsageError, DataError, LikelihoodError) as e:
-        print(f"likelihood: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("likelihood", e)
     row = {"ckpt": str(args.ckpt), "model": type(model).__name__, "data": what, **result,
            "seed": args.seed, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(row), flush=True)

@@ -49,7 +49,7 @@ def test_stack_is_autoregressive(geometry, mode, latent):
     dep = dependence(lambda v: net.logits(v, z), x, deg, deg, net.n_patches)
     strict = torch.ones(net.n_patches, net.n_patches).tril(-1).bool()  # output k sees inputs j < k only
     if mode == "given":
-        # The reference: output patch 0 is a copy path from input patch 0 (SPEC 2.3); k >= 1 stays strict.
+        # The reference: output patch 0 is a copy path from input patch 0 (docs/reference.md §2.1); k >= 1 stays strict.
         strict[0, 0] = True
     assert not (dep & ~strict).any(), f"leak: output patches see inputs >= themselves:\n{(dep & ~strict).nonzero()}"
     # and the stack does use its context: every output patch k >= 1 depends on input patch k - 1

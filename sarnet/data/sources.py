@@ -21,12 +21,13 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from sarnet.io import atomic_write
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -56,23 +57,6 @@ class DataError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-
-def atomic_write(path, data: bytes):
-    """Write to a temp file in the same folder, then rename: readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; data files should be readable like any other
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def file_hash(path, algo="md5"):
     h = hashlib.new(algo)

@@ -22,8 +22,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
 from sarnet.config import REAL_SETS
-from sarnet.data.datamodules import FOLDERS, raw_split
-from sarnet.data.sources import atomic_write
+from sarnet.data.datamodules import FOLDERS, load_split, raw_split
+from sarnet.io import atomic_write
 
 # slim's train_lenet_on_mnist.sh: plain SGD, constant lr 0.01, 20,000 steps of batch 50, no weight decay; dropout
 # (keep 0.5) before fc4 in training. The shipped weights are the 10,000-step variant: of the variants tried, the
@@ -277,9 +277,7 @@ class FIDEvaluator:
     @classmethod
     def from_dataset(cls, dataset, classes, real_set, root="data", **kw):
         """Evaluator for images of `classes` (e.g. [5]; None = all), classifier loaded (or trained) from cache."""
-        x, y = raw_split(root, dataset, "train" if real_set == "train" else "test")
-        if classes is not None:
-            x = x[torch.isin(y, torch.as_tensor(list(classes)))]
+        x, _ = load_split(root, dataset, "train" if real_set == "train" else "test", classes)
         return cls(load_classifier(dataset, root), x, real_set, **kw)
 
     def protocol(self) -> dict:

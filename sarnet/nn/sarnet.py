@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from sarnet.nn.semidense import GeometryError, SemiDense
 from sarnet.nn.vae import ConvEncoder, Output, reparameterize
 
-# (side, channels, patch) of every activation, input first. Reference (SPEC 3.1): 49 patches of 4x4 pixels.
+# (side, channels, patch) of every activation, input first. Reference (docs/reference.md §3): 49 patches of 4x4 pixels.
 REFERENCE_GEOMETRY = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
 OUT_ACTIVATIONS = ("none", "sigmoid")
 
 
 def reference_vae_geometry(latent_dim: int) -> list[list[int]]:
-    # The saved reference notebooks use 2 channels after layer 1 only at L=128, 1 elsewhere (SPEC 4.2, D3).
+    # The saved reference notebooks use 2 channels after layer 1 only at L=128, 1 elsewhere (docs/reference.md §4.2).
     hc1 = 2 if latent_dim == 128 else 1
     return [[28, 1, 4], [14, hc1, 2], [28, 2, 4], [28, 1, 4]]
 

@@ -1,4 +1,4 @@
-"""Conv encoder (shared by SarNET-VAE and the baseline) and the conv VAE baseline (SPEC 4.1, 5)."""
+"""Conv encoder (shared by SarNET-VAE and the baseline) and the conv VAE baseline (docs/reference.md §4.1, §5)."""
 
 from typing import NamedTuple
 
