@@ -17,17 +17,13 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule, real_images, sources
 from sarnet.data.sources import RAW_FILES, read_idx, write_idx
+from tests.conftest import compose_config, fake_idx
 
 N_TRAIN, N_TEST = 200, 50
 
 
 def fake_raw(root, folder="MNIST", seed=0):
-    """A tiny dataset in torchvision's raw layout: labels cycle 0..9, random pixels."""
-    rng = np.random.default_rng(seed)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    return root
+    return fake_idx(root, folder, N_TRAIN, N_TEST, seed)
 
 
 @pytest.fixture
@@ -304,10 +300,7 @@ def test_prepare_data_downloads_only_when_asked_and_missing(tmp_path, root, monk
                                                  ("mnist", MNISTDataModule, None),
                                                  ("fashion_mnist", FashionMNISTDataModule, None)])
 def test_hydra_configs(root, name, cls, classes):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(os.path.abspath(f"{os.path.dirname(__file__)}/../conf"), version_base="1.3"):
-        conf = compose("config", overrides=[f"data={name}", f"data_dir={root}"]).data
+    conf = compose_config(f"data={name}", f"data_dir={root}").data
     args = set(inspect.signature(cls.__init__).parameters) - {"self"}
     assert set(conf) - {"_target_"} == args  # every constructor argument is visible in the composed config
     fake_raw(root, "FashionMNIST")

@@ -1,5 +1,4 @@
 """FID maths, classifier cache safety and the evaluation protocol, on tiny synthetic data (no real dataset)."""
-import struct
 
 import pytest
 import torch
@@ -7,6 +6,7 @@ from torch import nn
 
 from sarnet.data.sources import DataError
 from sarnet.metrics import fid as F
+from tests.conftest import fake_idx
 
 
 class Identity(nn.Module):
@@ -60,15 +60,8 @@ def test_fid_matches_closed_form_on_gaussians():
 # -----------------------------------------------------------------------------
 # classifier + cache, on a tiny fake dataset written in torchvision's raw MNIST layout
 
-def write_fake_mnist(root, n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "t10k"):
-        x = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
-        y = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + x.numpy().tobytes())
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + y.numpy().tobytes())
+def write_fake_mnist(root, seed=0):
+    fake_idx(root, "MNIST", 64, 64, seed)
 
 
 @pytest.fixture

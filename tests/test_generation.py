@@ -19,10 +19,10 @@ from sarnet.checkpoint import CheckpointError, load_model, load_run_config
 from sarnet.explain import candidates, gradient_importance, importance_overlay, patch_importance
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import complete, patch_units
+from tests.conftest import ENV, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 
 
 def drifted(net, seed=0, positive=False):
@@ -171,10 +171,7 @@ def test_load_model_refuses_mismatched_weights_and_masks(tmp_path):
 def train_smoke(run_dir, *overrides):
     if not (REPO / "data" / "MNIST" / "raw").is_dir():
         pytest.skip("MNIST is not prepared: run `make data` first")
-    cmd = [sys.executable, "train.py", "trainer=smoke", "fid=off", "logger=csv", "run_test=false",
-           f"hydra.run.dir={run_dir}", *overrides]
-    done = subprocess.run(cmd, check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_train("trainer=smoke", "fid=off", "logger=csv", "run_test=false", f"hydra.run.dir={run_dir}", *overrides)
     return run_dir / "checkpoints" / "last.ckpt"
 
 

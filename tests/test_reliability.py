@@ -29,11 +29,8 @@ from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.resume import AtomicCheckpointIO, NonFiniteWeightsError, continue_csv
 from sarnet.train import check_checkpoint
+from tests.conftest import ENV, ROOT, compose_config, needs_data, run_train
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
-                                reason="run `make data` first")
 # Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
 RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
              "latent_dim=8"]
@@ -43,11 +40,9 @@ DDP_SMOKE = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "tra
 
 
 def train(*overrides, timeout=600):
-    """train.py as a subprocess -> (returncode, stdout + stderr, seconds)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "train.py", *overrides], check=False, cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t0
+    """train.py as a subprocess -> (returncode, stdout + stderr, None)."""
+    proc = run_train(*overrides, check=False, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr, None
 
 
 def ok(*overrides, timeout=600):
@@ -99,10 +94,7 @@ INVALID = [  # (overrides, the start of the one-line message: field=value is inv
 @pytest.mark.parametrize("overrides, message", INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_invalid_config_is_one_config_error(overrides, message):
     # in-process, through the real composition: what train.py validates before anything else
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "data_dir=/nonexistent"])
+    cfg = compose_config(*overrides, "data_dir=/nonexistent")
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert re.fullmatch(f"{message}.*", str(e.value)), str(e.value)

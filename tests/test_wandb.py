@@ -20,10 +20,8 @@ import torch
 from PIL import Image
 
 from sarnet import tracking
+from tests.conftest import ROOT, needs_data
 
-ROOT = Path(__file__).resolve().parents[1]
-needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
-                                reason="run `make data` first")
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
 
