@@ -9,6 +9,8 @@ Both samplers fill an image patch by patch in raster order; patches < `start` ar
   the layer's own mask. Each step is one small matmul per layer, and z's contribution is computed once per image.
 """
 
+from typing import NamedTuple
+
 import torch
 
 from sarnet.nn import SarNet
@@ -117,10 +119,19 @@ def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature
     return x.view(-1, *net.image_shape)
 
 
-def _sorted_layers(net: SarNet):
+class SortedLayer(NamedTuple):
+    """One SemiDense layer with its units sorted by degree. blocks[k] = (r0, r1, w): patch k's output rows
+    r0:r1 and their weights over the prefix of the sorted inputs they may read."""
+    blocks: list
+    w_z: torch.Tensor  # z's columns, rows sorted
+    bias: torch.Tensor
+    perm_in: torch.Tensor
+    perm_out: torch.Tensor
+
+
+def _sorted_layers(net: SarNet) -> list[SortedLayer]:
     """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
-    the prefix length comes from the layer's own mask. Returns (blocks, w_z, bias, perm_in, perm_out) with
-    blocks[k] = (r0, r1, w[r0:r1, :ncols])."""
+    the prefix length comes from the layer's own mask."""
     out = []
     for layer in net.layers:
         w = layer.masked_weight()
@@ -134,7 +145,7 @@ def _sorted_layers(net: SarNet):
             r0 = ends[k - 1] if k else 0
             ncols = int(mask[r0].sum())
             blocks.append((r0, r1, w_img[r0:r1, :ncols].contiguous()))
-        out.append((blocks, w[perm_out, layer.in_image:], layer.bias[perm_out], perm_in, perm_out))
+        out.append(SortedLayer(blocks, w[perm_out, layer.in_image:], layer.bias[perm_out], perm_in, perm_out))
     return out
 
 
@@ -149,20 +160,20 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
     known = keep_mask(net, keep).tolist()
     layers = _sorted_layers(net)
-    perm = layers[0][3]
-    assert torch.equal(perm, layers[-1][4]), "network input and output units must be ordered alike"
+    perm = layers[0].perm_in
+    assert torch.equal(perm, layers[-1].perm_out), "network input and output units must be ordered alike"
     batch = x.shape[0]
     xs = x.flatten(1)[:, perm].T.contiguous()  # the image, sorted by degree: (units, batch)
     us = None if uniforms is None else uniforms[:, perm].T
     # z's contribution plus bias: once per image and layer, not once per step.
-    zb = [b[:, None].expand(-1, batch) if z is None else torch.addmm(b[:, None], w_z, z.T)
-          for (_, w_z, b, _, _) in layers]
-    hidden = [xs.new_empty(len(p_out), batch) for (_, _, _, _, p_out) in layers[:-1]]
+    zb = [layer.bias[:, None].expand(-1, batch) if z is None else torch.addmm(layer.bias[:, None], layer.w_z, z.T)
+          for layer in layers]
+    hidden = [xs.new_empty(len(layer.perm_out), batch) for layer in layers[:-1]]
     last = len(layers) - 1
     for k in range(net.n_patches):
         h = xs
-        for i, (blocks, *_) in enumerate(layers):
-            r0, r1, w = blocks[k]
+        for i, layer in enumerate(layers):
+            r0, r1, w = layer.blocks[k]
             if i < last:
                 rows = hidden[i][r0:r1]
                 torch.addmm(zb[i][r0:r1], w, h[: w.shape[1]], out=rows)

@@ -58,19 +58,19 @@ def test_stack_is_autoregressive(geometry, mode, latent):
         assert not dep[0].any()  # strictly autoregressive: patch 0 is predicted from z and biases alone
 
 
-@pytest.mark.parametrize("shift", [True, False])
+@pytest.mark.parametrize("mask_type", ["a", "b"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", [(6, 1, 1, 6, 2, 1), (8, 2, 2, 4, 3, 1), (28, 1, 4, 14, 2, 2), (28, 1, 7, 4, 2, 1)])
-def test_layer_sees_exactly_its_mask_rule(shift, mode, shape):
-    layer = SemiDense(*shape, latent_dim=2, shift=shift, first_patch=mode)
+def test_layer_sees_exactly_its_mask_rule(mask_type, mode, shape):
+    layer = SemiDense(*shape, latent_dim=2, mask_type=mask_type, first_patch=mode)
     torch.nn.init.normal_(layer.weight)
     layer.weight.data.mul_(layer.mask)
     z = torch.randn(1, 2)
     x = torch.rand(1, layer.in_image)
     dep = dependence(lambda v: layer(v, z), x, layer.deg_out, layer.deg_in, layer.n_patches)
     k = torch.arange(layer.n_patches)
-    expected = k[None, :] < k[:, None] if shift else k[None, :] <= k[:, None]
-    if shift and mode == "given":
+    expected = k[None, :] < k[:, None] if mask_type == "a" else k[None, :] <= k[:, None]
+    if mask_type == "a" and mode == "given":
         expected[0, 0] = True
     assert torch.equal(dep, expected)  # exactly the rule: no leak, no missing connection
     # latent columns are never masked; biases are not masked
@@ -81,12 +81,12 @@ def test_mask_function_is_the_reference_rule_on_a_small_case():
     # 4x4 image, 2x2 patches -> 4 patches; spelled out by hand for type a ("given") and type b.
     deg = patch_degrees(4, 1, 2)
     assert deg.view(4, 4).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
-    a = semidense_mask(deg, deg, latent_dim=1, shift=True, first_patch="given")
+    a = semidense_mask(deg, deg, latent_dim=1, mask_type="a", first_patch="given")
     first_rows = {int(deg[r]): a[r, :16].view(4, 4).int().tolist() for r in range(16)}
     assert first_rows[0] == first_rows[1] == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     assert first_rows[3] == [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]]
     assert a[:, 16].all()
-    strict = semidense_mask(deg, deg, shift=True, first_patch="predicted")
+    strict = semidense_mask(deg, deg, mask_type="a", first_patch="predicted")
     assert not strict[deg == 0].any()
 
 
@@ -145,7 +145,7 @@ def test_bad_model_configs():
 
 
 def test_mask_is_a_buffer_that_moves_and_is_saved():
-    layer = SemiDense(8, 1, 2, 8, 1, 2, latent_dim=2, shift=True)
+    layer = SemiDense(8, 1, 2, 8, 1, 2, latent_dim=2, mask_type="a")
     assert "mask" in layer.state_dict() and layer.mask.dtype == torch.bool
     assert layer.to(torch.float64).mask.dtype == torch.bool  # dtype casts leave the boolean mask alone
 

@@ -41,7 +41,8 @@ class SarNet(nn.Module):
         self.geometry, self.latent_dim, self.first_patch = geometry, latent_dim, first_patch
         self.out_activation = out_activation
         self.layers = nn.ModuleList(
-            SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim, shift=(i == 0), first_patch=first_patch)
+            SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim,
+                      mask_type="a" if i == 0 else "b", first_patch=first_patch)
             for i in range(len(geometry) - 1))
         self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])
         self.patch = geometry[0][2]

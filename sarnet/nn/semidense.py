@@ -3,8 +3,8 @@
 Every unit of an image-shaped activation (C, side, side), flattened channel-major as `view(B, -1)` gives, gets a
 *degree*: the raster index of the p x p patch it lies in. A mask is then one comparison of degrees (as in MADE):
 
-    type b (shift=False): output patch k sees input patches j <= k
-    type a (shift=True):  output patch k sees input patches j <  k            first_patch="predicted" (strict)
+    mask_type="b": output patch k sees input patches j <= k
+    mask_type="a": output patch k sees input patches j <  k                  first_patch="predicted" (strict)
                           ... and output patch 0 also sees input patch 0      first_patch="given" (the reference)
 
 A network of one type-a layer followed by type-b layers is autoregressive over patches: output patch k depends
@@ -40,12 +40,14 @@ def patch_degrees(side: int, channels: int, patch: int, suffix: str = "") -> tor
     return grid.flatten().repeat(channels)
 
 
-def semidense_mask(deg_in: torch.Tensor, deg_out: torch.Tensor, latent_dim: int = 0, shift: bool = False,
+def semidense_mask(deg_in: torch.Tensor, deg_out: torch.Tensor, latent_dim: int = 0, mask_type: str = "b",
                    first_patch: str = "given") -> torch.Tensor:
     """Boolean (out, in + latent_dim) mask from unit degrees; latent columns (appended last) are always on."""
     if first_patch not in FIRST_PATCH_MODES:
         raise GeometryError(f"first_patch={first_patch!r} is not one of {FIRST_PATCH_MODES}")
-    if shift:
+    if mask_type not in ("a", "b"):
+        raise GeometryError(f"mask_type={mask_type!r} is not 'a' (first layer: patches < k) or 'b' (<= k)")
+    if mask_type == "a":
         # "given": output patch 0 reads input patch 0 (copied through), i.e. it compares as if it were patch 1.
         effective = deg_out.clamp(min=1) if first_patch == "given" else deg_out
         mask = deg_in[None, :] < effective[:, None]
@@ -58,7 +60,7 @@ class SemiDense(nn.Module):
     """y = x @ (W * M).T + b, x = [image features (C_in*side_in^2), z (latent_dim)]."""
 
     def __init__(self, side_in: int, ch_in: int, patch_in: int, side_out: int, ch_out: int, patch_out: int,
-                 latent_dim: int = 0, shift: bool = False, first_patch: str = "given"):
+                 latent_dim: int = 0, mask_type: str = "b", first_patch: str = "given"):
         super().__init__()
         deg_in = patch_degrees(side_in, ch_in, patch_in, "_in")
         deg_out = patch_degrees(side_out, ch_out, patch_out, "_out")
@@ -70,13 +72,13 @@ class SemiDense(nn.Module):
             raise GeometryError(f"latent_dim={latent_dim} must be >= 0")
         self.side_in, self.ch_in, self.patch_in = side_in, ch_in, patch_in
         self.side_out, self.ch_out, self.patch_out = side_out, ch_out, patch_out
-        self.latent_dim, self.shift, self.first_patch = latent_dim, shift, first_patch
+        self.latent_dim, self.mask_type, self.first_patch = latent_dim, mask_type, first_patch
         self.n_patches = n_in
         self.in_image, self.out_features = len(deg_in), len(deg_out)
         self.register_buffer("deg_in", deg_in, persistent=False)
         self.register_buffer("deg_out", deg_out, persistent=False)
         # Persistent, so a checkpoint carries the exact mask it was trained with (loading checks it matches).
-        self.register_buffer("mask", semidense_mask(deg_in, deg_out, latent_dim, shift, first_patch))
+        self.register_buffer("mask", semidense_mask(deg_in, deg_out, latent_dim, mask_type, first_patch))
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_image + latent_dim))
         self.bias = nn.Parameter(torch.empty(self.out_features))
         self.folded = False
@@ -112,6 +114,5 @@ class SemiDense(nn.Module):
         return int(self.mask.sum()) + self.bias.numel()
 
     def extra_repr(self) -> str:
-        kind = "a" if self.shift else "b"
         return (f"{self.ch_in}x{self.side_in}^2/p{self.patch_in} -> {self.ch_out}x{self.side_out}^2/p{self.patch_out}, "
-                f"latent={self.latent_dim}, type={kind}, first_patch={self.first_patch}")
+                f"latent={self.latent_dim}, type={self.mask_type}, first_patch={self.first_patch}")
