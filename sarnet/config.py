@@ -143,7 +143,7 @@ def _check_callbacks(cfg, net):
     """The image grids and the checkpoint monitors, which would otherwise fail after training."""
     latent = bool(net.latent_dim)
     logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *(["kld"] * latent))}
-    logged.add("val/mse")
+    logged |= {"val/mse", "step", "epoch"}  # the last two: Lightning's own counters, which it lets callbacks monitor
     validates = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:

@@ -113,4 +113,5 @@ def test_fid_table_logs_a_wandb_table_offline(tmp_path):
     table = json.loads(tables[0].read_text())
     assert table["columns"][:4] == ["model", "latent_dim", "status", "fid_mean"]
     cells = {(row[0], row[1]): row for row in table["data"]}
-    assert cells[("sarnet_vae", 8)][3] == 2.0 and cells[("vae", 8)][2] == "missing"
+    assert cells[("sarnet_vae", 8)][3] == 2.0 and cells[("sarnet_vae", 16)][2] == "missing"
+    assert ("vae", 8) not in cells  # no VAE run was given: no VAE rows
