@@ -39,8 +39,8 @@ if __name__ == "__main__":
             path = Path(args.out_dir) / f"lenet_{args.dataset}_{tag}.pt"
         else:
             path = classifier_path(args.dataset, args.root)
-        meta["sha256"] = save_classifier(net, meta, path)
         if args.out_dir:  # the fp32 twin: the calibration checks that fp16 storage leaves the anchors unchanged
             save_classifier(net, meta, path.with_name(path.stem + "_fp32.pt"), torch.float32)
+        meta["sha256"] = save_classifier(net, meta, path)  # printed below; not stored in either file
         print(json.dumps({"path": str(path), **{k: meta[k] for k in ("steps", "test_acc", "train_seconds", "sha256")}}),
               flush=True)
