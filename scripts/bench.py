@@ -3,15 +3,24 @@
     python scripts/bench.py                 # all cases
     python scripts/bench.py train sample    # some
 
+Every case also reports its FLOPs and the machine's floor measured in the same run: the dense FLOPs of the work
+(torch.utils.flop_counter: masked weights count, as the matmuls run dense) divided by the sgemm rate this machine
+reaches on the work's own matmul shapes (recorded while it runs, then timed alone); `of_floor` = floor_s /
+project_s (1.0 = at the floor).
+
 Cases
-  train         images/s of a training epoch, MNIST-5, SarNET-VAE L=128, batch 64: the project's Lightning path
-                vs a naive plain-PyTorch loop of the same maths (reference style: cat([x, z]), W*M in every
-                forward, sigmoid + BCELoss(sum), default Adam, DataLoader over a TensorDataset). Target >= 1.5x.
-  sample        10,000 SarNET-VAE samples (L=128, 4x4 patches): naive sampler (48 full passes) vs fast.
-                Target >= 10x.
+  train         a training epoch, MNIST-5, SarNET-VAE L=128, batch 64, two lines measured in one run:
+                `reference`: the thesis notebook's loop (docs/reference.md §2.4, §4.3): cat([x, z]), W*M in every
+                forward, sigmoid + BCELoss(sum), default torch.optim.Adam, DataLoader over a TensorDataset;
+                `train`: the project's Lightning path (train.py's configs, module and DataModule), ratio to
+                `reference`. Goal >= 2x the reference and of_floor >= 0.5. Same maths: tests/test_speed_paths.py.
+  train_vae     the same two lines for the conv VAE baseline (L=128).
+  sample        10,000 SarNET-VAE samples (L=128, 4x4 patches): naive sampler (48 full passes) vs fast; floor =
+                one dense decoder pass. Goal >= 40x and of_floor >= 0.5.
   sample_pixel  the same for a pixel-wise (1x1 patch) model; the naive sampler (783 full passes) is timed on
-                `--naive-images` images and scaled per image. Target >= 100x.
-  fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128.
+                `--naive-images` images and scaled per image. Goal >= 500x.
+  fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128;
+                floor = one dense decoder pass + the LeNet features of the generated set.
   nll           time to score the binarized MNIST test split (sarnet/likelihood.py), two lines:
                 nll_exact: strict SarNET (4x4 patches, no latent), the naive per-patch NLL (49 full passes, as
                 the naive sampler; timed on `--naive-images` and scaled) vs the one-pass exact NLL of all images;
@@ -30,17 +39,64 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+aten = torch.ops.aten
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sarnet.nn import REFERENCE_GEOMETRY, SarNet, SarNetVAE  # noqa: E402
+from sarnet.nn import REFERENCE_GEOMETRY, ConvVAE, SarNet, SarNetVAE  # noqa: E402
 from sarnet.sampling import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Work(TorchDispatchMode):
+    """The dense FLOPs (torch.utils.flop_counter) and the (m, k, n) shapes of the matmuls of the work it watches."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops, self.shapes = 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._overloadpacket in (aten.mm, aten.addmm):
+            a, b = args[-2:]
+            self.shapes.append((a.shape[0], a.shape[1], b.shape[1]))
+        return func(*args, **(kwargs or {}))
+
+
+def measure_work(fn) -> Work:
+    counter = FlopCounterMode(display=False)
+    with counter, Work() as work:
+        fn()
+    work.flops = counter.get_total_flops()
+    return work
+
+
+def sgemm_rate(shapes, rounds: int = 5) -> float:
+    """FLOP/s of torch.mm over these (m, k, n) shapes, each timed alone; the best of `rounds` passes."""
+    pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in sorted(set(shapes))]
+    count = {s: shapes.count(s) for s in set(shapes)}
+    flops = sum(2 * m * k * n * count[(m, k, n)] for m, k, n in set(shapes))
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for (a, b), shape in zip(pairs, sorted(set(shapes))):
+            for _ in range(count[shape]):
+                torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return flops / best
+
+
+def floor_fields(flops: float, rate: float, project_s: float) -> dict:
+    floor_s = flops / rate
+    return {"gflop": round(flops / 1e9, 2), "sgemm_gflop_s": round(rate / 1e9, 1), "floor_s": round(floor_s, 4),
+            "of_floor": round(floor_s / project_s, 3)}
+
+
 def emit(case, baseline_s, project_s, **settings):
-    row = {"case": case, "baseline_s": round(baseline_s, 4), "project_s": round(project_s, 4),
-           "ratio": round(baseline_s / project_s, 2), **settings,
+    row = {"case": case, "baseline_s": baseline_s and round(baseline_s, 4), "project_s": round(project_s, 4),
+           "ratio": baseline_s and round(baseline_s / project_s, 2), **settings,
            "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                       f"{torch.get_num_threads()} threads"}
     print(json.dumps(row), flush=True)
@@ -72,7 +128,8 @@ class NaiveSarNetVAE(nn.Module):
         self.layers = nn.ModuleList(NaiveSemiDense(layer) for layer in model.decoder.layers)
 
     def forward(self, x):
-        mu, logvar = self.encoder(x)
+        h = self.encoder.body(x)  # the plain nn.Sequential, as the reference's encoder runs
+        mu, logvar = self.encoder.fc_mu(h), self.encoder.fc_logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         h = x.view(x.shape[0], -1)
         for i, layer in enumerate(self.layers):
@@ -81,9 +138,30 @@ class NaiveSarNetVAE(nn.Module):
         return h.view_as(x), mu, logvar
 
 
-def naive_epochs(x, epochs, batch_size=64):
+class NaiveConvVAE(nn.Module):
+    """The reference's conv VAE: plain nn.Sequential encoder and decoder, sigmoid output."""
+
+    def __init__(self, model: ConvVAE):
+        super().__init__()
+        import copy
+        self.model = copy.deepcopy(model)
+
+    def forward(self, x):
+        enc = self.model.encoder
+        h = enc.body(x)
+        mu, logvar = enc.fc_mu(h), enc.fc_logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(nn.Sequential.forward(self.model.decoder, z)), mu, logvar
+
+
+NETS = {"sarnet_vae": (SarNetVAE, NaiveSarNetVAE), "vae": (ConvVAE, NaiveConvVAE)}
+
+
+def reference_epochs(x, model_name, epochs, batch_size=64):
+    """The thesis notebook's training loop (docs/reference.md §4.3), timed per epoch."""
     torch.manual_seed(0)
-    model = NaiveSarNetVAE(SarNetVAE(128))
+    net, naive = NETS[model_name]
+    model = naive(net(128))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=batch_size, shuffle=True)
     bce = nn.BCELoss(reduction="sum")
@@ -100,17 +178,22 @@ def naive_epochs(x, epochs, batch_size=64):
     return times
 
 
-def project_epochs(root, epochs, accelerator="cpu"):
-    """The real path: Hydra-composed configs, SarnetModule, the DataModule and a Lightning Trainer."""
-    import lightning as L
+def compose_train(root, model_name, accelerator="cpu"):
+    """The real path: Hydra-composed configs -> SarnetModule, the DataModule and a Lightning Trainer."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["latent_dim=128", f"data_dir={root}", "data.val_size=0"])
+        cfg = compose("config", overrides=[f"model={model_name}", "latent_dim=128", f"data_dir={root}",
+                                           "data.val_size=0"])
+    return instantiate(cfg.model, loss=instantiate(cfg.loss)), instantiate(cfg.data)
+
+
+def project_epochs(root, model_name, epochs, accelerator="cpu"):
+    import lightning as L
+
     L.seed_everything(0, verbose=False)
-    module = instantiate(cfg.model, loss=instantiate(cfg.loss))
-    dm = instantiate(cfg.data)
+    module, dm = compose_train(root, model_name)
 
     class EpochTimer(L.Callback):
         def __init__(self):
@@ -130,14 +213,34 @@ def project_epochs(root, epochs, accelerator="cpu"):
     return timer.times
 
 
-def case_train(args):
+def training_step_work(root, model_name, batch_size=64) -> Work:
+    """FLOPs and matmul shapes of one training step of the project's module (forward, loss, backward)."""
+    module, _ = compose_train(root, model_name)
+    module.log = lambda *a, **k: None
+    x = torch.rand(batch_size, 1, 28, 28)
+    return measure_work(lambda: module.training_step((x, None), 0).backward())
+
+
+def train_case(args, model_name, case):
     x = mnist5(args.data)
     n, epochs = len(x), args.epochs
-    base = naive_epochs(x, epochs)
-    proj = project_epochs(args.data, epochs)
     med = lambda t: sorted(t[1:])[len(t[1:]) // 2]  # noqa: E731  (median, first epoch is warm-up)
-    return emit("train", med(base), med(proj), images=n, batch=64, latent_dim=128, epochs_timed=epochs - 1,
-                baseline_img_s=round(n / med(base), 1), project_img_s=round(n / med(proj), 1))
+    ref = med(reference_epochs(x, model_name, epochs))
+    proj = med(project_epochs(args.data, model_name, epochs))
+    work = training_step_work(args.data, model_name)
+    flops, rate = work.flops * n / 64, sgemm_rate(work.shapes)
+    common = dict(model=model_name, images=n, batch=64, latent_dim=128, epochs_timed=epochs - 1)
+    return [emit(f"reference_{model_name}" if model_name != "sarnet_vae" else "reference", None, ref,
+                 img_s=round(n / ref, 1), **floor_fields(flops, rate, ref), **common),
+            emit(case, ref, proj, img_s=round(n / proj, 1), **floor_fields(flops, rate, proj), **common)]
+
+
+def case_train(args):
+    return train_case(args, "sarnet_vae", "train")
+
+
+def case_train_vae(args):
+    return train_case(args, "vae", "train_vae")
 
 
 def time_generate(model, n, method, batch_size):
@@ -221,7 +324,7 @@ def case_nll(args):
     return rows
 
 
-CASES = {"train": case_train, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid,
+CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid,
          "nll": case_nll}
 
 

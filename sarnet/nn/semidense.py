@@ -97,10 +97,6 @@ class SemiDense(nn.Module):
         # optimizer step, so W * M == W and the product (and its backward) can be skipped: ~20% of a step on CPU.
         return self.weight if self.folded else self.weight * self.mask
 
-    @torch.no_grad()
-    def remask_(self):
-        self.weight.mul_(self.mask)
-
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None, weight: torch.Tensor | None = None):
         """x: (B, in_image); z: (B, latent_dim) or None. `weight` lets a caller reuse a precomputed W*M."""
         weight = self.masked_weight() if weight is None else weight

@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from sarnet.nn.semidense import GeometryError
 
@@ -33,8 +34,33 @@ class ConvEncoder(nn.Module):
         self.fc_logvar = nn.Linear(128, latent_dim)
 
     def forward(self, x: torch.Tensor):
-        h = self.body(x)
+        # Same maths as self.body(x), faster (scripts/bench.py, case train): channels-last activations take
+        # mkldnn's fast small-batch kernels on CPU (the first two convs 1.4-3x), and the last conv, whose kernel
+        # covers its whole 7x7 input, is one linear layer over the flattened (C, H, W) input (3-4x).
+        conv1, _, conv2, _, conv3, _ = self.body
+        h = F.relu(conv1(x.contiguous(memory_format=torch.channels_last)))
+        h = F.relu(conv2(h))
+        h = F.linear(h.flatten(1), conv3.weight.flatten(1), conv3.bias)
         return self.fc_mu(h), self.fc_logvar(h)
+
+
+class ConvDecoder(nn.Sequential):
+    """z -> 128 -> transposed convs 1 -> 7 -> 14 -> 28 (logits). A Sequential for its parameter names; forward is
+    the same maths, faster as in ConvEncoder: the first transposed conv (1x1 input) is one matmul."""
+
+    def __init__(self, latent_dim: int, channels: int, side: int):
+        super().__init__(
+            nn.Linear(latent_dim, 128), nn.Unflatten(1, (128, 1, 1)),
+            nn.ConvTranspose2d(128, 64, side // 4), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 3, stride=2, padding=1, output_padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        fc, _, up1, _, up2, _, up3 = self
+        k = up1.kernel_size[0]
+        h = (fc(z) @ up1.weight.flatten(1)).view(-1, up1.out_channels, k, k) + up1.bias[:, None, None]
+        h = F.relu(h).contiguous(memory_format=torch.channels_last)
+        return up3(F.relu(up2(h))).contiguous()
 
 
 class ConvVAE(nn.Module):
@@ -50,11 +76,7 @@ class ConvVAE(nn.Module):
         self.latent_dim = latent_dim
         self.image_shape = (channels, side, side)
         self.encoder = ConvEncoder(latent_dim, channels, side)
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 128), nn.Unflatten(1, (128, 1, 1)),
-            nn.ConvTranspose2d(128, 64, side // 4), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, channels, 3, stride=2, padding=1, output_padding=1))
+        self.decoder = ConvDecoder(latent_dim, channels, side)
 
     def forward(self, x: torch.Tensor):
         mu, logvar = self.encoder(x)
