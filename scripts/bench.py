@@ -324,8 +324,8 @@ def case_nll(args):
     return rows
 
 
-CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel, "fid": case_fid,
-         "nll": case_nll}
+CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel,
+         "fid": case_fid, "nll": case_nll}
 
 
 def main():
