@@ -73,7 +73,7 @@ def validate(cfg: DictConfig):
     th = sample.get("th")
     _check(th is None or _number(th) and 0 <= th < 1, "sample.th", th, "must be null or in [0, 1)")
     _check(_number(sample.z_scale) and sample.z_scale > 0, "sample.z_scale", sample.z_scale, "must be > 0")
-    _check(_positive_int(sample.get("batch_size", 500)), "sample.batch_size", sample.get("batch_size"),
+    _check(_positive_int(sample.get("batch_size")), "sample.batch_size", sample.get("batch_size"),
            "must be a positive int")
 
     fid = cfg.fid

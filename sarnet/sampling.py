@@ -120,9 +120,11 @@ def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature
 
 
 class SortedLayer(NamedTuple):
-    """One SemiDense layer with its units sorted by degree. blocks[k] = (r0, r1, w): patch k's output rows
-    r0:r1 and their weights over the prefix of the sorted inputs they may read."""
-    blocks: list
+    """One SemiDense layer with its units sorted by degree (patch index). rows[k] = (r0, r1, ncols): patch k's
+    output rows r0:r1 read the first ncols sorted inputs; in_ends[k] = the number of sorted inputs of degree <= k."""
+    weight: torch.Tensor  # (out, in_image) masked image weights, rows and columns sorted
+    rows: list
+    in_ends: list
     w_z: torch.Tensor  # z's columns, rows sorted
     bias: torch.Tensor
     perm_in: torch.Tensor
@@ -131,30 +133,40 @@ class SortedLayer(NamedTuple):
 
 def _sorted_layers(net: SarNet) -> list[SortedLayer]:
     """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
-    the prefix length comes from the layer's own mask."""
+    the prefix length comes from the layer's own mask. Kept on the net until a weight changes (any in-place
+    update bumps a tensor's version; a new tensor has a new id): FID generates in many small calls."""
+    key = tuple((id(t), t._version, t.device, t.dtype) for layer in net.layers for t in (layer.weight, layer.bias))
+    cached = getattr(net, "_sorted_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     out = []
     for layer in net.layers:
         w = layer.masked_weight()
         perm_in = torch.argsort(layer.deg_in, stable=True)
         perm_out = torch.argsort(layer.deg_out, stable=True)
         mask = layer.mask[perm_out][:, perm_in]
-        w_img = w[perm_out][:, perm_in]
         ends = torch.bincount(layer.deg_out, minlength=layer.n_patches).cumsum(0).tolist()
-        blocks = []
-        for k, r1 in enumerate(ends):
-            r0 = ends[k - 1] if k else 0
-            ncols = int(mask[r0].sum())
-            blocks.append((r0, r1, w_img[r0:r1, :ncols].contiguous()))
-        out.append(SortedLayer(blocks, w[perm_out, layer.in_image:], layer.bias[perm_out], perm_in, perm_out))
+        rows = [(ends[k - 1] if k else 0, r1, int(mask[r1 - 1].sum())) for k, r1 in enumerate(ends)]
+        in_ends = torch.bincount(layer.deg_in, minlength=layer.n_patches).cumsum(0).tolist()
+        out.append(SortedLayer(w[perm_out][:, perm_in].contiguous(), rows, in_ends, w[perm_out, layer.in_image:],
+                               layer.bias[perm_out], perm_in, perm_out))
+    net._sorted_cache = (key, out)
     return out
+
+
+# Sorted inputs summed into the pre-activations of all later rows at once, when at least this many are pending.
+# Without it every step re-reads its whole input prefix (memory-bound: pixel-wise models read ~P^2/2 columns).
+FLUSH_COLUMNS = 128
 
 
 @torch.no_grad()
 def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
     """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
 
-    Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows: every step
-    is one contiguous (rows x prefix) @ (prefix x batch) matmul per layer, written in place."""
+    Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows. Each layer
+    keeps the pre-activations `acc` of its rows: bias and z's term once per image, then the inputs that are final
+    are added into every later row in one matmul once FLUSH_COLUMNS of them are pending. Step k then computes
+    patch k's rows from `acc` and the few pending inputs only."""
     _check_mode(mode)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
@@ -165,24 +177,30 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     batch = x.shape[0]
     xs = x.flatten(1)[:, perm].T.contiguous()  # the image, sorted by degree: (units, batch)
     us = None if uniforms is None else uniforms[:, perm].T
-    # z's contribution plus bias: once per image and layer, not once per step.
-    zb = [layer.bias[:, None].expand(-1, batch) if z is None else torch.addmm(layer.bias[:, None], layer.w_z, z.T)
-          for layer in layers]
+    acc = [layer.bias[:, None].expand(-1, batch).clone() if z is None else
+           torch.addmm(layer.bias[:, None], layer.w_z, z.T) for layer in layers]
     hidden = [xs.new_empty(len(layer.perm_out), batch) for layer in layers[:-1]]
+    inputs = [xs, *hidden]
+    flushed = [0] * len(layers)  # per layer: sorted inputs already in `acc` (of every row not yet computed)
     last = len(layers) - 1
     for k in range(net.n_patches):
-        h = xs
         for i, layer in enumerate(layers):
-            r0, r1, w = layer.blocks[k]
+            r0, r1, ncols = layer.rows[k]
+            f, h = flushed[i], inputs[i]
             if i < last:
                 rows = hidden[i][r0:r1]
-                torch.addmm(zb[i][r0:r1], w, h[: w.shape[1]], out=rows)
+                torch.addmm(acc[i][r0:r1], layer.weight[r0:r1, f:ncols], h[f:ncols], out=rows)
                 rows.relu_()
-                h = hidden[i]
             elif not known[k]:
-                pre = torch.addmm(zb[i][r0:r1], w, h[: w.shape[1]])
+                pre = torch.addmm(acc[i][r0:r1], layer.weight[r0:r1, f:ncols], h[f:ncols])
                 u = None if us is None else us[r0:r1]
                 xs[r0:r1] = _finish(net, pre, th, mode, temperature, u)
+        # Every input of degree <= k is final now (patch k of every layer is written): flush the pending ones.
+        for i, layer in enumerate(layers):
+            f, end, r1 = flushed[i], layer.in_ends[k], layer.rows[k][1]
+            if end - f >= FLUSH_COLUMNS and r1 < len(layer.perm_out):
+                acc[i][r1:].addmm_(layer.weight[r1:, f:end], inputs[i][f:end])
+                flushed[i] = end
     out = torch.empty_like(xs)
     out[perm] = xs
     return out.T.reshape(-1, *net.image_shape)
@@ -205,7 +223,7 @@ def draw_z(model, n, z_scale=1.0, generator=None, device="cpu"):
 
 @torch.no_grad()
 def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method="fast", mode="mean",
-             temperature=1.0, generator=None, batch_size=500):
+             temperature=1.0, generator=None, batch_size=2000):
     """Generate n images (or one per row of z) from scratch, or complete `x` keeping `keep` patches.
 
     z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
@@ -355,7 +373,5 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None):
     if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
         return generate_regression(model, n, th=cfg.get("th"), generator=generator, **reg)
-    return generate(model, n=None if z is not None else n, z=z, z_scale=cfg.get("z_scale", 1.0),
-                    th=cfg.get("th"), method=cfg.get("method", "fast"), mode=cfg.get("mode", "mean"),
-                    temperature=cfg.get("temperature", 1.0), generator=generator,
-                    batch_size=cfg.get("batch_size", 500))
+    settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}
+    return generate(model, n=None if z is not None else n, z=z, generator=generator, **settings)

@@ -161,6 +161,20 @@ def test_protocol_reproducible_and_population_std():
     assert fixed.fid.real_features_num_samples.item() == 50
 
 
+def test_resampled_real_sets_use_features_computed_once_with_the_same_fid():
+    """test_resampled scores each set against n_gen draws of the same few real images: their features are computed
+    once and indexed. Same FID as updating torchmetrics with the drawn images themselves (the plain path)."""
+    net = F.LeNet().requires_grad_(False)
+    pool = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    got = F.FIDEvaluator(net, pool, "test_resampled", n_gen=60, n_sets=2, seed=5, batch_size=25).evaluate(toy_generate)
+    g_gen, g_real = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)  # the protocol's two streams
+    for value in got["values"]:
+        real = pool[torch.randint(len(pool), (60,), generator=g_real)]
+        fake = torch.cat([toy_generate(25, g_gen), toy_generate(25, g_gen), toy_generate(10, g_gen)])
+        # up to float32 summation order: the LeNet's features of an image vary in the last bits with its batch
+        assert value == pytest.approx(F.fid_between(net, real, fake, batch_size=25), rel=1e-6)
+
+
 def test_protocol_rejects_out_of_range_images():
     ev = F.FIDEvaluator(F.LeNet(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1, seed=0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

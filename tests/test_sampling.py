@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sarnet import sampling
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import fill_fast, fill_naive, generate, generate_regression, keep_mask, patch_units
 from tests.test_semidense import GEOMETRIES
@@ -18,10 +19,18 @@ def random_net(geometry, latent, mode, seed=0):
     return net
 
 
+# The fast sampler sums final inputs into later rows once FLUSH_COLUMNS of them are pending: exact for any
+# threshold, so the tests run it flushing after every patch (1) and never (a huge threshold) as well as by default.
+FLUSH = pytest.mark.parametrize("flush", [1, sampling.FLUSH_COLUMNS, 10**9], ids=["flush1", "flush_default",
+                                                                                   "no_flush"])
+
+
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=IDS)
 @pytest.mark.parametrize("mode", ["given", "predicted"])
 @pytest.mark.parametrize("latent", [0, 5])
-def test_fast_equals_naive_before_threshold(geometry, mode, latent):
+@FLUSH
+def test_fast_equals_naive_before_threshold(geometry, mode, latent, flush, monkeypatch):
+    monkeypatch.setattr(sampling, "FLUSH_COLUMNS", flush)
     net = random_net(geometry, latent, mode)
     z = torch.randn(6, latent) if latent else None
     x = torch.zeros(6, *net.image_shape)
@@ -36,13 +45,33 @@ def test_fast_equals_naive_before_threshold(geometry, mode, latent):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=IDS[:3])
 @pytest.mark.parametrize("mode", ["given", "predicted"])
-def test_fast_equals_naive_with_threshold_bernoulli_and_completion(geometry, mode):
+@FLUSH
+def test_fast_equals_naive_with_threshold_bernoulli_and_completion(geometry, mode, flush, monkeypatch):
+    monkeypatch.setattr(sampling, "FLUSH_COLUMNS", flush)
     net = random_net(geometry, 4, mode, seed=1).double()
     z = torch.randn(5, 4, dtype=torch.float64)
     x = torch.rand(5, *net.image_shape, dtype=torch.float64)
     u = torch.rand(5, x[0].numel(), dtype=torch.float64)
     for kw in [dict(th=0.3), dict(mode="bernoulli", uniforms=u, temperature=0.7), dict(keep=2, th=0.1)]:
         assert (fill_naive(net, x, z, **kw) - fill_fast(net, x, z, **kw)).abs().max() < 1e-10, kw
+
+
+def test_fast_sampler_follows_weight_updates():
+    """The sorted weights are cached on the net: every in-place update (optimizer step, load_state_dict) and
+    every move must be seen by the next call."""
+    net = random_net(GEOMETRIES[2], 3, "predicted")
+    z, x = torch.randn(4, 3), torch.zeros(4, *net.image_shape)
+    before = fill_fast(net, x, z)
+    assert fill_fast(net, x, z).equal(before)  # cached, same images
+    with torch.no_grad():
+        net.layers[1].weight.mul_(-2)
+    assert not fill_fast(net, x, z).equal(before)
+    assert (fill_fast(net, x, z) - fill_naive(net, x, z)).abs().max() <= 1e-5
+    other = random_net(GEOMETRIES[2], 3, "predicted", seed=7)
+    net.load_state_dict(other.state_dict())
+    assert fill_fast(net, x, z).equal(fill_fast(other, x, z))
+    net64 = net.double()
+    assert (fill_fast(net64, x.double(), z.double()) - fill_naive(net64, x.double(), z.double())).abs().max() < 1e-12
 
 
 def test_reference_given_mode_leaves_patch_zero_black_and_keeps_given_patches():
