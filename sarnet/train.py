@@ -160,8 +160,10 @@ def run_job(cfg: DictConfig) -> float | None:
         return run(cfg)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        return failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last "
-                                       f"finished epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
+        failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
+                                f"epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
+        # In a sweep too: a preempted or cancelled node must not go on to start the next job.
+        sys.exit(128 + signal.SIGTERM)
     except Exception as e:
         return failed(cfg, e, 1)
     finally:

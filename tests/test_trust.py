@@ -329,6 +329,19 @@ def test_sigterm_ends_the_run_non_zero_with_one_line_and_no_results(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+@needs_data
+def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
+    """A scheduler's SIGTERM to a sweep (SLURM preemption, scancel) stops it: the running job is recorded as
+    stopped, and no further job starts; relaunching the sweep resumes."""
+    rc, out, _ = train("-m", "trainer=smoke", "fid=off", "logger=csv", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}",
+                       "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 1 and "latent_dim=8" in jobs[0], jobs
+    result = json.loads((tmp_path / jobs[0] / "results.json").read_text())
+    assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
+
+
 # ---- 9: the Python API and the scripts ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
