@@ -58,8 +58,9 @@ wandb-sync: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py
 
-bench: install
-	$(PY) scripts/bench.py
+bench: install  # every case, one run: docs/results/bench.jsonl and the README's speed table on stdout
+	$(PY) scripts/bench.py --out docs/results/bench.jsonl
+	$(PY) scripts/bench.py --markdown docs/results/bench.jsonl
 
 clean:
 	rm -rf outputs multirun/*/ wandb .pytest_cache

@@ -355,6 +355,40 @@ def case_nll(args):
     return rows
 
 
+WHAT = {  # case -> (what is timed, baseline, goal)
+    "reference": ("one training epoch, MNIST-5, SarNET-VAE L=128, batch 64", "the thesis notebook's loop", ""),
+    "train": ("the same epoch through train.py's Lightning path", "the thesis notebook's loop",
+              ">= 2x, >= 0.5 of floor"),
+    "reference_vae": ("one training epoch of the conv VAE, L=128", "the thesis notebook's loop", ""),
+    "train_vae": ("the same epoch through train.py's Lightning path", "the thesis notebook's loop", ""),
+    "sample": ("10,000 SarNET-VAE samples, L=128, 4x4 patches", "naive sampler, 48 full passes",
+               ">= 40x, >= 0.5 of one dense pass"),
+    "sample_pixel": ("10,000 samples, pixel-wise (1x1 patches)", "naive sampler, 783 passes (timed on 500 images)",
+                     ">= 500x"),
+    "fid": ("one FID set: 10k SarNET-VAE samples + LeNet features + FID", "the whole 10-set evaluation", ""),
+    "nll_exact": ("exact NLL of the binarized MNIST test split, strict SarNET 4x4", "naive: 49 passes per image",
+                  ""),
+    "nll_iwae": ("IWAE bound, SarNET-VAE L=32, k=100 (1000 images)", "the ELBO alone (k=1)", ""),
+}
+
+
+def markdown(rows) -> str:
+    """The README's speed table: one row per JSON line, times in seconds."""
+    lines = ["| case | what | baseline | baseline s | sarnet s | ratio | goal | floor s | of floor |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        what, baseline, goal = WHAT.get(r["case"], ("", "", ""))
+        floor = r.get("floor_s", "")
+        of_floor = r.get("of_floor", "")
+        if "of_dense_pass" in r:
+            of_floor = f"{of_floor} (a dense pass: {r['dense_pass_s']} s, {r['of_dense_pass']})"
+        ratio = "" if r["ratio"] is None else f"**{r['ratio']}x**"
+        lines.append(f"| `{r['case']}` | {what} | {baseline} | {r['baseline_s'] or ''} | {r['project_s']} | {ratio} "
+                     f"| {goal} | {floor} | {of_floor} |")
+    machine = {r["machine"] for r in rows}
+    return "\n".join(lines) + "\n\n" + "; ".join(sorted(machine))
+
+
 CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel,
          "fid": case_fid, "nll": case_nll}
 
@@ -372,14 +406,24 @@ def main():
     p.add_argument("--k", type=int, default=100, help="nll: importance samples per image for nll_iwae")
     p.add_argument("--nll-images", type=int, default=1000, help="nll: test images scored by nll_iwae")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", help="also write the JSON lines to this file (replaced)")
+    p.add_argument("--markdown", metavar="JSONL", help="print the README's speed table from a file of JSON lines "
+                   "written by --out, and exit")
     args = p.parse_args()
+    if args.markdown:
+        print(markdown([json.loads(line) for line in Path(args.markdown).read_text().splitlines() if line.strip()]))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         p.error(f"unknown case(s) {unknown}: choose from {list(CASES)}")
+    rows = []
     for case in args.cases or list(CASES):
-        CASES[case](args)
+        result = CASES[case](args)
+        rows += result if isinstance(result, list) else [result]
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 if __name__ == "__main__":
