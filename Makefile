@@ -15,7 +15,7 @@ install: $(STAMP) data
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,xgboost]'
 	touch $(STAMP)
 
 data: $(STAMP)
