@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from sarnet.sampling import complete, draw_z, sample_images
+from sarnet.sampling import complete, draw_z, sample_images, to_grayscale
 
 
 def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = ""):
@@ -41,7 +41,8 @@ class ImageGrids(L.Callback):
         gen = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
             recon = net.activate(net(x).logits)
-            log_grid(trainer, "reconstructions", make_grid(torch.cat([x, recon]), nrow=self.n),
+            pair = torch.cat([to_grayscale(net, x), to_grayscale(net, recon)])  # a classification net: C channels
+            log_grid(trainer, "reconstructions", make_grid(pair, nrow=self.n),
                      out_dir / f"reconstructions_epoch{epoch:03d}.png", "top: data, bottom: reconstruction")
             if self.z is None:  # the same z every time: the grids show the model changing, not the noise
                 self.z = draw_z(net, self.n, self.sample.get("z_scale", 1.0), gen)
@@ -53,6 +54,6 @@ class ImageGrids(L.Callback):
                 k = min(4, self.n)
                 filled, masked = complete(net, x[:k], self.keep_patches, n=6, th=self.sample.get("th"),
                                           generator=torch.Generator().manual_seed(self.seed))
-                rows = torch.cat([x[:k, None], masked[:, None], filled], dim=1).flatten(0, 1)
+                rows = to_grayscale(net, torch.cat([x[:k, None], masked[:, None], filled], dim=1).flatten(0, 1))
                 log_grid(trainer, "completions", make_grid(rows, nrow=8), out_dir / f"completions_epoch{epoch:03d}.png",
                          "original | masked | completions")

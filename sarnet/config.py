@@ -67,6 +67,16 @@ def validate(cfg: DictConfig):
     _check(classes is None or OmegaConf.is_list(classes) and len(classes) > 0 and
            all(isinstance(c, int) and 0 <= c <= 9 for c in classes),
            "data.classes", _plain(classes), "must be null or a non-empty list of labels 0..9, e.g. [5]")
+    quantize = data.get("quantize")
+    _check(quantize is None or quantize in (2, 4) and not isinstance(quantize, bool), "data.quantize", quantize,
+           "must be null (grey levels) or 2 or 4 (classes per pixel, one-hot channels: experiment=cls_sarnet)")
+    _check(quantize is None or data.get("binarize", "none") == "none", "data.binarize", data.get("binarize"),
+           f"must be none with data.quantize={quantize}: quantising replaces binarizing")
+    # before the net is built: a classification net's geometry reads its channels from data.quantize
+    out_activation = OmegaConf.select(cfg, "model.net.out_activation", default=None)
+    _check((out_activation == "softmax") == (quantize is not None), "data.quantize", quantize,
+           f"must be 2 or 4 for a softmax (classification) net and null for any other (model.net.out_activation="
+           f"{out_activation!r}): use experiment=cls_sarnet for the classification SarNET")
 
     sample = cfg.sample
     _check(sample.method in SAMPLE_METHODS, "sample.method", sample.method, f"must be one of {SAMPLE_METHODS}")
@@ -127,10 +137,15 @@ def validate(cfg: DictConfig):
     except Exception as e:  # noqa: BLE001
         raise ConfigError(_net_message(cfg.model.net, e)) from _chain(e)
     shape = tuple(net.image_shape)
-    _check(shape == IMAGE_SHAPE, "model.net.geometry", _plain(cfg.model.net.get("geometry")),
-           "must start and end with [28, 1, patch]: the data are 1 x 28 x 28 images (MNIST, Fashion-MNIST)")
+    channels = quantize or IMAGE_SHAPE[0]
+    _check(shape == (channels, *IMAGE_SHAPE[1:]), "model.net.geometry", _plain(cfg.model.net.get("geometry")),
+           f"must start and end with [28, {channels}, patch]: the data are {channels} x 28 x 28 images (MNIST, "
+           f"Fashion-MNIST{f'; data.quantize={quantize} one-hot channels' if quantize else ''})")
     out_activation = net.out_activation
-    _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.kind,
+    _check(getattr(loss, "needs_softmax", False) == (out_activation == "softmax"), "loss",
+           cfg.loss.get("kind", cfg.loss.get("_target_")), f"does not fit model.net.out_activation={out_activation!r}: "
+           f"a softmax (classification) net trains with loss=ce, and only it")
+    _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.get("kind"),
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
     _check_callbacks(cfg, net)

@@ -226,13 +226,18 @@ def check_config(cfg, net):
     from sarnet.config import ConfigError
     sample = cfg.sample
     mode, temperature = sample.get("mode", "mean"), sample.get("temperature", 1.0)
-    if mode not in ("mean", "bernoulli"):
-        raise ConfigError(f"sample.mode={mode!r} is invalid: must be mean (sigmoid means) or bernoulli")
+    if mode not in ("mean", "bernoulli", "categorical"):
+        raise ConfigError(f"sample.mode={mode!r} is invalid: must be mean (sigmoid means), bernoulli or categorical "
+                          f"(softmax nets)")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ConfigError(f"sample.temperature={temperature!r} is invalid: must be a number > 0")
+    if (mode == "categorical") != (net.out_activation == "softmax"):
+        fix = "sample.mode=categorical" if mode != "categorical" else "sample.mode=mean"
+        raise ConfigError(f"sample.mode={mode!r} is invalid: categorical is for softmax (classification) nets, and "
+                          f"they need it (model.net.out_activation={net.out_activation!r}); use {fix}")
     if mode == "bernoulli" and net.out_activation != "sigmoid":
         raise ConfigError("sample.mode='bernoulli' is invalid: it needs a sigmoid output, but "
-                          "model.net.out_activation='none'; use sample.mode=mean")
+                          f"model.net.out_activation={net.out_activation!r}; use sample.mode=mean")
     lk = cfg.get("likelihood")
     if not lk or not lk.get("enabled"):
         return

@@ -34,6 +34,8 @@ class ReconstructionLoss(nn.Module):
     def needs_sigmoid(self) -> bool:
         return self.kind == "bce"
 
+    needs_softmax = False
+
     def forward(self, logits: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.kind == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -43,6 +45,35 @@ class ReconstructionLoss(nn.Module):
         loss = per_pixel.sum(1) if self.reduction == "sum" else per_pixel.mean(1)
         if self.ssim_weight:
             loss = loss + self.ssim_weight * (1 - ssim(output, target))
+        return loss
+
+
+class CrossEntropyLoss(nn.Module):
+    """Per-image cross-entropy of C-class pixels (the classification SarNET, docs/reference.md §3.1), shape (B,).
+
+    logits: (B, C, H, W), softmax over C. target: (B, C, H, W) class probabilities, -sum_c t_c log softmax_c per
+    pixel: a one-hot target (data.quantize) gives the usual CE; soft targets are allowed (the reference's
+    "probability" variant). reduction: over an image's pixels ("mean" = torch's CrossEntropyLoss per image).
+    ssim_weight: adds ssim_weight * (1 - SSIM) of the class-1 probability against the target's class 1.
+    """
+
+    needs_sigmoid = False
+    needs_softmax = True
+
+    def __init__(self, reduction: str = "mean", ssim_weight: float = 0.0):
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"loss.reduction={reduction!r} is not one of {REDUCTIONS}")
+        self.reduction, self.ssim_weight = reduction, ssim_weight
+
+    def forward(self, logits: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape or logits.ndim != 4 or logits.shape[1] < 2:
+            raise ValueError(f"cross-entropy needs logits and targets of one shape (B, C >= 2, H, W), got "
+                             f"{tuple(logits.shape)} and {tuple(target.shape)}: use data.quantize = the net's C")
+        per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1).flatten(1)
+        loss = per_pixel.sum(1) if self.reduction == "sum" else per_pixel.mean(1)
+        if self.ssim_weight:
+            loss = loss + self.ssim_weight * (1 - ssim(output[:, 1:2], target[:, 1:2]))
         return loss
 
 

@@ -28,6 +28,9 @@ class SarnetModule(L.LightningModule):
         if loss.needs_sigmoid and out_activation != "sigmoid":
             raise ValueError(f"loss.kind=bce needs a sigmoid output but model.net.out_activation={out_activation!r};"
                              f" use loss=mse/l1/l1_ssim/mse_ssim or set model.net.out_activation=sigmoid")
+        if getattr(loss, "needs_softmax", False) != (out_activation == "softmax"):
+            raise ValueError(f"loss={type(loss).__name__} and model.net.out_activation={out_activation!r} do not go "
+                             f"together: a softmax (classification) net trains with loss=ce, and only it")
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
         self.beta, self.batch_reduction, self.net_config = beta, batch_reduction, net_config
 

@@ -53,7 +53,11 @@ def keep_mask(net: SarNet, keep) -> torch.Tensor:
 
 
 def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
-    """Turn output logits of some pixels into written pixel values (mean or a Bernoulli draw, then threshold)."""
+    """Turn output logits of some pixels into written pixel values (mean or a Bernoulli draw, then threshold; or a
+    categorical draw). logits: (B, units) of whole patches in flattened (C, H, W) order, i.e. channel-major: all
+    pixels of channel 0, then of channel 1, ... (what both samplers pass)."""
+    if mode == "categorical":
+        return _categorical(logits, net.image_shape[0], temperature, uniforms)
     if mode == "bernoulli":
         if net.out_activation != "sigmoid":
             raise ValueError("mode='bernoulli' needs a sigmoid output (a likelihood-trained model)")
@@ -64,9 +68,29 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
     return value
 
 
-def _check_mode(mode):
-    if mode not in ("mean", "bernoulli"):
-        raise ValueError(f"mode={mode!r} must be 'mean' (sigmoid means, the reference) or 'bernoulli'")
+def _categorical(logits, classes, temperature, uniforms):
+    """One-hot draws from softmax(logits / T) over the `classes` channels of every pixel (the classification
+    SarNET). Inverse CDF with one given uniform per pixel, channel 0's, so that the naive and the fast sampler
+    draw alike: class = the number of cumulative probabilities (all but the last, which is 1) <= u."""
+    batch = logits.shape[0]
+    probs = torch.softmax(logits.reshape(batch, classes, -1) / temperature, dim=1)
+    u = uniforms.reshape(batch, classes, -1)[:, :1]
+    level = (probs.cumsum(1)[:, :-1] <= u).sum(1, keepdim=True)
+    classes_ = torch.arange(classes, device=logits.device)[None, :, None]
+    return (classes_ == level).to(logits.dtype).reshape(batch, -1)
+
+
+MODES = ("mean", "bernoulli", "categorical")
+
+
+def _check_mode(mode, net=None):
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} must be 'mean' (sigmoid means, the reference), 'bernoulli' or "
+                         f"'categorical' (softmax nets)")
+    # A softmax net's outputs are class logits: only a categorical draw turns them into a valid one-hot image.
+    if net is not None and (mode == "categorical") != (net.out_activation == "softmax"):
+        raise ValueError(f"mode={mode!r} does not fit out_activation={net.out_activation!r}: mode='categorical' "
+                         f"is for softmax (classification) nets, and they need it")
 
 
 def _check_count(name, value):
@@ -97,15 +121,15 @@ def _check_inputs(net: SarNet, x, z):
 
 
 def _check_temperature(mode, temperature):
-    if mode == "bernoulli" and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-                                    and 0 < temperature < float("inf")):
+    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if mode in ("bernoulli", "categorical") and not (number and 0 < temperature < float("inf")):
         raise ValueError(f"temperature={temperature!r}: must be a finite number > 0")
 
 
 @torch.no_grad()
 def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches."""
-    _check_mode(mode)
+    _check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)
     known = keep_mask(net, keep)
@@ -167,7 +191,7 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     keeps the pre-activations `acc` of its rows: bias and z's term once per image, then the inputs that are final
     are added into every later row in one matmul once FLUSH_COLUMNS of them are pending. Step k then computes
     patch k's rows from `acc` and the few pending inputs only."""
-    _check_mode(mode)
+    _check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
     known = keep_mask(net, keep).tolist()
@@ -193,8 +217,9 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
                 rows.relu_()
             elif not known[k]:
                 pre = torch.addmm(acc[i][r0:r1], layer.weight[r0:r1, f:ncols], h[f:ncols])
-                u = None if us is None else us[r0:r1]
-                xs[r0:r1] = _finish(net, pre, th, mode, temperature, u)
+                # (units, batch) here: _finish takes (batch, units), as the naive sampler passes them
+                u = None if us is None else us[r0:r1].T
+                xs[r0:r1] = _finish(net, pre.T, th, mode, temperature, u).T
         # Every input of degree <= k is final now (patch k of every layer is written): flush the pending ones.
         for i, layer in enumerate(layers):
             f, end, r1 = flushed[i], layer.in_ends[k], layer.rows[k][1]
@@ -230,10 +255,12 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
     for no threshold) and ConvVAE (decode(z), `th` applied too if given; the reference used none for the VAE).
     mode="bernoulli" (sigmoid-output models, e.g. trained on binarized data) draws every pixel from
     Bernoulli(sigmoid(logit / temperature)) instead of writing its mean; `th` is then not used.
+    mode="categorical" (softmax nets, the classification SarNET) draws every pixel's class from
+    softmax(logits / temperature) and writes it one-hot: (n, C, H, W); `to_grayscale` makes images of them.
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
-    _check_mode(mode)
+    _check_mode(mode, model)
     _check_temperature(mode, temperature)
     _check_count("batch_size", batch_size)
     if n is not None:
@@ -264,7 +291,6 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         z = z.to(device)
     try:
         if model.ar_net is None:  # the conv VAE: one decoder pass
-            _check_mode(mode)
             if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
                 logits = model.decoder(z)
                 u = torch.rand(logits.shape, generator=generator).to(device)
@@ -274,8 +300,11 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         net = decoder_of(model)
         if x is None:
             x = torch.zeros(n, *net.image_shape, device=device)
+            if net.out_activation == "softmax":  # a black one-hot image (class 0), as the data's patch 0 always is
+                x[:, 0] = 1
         x = x.to(device)
-        uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device) if mode == "bernoulli" else None
+        draws = mode in ("bernoulli", "categorical")
+        uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device) if draws else None
         fill = FILLERS[method]
         parts = [fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
                       None if uniforms is None else uniforms[s]) for s in _batches(n, batch_size)]
@@ -366,12 +395,27 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     return x.view(-1, *net.image_shape)
 
 
+def to_grayscale(model, images):
+    """Images of a model's channels -> (B, 1, H, W) grey levels in [0, 1], for FID, kNN and grids.
+
+    A softmax (classification) net's C channels are one-hot classes: class c of C is the grey level c / (C - 1)
+    (0 black, C - 1 white; the quantisation's levels, evenly spread). For class probabilities (reconstructions) this
+    is the expected grey level. Every other model's images are grey levels already."""
+    if model.out_activation != "softmax":
+        return images
+    classes = images.shape[1]
+    levels = torch.arange(classes, dtype=images.dtype, device=images.device) / (classes - 1)
+    return (images * levels[:, None, None]).sum(1, keepdim=True)
+
+
 def sample_images(model, n, sample_cfg=None, generator=None, z=None):
-    """Generate n images as configured (`sample` config node): the one entry point used by the image callback,
-    FID and scripts/sample.py. Regression SarNET (linear output, no latent) uses the reference's noisy scheme."""
+    """Generate n grey images (n, 1, H, W) in [0, 1] as configured (`sample` config node): the one entry point used
+    by the image callback, FID and scripts/sample.py. Regression SarNET (linear output, no latent) uses the
+    reference's noisy scheme; a classification SarNET draws one-hot classes, returned as grey levels."""
     cfg = dict(sample_cfg or {})
     if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
         return generate_regression(model, n, th=cfg.get("th"), generator=generator, **reg)
     settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}
-    return generate(model, n=None if z is not None else n, z=z, generator=generator, **settings)
+    images = generate(model, n=None if z is not None else n, z=z, generator=generator, **settings)
+    return to_grayscale(model, images)

@@ -1,7 +1,7 @@
 """A grid of samples from a trained model (sampling settings: the run's `sample` config, overridable here).
 
     python scripts/sample.py --ckpt RUN/checkpoints/last.ckpt [--n 64] [--th 0.105|none] [--z-scale 1.0]
-        [--method fast|naive] [--mode mean|bernoulli] [--temperature 1.0] [--out PNG] [--seed 0]
+        [--method fast|naive] [--mode mean|bernoulli|categorical] [--temperature 1.0] [--out PNG] [--seed 0]
         [--device auto|cpu|cuda] [--wandb]
 """
 from torchvision.utils import make_grid
@@ -20,11 +20,13 @@ def body(args, model, run):
         if value is not None:
             cfg[key] = value
     args.mode, args.temperature = cfg.get("mode", "mean"), cfg.get("temperature", 1.0)
-    if args.mode != "mean" or args.temperature != 1.0:
-        out = model.out_activation
-        if out != "sigmoid":
-            raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
-                                 "this regression SarNet has a linear one")
+    out = model.out_activation
+    if (args.mode == "categorical") != (out == "softmax"):
+        raise cli.UsageError(f"--mode {args.mode}: categorical is for softmax (classification) models, and they "
+                             f"need it; this model's output is {out}")
+    if out == "none" and (args.mode != "mean" or args.temperature != 1.0):
+        raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
+                             "this regression SarNet has a linear one")
     # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
     images = sample_images(model, args.n, cfg, run["generator"])
     caption = (f"{args.n} samples, th={cfg.get('th')}, z_scale={cfg.get('z_scale', 1.0)}, "
@@ -40,7 +42,9 @@ if __name__ == "__main__":
                    "(default: the run's sample.th)")
     p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")
     p.add_argument("--method", choices=("fast", "naive"), default=None, help="default: the run's")
-    p.add_argument("--mode", choices=("mean", "bernoulli"), default=None, help="default: the run's sample.mode")
+    p.add_argument("--mode", choices=("mean", "bernoulli", "categorical"), default=None,
+                   help="default: the run's sample.mode")
     p.add_argument("--temperature", type=float, default=None,
-                   help="Bernoulli temperature (mode bernoulli; default: the run's sample.temperature)")
+                   help="Bernoulli or softmax temperature (mode bernoulli or categorical; default: the run's "
+                   "sample.temperature)")
     cli.main(p, body)

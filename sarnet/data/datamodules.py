@@ -17,6 +17,7 @@ from sarnet.data.sources import DataError, read_idx
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
 BINARIZE = ("none", "static", "dynamic")
+QUANTIZE = (None, 2, 4)  # classes per pixel of the classification SarNET (docs/reference.md §3.1); None = grey
 
 
 _verified = set()
@@ -83,6 +84,13 @@ def load_split(root, dataset, split, classes=None):
     return x.unsqueeze(1).float().div_(255), y
 
 
+def quantize(x: torch.Tensor, classes: int) -> torch.Tensor:
+    """Grey images (N, 1, H, W) = uint8 / 255 -> one-hot float (N, classes, H, W) of the class
+    floor(uint8 / (256 / classes)) (the reference's quantisation: equal bins of the 256 byte values)."""
+    level = x.mul(255).round().long() * classes // 256  # exact integer floor of uint8 * classes / 256
+    return (level == torch.arange(classes).view(1, -1, 1, 1)).float()
+
+
 def real_images(root, dataset="mnist", classes=None, split="test"):
     """The real images of a split as float (N,1,28,28) in [0,1], e.g. the FID reference set."""
     return load_split(root, dataset, split, classes)[0]
@@ -103,7 +111,8 @@ class BatchTensors(Dataset):
 
 
 class IdxDataModule(L.LightningDataModule):
-    """MNIST-like data in torchvision's raw layout under `root`. Batches: x float (B,1,28,28), y long (B,).
+    """MNIST-like data in torchvision's raw layout under `root`. Batches: x float (B,1,28,28), y long (B,);
+    x (B,C,28,28) with quantize=C.
 
     classes:    labels to keep (MNIST-5 = [5]); None = all.
     val_size:   validation images carved out of the filtered train set: an int count or a float fraction.
@@ -113,6 +122,8 @@ class IdxDataModule(L.LightningDataModule):
                 dynamic = a fresh Bernoulli(x) sample for every training batch (so every epoch), while val/test
                 are sampled once with `sarnet.data.binarized.fixed_bernoulli` (the same bits on every machine:
                 the whole test split with seed TEST_SEED = 0, then the class filter; val images seed VAL_SEED = 1).
+    quantize:   None = grey levels; 2 or 4 = every split as one-hot classes (B, C, 28, 28), C = quantize, for the
+                classification SarNET (`quantize`). Needs binarize=none. FID still compares with the grey images.
     static_dir: a folder with Larochelle's binarized_mnist_{train,valid,test}.amat (MNIST only, needs
                 binarize=static and classes=null: the files carry no labels). Train on train (50k), validate on
                 valid (10k; or on test if val_size=0), test on test (10k). null = not used.
@@ -122,10 +133,16 @@ class IdxDataModule(L.LightningDataModule):
     dataset = None  # a key of FOLDERS, set by subclasses
 
     def __init__(self, root="data", classes=None, val_size=0.1, split_seed=0, batch_size=64, num_workers=0,
-                 pin_memory=False, binarize="none", download=False, static_dir=None):
+                 pin_memory=False, binarize="none", download=False, static_dir=None, quantize=None):
         super().__init__()
         if binarize not in BINARIZE:
             raise DataError(f"binarize={binarize!r}: expected one of {BINARIZE}")
+        if isinstance(quantize, bool) or quantize not in QUANTIZE:
+            raise DataError(f"data.quantize={quantize!r}: expected null (grey levels), 2 or 4 (classes per pixel)")
+        if quantize is not None and (binarize != "none" or static_dir is not None):
+            raise DataError(f"data.quantize={quantize} quantises grey levels itself: use data.binarize=none and "
+                            f"data.static_dir=null")
+        self.quantize = quantize
         if static_dir is not None:
             if self.dataset != "mnist" or binarize != "static" or classes is not None:
                 raise DataError(f"data.static_dir={static_dir!r} is Larochelle's binarized MNIST (all digits, no "
@@ -191,6 +208,10 @@ class IdxDataModule(L.LightningDataModule):
             keep = None if self.classes is None else torch.isin(y_all, torch.tensor(self.classes))
             self.test_x = binarized_test_split(x_all, keep)
             self.val_x = self.test_x if n_val == 0 else fixed_bernoulli(self.val_x, VAL_SEED)
+        if self.quantize:
+            same = self.val_x is self.test_x  # val_size=0: one tensor, converted once
+            self.train_x, self.test_x = quantize(self.train_x, self.quantize), quantize(self.test_x, self.quantize)
+            self.val_x = self.test_x if same else quantize(self.val_x, self.quantize)
 
     def _setup_static(self):
         splits = read_static(self.static_dir)

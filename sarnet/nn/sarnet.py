@@ -9,7 +9,9 @@ from sarnet.nn.vae import ConvEncoder, Output, reparameterize
 
 # (side, channels, patch) of every activation, input first. Reference (docs/reference.md §3): 49 patches of 4x4 pixels.
 REFERENCE_GEOMETRY = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
-OUT_ACTIVATIONS = ("none", "sigmoid")
+# none: regression (linear output); sigmoid: pixel means / Bernoulli; softmax: the classification SarNET
+# (docs/reference.md §3.1), whose C image channels are the one-hot classes of a pixel quantised to C levels.
+OUT_ACTIVATIONS = ("none", "sigmoid", "softmax")
 
 
 def reference_vae_geometry(latent_dim: int) -> list[list[int]]:
@@ -22,7 +24,8 @@ class SarNet(nn.Module):
     """Type-a SemiDense layer, then type-b layers, ReLU between; z (if latent_dim) is fed to every layer.
 
     The three nets share one small interface, so code asks the net instead of checking its class:
-    latent_dim (0 = none), image_shape (C, H, W), out_activation ("sigmoid" | "none"), and ar_net: the SarNet
+    latent_dim (0 = none), image_shape (C, H, W), out_activation ("sigmoid" | "none" | "softmax": C classes per
+    pixel, softmax over the channel dimension), and ar_net: the SarNet
     that generates patch by patch (itself here, the decoder of a SarNetVAE, None for the conv VAE).
     """
 
@@ -45,6 +48,9 @@ class SarNet(nn.Module):
                       mask_type="a" if i == 0 else "b", first_patch=first_patch)
             for i in range(len(geometry) - 1))
         self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])
+        if out_activation == "softmax" and self.image_shape[0] < 2:
+            raise GeometryError(f"out_activation='softmax' needs >= 2 output channels (one per class), but geometry "
+                                f"output is {geometry[-1]}: use [side, C, patch] with C = data.quantize")
         self.patch = geometry[0][2]
         self.n_patches = self.layers[0].n_patches
 
@@ -61,6 +67,8 @@ class SarNet(nn.Module):
         return h.view(-1, *self.image_shape)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.out_activation == "softmax":  # class probabilities of every pixel, over the C channels
+            return torch.softmax(logits, dim=1)
         return torch.sigmoid(logits) if self.out_activation == "sigmoid" else logits
 
     def forward(self, x: torch.Tensor) -> Output:
