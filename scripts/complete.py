@@ -10,7 +10,8 @@ import torch
 from torchvision.utils import make_grid
 
 from sarnet import cli
-from sarnet.sampling import complete, decoder_of
+from sarnet.data.datamodules import quantize
+from sarnet.sampling import complete, decoder_of, to_grayscale
 
 
 def body(args, model, run):
@@ -22,9 +23,13 @@ def body(args, model, run):
         raise cli.UsageError(f"keeping {keep} patches: must be in 1..{net.n_patches} ({per_row} per row)")
     image = cli.real_image(run, args.split, args.index, args.root)
     th = cli.resolve_th(args.th, run)
+    draw = {}
+    if net.out_activation == "softmax":  # a classification SarNET reads one-hot classes and draws them
+        image = quantize(image, net.image_shape[0])
+        draw = {"mode": "categorical", "temperature": run["sample"].get("temperature", 1.0)}
     filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=args.n,
-                              z_scale=args.z_scale, th=th, method=args.method, generator=run["generator"])
-    panels = torch.cat([image, masked.cpu(), filled[0].cpu()])
+                              z_scale=args.z_scale, th=th, method=args.method, generator=run["generator"], **draw)
+    panels = to_grayscale(model, torch.cat([image, masked.cpu(), filled[0].cpu()]))
     caption = (f"{run['data']['dataset']} {args.split} #{args.index}: original | first {keep} patches | "
                f"{args.n} completions (z_scale={args.z_scale:.4g}, th={th})")
     return make_grid(panels, nrow=len(panels), pad_value=0.5), caption

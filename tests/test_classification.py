@@ -2,6 +2,8 @@
 channels, softmax outputs, per-pixel cross-entropy, categorical sampling (fast == naive), grey images out."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from sarnet.losses import CrossEntropyLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import GeometryError, SarNet
 from sarnet.sampling import fill_fast, fill_naive, generate, patch_units, sample_images, to_grayscale
-from tests.conftest import compose_config, fake_idx, needs_data
+from tests.conftest import ENV, ROOT, compose_config, fake_idx, needs_data
 from tests.conftest import run_train as train
 from tests.test_sampling import FLUSH
 from tests.test_semidense import dependence, randomize
@@ -227,3 +229,11 @@ def test_smoke_run_classification(tmp_path):
         assert key in results["metrics"]
     assert list((tmp_path / "images").glob("samples_epoch*.png"))
     assert list((tmp_path / "images").glob("reconstructions_epoch*.png"))
+    # the scripts read the checkpoint, draw categorically (the run's sample.mode) and write grey grids
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    for script in ("sample.py", "complete.py"):
+        out = tmp_path / f"{script}.png"
+        args = ["--ckpt", ckpt, "--n", "4", "--out", str(out), "--device", "cpu"]
+        proc = subprocess.run([sys.executable, f"scripts/{script}", *args], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0 and out.exists(), proc.stderr[-2000:]
