@@ -1,0 +1,99 @@
+"""Generative XGBoost (sarnet/xgb.py): train a few patches on synthetic images, save, load, generate."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("xgboost")
+
+from sarnet import xgb  # noqa: E402
+from tests.conftest import ENV, ROOT  # noqa: E402
+
+PATCHES = 6  # models for patches 1..6: a few seconds with one thread
+
+
+def fake_fives(n=300, seed=0):
+    """Blobs of varying brightness and size on a blank background, float [n, 1, 28, 28] in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre = 2 + 10 * torch.rand(n, 2, generator=g)  # blobs near the top-left, where the first patches are
+    radius = 2 + 4 * torch.rand(n, 1, 1, generator=g)
+    d2 = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2
+    return (torch.exp(-d2 / radius ** 2) * torch.rand(n, 1, 1, generator=g)).clamp(0, 1).unsqueeze(1)
+
+
+@pytest.fixture(scope="module", params=["raster", "column"])
+def model(request):
+    return xgb.GenerativeXGB.train(fake_fives(), order=request.param, max_patches=PATCHES, rounds=5, depth=3,
+                                   refine_rounds=3, refine_depth=2, threads=1)
+
+
+def test_patch_orders_round_trip_and_differ():
+    x = fake_fives(4)
+    for order in xgb.ORDERS:
+        assert torch.equal(xgb.to_images(xgb.to_patches(x, order), order), x)
+    raster, column = xgb.patch_index("raster"), xgb.patch_index("column")
+    assert raster[1].tolist() == [2, 3, 30, 31]  # raster: patch 1 is right of patch 0
+    assert column[1].tolist() == [56, 57, 84, 85]  # column-major (the reference): patch 1 is below patch 0
+    assert sorted(column.ravel().tolist()) == list(range(784))
+
+
+def test_generate_shapes_range_and_seed(model):
+    a = model.generate(20, 3)
+    assert a.shape == (20, 1, 28, 28) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, model.generate(20, 3))  # same seed, same images
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(model.generate(20, g1), model.generate(20, g2))
+    assert not torch.equal(a, model.generate(20, 4))  # the early-patch randomisation differs
+    patches = xgb.to_patches(a, model.order)
+    assert patches[:, 1:PATCHES + 1].any() and not patches[:, PATCHES + 1:].any()  # untrained patches stay 0
+
+
+def test_save_load_generates_the_same_images(model, tmp_path):
+    path = model.save(tmp_path / "model")
+    again = model.save(path)  # overwriting an existing folder: the whole new model, no temp folders left
+    assert again == path and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    loaded = xgb.GenerativeXGB.load(path, threads=1)
+    assert loaded.meta == model.meta
+    assert torch.equal(loaded.generate(16, 5), model.generate(16, 5))
+
+
+def test_load_refuses_a_folder_without_a_model(tmp_path):
+    with pytest.raises(xgb.XGBError, match="meta.json"):
+        xgb.GenerativeXGB.load(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(xgb.XGBError, match="format"):
+        xgb.GenerativeXGB.load(tmp_path)
+
+
+def test_model_of_patch_k_reads_only_earlier_patches(model):
+    rng = np.random.default_rng(0)
+    patches = xgb.to_patches(fake_fives(50, seed=1), model.order)
+    for k in range(1, PATCHES + 1):
+        changed = patches.copy()
+        changed[:, k:] = rng.random(changed[:, k:].shape)  # rewrite patch k and everything after it
+        assert np.array_equal(model.predict_patch(patches, k), model.predict_patch(changed, k))
+        earlier = patches.copy()
+        earlier[:, :k] = rng.random(earlier[:, :k].shape)  # while earlier patches matter
+        assert not np.array_equal(model.predict_patch(patches, k), model.predict_patch(earlier, k))
+
+
+def test_bad_settings_name_the_field():
+    x = fake_fives(10)
+    with pytest.raises(xgb.XGBError, match="max_patches=196"):
+        xgb.GenerativeXGB.train(x, max_patches=196, threads=1)
+    with pytest.raises(xgb.XGBError, match="rounds=0"):
+        xgb.GenerativeXGB.train(x, max_patches=1, rounds=0, threads=1)
+    with pytest.raises(xgb.XGBError, match="order='diagonal'"):
+        xgb.GenerativeXGB.train(x, order="diagonal", max_patches=1, threads=1)
+
+
+def test_script_bad_argument_is_one_line_naming_the_option():
+    proc = subprocess.run([sys.executable, "scripts/xgb.py", "--max-patches", "300"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--max-patches 300: at most 195" in proc.stderr
