@@ -80,7 +80,7 @@ def train(args):
     try:
         images = real_images(args.data, "mnist", [5], "train")
     except (OSError, DataError) as e:
-        raise cli.UsageError(f"cannot read MNIST under {args.data}: {e} (prepare it with `make data`)") from e
+        raise cli.UsageError(f"cannot read the MNIST training fives: {e}") from e
     images = images[:args.train_images]
     t0 = time.time()
 
@@ -98,6 +98,7 @@ def train(args):
 
 def score(model, args):
     """FID (conf/fid/default.yaml's protocol, --n-gen / --n-sets applied) and the kNN accuracy."""
+    from sarnet.data import DataError
     from sarnet.evaluate import evaluate_knn
     from sarnet.metrics.fid import FIDEvaluator
 
@@ -109,9 +110,12 @@ def score(model, args):
         return None, None
     fid_cfg.batch_size = min(fid_cfg.batch_size, fid_cfg.n_gen)
     say("FID: %d sets of %d images vs %s", fid_cfg.n_sets, fid_cfg.n_gen, fid_cfg.real_set)
-    evaluator = FIDEvaluator.from_dataset("mnist", classes=[5], real_set=fid_cfg.real_set, root=args.data,
-                                          n_gen=fid_cfg.n_gen, n_sets=fid_cfg.n_sets, seed=fid_cfg.seed,
-                                          batch_size=fid_cfg.batch_size, device="cpu")
+    try:
+        evaluator = FIDEvaluator.from_dataset("mnist", classes=[5], real_set=fid_cfg.real_set, root=args.data,
+                                              n_gen=fid_cfg.n_gen, n_sets=fid_cfg.n_sets, seed=fid_cfg.seed,
+                                              batch_size=fid_cfg.batch_size, device="cpu")
+    except (OSError, DataError) as e:
+        raise cli.UsageError(f"cannot read the MNIST test fives: {e}") from e
     fid = evaluator.evaluate(model.generate, lambda line: say("%s", line)) | {"protocol": evaluator.protocol()}
     knn = None
     if fid_cfg.knn.n:
