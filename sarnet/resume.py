@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 
 import lightning as L
@@ -212,19 +213,23 @@ class ResumeState(L.Callback):
       after seed_everything and the sanity check, so that the VAE's noise and dynamic binarisation continue
       where they were (the data order has its own generator, in the DataModule's state);
     - the drift-relevant config (check_drift compares a relaunch against it);
-    - the metrics at the save, so that relaunching a finished run reports them again instead of none.
+    - the metrics at the save, so that relaunching a finished run reports them again instead of none;
+    - the seconds spent in earlier launches up to the save (`earlier_s` after a resume), so that a run's
+      wall time counts every launch, not only the last.
     """
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None):
         self.config = json.dumps(run_config(cfg)) if cfg is not None else None
         self.optimizer_override = optimizer_override or {}
         self.restored = None
+        self.started, self.earlier_s = time.time(), 0.0
 
     def state_dict(self):
-        return {"rng": _rng_state()}
+        return {"rng": _rng_state(), "wall_time_s": self.earlier_s + time.time() - self.started}
 
     def load_state_dict(self, state_dict):
         self.restored = state_dict.get("rng")
+        self.earlier_s = state_dict.get("wall_time_s", 0.0)  # checkpoints written before it was recorded: 0
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

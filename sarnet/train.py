@@ -226,8 +226,8 @@ def run(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
-    trainer = instantiate(cfg.trainer, logger=loggers or False,
-                          callbacks=[*callbacks, FlushLogs(), ResumeState(cfg, optimizer_override)],
+    resume_state = ResumeState(cfg, optimizer_override)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs(), resume_state],
                           plugins=[AtomicCheckpointIO()])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -300,7 +300,7 @@ def run(cfg: DictConfig) -> float | None:
         "fid_matched": fid["matched"] if fid else None,
         "knn": fid["knn"] if fid else None,
         "metrics": metrics,
-        "wall_time_s": time.time() - start,
+        "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
         "status": "ok",
     }
     if trainer.is_global_zero:

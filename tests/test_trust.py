@@ -231,6 +231,21 @@ def test_rng_state_survives_a_checkpoint_and_wins_over_a_reseed(tmp_path):
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
 
 
+def test_wall_time_counts_every_launch():
+    """results.json's wall_time_s of a resumed run = the earlier launches' seconds (kept in the checkpoint) + this
+    launch's; a checkpoint from before it was recorded counts as 0."""
+    first = ResumeState()
+    first.started -= 100  # this launch has run 100 s when it saves
+    state = first.state_dict()
+    assert state["wall_time_s"] >= 100
+    relaunch = ResumeState()
+    relaunch.load_state_dict(state)
+    assert relaunch.earlier_s == state["wall_time_s"] and relaunch.state_dict()["wall_time_s"] >= 100
+    old = ResumeState()
+    old.load_state_dict({"rng": state["rng"]})
+    assert old.earlier_s == 0.0
+
+
 def test_data_order_is_in_the_datamodule_state(tmp_path):
     from sarnet.data import MNISTDataModule
     from tests.test_data import fake_raw
