@@ -42,14 +42,20 @@ def threshold(s: str):
     return value
 
 
-def positive_int(s: str) -> int:
-    try:
-        value = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+def int_at_least(minimum: int):
+    """argparse type: an int >= minimum, else one line saying which."""
+    def parse(s: str) -> int:
+        try:
+            value = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def checkpoint_path(arg: str) -> Path:

@@ -33,16 +33,6 @@ def say(fmt: str, *args):
     print(fmt % args, file=sys.stderr, flush=True)
 
 
-def non_negative_int(s: str) -> int:
-    try:
-        value = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
 def parse(argv=None):
     from sarnet.xgb import NEXT_PARAMS, ORDERS, REFINE_PARAMS
 
@@ -62,7 +52,7 @@ def parse(argv=None):
     p.add_argument("--train-images", type=cli.positive_int, default=None, help="use the first N training fives")
     p.add_argument("--n-gen", type=cli.positive_int, default=None, help="images per FID set (default: "
                    "conf/fid/default.yaml's)")
-    p.add_argument("--n-sets", type=non_negative_int, default=None, help="FID sets; 0 = no FID and no kNN")
+    p.add_argument("--n-sets", type=cli.int_at_least(0), default=None, help="FID sets; 0 = no FID and no kNN")
     p.add_argument("--model", default=None, help="score this trained model folder instead of training")
     p.add_argument("--data", default="data", help="data root prepared by `make data` (default data)")
     args = p.parse_args(argv)
