@@ -181,7 +181,7 @@ def reference_epochs(x, model_name, epochs, batch_size=64):
     return times
 
 
-def compose_train(root, model_name, accelerator="cpu"):
+def compose_train(root, model_name):
     """The real path: Hydra-composed configs -> SarnetModule, the DataModule and a Lightning Trainer."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate

@@ -76,7 +76,7 @@ def main(argv=None):
     emit("fast_equals_naive", ok=diff <= 1e-5, max_abs_diff=diff, images=256)
 
     # 3. timings: one training epoch (MNIST-5, SarNET-VAE L=128, batch 64), n samples, one FID set
-    times = project_epochs(args.data, args.epochs, accelerator)
+    times = project_epochs(args.data, "sarnet_vae", args.epochs, accelerator)
     emit("train_epoch", s=round(sorted(times[1:])[len(times[1:]) // 2], 3), epochs_timed=len(times) - 1)
     generate(model, 500, generator=torch.Generator().manual_seed(0))  # warm-up
     _, t = timed(lambda: generate(model, args.n, batch_size=args.n, generator=torch.Generator().manual_seed(0)),
