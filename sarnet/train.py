@@ -1,5 +1,6 @@
 """What train.py does: compose -> validate -> seed -> instantiate -> fit -> test -> evaluate -> results.json."""
 
+import hashlib
 import json
 import logging
 import os
@@ -188,9 +189,31 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     return None
 
 
+def config_sha256(cfg: DictConfig) -> str:
+    """The resolved config a run was launched with, as one hash: results.json records it."""
+    return hashlib.sha256(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
+    """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
+    the job instead of testing and scoring its FID again (minutes per finished job)."""
+    try:
+        results = json.loads((output_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = results.get("status") == "ok" and results.get("config_sha256") == config_sha256(cfg)
+    return results if ok else None
+
+
 def run(cfg: DictConfig) -> float | None:
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
+    done = finished_before(cfg, output_dir)
+    if done is not None:
+        log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
+                 "score it again)", output_dir)
+        return done["metrics"].get("val/loss")
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     choices = HydraConfig.get().runtime.choices
     log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),
@@ -300,6 +323,7 @@ def run(cfg: DictConfig) -> float | None:
         "fid_matched": fid["matched"] if fid else None,
         "knn": fid["knn"] if fid else None,
         "metrics": metrics,
+        "config_sha256": config_sha256(cfg),
         "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
         "status": "ok",
     }

@@ -344,6 +344,22 @@ def test_sigterm_ends_the_run_non_zero_with_one_line_and_no_results(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
+@needs_data
+def test_a_finished_run_relaunched_with_the_same_config_is_skipped(tmp_path):
+    """A relaunched sweep must not test and score its finished jobs again; a changed config does evaluate again."""
+    args = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}"]
+    rc, out, _ = train(*args, timeout=300)
+    first = (tmp_path / "results.json").read_bytes()
+    assert rc == 0 and json.loads(first)["config_sha256"]
+    rc, out, _ = train(*args, timeout=300)
+    assert rc == 0 and "finished earlier with this same config: nothing to do" in out
+    assert (tmp_path / "results.json").read_bytes() == first
+    rc, out, _ = train(*args, "sample.z_scale=0.9", timeout=300)
+    assert rc == 0 and "nothing to do" not in out and "done: " in out
+    assert json.loads((tmp_path / "results.json").read_text())["config_sha256"] != json.loads(first)["config_sha256"]
+
+
 @needs_data
 def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
     """A scheduler's SIGTERM to a sweep (SLURM preemption, scancel) stops it: the running job is recorded as
@@ -477,8 +493,9 @@ def test_moved_run_dir_resumes_on_its_own_files_and_a_finished_run_keeps_its_met
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     first = results(tmp_path / "b")
     assert first["epochs"] == 2 and first["status"] == "ok"
-    # relaunched once finished: nothing to train, the same metrics reported again
-    ok(*base, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'b'}")
+    # relaunched once finished, with an evaluation setting changed (the same config is skipped outright): nothing
+    # to train, the same metrics reported again
+    ok(*base, "trainer.max_epochs=2", "sample.z_scale=0.9", f"hydra.run.dir={tmp_path / 'b'}")
     again = results(tmp_path / "b")
     assert again["metrics"] == first["metrics"] and again["steps"] == first["steps"]
 
