@@ -9,10 +9,11 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
-from torch import nn
+
+# torch is imported inside the functions that use it: train.py imports this module (for CheckpointError) before the
+# config is validated, and a bad override should be refused without paying for torch's import.
 
 FORMAT = 1
 HINT = "re-train or pick another checkpoint"
@@ -40,6 +41,8 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     damage = zip_crc_error(path)
     if damage:
         raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupted?): {damage}; {HINT}")
+    import torch
+
     try:
         with warnings.catch_warnings():  # junk can pass for an old pickle protocol: one error is plenty
             warnings.simplefilter("ignore")
@@ -61,8 +64,10 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_model(path, map_location="cpu") -> nn.Module:
+def load_model(path, map_location="cpu") -> "torch.nn.Module":
     """The plain network (SarNet / SarNetVAE / ConvVAE) of a train.py checkpoint, in eval mode."""
+    import torch
+
     ckpt = read_checkpoint(path, map_location)
     config = ckpt["sarnet"]["net"]
     try:

@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch  # validation builds the net anyway; the heavy libraries wait until the config is known to be good
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet import tracking
-from sarnet.checkpoint import CheckpointError, read_checkpoint
+from sarnet.checkpoint import CheckpointError, read_checkpoint  # light: torch waits until the config is good
 from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
@@ -143,6 +142,8 @@ def write_json(path: Path, payload: dict):
 
 
 def scalar_metrics(metrics: dict) -> dict:
+    import torch
+
     return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1 or
             isinstance(v, (int, float))}
 
@@ -220,6 +221,7 @@ def run(cfg: DictConfig) -> float | None:
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
+    import torch
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
     from lightning.pytorch.utilities.seed import isolate_rng
 

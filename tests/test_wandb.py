@@ -169,14 +169,26 @@ def test_run_names_and_sweep_groups(tmp_path):
     assert tracking.sweep_group(tmp_path / "elsewhere") == "elsewhere"
 
 
-def test_refusing_a_bad_config_imports_no_heavy_library(tmp_path):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", "latent_dim=abc",
-                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+def imports_of_train(tmp_path, *overrides):
+    """The top-level packages `python train.py <overrides>` imports, and its rc and output."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "WANDB_MODE": "offline"})
-    assert proc.returncode == 1 and "latent_dim='abc' is invalid" in proc.stdout + proc.stderr
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "torch" in imported  # the check builds the net
+    return proc, imported
+
+
+def test_a_bad_field_is_refused_before_torch_is_imported(tmp_path):
+    proc, imported = imports_of_train(tmp_path, "latent_dim=abc")
+    assert proc.returncode == 1 and "latent_dim='abc' is invalid" in proc.stdout + proc.stderr
+    assert not imported & {"torch", "lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
+
+
+def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_path):
+    proc, imported = imports_of_train(tmp_path, "model.net.geometry=[[28,1,3],[28,1,3]]")
+    assert proc.returncode == 1 and "model.net.geometry" in proc.stdout + proc.stderr
+    assert "torch" in imported  # the net is built to check its geometry
     assert not imported & {"lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
 
 
