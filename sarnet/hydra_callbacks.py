@@ -3,6 +3,9 @@
 
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +45,27 @@ def fid_table(sweep: Path, wandb: bool):
     proc = subprocess.run(cmd, check=False)
     if proc.returncode:
         log.error("scripts/fid_table.py failed (exit %d); rerun: %s", proc.returncode, " ".join(cmd))
+
+
+class StopWorkersOnSigterm(Callback):
+    """A sweep whose jobs run in worker processes (hydra/launcher=joblib): SIGTERM to the sweep (scancel, a
+    preempted node, `kill`) would end the parent alone, and its workers would train on, orphaned and unseen. Pass
+    the signal on to them instead, so that each records its job as stopped (results.json) as a single run does,
+    wait for them, and end the sweep with 128 + SIGTERM without starting another job."""
+
+    def on_multirun_start(self, config, **kwargs):
+        if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
+            signal.signal(signal.SIGTERM, _stop_workers)
+
+
+def _stop_workers(signum, frame):
+    workers = multiprocessing.active_children()  # joblib's loky workers are multiprocessing processes
+    log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped", len(workers))
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        worker.join(timeout=300)  # a job stops at its next training batch, or a test or FID set later
+    os._exit(128 + signal.SIGTERM)  # not SystemExit: joblib would go on to hand out the remaining jobs
 
 
 class WritableOutput(Callback):

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import secrets
 import signal
@@ -165,6 +166,9 @@ def run_job(cfg: DictConfig) -> float | None:
         failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
                                 f"epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
         # In a sweep too: a preempted or cancelled node must not go on to start the next job.
+        if multiprocessing.parent_process() is not None:  # a joblib worker: SystemExit would end this job only,
+            logging.shutdown()                            # and the worker would take the next one
+            os._exit(128 + signal.SIGTERM)
         sys.exit(128 + signal.SIGTERM)
     except Exception as e:
         return failed(cfg, e, 1)

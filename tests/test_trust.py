@@ -373,6 +373,32 @@ def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
     assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
 
 
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"  # a zombie has stopped too
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
+    """joblib's workers outlived a SIGTERMed parent and trained on, orphaned: now the parent passes the signal on,
+    each worker records its job as stopped and ends, and no further job starts."""
+    rc, out, _ = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke",
+                       "trainer.max_epochs=1000", "fid=off", "logger=csv", "latent_dim=8,16,32",
+                       f"hydra.sweep.dir={tmp_path}", "+callbacks.fault._target_=tests.faults.SigtermParentWhenAllTrain",
+                       "+callbacks.fault.workers=2",
+                       timeout=600)
+    assert rc == 128 + signal.SIGTERM and "stopping 2 worker process(es)" in out, out[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2, jobs  # the third job never started
+    for job in jobs:
+        result = json.loads((job / "results.json").read_text())
+        assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
+        assert gone(int((job / "worker.pid").read_text()))
+
+
 # ---- 9: the Python API and the scripts ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
