@@ -87,24 +87,23 @@ def validate(cfg: DictConfig):
            "must be a positive int")
 
     fid = cfg.fid
-    # checked even with fid.enabled=false: a typo is refused now, not when FID is next switched on after training
+    # all checked even with fid.enabled=false: a typo is refused now, not when FID is next switched on after training
     _check(_seed(fid.get("seed", 0)), "fid.seed", fid.get("seed"), "must be an int in [0, 2**32)")
-    if fid.enabled:
-        _check(fid.real_set in REAL_SETS, "fid.real_set", fid.real_set, f"must be one of {REAL_SETS}")
-        _check(_positive_int(fid.n_gen) and fid.n_gen >= 2, "fid.n_gen", fid.n_gen,
-               "must be an int >= 2 (FID needs two samples per side)")
-        _check(_positive_int(fid.n_sets), "fid.n_sets", fid.n_sets, "must be a positive int")
-        _check(_positive_int(fid.batch_size), "fid.batch_size", fid.batch_size, "must be a positive int")
-        extra = fid.get("extra_th")
-        _check(extra is None or OmegaConf.is_list(extra) and all(t is None or _number(t) and 0 <= t < 1 for t in extra),
-               "fid.extra_th", _plain(extra), "must be a list of thresholds in [0, 1) or null, e.g. [0.105,null]")
-        knn = fid.get("knn") or {}
-        for key, low in (("n", 0), ("k", 1), ("seed", 0)):
-            value = knn.get(key)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, f"fid.knn.{key}", value,
-                   f"must be an int >= {low}")
-        _check(knn.get("n") == 0 or knn.get("n") >= 2 * knn.get("k"), "fid.knn.n", knn.get("n"),
-               "must be 0 (off) or at least 2 * fid.knn.k")
+    _check(fid.real_set in REAL_SETS, "fid.real_set", fid.real_set, f"must be one of {REAL_SETS}")
+    _check(_positive_int(fid.n_gen) and fid.n_gen >= 2, "fid.n_gen", fid.n_gen,
+           "must be an int >= 2 (FID needs two samples per side)")
+    _check(_positive_int(fid.n_sets), "fid.n_sets", fid.n_sets, "must be a positive int")
+    _check(_positive_int(fid.batch_size), "fid.batch_size", fid.batch_size, "must be a positive int")
+    extra = fid.get("extra_th")
+    _check(extra is None or OmegaConf.is_list(extra) and all(t is None or _number(t) and 0 <= t < 1 for t in extra),
+           "fid.extra_th", _plain(extra), "must be a list of thresholds in [0, 1) or null, e.g. [0.105,null]")
+    knn = fid.get("knn") or {}
+    for key, low in (("n", 0), ("k", 1), ("seed", 0)):
+        value = knn.get(key)
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, f"fid.knn.{key}", value,
+               f"must be an int >= {low}")
+    _check(knn.get("n") == 0 or knn.get("n") >= 2 * knn.get("k"), "fid.knn.n", knn.get("n"),
+           "must be 0 (off) or at least 2 * fid.knn.k")
 
     beta = OmegaConf.select(cfg, "model.beta")
     _check(beta is None or _number(beta) and beta >= 0, "model.beta", beta, "must be a finite number >= 0")
@@ -152,6 +151,18 @@ def validate(cfg: DictConfig):
     from sarnet.likelihood import check_config  # sample.mode/temperature; likelihood needs a density and 0/1 data
     check_config(cfg, net)
     return net
+
+
+def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **kwargs):
+    """instantiate(node, **kwargs) for train.py's data module and trainer, whose constructors check their own
+    arguments (DataModule: binarize, val_size; Lightning's Trainer: accelerator, devices, precision): their complaint
+    becomes one line naming the field, not Hydra's multi-line wrapper around it."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as e:  # noqa: BLE001 -- whatever the constructor raised, _chain keeps the unexpected kinds
+        cause = _cause(e)
+        named = any(cause.startswith(f"{key}=") for key in node)
+        raise error(f"{field}.{cause}" if named else f"{field}: {cause}") from _chain(e)
 
 
 def _check_callbacks(cfg, net):

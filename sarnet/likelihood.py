@@ -239,15 +239,22 @@ def check_config(cfg, net):
         raise ConfigError("sample.mode='bernoulli' is invalid: it needs a sigmoid output, but "
                           f"model.net.out_activation={net.out_activation!r}; use sample.mode=mean")
     lk = cfg.get("likelihood")
-    if not lk or not lk.get("enabled"):
+    if not lk:
+        return
+    # the numbers are checked even with likelihood.enabled=false, as fid's: a typo is refused now, not later
+    for key, low in (("k", 1), ("batch_size", 1), ("seed", 0)):
+        value = lk.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"likelihood.{key}={value!r} is invalid: must be an int >= {low}")
+    n = lk.get("max_images")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"likelihood.max_images={n!r} is invalid: must be null (the whole test split) or an int >= 1")
+    if not lk.get("enabled"):
         return
     try:
         check_density_model(net)
     except LikelihoodError as e:
         raise ConfigError(f"likelihood.enabled=true: {e}") from None
-    k = lk.get("k")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
     binarize = cfg.data.get("binarize", "none")
     if binarize == "none" and cfg.data.get("static_dir") is None:
         raise ConfigError("likelihood.enabled=true but data.binarize='none': grey-level data has no Bernoulli "

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sarnet import tracking
 from sarnet.checkpoint import CheckpointError, read_checkpoint  # light: torch waits until the config is good
-from sarnet.config import ConfigError, validate
+from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
@@ -238,10 +238,10 @@ def run(cfg: DictConfig) -> float | None:
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
         if ckpt_path and path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-    check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
+    # Everything that can refuse its arguments is built before anything is written into the run dir.
+    datamodule = build(cfg.data, "data", DataError)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
     if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
@@ -251,13 +251,15 @@ def run(cfg: DictConfig) -> float | None:
     module = instantiate(cfg.model, loss=loss)
     # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
     module.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    resume_state = ResumeState(cfg, optimizer_override)
+    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, FlushLogs(), resume_state],
+                    plugins=[AtomicCheckpointIO()])
+    check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
-    resume_state = ResumeState(cfg, optimizer_override)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, FlushLogs(), resume_state],
-                          plugins=[AtomicCheckpointIO()])
+    trainer.loggers = loggers  # as Trainer(logger=loggers) would: the W&B and CSV loggers write into the run dir
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.

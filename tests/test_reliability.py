@@ -88,6 +88,11 @@ INVALID = [  # (overrides, the start of the one-line message: field=value is inv
     (["model.beta=-1"], r"model.beta=-1 is invalid: must be a finite number >= 0"),
     (["loss.kind=foo"], r"loss.kind='foo' is not one of"),
     (["eval_ckpt=final"], r"eval_ckpt='final' is invalid: must be one of \('best', 'last'\)"),
+    # checked with FID and likelihood off too: a typo is refused now, not when they are next switched on
+    (["fid=off", "fid.n_sets=0"], r"fid.n_sets=0 is invalid: must be a positive int"),
+    (["fid=off", "fid.knn.n=3"], r"fid.knn.n=3 is invalid: must be 0 \(off\) or at least 2 \* fid.knn.k"),
+    (["likelihood.k=0"], r"likelihood.k=0 is invalid: must be an int >= 1"),
+    (["likelihood.max_images=0"], r"likelihood.max_images=0 is invalid: must be null"),
 ]
 
 
@@ -109,6 +114,19 @@ def test_invalid_config_fails_fast_through_train_py(overrides, message, tmp_path
     assert re.fullmatch(f"{message}.*", line), line
     assert "Traceback" not in out  # one line that names the field and what it accepts, no stack
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoints, logs, W&B
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.binarize=bogus", r"sarnet.data.sources.DataError: data.binarize='bogus': expected one of"),
+    ("data.val_size=-0.1", r"sarnet.data.sources.DataError: data.val_size=-0.1: expected an int count"),
+    ("callbacks.checkpoint.mode=bogus", r"sarnet.config.ConfigError: callbacks.checkpoint: `mode` can be min, max"),
+    ("trainer.devices=0", r"sarnet.config.ConfigError: trainer: `Trainer\(devices=0\)` value is not a valid input"),
+])
+def test_arguments_the_constructors_refuse_are_one_line_before_the_run_dir_is_written(override, message, tmp_path):
+    """The data module's, the callbacks' and Lightning's own checks, which validate() leaves to them."""
+    rc, out, _ = train("trainer=smoke", "fid=off", override, f"hydra.run.dir={tmp_path}", timeout=300)
+    assert rc == 1 and "Traceback" not in out and re.search(message, out), out[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock", "train.log"]
 
 
 @st.composite
