@@ -86,12 +86,11 @@ def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) 
     from sarnet.sampling import patch_units
     check_density_model(net)
     flat = x.flatten(1)
-    weights = [layer.masked_weight() for layer in net.layers]  # W*M once, not once per pass (as fill_naive)
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     prefix = torch.zeros_like(flat)
     for k in range(net.n_patches):
         idx = patch_units(net, k).to(x.device)
-        logits = net.logits(prefix.view_as(x), z, weights).flatten(1)[:, idx]
+        logits = net.logits(prefix.view_as(x), z).flatten(1)[:, idx]
         total += log_bernoulli(logits, flat[:, idx])
         prefix[:, idx] = flat[:, idx]  # patch k is now given, as the sampler would have written it
     return total

@@ -86,28 +86,6 @@ class SarnetModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
 
-    # Folded masks: while fitting, keep every SemiDense weight masked in place after each optimizer step and skip
-    # W * M in the forward. Same maths for every unmasked weight (its gradient and Adam/SGD update are unchanged);
-    # the masked ones are reset to exactly 0. Outside fit() the layers multiply by the mask again. The masks are
-    # applied as float copies made once here: multiplying by the bool buffer converts it on every call (~10x
-    # slower, ~15% of a CPU training step).
-    def on_fit_start(self):
-        self._folded = [m for m in self.net.modules() if isinstance(m, SemiDense)]  # found once, not every step
-        self._fold_masks = [layer.mask.to(layer.weight.dtype) for layer in self._folded]
-        for layer in self._folded:
-            layer.folded = True
-        self.on_train_batch_end(None, None, 0)
-
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        for layer, mask in zip(self._folded, self._fold_masks):
-            layer.weight.mul_(mask)
-
-    def on_fit_end(self):
-        for layer in self._folded:
-            layer.folded = False
-        self._fold_masks = []
-
     def configure_optimizers(self):
         # Only the network's parameters: anything else hung on the module (e.g. an FID feature net) is not trained.
         return self.optimizer_factory(params=self.net.parameters())

@@ -133,10 +133,9 @@ def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)
     known = keep_mask(net, keep)
-    weights = [layer.masked_weight() for layer in net.layers]  # W*M once, not once per pass
     x = x.clone().flatten(1)
     for k in (~known).nonzero().squeeze(1).tolist():
-        logits = net.logits(x, z, weights).flatten(1)
+        logits = net.logits(x, z).flatten(1)
         idx = patch_units(net, k)
         u = None if uniforms is None else uniforms[:, idx]
         x[:, idx] = _finish(net, logits[:, idx], th, mode, temperature, u)
@@ -366,7 +365,6 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     P, units = net.n_patches, net.layers[0].deg_in.to(device)
     alpha = alpha_max * torch.rand(n, 1, generator=generator)
     noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device)
-    weights = [layer.masked_weight() for layer in net.layers]
     x = torch.zeros(n, units.numel(), device=device)
 
     def clip(v):
@@ -381,14 +379,14 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         noisy_patches[:, idx + 1:] = False
         noisy_patches[:, idx] = True
         noisy = noisy_patches.gather(1, units.expand(n, -1))
-        out = net.logits(x + noise * noisy, None, weights).flatten(1)
+        out = net.logits(x + noise * noisy).flatten(1)
         cols = units == idx + 1
         x[:, cols] = clip(out[:, cols])
         new = (first_idx < 0) & (x[:, cols].sum(1) > 0.05)
         first_idx[new] = idx + 1
         first_val[new] = x[new][:, cols]
     if refine:
-        x = clip(net.logits(x, None, weights).flatten(1))
+        x = clip(net.logits(x).flatten(1))
         for i in (first_idx >= 0).nonzero().squeeze(1).tolist():
             x[i, units == first_idx[i]] = first_val[i]
     net.train(was_training)

@@ -253,14 +253,13 @@ def time_generate(model, n, method, batch_size):
 
 
 def dense_pass(net: SarNet, n: int, batch: int):
-    """One dense teacher-forced pass of the decoder over n images (W*M once): (seconds, its Work per n images)."""
+    """One dense teacher-forced pass of the decoder over n images: (seconds, its Work per n images)."""
     x, z = torch.rand(batch, *net.image_shape), torch.randn(batch, net.latent_dim) if net.latent_dim else None
-    weights = [layer.masked_weight() for layer in net.layers]
     with torch.no_grad():
-        work = measure_work(lambda: net.logits(x, z, weights))
+        work = measure_work(lambda: net.logits(x, z))
         t = time.perf_counter()
         for _ in range(0, n, batch):
-            net.logits(x, z, weights)
+            net.logits(x, z)
     work.flops = work.flops * n / batch
     return time.perf_counter() - t, work
 

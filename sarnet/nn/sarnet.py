@@ -58,10 +58,10 @@ class SarNet(nn.Module):
     def ar_net(self) -> "SarNet":
         return self
 
-    def logits(self, x: torch.Tensor, z: torch.Tensor | None = None, weights=None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)
         for i, layer in enumerate(self.layers):
-            h = layer(h, z, None if weights is None else weights[i])
+            h = layer(h, z)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return h.view(-1, *self.image_shape)
