@@ -156,11 +156,14 @@ class SortedLayer(NamedTuple):
 
 def _sorted_layers(net: SarNet) -> list[SortedLayer]:
     """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
-    the prefix length comes from the layer's own mask. Kept on the net until a weight changes (any in-place
-    update bumps a tensor's version; a new tensor has a new id): FID generates in many small calls."""
-    key = tuple((id(t), t._version, t.device, t.dtype) for layer in net.layers for t in (layer.weight, layer.bias))
+    the prefix length comes from the layer's own mask. Kept on the net, with a copy of the weights it was made
+    from, until a weight changes: FID generates in many small calls. The copy is compared, not the tensors'
+    version counters, which fused Adam's in-place step leaves unchanged (a stale sort would sample old weights).
+    """
+    params = [t for layer in net.layers for t in (layer.weight, layer.bias)]
     cached = getattr(net, "_sorted_cache", None)
-    if cached is not None and cached[0] == key:
+    if cached is not None and all(a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and
+                                  torch.equal(a, b) for a, b in zip(cached[0], params, strict=True)):
         return cached[1]
     out = []
     for layer in net.layers:
@@ -173,7 +176,7 @@ def _sorted_layers(net: SarNet) -> list[SortedLayer]:
         in_ends = torch.bincount(layer.deg_in, minlength=layer.n_patches).cumsum(0).tolist()
         out.append(SortedLayer(w[perm_out][:, perm_in].contiguous(), rows, in_ends, w[perm_out, layer.in_image:],
                                layer.bias[perm_out], perm_in, perm_out))
-    net._sorted_cache = (key, out)
+    net._sorted_cache = ([t.detach().clone() for t in params], out)
     return out
 
 

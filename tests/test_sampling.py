@@ -57,14 +57,20 @@ def test_fast_equals_naive_with_threshold_bernoulli_and_completion(geometry, mod
 
 
 def test_fast_sampler_follows_weight_updates():
-    """The sorted weights are cached on the net: every in-place update (optimizer step, load_state_dict) and
-    every move must be seen by the next call."""
+    """The sorted weights are cached on the net: every in-place update (optimizer steps, fused Adam's too,
+    load_state_dict) and every move must be seen by the next call."""
     net = random_net(GEOMETRIES[2], 3, "predicted")
     z, x = torch.randn(4, 3), torch.zeros(4, *net.image_shape)
     before = fill_fast(net, x, z)
     assert fill_fast(net, x, z).equal(before)  # cached, same images
     with torch.no_grad():
         net.layers[1].weight.mul_(-2)
+    assert not fill_fast(net, x, z).equal(before)
+    assert (fill_fast(net, x, z) - fill_naive(net, x, z)).abs().max() <= 1e-5
+    before = fill_fast(net, x, z)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    torch.optim.Adam(net.parameters(), lr=0.1, fused=True).step()  # in place, without bumping _version
     assert not fill_fast(net, x, z).equal(before)
     assert (fill_fast(net, x, z) - fill_naive(net, x, z)).abs().max() <= 1e-5
     other = random_net(GEOMETRIES[2], 3, "predicted", seed=7)
