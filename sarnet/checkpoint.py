@@ -64,8 +64,8 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_model(path, map_location="cpu") -> "torch.nn.Module":
-    """The plain network (SarNet / SarNetVAE / ConvVAE) of a train.py checkpoint, in eval mode."""
+def load_model(path, map_location="cpu"):
+    """The plain network (SarNet / SarNetVAE / ConvVAE, an nn.Module) of a train.py checkpoint, in eval mode."""
     import torch
 
     ckpt = read_checkpoint(path, map_location)

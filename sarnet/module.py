@@ -4,7 +4,6 @@ import lightning as L
 import torch
 
 from sarnet.losses import ReconstructionLoss, kl_divergence
-from sarnet.nn.semidense import SemiDense
 
 
 class NonFiniteLossError(RuntimeError):

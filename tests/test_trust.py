@@ -387,8 +387,8 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
     each worker records its job as stopped and ends, and no further job starts."""
     rc, out, _ = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke",
                        "trainer.max_epochs=1000", "fid=off", "logger=csv", "latent_dim=8,16,32",
-                       f"hydra.sweep.dir={tmp_path}", "+callbacks.fault._target_=tests.faults.SigtermParentWhenAllTrain",
-                       "+callbacks.fault.workers=2",
+                       f"hydra.sweep.dir={tmp_path}", "+callbacks.fault.workers=2",
+                       "+callbacks.fault._target_=tests.faults.SigtermParentWhenAllTrain",
                        timeout=600)
     assert rc == 128 + signal.SIGTERM and "stopping 2 worker process(es)" in out, out[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
