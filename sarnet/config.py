@@ -154,9 +154,9 @@ def validate(cfg: DictConfig):
 
 
 def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **kwargs):
-    """instantiate(node, **kwargs) for train.py's data module and trainer, whose constructors check their own
-    arguments (DataModule: binarize, val_size; Lightning's Trainer: accelerator, devices, precision): their complaint
-    becomes one line naming the field, not Hydra's multi-line wrapper around it."""
+    """instantiate(node, **kwargs) for train.py's data module, callbacks and trainer, whose constructors check their
+    own arguments (DataModule: binarize, val_size; ModelCheckpoint: mode; Lightning's Trainer: accelerator, devices,
+    precision): their complaint becomes one line naming the field, not Hydra's multi-line wrapper around it."""
     try:
         return instantiate(node, **kwargs)
     except Exception as e:  # noqa: BLE001 -- whatever the constructor raised, _chain keeps the unexpected kinds
