@@ -1,6 +1,6 @@
 """Load a trained network back from a checkpoint written by train.py: no Lightning, no optimizer, no trainer.
 
-A checkpoint carries `checkpoint["sarnet"] = {"net": <resolved net config, with _target_>, "format": 1}` and
+A checkpoint carries `checkpoint["sarnet"] = {"net": <net.config: _target_ and arguments>, "format": 1}` and
 the module's `state_dict` (keys prefixed `net.`). The net is rebuilt from its config, so the code that builds
 it (and the mask rule) is today's: the persistent SemiDense masks in the file must equal the rebuilt ones.
 """

@@ -15,11 +15,10 @@ class SarnetModule(L.LightningModule):
 
     batch_reduction: how the per-image losses of a batch form the objective; "sum" is the reference's VAE
     objective (BCE-sum + KLD-sum over the batch), "mean" the simple-SarNET reference's.
-    net_config: the resolved config of `net`, stored in checkpoints so that `load_model` can rebuild it.
     """
 
     def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
-                 batch_reduction: str = "sum", net_config: dict | None = None):
+                 batch_reduction: str = "sum"):
         super().__init__()
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
@@ -31,7 +30,7 @@ class SarnetModule(L.LightningModule):
             raise ValueError(f"loss={type(loss).__name__} and model.net.out_activation={out_activation!r} do not go "
                              f"together: a softmax (classification) net trains with loss=ce, and only it")
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
-        self.beta, self.batch_reduction, self.net_config = beta, batch_reduction, net_config
+        self.beta, self.batch_reduction = beta, batch_reduction
 
     def forward(self, x):
         return self.net(x)
@@ -90,7 +89,7 @@ class SarnetModule(L.LightningModule):
         return self.optimizer_factory(params=self.net.parameters())
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["sarnet"] = {"net": self.net_config, "format": 1}
+        checkpoint["sarnet"] = {"net": self.net.config, "format": 1}  # sarnet.checkpoint.load_model
 
 
 def count_parameters(net: torch.nn.Module) -> dict:

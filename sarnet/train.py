@@ -152,7 +152,7 @@ def scalar_metrics(metrics: dict) -> dict:
 def run_job(cfg: DictConfig) -> float | None:
     """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
     try:
-        validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
+        net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
         return failed(cfg, e, 1)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -160,7 +160,7 @@ def run_job(cfg: DictConfig) -> float | None:
     lock = None
     try:
         lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
-        return run(cfg)
+        return run(cfg, net)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
@@ -211,7 +211,8 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
     return results if ok else None
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig, net) -> float | None:
+    """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
@@ -247,10 +248,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
         from sarnet.metrics.fid import load_classifier
         load_classifier(datamodule.dataset, datamodule.root)
-    loss = instantiate(cfg.loss)
-    module = instantiate(cfg.model, loss=loss)
-    # Set after instantiate: passed as an argument, Hydra would build the net a second time from its _target_.
-    module.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     resume_state = ResumeState(cfg, optimizer_override)
     trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, FlushLogs(), resume_state],

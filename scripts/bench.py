@@ -189,7 +189,7 @@ def compose_train(root, model_name):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model_name}", "latent_dim=128", f"data_dir={root}",
                                            "data.val_size=0"])
-    return instantiate(cfg.model, loss=instantiate(cfg.loss)), instantiate(cfg.data)
+    return instantiate(cfg.model), instantiate(cfg.data)
 
 
 def project_epochs(root, model_name, epochs, accelerator="cpu"):

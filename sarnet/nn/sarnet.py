@@ -25,13 +25,16 @@ class SarNet(nn.Module):
 
     The three nets share one small interface, so code asks the net instead of checking its class:
     latent_dim (0 = none), image_shape (C, H, W), out_activation ("sigmoid" | "none" | "softmax": C classes per
-    pixel, softmax over the channel dimension), and ar_net: the SarNet
-    that generates patch by patch (itself here, the decoder of a SarNetVAE, None for the conv VAE).
+    pixel, softmax over the channel dimension), ar_net: the SarNet that generates patch by patch (itself here,
+    the decoder of a SarNetVAE, None for the conv VAE), and config: the constructor's arguments.
     """
 
     def __init__(self, geometry=None, latent_dim: int = 0, first_patch: str = "given",
                  out_activation: str = "none"):
         super().__init__()
+        # The constructor's arguments: a checkpoint stores them, and load_model rebuilds the net from them.
+        self.config = {"_target_": "sarnet.nn.SarNet", "geometry": _rows(geometry), "latent_dim": latent_dim,
+                       "first_patch": first_patch, "out_activation": out_activation}
         geometry = [list(g) for g in (geometry or REFERENCE_GEOMETRY)]
         if len(geometry) < 2 or any(len(g) != 3 for g in geometry):
             raise GeometryError(f"geometry={geometry} must list >= 2 [side, channels, patch] triples "
@@ -86,6 +89,8 @@ class SarNetVAE(nn.Module):
         super().__init__()
         if latent_dim <= 0:
             raise GeometryError(f"latent_dim={latent_dim} must be a positive int (e.g. 8, 16, 32, 64, 128)")
+        self.config = {"_target_": "sarnet.nn.SarNetVAE", "latent_dim": latent_dim, "geometry": _rows(geometry),
+                       "first_patch": first_patch}
         self.latent_dim = latent_dim
         geometry = geometry or reference_vae_geometry(latent_dim)
         self.encoder = ConvEncoder(latent_dim, channels=geometry[0][1], side=geometry[0][0])
@@ -108,3 +113,8 @@ class SarNetVAE(nn.Module):
 
     def effective_parameters(self) -> int:
         return self.decoder.effective_parameters() + sum(p.numel() for p in self.encoder.parameters())
+
+
+def _rows(geometry):
+    """geometry as plain lists (Hydra passes a ListConfig), None kept: the form a checkpoint stores."""
+    return None if geometry is None else [list(g) for g in geometry]

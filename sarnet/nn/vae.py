@@ -73,6 +73,7 @@ class ConvVAE(nn.Module):
         super().__init__()
         if latent_dim <= 0:
             raise GeometryError(f"latent_dim={latent_dim} must be a positive int (e.g. 8, 16, 32, 64, 128)")
+        self.config = {"_target_": "sarnet.nn.ConvVAE", "latent_dim": latent_dim, "channels": channels, "side": side}
         self.latent_dim = latent_dim
         self.image_shape = (channels, side, side)
         self.encoder = ConvEncoder(latent_dim, channels, side)
