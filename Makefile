@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m sarnet.data.sources --root $(DATA)
 
+# The fast suite on every core (pytest-xdist workers).
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

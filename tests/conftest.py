@@ -1,18 +1,24 @@
 """What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess, the real
 Hydra composition, and tiny fake datasets in torchvision's raw layout."""
 
+import io
 import os
+import runpy
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # offline W&B, never a prompt; one thread each, so that tests running side by side do not oversubscribe the CPU
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, no oversubscription
+    torch.set_num_threads(1)
 needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
                                 reason="run `make data` first")
 
@@ -25,6 +31,58 @@ def run_train(*overrides, check=True, timeout=600) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def train_inprocess(*overrides) -> tuple[int, str]:
+    """`python train.py overrides` in this process (Hydra's own main, the run's exit status): for runs whose test
+    needs neither W&B (use logger=csv) nor signals, which run_train keeps in a real subprocess -> (status, output)."""
+    status, out, err = run_path(ROOT / "train.py", *overrides)
+    return status, out + err
+
+
+def run_script(script, *args, cwd=ROOT) -> tuple[int, str, str]:
+    """`python scripts/<script> args` run from cwd, but in this process: the script's own argument parsing, code
+    and exit status without an interpreter start-up (~5 s of imports each) -> (exit status, stdout, stderr).
+    W&B runs and signals stay in real subprocesses (tests that need them run the script with subprocess)."""
+    return run_path(ROOT / "scripts" / script, *args, cwd=cwd)
+
+
+def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
+    """run_script for any Python file (train.py: train_inprocess)."""
+    saved = sys.argv, list(sys.path), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv, status = [str(path), *map(str, args)], 0
+    sys.path.insert(0, str(path.parent))  # as python does for a script: its siblings import (gpu_check -> bench)
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:  # sys.exit("message") prints the message and exits 1, as python does
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        os.chdir(saved[2])
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """model -> the run dir of one real `python train.py model=<model> trainer=smoke fid=off latent_dim=8` run (W&B
+    offline and CSV), trained on first request and shared by the session's tests: the smoke-run checks and the
+    CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run), never change what training wrote."""
+    runs = {}
+
+    def get(model):
+        if model not in runs:
+            if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
+                pytest.skip("MNIST is not prepared: run `make data` first")
+            run_dir = tmp_path_factory.mktemp(f"smoke_{model}")
+            run_train(f"model={model}", "trainer=smoke", "fid=off", "latent_dim=8", f"hydra.run.dir={run_dir}")
+            runs[model] = run_dir
+        return runs[model]
+    return get
 
 
 def compose_config(*overrides):

@@ -2,8 +2,6 @@
 channels, softmax outputs, per-pixel cross-entropy, categorical sampling (fast == naive), grey images out."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,10 +14,9 @@ from sarnet.data.datamodules import quantize
 from sarnet.losses import CrossEntropyLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import GeometryError, SarNet
-from sarnet.sampling import fill_fast, fill_naive, generate, patch_units, sample_images, to_grayscale
-from tests.conftest import ENV, ROOT, compose_config, fake_idx, needs_data
-from tests.conftest import run_train as train
-from tests.test_sampling import FLUSH
+from sarnet.sampling import fill_fast, generate, patch_units, sample_images, to_grayscale
+from tests.conftest import compose_config, fake_idx, needs_data, run_script, train_inprocess
+from tests.test_sampling import FLUSH, naive_once
 from tests.test_semidense import dependence, randomize
 
 # C = 2 and 4 classes, patch sides 1, 2 and 4; compressed and expanded hidden layers.
@@ -59,7 +56,7 @@ def test_fast_equals_naive_categorical(geometry, mode, flush, monkeypatch):
     x = one_hot_images(4, classes, side, dtype=torch.float64)
     u = torch.rand(4, x[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for kw in [dict(temperature=1.0), dict(temperature=0.3), dict(keep=2, temperature=0.7)]:
-        naive = fill_naive(net, x, mode="categorical", uniforms=u, **kw)
+        naive = naive_once(net, x, mode="categorical", uniforms=u, **kw)
         fast = fill_fast(net, x, mode="categorical", uniforms=u, **kw)
         assert torch.equal(naive, fast), kw  # 0/1 draws from the same uniforms: bit for bit
         assert torch.equal(naive.sum(1), torch.ones_like(naive[:, 0]))  # one-hot: exactly one class per pixel
@@ -222,7 +219,9 @@ def test_bad_classification_config_is_one_line_naming_the_field(overrides, field
 
 @needs_data
 def test_smoke_run_classification(tmp_path):
-    train("experiment=cls_sarnet", "data.quantize=4", "trainer=smoke", "fid=off", f"hydra.run.dir={tmp_path}")
+    status, out = train_inprocess("experiment=cls_sarnet", "data.quantize=4", "trainer=smoke", "fid=off", "logger=csv",
+                                  f"hydra.run.dir={tmp_path}")
+    assert status == 0, out[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and results["model"] == "sarnet_cls" and results["epochs"] == 1
     for key in ["val/loss", "test/loss", "train/loss"]:
@@ -233,7 +232,5 @@ def test_smoke_run_classification(tmp_path):
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
     for script in ("sample.py", "complete.py"):
         out = tmp_path / f"{script}.png"
-        args = ["--ckpt", ckpt, "--n", "4", "--out", str(out), "--device", "cpu"]
-        proc = subprocess.run([sys.executable, f"scripts/{script}", *args], cwd=ROOT, env=ENV, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0 and out.exists(), proc.stderr[-2000:]
+        status, _, stderr = run_script(script, "--ckpt", ckpt, "--n", "4", "--out", out, "--device", "cpu")
+        assert status == 0 and out.exists(), stderr[-2000:]

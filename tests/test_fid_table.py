@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sarnet.metrics.fid import SHIPPED_SHA256
+from tests.conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
@@ -31,12 +32,11 @@ def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", c
 
 def table(tmp_path, *dirs, check=True):
     out = tmp_path / "table"
-    proc = subprocess.run([sys.executable, "scripts/fid_table.py", *map(str, dirs), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    status, stdout, stderr = run_script("fid_table.py", *dirs, "--out", out)
     if check:
-        assert proc.returncode == 0, proc.stderr
+        assert status == 0, stderr
         return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
-    return proc
+    return status, stdout, stderr
 
 
 def rows_of(t):
@@ -76,8 +76,8 @@ def test_the_same_run_given_twice_counts_once(tmp_path):
 def test_the_same_seed_twice_in_a_cell_is_refused(tmp_path):
     fake_run(tmp_path / "a" / "0", "sarnet_vae", 32, 1234, fid=1.0)
     fake_run(tmp_path / "b" / "0", "sarnet_vae", 32, 1234, fid=1.2)
-    proc = table(tmp_path, tmp_path / "a", tmp_path / "b", check=False)
-    assert proc.returncode == 2 and "seed 1234 appears twice" in proc.stderr
+    status, _, stderr = table(tmp_path, tmp_path / "a", tmp_path / "b", check=False)
+    assert status == 2 and "seed 1234 appears twice" in stderr
 
 
 def test_protocols_and_datasets_make_separate_tables(tmp_path):
@@ -96,9 +96,8 @@ def test_protocols_and_datasets_make_separate_tables(tmp_path):
 
 
 def test_fid_table_rejects_a_missing_dir(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/fid_table.py", str(tmp_path / "nope")], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    status, _, stderr = run_script("fid_table.py", tmp_path / "nope")
+    assert status == 2 and "is not a directory" in stderr
 
 
 def test_fid_table_logs_a_wandb_table_offline(tmp_path):

@@ -1,13 +1,12 @@
 """Patch importance, completion, checkpoint loading and the generation CLIs (tiny random models, CPU).
 
-The CLI tests train smoke checkpoints (SarNET-VAE, conv VAE, regression SarNET) with the real train.py,
-once per module (~10 s each), run every script once as a subprocess, and the variants and refusals
-in-process (no interpreter start-up each time).
+The CLI tests use the session's smoke runs of the real train.py (conftest.smoke_run: SarNET-VAE, conv VAE,
+regression SarNET, ~10 s each, shared with test_train_smoke) and run the scripts in-process (no interpreter
+start-up each time); sample.py with --wandb runs as a real subprocess (W&B's service stays out of the test process).
 """
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from sarnet.checkpoint import CheckpointError, load_model, load_run_config
 from sarnet.explain import candidates, gradient_importance, importance_overlay, patch_importance
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import complete, patch_units
-from tests.conftest import ENV, run_train
+from tests.conftest import ENV, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
@@ -168,26 +167,19 @@ def test_load_model_refuses_mismatched_weights_and_masks(tmp_path):
 
 # ---- (c) the CLIs on real smoke checkpoints -------------------------------------------------------------
 
-def train_smoke(run_dir, *overrides):
-    if not (REPO / "data" / "MNIST" / "raw").is_dir():
-        pytest.skip("MNIST is not prepared: run `make data` first")
-    run_train("trainer=smoke", "fid=off", "logger=csv", "run_test=false", f"hydra.run.dir={run_dir}", *overrides)
-    return run_dir / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def sarnet_vae_ckpt(smoke_run):
+    return smoke_run("sarnet_vae") / "checkpoints" / "last.ckpt"
 
 
-@pytest.fixture(scope="module")
-def sarnet_vae_ckpt(tmp_path_factory):
-    return train_smoke(tmp_path_factory.mktemp("sarnet_vae"), "latent_dim=8")
+@pytest.fixture
+def vae_ckpt(smoke_run):
+    return smoke_run("vae") / "checkpoints" / "last.ckpt"
 
 
-@pytest.fixture(scope="module")
-def vae_ckpt(tmp_path_factory):
-    return train_smoke(tmp_path_factory.mktemp("vae"), "model=vae", "latent_dim=8")
-
-
-@pytest.fixture(scope="module")
-def sarnet_ckpt(tmp_path_factory):
-    return train_smoke(tmp_path_factory.mktemp("sarnet"), "model=sarnet")
+@pytest.fixture
+def sarnet_ckpt(smoke_run):
+    return smoke_run("sarnet") / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture
@@ -205,16 +197,10 @@ def cli(script, ckpt, *args):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def cli_inprocess(script, ckpt, *args, monkeypatch, capsys):
+def cli_inprocess(script, ckpt, *args):
     """The same script in this process (no interpreter start-up): -> (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", [str(REPO / "scripts" / f"{script}.py"), "--ckpt", str(ckpt), "--device",
-                                      "cpu", *args])
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-        status = 0
-    except SystemExit as e:
-        status = e.code
-    return status, capsys.readouterr().err
+    status, _, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent)
+    return status, err
 
 
 def png_ok(path, min_bytes=500):
@@ -237,9 +223,13 @@ def test_load_model_on_a_real_checkpoint(sarnet_vae_ckpt):
 @pytest.mark.parametrize("script, args", [
     ("sample", ["--n", "8"]), ("complete", ["--n", "3", "--keep-rows", "3"]),
     ("interpolate", ["--steps", "4"]), ("importance", ["--targets", "2,9"])])
-def test_cli_subprocess(script, args, sarnet_vae_ckpt):
-    cli(script, sarnet_vae_ckpt, *args)
-    png_ok(sarnet_vae_ckpt.parents[1] / "images" / f"{script}_last.png")  # the default --out
+def test_cli_default_out(script, args, sarnet_vae_ckpt):
+    status, out, err = run_script(f"{script}.py", "--ckpt", sarnet_vae_ckpt, "--device", "cpu", *args,
+                                  cwd=sarnet_vae_ckpt.parent)
+    assert status == 0, err[-3000:]
+    written = Path(out.split(" -> ")[-1].strip())  # the default --out: <run>/images/<script>_last[_N].png
+    assert written.parent == sarnet_vae_ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
+    png_ok(written)
 
 
 @pytest.mark.parametrize("script, args, model", [
@@ -254,10 +244,9 @@ def test_cli_subprocess(script, args, sarnet_vae_ckpt):
     ("sample", ["--n", "4", "--th", "0"], "sarnet"),  # regression SarNET; th 0.15 blanks a smoke model
     ("complete", ["--n", "2"], "sarnet"),
     ("importance", ["--targets", "4,30"], "sarnet")])
-def test_cli_variants(script, args, model, ckpts, tmp_path, monkeypatch, capsys):
+def test_cli_variants(script, args, model, ckpts, tmp_path):
     ckpt = ckpts(model)
-    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "x.png"),
-                                monkeypatch=monkeypatch, capsys=capsys)
+    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "x.png"))
     assert status == 0, err
     png_ok(tmp_path / "x.png")
 
@@ -270,15 +259,14 @@ def test_cli_variants(script, args, model, ckpts, tmp_path, monkeypatch, capsys)
     ("interpolate", [], "sarnet", "needs a model with an encoder"),
     ("sample", ["--mode", "bernoulli"], "sarnet", "needs a sigmoid"),
     ("sample", [], "broken", "re-train or pick another checkpoint")])
-def test_cli_refusals(script, args, model, message, ckpts, tmp_path, monkeypatch, capsys):
+def test_cli_refusals(script, args, model, message, ckpts, tmp_path):
     if model != "broken":
         ckpt = ckpts(model)
     else:
         ckpt = tmp_path / "checkpoints" / "bad.ckpt"
         ckpt.parent.mkdir()
         ckpt.write_bytes(b"not a checkpoint")
-    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"),
-                                monkeypatch=monkeypatch, capsys=capsys)
+    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"))
     assert status == 2 and message in err and err.count("\n") == 1, err  # one line, no traceback
     assert not (tmp_path / "no.png").exists()
 
@@ -295,20 +283,17 @@ def test_conv_vae_is_not_autoregressive():
 
 def test_fid_script_scores_a_grid_of_sampling_settings(sarnet_vae_ckpt, tmp_path):
     out = tmp_path / "fid.json"
-    cmd = [sys.executable, str(REPO / "scripts" / "fid.py"), "--ckpt", str(sarnet_vae_ckpt), "--device", "cpu",
-           "--th", "0.095,none", "--n-gen", "64", "--n-sets", "2", "--json", str(out)]
-    done = subprocess.run(cmd, check=False, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    args = ["--ckpt", sarnet_vae_ckpt, "--device", "cpu", "--n-gen", "64", "--n-sets", "2"]
+    status, stdout, err = run_script("fid.py", *args, "--th", "0.095,none", "--json", out, cwd=tmp_path)
+    assert status == 0, err[-3000:]
+    rows = [json.loads(line) for line in stdout.splitlines()]
     assert [r["th"] for r in rows] == [0.095, None] and json.loads(out.read_text()) == rows
     assert all(r["n_gen"] == 64 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)
     # no --th: the run's own threshold (0.095 at L=8), scored with the same seed -> the same numbers
-    default = subprocess.run(cmd[:6] + cmd[8:12], check=False, cwd=tmp_path, env=ENV, capture_output=True,
-                             text=True, timeout=120)
-    assert json.loads(default.stdout)["fid_values"] == rows[0]["fid_values"]
+    status, stdout, err = run_script("fid.py", *args, cwd=tmp_path)
+    assert status == 0 and json.loads(stdout)["fid_values"] == rows[0]["fid_values"], err[-3000:]
 
 
 def test_fid_script_refuses_bad_settings(vae_ckpt, tmp_path):
-    cmd = [sys.executable, str(REPO / "scripts" / "fid.py"), "--ckpt", str(vae_ckpt), "--n-gen", "1"]
-    done = subprocess.run(cmd, check=False, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "--n-gen 1" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    status, _, err = run_script("fid.py", "--ckpt", vae_ckpt, "--n-gen", "1", cwd=tmp_path)
+    assert status == 2 and "--n-gen 1" in err and err.count("\n") == 1, err

@@ -26,6 +26,7 @@ from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from tests.conftest import run_script
 from tests.test_reliability import (
     ENV,
     RESUMABLE,
@@ -451,9 +452,8 @@ def test_a_0_1_long_keep_is_the_mask_it_spells(nets):
     ("complete.py", ["--n", "0"], "argument --n: 0 must be >= 1"),
 ])
 def test_scripts_refuse_bad_flags_in_one_line(script, args, message):
-    proc = subprocess.run([sys.executable, f"scripts/{script}", "--ckpt", "x.ckpt", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    status, _, stderr = run_script(script, "--ckpt", "x.ckpt", *args)
+    assert status == 2 and message in stderr and "Traceback" not in stderr
 
 
 def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path, nets):
@@ -466,10 +466,9 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path, nets)
     torch.save({"sarnet": {"net": config, "format": 1}, "state_dict": state}, tmp_path / "checkpoints" / "last.ckpt")
     outs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "scripts/sample.py", "--ckpt", str(tmp_path), "--n", "2",
-                               "--device", "cpu"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        outs.append(proc.stdout.split(" -> ")[-1].strip())
+        status, stdout, stderr = run_script("sample.py", "--ckpt", tmp_path, "--n", "2", "--device", "cpu")
+        assert status == 0, stderr[-2000:]
+        outs.append(stdout.split(" -> ")[-1].strip())
     assert outs == [str(tmp_path / "images" / "sample_last.png"), str(tmp_path / "images" / "sample_last_2.png")]
 
 
