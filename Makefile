@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m sarnet.data.sources --root $(DATA)
 
-# The fast suite on every core (pytest-xdist workers).
+# The fast suite on every core (pytest-xdist workers; the tests that share the smoke runs stay on one worker).
 test: install
-	$(PY) -m pytest -q -m "not slow" -n auto
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadgroup
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

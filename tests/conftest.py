@@ -67,6 +67,14 @@ def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+def pytest_collection_modifyitems(items):
+    """Under `make test` (pytest-xdist, --dist loadgroup) the tests that use the shared smoke runs go to one worker,
+    which trains each run once."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """model -> the run dir of one real `python train.py model=<model> trainer=smoke fid=off latent_dim=8` run (W&B

@@ -178,14 +178,9 @@ def vae_ckpt(smoke_run):
 
 
 @pytest.fixture
-def sarnet_ckpt(smoke_run):
-    return smoke_run("sarnet") / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture
-def ckpts(request):
+def ckpts(smoke_run):
     """Checkpoints by model kind, trained only when a test asks for that kind."""
-    return lambda kind: request.getfixturevalue(f"{kind}_ckpt")
+    return lambda kind: smoke_run(kind) / "checkpoints" / "last.ckpt"
 
 
 def cli(script, ckpt, *args):

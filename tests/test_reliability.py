@@ -30,7 +30,7 @@ from sarnet.config import ConfigError, validate
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, NonFiniteWeightsError, continue_csv
 from sarnet.train import check_checkpoint
-from tests.conftest import ENV, ROOT, compose_config, needs_data, run_train
+from tests.conftest import ENV, ROOT, compose_config, needs_data, run_train, train_inprocess
 
 # Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
 RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
@@ -136,7 +136,7 @@ def test_arguments_the_constructors_refuse_are_one_line(overrides, node, message
 
 
 def test_a_constructor_refusal_writes_nothing_into_the_run_dir(tmp_path):
-    rc, out, _ = train("trainer=smoke", "fid=off", "trainer.devices=0", f"hydra.run.dir={tmp_path}", timeout=300)
+    rc, out = train_inprocess("trainer=smoke", "fid=off", "trainer.devices=0", f"hydra.run.dir={tmp_path}")
     assert rc == 1 and "Traceback" not in out and "sarnet.config.ConfigError: trainer: `Trainer(devices=0)`" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock", "train.log"]
 
@@ -465,7 +465,7 @@ def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, wh
     path.parent.mkdir(parents=True, exist_ok=True)
     damage(path, how, small_checkpoint(path))
     extra = [f"ckpt_path={path}"] if where == "ckpt_path" else []
-    rc, out, _ = train(*extra, "data_dir=/nonexistent", f"hydra.run.dir={run}", timeout=300)
+    rc, out = train_inprocess(*extra, "data_dir=/nonexistent", f"hydra.run.dir={run}")
     assert rc != 0
     message = error_line(out, "sarnet.checkpoint.CheckpointError")
     assert message.startswith(f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"), message

@@ -1,8 +1,6 @@
 """Generative XGBoost (sarnet/xgb.py): train a few patches on synthetic images, save, load, generate."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import torch
 pytest.importorskip("xgboost")
 
 from sarnet import xgb  # noqa: E402
-from tests.conftest import ENV, ROOT  # noqa: E402
+from tests.conftest import run_script  # noqa: E402
 
 PATCHES = 6  # models for patches 1..6: a few seconds with one thread
 
@@ -94,6 +92,5 @@ def test_bad_settings_name_the_field():
 
 
 def test_script_bad_argument_is_one_line_naming_the_option():
-    proc = subprocess.run([sys.executable, "scripts/xgb.py", "--max-patches", "300"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--max-patches 300: at most 195" in proc.stderr
+    status, _, stderr = run_script("xgb.py", "--max-patches", "300")
+    assert status == 2 and "--max-patches 300: at most 195" in stderr
