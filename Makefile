@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m sarnet.data.sources --root $(DATA)
 
-# The fast suite on every core (pytest-xdist workers; the tests that share the smoke runs stay on one worker).
+# The fast suite on every core (pytest-xdist workers; worksteal: an idle worker takes queued tests from the other).
 test: install
-	$(PY) -m pytest -q -m "not slow" -n auto --dist loadgroup
+	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

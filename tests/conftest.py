@@ -1,9 +1,11 @@
 """What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess, the real
 Hydra composition, and tiny fake datasets in torchvision's raw layout."""
 
+import fcntl
 import io
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -67,29 +69,25 @@ def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def pytest_collection_modifyitems(items):
-    """Under `make test` (pytest-xdist, --dist loadgroup) the tests that use the shared smoke runs go to one worker,
-    which trains each run once."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_run"))
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """model -> the run dir of one real `python train.py model=<model> trainer=smoke fid=off latent_dim=8` run (W&B
     offline and CSV), trained on first request and shared by the session's tests: the smoke-run checks and the
-    CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run), never change what training wrote."""
-    runs = {}
+    CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run), never change what training wrote.
+    Under pytest-xdist the workers share it too: the first to ask trains it, under a file lock, the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: basetemp/popen-gwN
 
     def get(model):
-        if model not in runs:
-            if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
-                pytest.skip("MNIST is not prepared: run `make data` first")
-            run_dir = tmp_path_factory.mktemp(f"smoke_{model}")
-            run_train(f"model={model}", "trainer=smoke", "fid=off", "latent_dim=8", f"hydra.run.dir={run_dir}")
-            runs[model] = run_dir
-        return runs[model]
+        if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
+            pytest.skip("MNIST is not prepared: run `make data` first")
+        run_dir = shared / f"smoke_{model}"
+        with open(shared / f"smoke_{model}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (run_dir / "results.json").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)  # a run that failed under another worker: again
+                run_train(f"model={model}", "trainer=smoke", "fid=off", "latent_dim=8", f"hydra.run.dir={run_dir}")
+        return run_dir
     return get
 
 
