@@ -131,8 +131,14 @@ def validate(cfg: DictConfig):
         cause = _cause(e)
         raise ConfigError(cause if cause.startswith("loss.") else f"loss={_plain(cfg.loss)} does not build: "
                           f"{type(_innermost(e)).__name__}: {cause}") from _chain(e)
+    import torch  # the net's modules need it anyway; Lightning and the rest stay unimported
+
     try:
-        net = instantiate(cfg.model.net)
+        # train.py trains this net: its initial weights are drawn from cfg.seed's stream (and nothing else's), and
+        # the global RNG is left as it was, for seed_everything to set before the data and training draws.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = instantiate(cfg.model.net)
     except Exception as e:  # noqa: BLE001
         raise ConfigError(_net_message(cfg.model.net, e)) from _chain(e)
     shape = tuple(net.image_shape)
