@@ -133,7 +133,8 @@ def continue_csv(loggers, ckpt_path: str):
 # step. Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run).
 DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
               "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
-FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download")
+# model.loss is ${loss}, checked as `loss`; checkpoints written before it was wired into the model node lack it
+FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download", "model.loss")
 OPTIMIZER = "model.optimizer"
 
 

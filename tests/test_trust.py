@@ -196,6 +196,16 @@ def test_resume_allows_what_does_not_change_the_model_or_data():
                                 "fid=off", "logger=csv"), ckpt, "x") == {}
 
 
+def test_checkpoints_from_before_the_model_node_held_the_loss_still_resume():
+    cfg = composed("latent_dim=8")
+    stored = run_config(cfg)
+    del stored["model"]["loss"]  # as written before conf/config.yaml wired model.loss to ${loss}
+    ckpt = {"sarnet": fake_ckpt(cfg)["sarnet"], "sarnet_run": {"config": json.dumps(stored), "metrics": {}}}
+    assert check_drift(cfg, ckpt, "x") == {}
+    with pytest.raises(ConfigError, match="loss.kind"):  # the loss itself is still checked, as `loss`
+        check_drift(composed("latent_dim=8", "loss=mse"), ckpt, "x")
+
+
 def test_optimizer_override_is_explicit_logged_and_applied(caplog):
     ckpt = fake_ckpt(composed("latent_dim=8"))
     override = check_drift(composed("latent_dim=8", "model.optimizer.lr=5e-4", "resume_override_optimizer=true"),
