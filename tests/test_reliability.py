@@ -533,7 +533,7 @@ def test_dataset_with_a_corrupted_label_is_refused(tmp_path):
 def test_the_net_train_py_trains_starts_from_its_seeds_weights():
     """validate() builds the net that train.py trains: the same seed gives the same initial weights whatever the
     global RNG held before, another seed other weights, and the global RNG is left alone (a net built before any
-    seeding once gave every seed of a sweep the same initial weights)."""
+    seeding once drew them from torch's start-up state, random per process: no seed reproduced its run)."""
     def weights(seed):
         return torch.cat([p.detach().flatten() for p in validate(compose_config(f"seed={seed}", "latent_dim=8"))
                           .parameters()])
