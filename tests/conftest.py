@@ -1,5 +1,6 @@
-"""What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess, the real
-Hydra composition, and tiny fake datasets in torchvision's raw layout."""
+"""What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess or in this
+process, the scripts in this process, the session's smoke runs, the real Hydra composition, and tiny fake datasets
+in torchvision's raw layout."""
 
 import fcntl
 import io
