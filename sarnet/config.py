@@ -74,9 +74,11 @@ def validate(cfg: DictConfig):
            f"must be none with data.quantize={quantize}: quantising replaces binarizing")
     # before the net is built: a classification net's geometry reads its channels from data.quantize
     out_activation = OmegaConf.select(cfg, "model.net.out_activation", default=None)
-    _check((out_activation == "softmax") == (quantize is not None), "data.quantize", quantize,
-           f"must be 2 or 4 for a softmax (classification) net and null for any other (model.net.out_activation="
-           f"{out_activation!r}): use experiment=cls_sarnet for the classification SarNET")
+    in_channels = OmegaConf.select(cfg, "model.net.geometry.0.1", default=None)
+    probability = out_activation == "softmax" and quantize is None and in_channels == 1  # grey in, classes out
+    _check((out_activation == "softmax") == (quantize is not None) or probability, "data.quantize", quantize,
+           f"must be 2 or 4 for a softmax (classification) net with one-hot input and null for any other "
+           f"(model.net.out_activation={out_activation!r}): use experiment=cls_sarnet for the classification SarNET")
 
     sample = cfg.sample
     _check(sample.method in SAMPLE_METHODS, "sample.method", sample.method, f"must be one of {SAMPLE_METHODS}")
@@ -147,6 +149,9 @@ def validate(cfg: DictConfig):
            f"must start and end with [28, {channels}, patch]: the data are {channels} x 28 x 28 images (MNIST, "
            f"Fashion-MNIST{f'; data.quantize={quantize} one-hot channels' if quantize else ''})")
     out_activation = net.out_activation
+    _check(not probability or net.out_shape[0] == 2, "model.net.geometry", _plain(cfg.model.net.get("geometry")),
+           "must end with [28, 2, patch]: a softmax net reading grey images (1 channel) learns the soft targets "
+           "(1 - x, x), 2 classes (experiment=cls_sarnet_prob)")
     _check(getattr(loss, "needs_softmax", False) == (out_activation == "softmax"), "loss",
            cfg.loss.get("kind", cfg.loss.get("_target_")), f"does not fit model.net.out_activation={out_activation!r}: "
            f"a softmax (classification) net trains with loss=ce, and only it")

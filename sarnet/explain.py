@@ -73,7 +73,7 @@ def gradient_importance(model, image, target_patch: int, z=None) -> torch.Tensor
     z = None if z is None else z.reshape(1, -1).to(device)
     x = x.flatten(1).clone().requires_grad_(True)
     with torch.enable_grad():
-        out = net.logits(x, z).flatten(1)[0, patch_units(net, o)].sum()
+        out = net.logits(x, z).flatten(1)[0, patch_units(net, o, out=True)].sum()
         (grad,) = torch.autograd.grad(out, x)
     attr = (grad * x.detach()).abs()[0]
     scores = attr.new_zeros(net.n_patches).index_add_(0, net.layers[0].deg_in, attr)

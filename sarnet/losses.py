@@ -52,8 +52,9 @@ class CrossEntropyLoss(nn.Module):
     """Per-image cross-entropy of C-class pixels (the classification SarNET, docs/reference.md §3.1), shape (B,).
 
     logits: (B, C, H, W), softmax over C. target: (B, C, H, W) class probabilities, -sum_c t_c log softmax_c per
-    pixel: a one-hot target (data.quantize) gives the usual CE; soft targets are allowed (the reference's
-    "probability" variant). reduction: over an image's pixels ("mean" = torch's CrossEntropyLoss per image).
+    pixel: a one-hot target (data.quantize) gives the usual CE. A grey image x in [0, 1], (B, 1, H, W), against
+    C = 2 logits is the soft target (1 - x, x): the reference's "probability" variant.
+    reduction: over an image's pixels ("mean" = torch's CrossEntropyLoss per image).
     ssim_weight: adds ssim_weight * (1 - SSIM) of the class-1 probability against the target's class 1.
     """
 
@@ -67,9 +68,12 @@ class CrossEntropyLoss(nn.Module):
         self.reduction, self.ssim_weight = reduction, ssim_weight
 
     def forward(self, logits: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 4 and target.shape[1] == 1 and logits.shape[1:2] == (2,):
+            target = torch.cat([1 - target, target], dim=1)
         if logits.shape != target.shape or logits.ndim != 4 or logits.shape[1] < 2:
-            raise ValueError(f"cross-entropy needs logits and targets of one shape (B, C >= 2, H, W), got "
-                             f"{tuple(logits.shape)} and {tuple(target.shape)}: use data.quantize = the net's C")
+            raise ValueError(f"cross-entropy needs logits and targets of one shape (B, C >= 2, H, W), or 2 logits "
+                             f"and a grey target (B, 1, H, W); got {tuple(logits.shape)} and {tuple(target.shape)}: "
+                             f"use data.quantize = the net's C")
         per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1).flatten(1)
         loss = per_pixel.sum(1) if self.reduction == "sum" else per_pixel.mean(1)
         if self.ssim_weight:

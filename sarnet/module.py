@@ -4,6 +4,7 @@ import lightning as L
 import torch
 
 from sarnet.losses import ReconstructionLoss, kl_divergence
+from sarnet.sampling import to_grayscale
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,6 +59,8 @@ class SarnetModule(L.LightningModule):
                  on_step=False)
         for name, value in terms.items():
             self.log(f"{stage}/{name}", value.mean(), batch_size=n, on_epoch=True, on_step=False)
+        if output.shape != x.shape:  # a probability net's C class probabilities of a grey image: its grey levels
+            output = to_grayscale(self.net, output)
         self.log(f"{stage}/mse", (output - x).pow(2).mean(), batch_size=n, on_epoch=True, on_step=False)
         return objective
 

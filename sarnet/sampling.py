@@ -23,9 +23,10 @@ def decoder_of(model) -> SarNet:
                     f"sampling need a SarNet or SarNetVAE")
 
 
-def patch_units(net: SarNet, k: int) -> torch.Tensor:
-    """Flat (C, H, W) indices of the pixels of image patch k (all channels)."""
-    return (net.layers[0].deg_in == k).nonzero().squeeze(1)
+def patch_units(net: SarNet, k: int, out: bool = False) -> torch.Tensor:
+    """Flat (C, H, W) indices of the pixels of image patch k (all channels), in the image or (out) in the logits."""
+    degrees = net.layers[-1].deg_out if out else net.layers[0].deg_in
+    return (degrees == k).nonzero().squeeze(1)
 
 
 def keep_mask(net: SarNet, keep) -> torch.Tensor:
@@ -55,9 +56,12 @@ def keep_mask(net: SarNet, keep) -> torch.Tensor:
 def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
     """Turn output logits of some pixels into written pixel values (mean or a Bernoulli draw, then threshold; or a
     categorical draw). logits: (B, units) of whole patches in flattened (C, H, W) order, i.e. channel-major: all
-    pixels of channel 0, then of channel 1, ... (what both samplers pass)."""
+    pixels of channel 0, then of channel 1, ... (what both samplers pass). uniforms: one per written value."""
     if mode == "categorical":
-        return _categorical(logits, net.image_shape[0], temperature, uniforms)
+        one_hot = _categorical(logits, net.out_shape[0], temperature, uniforms)
+        if net.image_shape[0] == 1:  # a probability net reads grey levels: write class c of C as c / (C - 1)
+            return to_grayscale(net, one_hot.view(logits.shape[0], net.out_shape[0], -1)).flatten(1)
+        return one_hot
     if mode == "bernoulli":
         if net.out_activation != "sigmoid":
             raise ValueError("mode='bernoulli' needs a sigmoid output (a likelihood-trained model)")
@@ -70,11 +74,12 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
 
 def _categorical(logits, classes, temperature, uniforms):
     """One-hot draws from softmax(logits / T) over the `classes` channels of every pixel (the classification
-    SarNET). Inverse CDF with one given uniform per pixel, channel 0's, so that the naive and the fast sampler
-    draw alike: class = the number of cumulative probabilities (all but the last, which is 1) <= u."""
+    SarNET). Inverse CDF with one given uniform per pixel (the first `pixels` given: channel 0's of a one-hot image),
+    so that the naive and the fast sampler draw alike: class = the number of cumulative probabilities (all but the
+    last, which is 1) <= u."""
     batch = logits.shape[0]
     probs = torch.softmax(logits.reshape(batch, classes, -1) / temperature, dim=1)
-    u = uniforms.reshape(batch, classes, -1)[:, :1]
+    u = uniforms[:, :probs.shape[2]].unsqueeze(1)
     level = (probs.cumsum(1)[:, :-1] <= u).sum(1, keepdim=True)
     classes_ = torch.arange(classes, device=logits.device)[None, :, None]
     return (classes_ == level).to(logits.dtype).reshape(batch, -1)
@@ -138,7 +143,7 @@ def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature
         logits = net.logits(x, z).flatten(1)
         idx = patch_units(net, k)
         u = None if uniforms is None else uniforms[:, idx]
-        x[:, idx] = _finish(net, logits[:, idx], th, mode, temperature, u)
+        x[:, idx] = _finish(net, logits[:, patch_units(net, k, out=True)], th, mode, temperature, u)
     return x.view(-1, *net.image_shape)
 
 
@@ -199,7 +204,9 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     known = keep_mask(net, keep).tolist()
     layers = _sorted_layers(net)
     perm = layers[0].perm_in
-    assert torch.equal(perm, layers[-1].perm_out), "network input and output units must be ordered alike"
+    # Patch k's inputs (sorted: rows in0:in1 of xs) are written from the last layer's patch-k rows r0:r1 (the same
+    # rows, unless a probability net's C output channels fill 1 grey channel).
+    in_rows = list(zip([0, *layers[0].in_ends], layers[0].in_ends))
     batch = x.shape[0]
     xs = x.flatten(1)[:, perm].T.contiguous()  # the image, sorted by degree: (units, batch)
     us = None if uniforms is None else uniforms[:, perm].T
@@ -220,8 +227,9 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
             elif not known[k]:
                 pre = torch.addmm(acc[i][r0:r1], layer.weight[r0:r1, f:ncols], h[f:ncols])
                 # (units, batch) here: _finish takes (batch, units), as the naive sampler passes them
-                u = None if us is None else us[r0:r1].T
-                xs[r0:r1] = _finish(net, pre.T, th, mode, temperature, u).T
+                in0, in1 = in_rows[k]
+                u = None if us is None else us[in0:in1].T
+                xs[in0:in1] = _finish(net, pre.T, th, mode, temperature, u).T
         # Every input of degree <= k is final now (patch k of every layer is written): flush the pending ones.
         for i, layer in enumerate(layers):
             f, end, r1 = flushed[i], layer.in_ends[k], layer.rows[k][1]
@@ -302,8 +310,8 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         net = decoder_of(model)
         if x is None:
             x = torch.zeros(n, *net.image_shape, device=device)
-            if net.out_activation == "softmax":  # a black one-hot image (class 0), as the data's patch 0 always is
-                x[:, 0] = 1
+            if net.out_activation == "softmax" and net.image_shape[0] > 1:  # black one-hot (class 0) images, as
+                x[:, 0] = 1                                                 # the data's patch 0 always is
         x = x.to(device)
         draws = mode in ("bernoulli", "categorical")
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device) if draws else None
@@ -401,12 +409,12 @@ def to_grayscale(model, images):
 
     A softmax (classification) net's C channels are one-hot classes: class c of C is the grey level c / (C - 1)
     (0 black, C - 1 white; the quantisation's levels, evenly spread). For class probabilities (reconstructions) this
-    is the expected grey level. Every other model's images are grey levels already."""
-    if model.out_activation != "softmax":
+    is the expected grey level. Every other model's images (a probability net's samples too) are grey levels already."""
+    if model.out_activation != "softmax" or images.shape[1] == 1:
         return images
     classes = images.shape[1]
     levels = torch.arange(classes, dtype=images.dtype, device=images.device) / (classes - 1)
-    return (images * levels[:, None, None]).sum(1, keepdim=True)
+    return (images * levels.view(-1, *(1,) * (images.ndim - 2))).sum(1, keepdim=True)  # (B, C, ...): any trailing dims
 
 
 def sample_images(model, n, sample_cfg=None, generator=None, z=None):

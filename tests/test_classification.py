@@ -234,3 +234,113 @@ def test_smoke_run_classification(tmp_path):
         out = tmp_path / f"{script}.png"
         status, _, stderr = run_script(script, "--ckpt", ckpt, "--n", "4", "--out", out, "--device", "cpu")
         assert status == 0 and out.exists(), stderr[-2000:]
+
+
+# ---- the "probability" variant: grey image in, 2 classes per pixel out ---------------------------------------
+
+PROB_GEOMETRIES = [
+    [[6, 1, 1], [6, 2, 1], [6, 2, 1]],                       # pixel-wise
+    [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 2, 2]],            # patch 2, compressed hidden layer
+    [[12, 1, 4], [12, 1, 4], [12, 2, 4], [12, 2, 4]],        # patch 4, side kept (model=sarnet_prob's shape)
+]
+PROB_IDS = ["-".join("x".join(map(str, t)) for t in g) for g in PROB_GEOMETRIES]
+
+
+@pytest.mark.parametrize("geometry", PROB_GEOMETRIES, ids=PROB_IDS)
+@pytest.mark.parametrize("mode", ["given", "predicted"])
+@FLUSH
+def test_probability_net_fast_equals_naive_and_writes_black_or_white(geometry, mode, flush, monkeypatch):
+    monkeypatch.setattr(sampling, "FLUSH_COLUMNS", flush)
+    net = cls_net(geometry, mode).double()
+    assert net.image_shape[0] == 1 and net.out_shape[0] == 2
+    side = net.image_shape[1]
+    x = torch.rand(4, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    u = torch.rand(4, x[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for kw in [dict(temperature=1.0), dict(temperature=0.3), dict(keep=2, temperature=0.7)]:
+        naive = naive_once(net, x, mode="categorical", uniforms=u, **kw)
+        fast = fill_fast(net, x, mode="categorical", uniforms=u, **kw)
+        assert torch.equal(naive, fast), kw
+        known = sampling.keep_mask(net, kw.get("keep", 0))
+        drawn = ~known[net.layers[0].deg_in]
+        assert set(naive.flatten(1)[:, drawn].unique().tolist()) <= {0.0, 1.0}  # every drawn pixel black or white
+        assert torch.equal(naive.flatten(1)[:, ~drawn], x.flatten(1)[:, ~drawn])  # given pixels kept as they were
+
+
+def test_probability_net_draws_white_with_the_class_1_probability():
+    """With one uniform per pixel, white is drawn exactly where u >= p(black), i.e. with probability p(white)."""
+    net = cls_net([[6, 1, 1], [6, 2, 1], [6, 2, 1]], "predicted")
+    x = torch.zeros(1, 1, 6, 6)
+    u = torch.rand(1, 36, generator=torch.Generator().manual_seed(3))
+    white = fill_fast(net, x, mode="categorical", uniforms=u).flatten()
+    # patch 0 reads nothing: its probabilities come from the biases alone, whatever was drawn later
+    p_black = torch.softmax(net.logits(torch.zeros(1, 1, 6, 6)), 1)[0, 0].flatten()[0]
+    assert white[0] == float(u[0, 0] >= p_black)
+    images = sample_images(net, 3, {"mode": "categorical", "temperature": 0.3}, torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 6, 6) and set(images.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("geometry", PROB_GEOMETRIES, ids=PROB_IDS)
+@pytest.mark.parametrize("mode", ["given", "predicted"])
+def test_probability_net_is_autoregressive(geometry, mode):
+    """The class probabilities of output patch k depend on the grey pixels of input patches < k only."""
+    net = SarNet(geometry, first_patch=mode, out_activation="softmax")
+    randomize(net)
+    x = torch.rand(2, *net.image_shape, generator=torch.Generator().manual_seed(0))
+    weights = torch.rand(1, *net.out_shape, generator=torch.Generator().manual_seed(0))
+    dep = dependence(lambda v: net.activate(net.logits(v)) * weights, x, net.layers[-1].deg_out,
+                     net.layers[0].deg_in, net.n_patches)
+    strict = torch.ones(net.n_patches, net.n_patches).tril(-1).bool()
+    if mode == "given":
+        strict[0, 0] = True
+    assert not (dep & ~strict).any(), f"leak:\n{(dep & ~strict).nonzero()}"
+    assert all(dep[k, k - 1] for k in range(1, net.n_patches))
+
+
+def test_grey_target_is_the_soft_target_one_minus_x_x():
+    logits = torch.randn(3, 2, 28, 28)
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, 1)
+    for weight in (0.0, 1.0):
+        loss = CrossEntropyLoss(ssim_weight=weight)
+        assert torch.equal(loss(logits, probs, x), loss(logits, probs, torch.cat([1 - x, x], 1)))
+    expected = F.cross_entropy(logits, torch.cat([1 - x, x], 1), reduction="none").flatten(1).mean(1)
+    assert torch.allclose(CrossEntropyLoss()(logits, probs, x), expected, atol=1e-6)
+
+
+def test_probability_config_builds_and_trains_a_step():
+    cfg = compose_config("experiment=cls_sarnet_prob")
+    net = validate(cfg)
+    assert (net.image_shape, net.out_shape, net.patch) == ((1, 28, 28), (2, 28, 28), 4)
+    assert [layer.side_out for layer in net.layers] == [28, 28, 28]  # no compression, as the reference's
+    assert cfg.loss.ssim_weight == 1.0 and cfg.data.quantize is None and cfg.sample.mode == "categorical"
+    module = SarnetModule(net, CrossEntropyLoss(ssim_weight=1.0), lambda params: torch.optim.SGD(params, lr=1e-3),
+                          beta=0.0, batch_reduction="mean")
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(module._step((x, None), "val"))
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ("experiment=cls_sarnet_prob model.net.geometry=[[28,1,4],[28,1,4],[28,2,4],[28,4,4]]", "model.net.geometry"),
+    ("experiment=cls_sarnet_prob data.quantize=2", "model.net.geometry"),
+    ("experiment=cls_sarnet_prob loss=l1", "loss"),
+])
+def test_bad_probability_config_is_one_line_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_config(*overrides.split()))
+    message = str(e.value)
+    assert message.startswith(field) and "\n" not in message, message
+
+
+@needs_data
+def test_smoke_run_probability_variant(tmp_path):
+    status, out = train_inprocess("experiment=cls_sarnet_prob", "trainer=smoke", "fid=off", "logger=csv",
+                                  f"hydra.run.dir={tmp_path}")
+    assert status == 0, out[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["model"] == "sarnet_prob" and results["epochs"] == 1
+    assert list((tmp_path / "images").glob("samples_epoch*.png"))
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    for script in ("sample.py", "complete.py"):
+        out = tmp_path / f"{script}.png"
+        status, _, stderr = run_script(script, "--ckpt", ckpt, "--n", "4", "--out", out, "--device", "cpu")
+        assert status == 0 and out.exists(), stderr[-2000:]

@@ -24,9 +24,10 @@ class SarNet(nn.Module):
     """Type-a SemiDense layer, then type-b layers, ReLU between; z (if latent_dim) is fed to every layer.
 
     The three nets share one small interface, so code asks the net instead of checking its class:
-    latent_dim (0 = none), image_shape (C, H, W), out_activation ("sigmoid" | "none" | "softmax": C classes per
-    pixel, softmax over the channel dimension), ar_net: the SarNet that generates patch by patch (itself here,
-    the decoder of a SarNetVAE, None for the conv VAE), and config: the constructor's arguments.
+    latent_dim (0 = none), image_shape (C, H, W) of the images it reads and generates, out_activation ("sigmoid" |
+    "none" | "softmax": C classes per pixel, softmax over the channel dimension), ar_net: the SarNet that
+    generates patch by patch (itself here, the decoder of a SarNetVAE, None for the conv VAE), and config: the
+    constructor's arguments.
     """
 
     def __init__(self, geometry=None, latent_dim: int = 0, first_patch: str = "given",
@@ -39,19 +40,24 @@ class SarNet(nn.Module):
         if len(geometry) < 2 or any(len(g) != 3 for g in geometry):
             raise GeometryError(f"geometry={geometry} must list >= 2 [side, channels, patch] triples "
                                 f"(input first, output last), e.g. {REFERENCE_GEOMETRY}")
-        if geometry[0][:2] != geometry[-1][:2]:
-            raise GeometryError(f"geometry input {geometry[0]} and output {geometry[-1]} must have the same side "
-                                f"and channels: the network predicts its own input")
         if out_activation not in OUT_ACTIVATIONS:
             raise GeometryError(f"out_activation={out_activation!r} is not one of {OUT_ACTIVATIONS}")
+        # The net predicts its own input. One exception, the reference's "probability" variant (docs/reference.md
+        # §3.1): a softmax net may read the 1-channel grey image and give C class logits per pixel.
+        probability = out_activation == "softmax" and geometry[0][1] == 1
+        if geometry[0][0] != geometry[-1][0] or geometry[0][1] != geometry[-1][1] and not probability:
+            raise GeometryError(f"geometry input {geometry[0]} and output {geometry[-1]} must have the same side "
+                                f"and channels: the network predicts its own input (only a softmax net may read "
+                                f"1 grey channel and output C classes)")
         self.geometry, self.latent_dim, self.first_patch = geometry, latent_dim, first_patch
         self.out_activation = out_activation
         self.layers = nn.ModuleList(
             SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim,
                       mask_type="a" if i == 0 else "b", first_patch=first_patch)
             for i in range(len(geometry) - 1))
-        self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])
-        if out_activation == "softmax" and self.image_shape[0] < 2:
+        self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])  # what it reads and generates
+        self.out_shape = (geometry[-1][1], geometry[-1][0], geometry[-1][0])  # its logits
+        if out_activation == "softmax" and self.out_shape[0] < 2:
             raise GeometryError(f"out_activation='softmax' needs >= 2 output channels (one per class), but geometry "
                                 f"output is {geometry[-1]}: use [side, C, patch] with C = data.quantize")
         self.patch = geometry[0][2]
@@ -67,7 +73,7 @@ class SarNet(nn.Module):
             h = layer(h, z)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
-        return h.view(-1, *self.image_shape)
+        return h.view(-1, *self.out_shape)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         if self.out_activation == "softmax":  # class probabilities of every pixel, over the C channels
