@@ -361,7 +361,7 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast"):
     """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
@@ -369,33 +369,60 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     r in 1..idx (with probability p) get the noise added (not clipped: the reference's clip was a no-op); one
     forward pass; output patch idx+1 is clipped (< th -> 0, > 1 -> 1) and written into the clean image. `refine`
     re-runs the finished image once, clips, and puts back the first non-empty generated patch.
+
+    method="naive" runs the whole net at every step, as the reference. "fast" gives the same images (up to float
+    summation order; tested): the noisy input changes at every step, so nothing carries over from step to step as
+    in `fill_fast`, but step idx only needs the units of degree <= idx + 1: with units sorted by degree, a prefix
+    block of every layer's weights (and of the last layer only patch idx+1's rows), ~1/3 of the naive's work.
     """
+    if method not in FILLERS:
+        raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
     was_training = net.training
     net.eval()
-    device = next(net.parameters()).device
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     P, units = net.n_patches, net.layers[0].deg_in.to(device)
     alpha = alpha_max * torch.rand(n, 1, generator=generator)
-    noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device)
-    x = torch.zeros(n, units.numel(), device=device)
+    noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device, dtype)
+    x = torch.zeros(n, units.numel(), device=device, dtype=dtype)
+    if method == "fast":  # work on degree-sorted units: patch k's units, and all before them, are prefixes
+        layers = _sorted_layers(net)
+        perm = layers[0].perm_in
+        units, noise = units[perm], noise[:, perm]
 
     def clip(v):
         v = v.clamp(max=1)
         return v.clamp(min=0) if th is None else torch.where(v < th, torch.zeros_like(v), v)
 
+    def predict(v, k):  # output patch k of the net at input v, (n, units of patch k)
+        if method == "naive":
+            return net.logits(v).flatten(1)[:, units == k]
+        h = v
+        for i, layer in enumerate(layers):
+            r0, r1, ncols = layer.rows[k]
+            if i < len(layers) - 1:  # every row of degree <= k: the later layers' patch-k rows read them
+                r0 = 0
+            h = torch.addmm(layer.bias[r0:r1], h[:, :ncols], layer.weight[r0:r1, :ncols].T)
+            if i < len(layers) - 1:
+                h.relu_()
+        return h
+
     first_idx = torch.full((n,), -1, dtype=torch.long, device=device)
-    first_val = torch.zeros(n, (units == 0).sum(), device=device)
+    first_val = torch.zeros(n, (units == 0).sum(), device=device, dtype=dtype)
     for idx in range(P - 1):
         noisy_patches = torch.rand(n, P, generator=generator).to(device) < p
         noisy_patches[:, 0] = False
         noisy_patches[:, idx + 1:] = False
         noisy_patches[:, idx] = True
-        noisy = noisy_patches.gather(1, units.expand(n, -1))
-        out = net.logits(x + noise * noisy).flatten(1)
+        width = layers[0].rows[idx + 1][2] if method == "fast" else units.numel()  # the inputs patch idx+1 reads
+        noisy = noisy_patches.gather(1, units[:width].expand(n, -1))
         cols = units == idx + 1
-        x[:, cols] = clip(out[:, cols])
+        x[:, cols] = clip(predict(x[:, :width] + noise[:, :width] * noisy, idx + 1))
         new = (first_idx < 0) & (x[:, cols].sum(1) > 0.05)
         first_idx[new] = idx + 1
         first_val[new] = x[new][:, cols]
+    if method == "fast":  # back to the image's own unit order
+        x = torch.empty_like(x).index_copy_(1, perm, x)
+        units = units.new_empty(units.shape).index_copy_(0, perm, units)
     if refine:
         x = clip(net.logits(x).flatten(1))
         for i in (first_idx >= 0).nonzero().squeeze(1).tolist():
@@ -424,7 +451,8 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None):
     cfg = dict(sample_cfg or {})
     if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
-        return generate_regression(model, n, th=cfg.get("th"), generator=generator, **reg)
+        return generate_regression(model, n, th=cfg.get("th"), generator=generator,
+                                   method=cfg.get("method", "fast"), **reg)
     settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}
     images = generate(model, n=None if z is not None else n, z=z, generator=generator, **settings)
     return to_grayscale(model, images)

@@ -20,6 +20,9 @@ Cases
                 Goal >= 40x and of_dense_pass >= 0.5.
   sample_pixel  the same for a pixel-wise (1x1 patch) model; the naive sampler (783 full passes) is timed on
                 `--naive-images` images and scaled per image. Goal >= 500x.
+  sample_regression  10,000 simple-SarNET samples with the reference's noisy scheme (conf/recipe/sarnet.yaml):
+                naive (a full pass per patch) vs fast (prefix blocks of the degree-sorted weights); floor and
+                of_dense_pass as `sample`.
   fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128;
                 floor = one dense decoder pass + the LeNet features of the generated set.
   nll           time to score the binarized MNIST test split (sarnet/likelihood.py), two lines:
@@ -48,7 +51,7 @@ aten = torch.ops.aten
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sarnet.nn import REFERENCE_GEOMETRY, ConvVAE, SarNet, SarNetVAE  # noqa: E402
-from sarnet.sampling import generate  # noqa: E402
+from sarnet.sampling import generate, generate_regression  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_BATCH = OmegaConf.load(ROOT / "conf" / "config.yaml").sample.batch_size
@@ -291,6 +294,23 @@ def case_sample_pixel(args):
                 **sample_fields(net, args.n, args.fast_batch, fast))
 
 
+def case_sample_regression(args):
+    """Simple (regression) SarNET's noisy generation scheme (conf/recipe/sarnet.yaml), as FID runs it."""
+    net = SarNet().eval()
+    settings = dict(OmegaConf.load(ROOT / "conf" / "recipe" / "sarnet.yaml").sample.regression)
+    th = OmegaConf.load(ROOT / "conf" / "recipe" / "sarnet.yaml").sample.th
+
+    def timed(method):
+        t = time.perf_counter()
+        generate_regression(net, args.n, th=th, generator=torch.Generator().manual_seed(0), method=method,
+                            **settings)
+        return time.perf_counter() - t
+
+    naive, fast = timed("naive"), timed("fast")
+    return emit("sample_regression", naive, fast, images=args.n, patch=4, passes_naive=49, th=th, **settings,
+                **sample_fields(net, args.n, args.n, fast))
+
+
 def case_fid(args):
     """One FID set of the protocol (conf/fid/default.yaml) and the 10-set evaluation; floor = one dense decoder pass
     over the generated set + the LeNet features of the generated set (the real images' are computed once)."""
@@ -364,6 +384,8 @@ WHAT = {  # case -> (what is timed, baseline, goal)
                ">= 40x, >= 0.5 of one dense pass"),
     "sample_pixel": ("10,000 samples, pixel-wise (1x1 patches)", "naive sampler, 783 passes (timed on 500 images)",
                      ">= 500x"),
+    "sample_regression": ("10,000 simple-SarNET samples, the reference's noisy scheme, 4x4 patches",
+                          "naive: 48 full passes + refine", ""),
     "fid": ("one FID set: 10k SarNET-VAE samples + LeNet features + FID", "the whole 10-set evaluation", ""),
     "nll_exact": ("exact NLL of the binarized MNIST test split, strict SarNET 4x4", "naive: 49 passes per image",
                   ""),
@@ -389,6 +411,7 @@ def markdown(rows) -> str:
 
 
 CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel,
+         "sample_regression": case_sample_regression,
          "fid": case_fid, "nll": case_nll}
 
 

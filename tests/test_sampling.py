@@ -125,3 +125,24 @@ def test_conv_vae_and_regression_generation():
     g2 = generate_regression(simple, 3, **reference, generator=torch.Generator().manual_seed(0))
     assert torch.equal(g1, g2) and g1.shape == (3, 1, 28, 28)
     assert g1.min() >= 0 and g1.max() <= 1  # clipped (< th -> 0, > 1 -> 1)
+
+
+@pytest.mark.parametrize("geometry", [None, [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]], [[6, 1, 1], [6, 2, 1],
+                                                                                          [6, 1, 1]]],
+                         ids=["reference", "patch2", "pixel"])
+@pytest.mark.parametrize("mode", ["given", "predicted"])
+def test_regression_scheme_fast_equals_naive(geometry, mode):
+    """The noisy regression scheme's fast path (prefix blocks of the sorted weights) draws the same images as the
+    reference's loop of full passes, from the same random stream (float64: only summation order differs)."""
+    torch.manual_seed(0)
+    net = SarNet(geometry, first_patch=mode).double()
+    for layer in net.layers:  # biases that put outputs on both sides of th, so the clip and the refine both act
+        torch.nn.init.uniform_(layer.bias, -0.3, 0.6)
+    kw = {"alpha_max": 0.65, "p": 0.3, "th": 0.15, "refine": True}
+    for settings in (kw, {**kw, "refine": False, "th": None}):
+        naive, fast = (generate_regression(net, 12, **settings, generator=torch.Generator().manual_seed(3),
+                                           method=m) for m in ("naive", "fast"))
+        assert naive.dtype == torch.float64 and 0.2 < (naive > 0).double().mean() < 0.8
+        assert torch.allclose(naive, fast, rtol=0, atol=1e-12), (naive - fast).abs().max()
+    with pytest.raises(ValueError, match="method="):
+        generate_regression(net, 2, **kw, method="bogus")
