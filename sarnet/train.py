@@ -200,6 +200,33 @@ def config_sha256(cfg: DictConfig) -> str:
                                      default=str).encode()).hexdigest()
 
 
+def sampling_record(sample: DictConfig, net) -> dict:
+    """The sampling settings the run's images (and FID) depend on: method, th and z_scale always; the draw's mode and
+    temperature when pixels are drawn; the noisy scheme's settings for a regression net (sampling.sample_images)."""
+    record = {k: sample.get(k) for k in ("method", "th", "z_scale")}
+    if sample.get("mode", "mean") != "mean":
+        record |= {"mode": sample.mode, "temperature": sample.get("temperature", 1.0)}
+    if net.out_activation == "none" and sample.get("regression"):
+        record["regression"] = OmegaConf.to_container(sample.regression)
+    return record
+
+
+def code_version() -> dict | None:
+    """The git commit of the code that ran (and whether it had uncommitted changes), None outside a git checkout:
+    a seed's initial weights, for one, depend on the code's order of random draws, not on the config alone."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode or status.returncode:
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
     """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
     the job instead of testing and scoring its FID again (minutes per finished job)."""
@@ -323,13 +350,14 @@ def run(cfg: DictConfig, net) -> float | None:
         "eval_ckpt": "best" if eval_ckpt else "last",
         "eval_epoch": eval_epoch,
         "checkpoint": os.path.relpath(eval_path, output_dir) if eval_path.exists() else None,
-        "sampling": {k: cfg.sample.get(k) for k in ("method", "th", "z_scale")},
+        "sampling": sampling_record(cfg.sample, module.net),
         "fid_protocol": fid["protocol"] if fid else None,
         "fid_values": fid["values"] if fid else None,
         "fid_matched": fid["matched"] if fid else None,
         "knn": fid["knn"] if fid else None,
         "metrics": metrics,
         "config_sha256": config_sha256(cfg),
+        "code": code_version(),
         "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
         "status": "ok",
     }

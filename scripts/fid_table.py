@@ -91,8 +91,12 @@ def thesis_protocol(key):
 
 
 def cell_key(r):
+    """A field results.json lacks (runs written before it recorded a draw's mode or the regression scheme) counts as
+    the mean mode and no scheme."""
     s = r.get("sampling") or {}
-    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"))
+    regression = tuple(sorted((s.get("regression") or {}).items())) or None
+    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"),
+            s.get("mode", "mean"), s.get("temperature"), regression)
 
 
 def stats(values):
@@ -193,7 +197,8 @@ def build_tables(ok, failed):
             m_cells = defaultdict(list)
             for r in runs:
                 if th in (r.get("fid_matched") or {}):
-                    m_cells[cell_key(r)[:3]].append(r)
+                    cell = cell_key(r)
+                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here)
             m_rows = [{"model": k[0], "latent_dim": k[1], **summarize(
                 v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
                 for k, v in m_cells.items()]

@@ -2,6 +2,8 @@
 channels, softmax outputs, per-pixel cross-entropy, categorical sampling (fast == naive), grey images out."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +31,7 @@ GEOMETRIES = [
     [[28, 4, 4], [14, 2, 2], [28, 2, 4], [28, 4, 4]],        # patch 4, C = 4: model=sarnet_cls, data.quantize=4
 ]
 IDS = ["-".join("x".join(map(str, t)) for t in g) for g in GEOMETRIES]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cls_net(geometry, mode="given", seed=0):
@@ -338,6 +341,12 @@ def test_smoke_run_probability_variant(tmp_path):
     assert status == 0, out[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and results["model"] == "sarnet_prob" and results["epochs"] == 1
+    # what its images depend on: the draw (a cell of scripts/fid_table.py), and the code that ran
+    assert results["sampling"] == {"method": "fast", "th": None, "z_scale": 1.0, "mode": "categorical",
+                                   "temperature": 0.3}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI's fresh clone is one)
+        assert results["code"]["commit"] == head.stdout.strip() and isinstance(results["code"]["dirty"], bool)
     assert list((tmp_path / "images").glob("samples_epoch*.png"))
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
     for script in ("sample.py", "complete.py"):

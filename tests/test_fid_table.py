@@ -114,3 +114,38 @@ def test_fid_table_logs_a_wandb_table_offline(tmp_path):
     cells = {(row[0], row[1]): row for row in table["data"]}
     assert cells[("sarnet_vae", 8)][3] == 2.0 and cells[("sarnet_vae", 16)][2] == "missing"
     assert ("vae", 8) not in cells  # no VAE run was given: no VAE rows
+
+
+def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
+    """Runs that drew their pixels differently are never one cell; a results.json from before the draw's mode was
+    recorded (no "mode") is a mean-mode run."""
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)                                   # old format
+    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=2.0)
+    new = json.loads((sweep / "1" / "results.json").read_text())
+    new["code"] = {"commit": "0" * 40, "dirty": False}
+    (sweep / "1" / "results.json").write_text(json.dumps(new))
+    for i, (seed, temperature, fid) in enumerate([(1234, 0.3, 5.0), (1235, 1.0, 6.0)]):
+        fake_run(sweep / f"{i + 2}", "sarnet_vae", 32, seed, fid=fid)
+        path = sweep / f"{i + 2}" / "results.json"
+        r = json.loads(path.read_text())
+        r["sampling"] |= {"mode": "bernoulli", "temperature": temperature}
+        path.write_text(json.dumps(r))
+    result, _, _ = table(tmp_path, sweep)
+    (t,) = result["tables"]
+    means = sorted(r["fid_mean"] for r in t["rows"] if r["model"] == "sarnet_vae" and r["status"] == "ok")
+    assert means == [1.5, 5.0, 6.0]  # the two mean-mode runs together, each temperature apart
+    matched = sorted(r["fid_mean"] for r in t["matched"]["none"]["rows"])
+    assert matched == [2.5, 6.0, 7.0]
+
+
+def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
+    from sarnet.config import validate
+    from sarnet.train import sampling_record
+    from tests.conftest import compose_config
+    for overrides, extra in [((), {}),
+                             (("model=sarnet",), {"regression": {"alpha_max": 0.65, "p": 0.3, "refine": True}}),
+                             (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
+        cfg = compose_config(*overrides)
+        record = sampling_record(cfg.sample, validate(cfg))
+        assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, **extra}, overrides
