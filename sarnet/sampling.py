@@ -422,7 +422,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         first_val[new] = x[new][:, cols]
     if method == "fast":  # back to the image's own unit order
         x = torch.empty_like(x).index_copy_(1, perm, x)
-        units = units.new_empty(units.shape).index_copy_(0, perm, units)
+        units = net.layers[0].deg_in.to(device)
     if refine:
         x = clip(net.logits(x).flatten(1))
         for i in (first_idx >= 0).nonzero().squeeze(1).tolist():

@@ -241,6 +241,7 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
+    code = code_version()  # this launch's code, before anything can change under a long run
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:
@@ -357,7 +358,7 @@ def run(cfg: DictConfig, net) -> float | None:
         "knn": fid["knn"] if fid else None,
         "metrics": metrics,
         "config_sha256": config_sha256(cfg),
-        "code": code_version(),
+        "code": code,
         "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
         "status": "ok",
     }
