@@ -59,7 +59,7 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
     pixels of channel 0, then of channel 1, ... (what both samplers pass). uniforms: one per written value."""
     if mode == "categorical":
         one_hot = _categorical(logits, net.out_shape[0], temperature, uniforms)
-        if net.image_shape[0] == 1:  # a probability net reads grey levels: write class c of C as c / (C - 1)
+        if not net.one_hot_input:  # a probability net reads grey levels: write class c of C as c / (C - 1)
             return to_grayscale(net, one_hot.view(logits.shape[0], net.out_shape[0], -1)).flatten(1)
         return one_hot
     if mode == "bernoulli":
@@ -74,9 +74,9 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
 
 def _categorical(logits, classes, temperature, uniforms):
     """One-hot draws from softmax(logits / T) over the `classes` channels of every pixel (the classification
-    SarNET). Inverse CDF with one given uniform per pixel (the first `pixels` given: channel 0's of a one-hot image),
-    so that the naive and the fast sampler draw alike: class = the number of cumulative probabilities (all but the
-    last, which is 1) <= u."""
+    SarNET). Inverse CDF with one given uniform per pixel (the first H*W of those given: channel 0's of a one-hot
+    image), so that the naive and the fast sampler draw alike: class = the number of cumulative probabilities (all
+    but the last, which is 1) <= u."""
     batch = logits.shape[0]
     probs = torch.softmax(logits.reshape(batch, classes, -1) / temperature, dim=1)
     u = uniforms[:, :probs.shape[2]].unsqueeze(1)
@@ -310,8 +310,8 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         net = decoder_of(model)
         if x is None:
             x = torch.zeros(n, *net.image_shape, device=device)
-            if net.out_activation == "softmax" and net.image_shape[0] > 1:  # black one-hot (class 0) images, as
-                x[:, 0] = 1                                                 # the data's patch 0 always is
+            if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
+                x[:, 0] = 1
         x = x.to(device)
         draws = mode in ("bernoulli", "categorical")
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device) if draws else None
@@ -377,6 +377,9 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
+    if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
+        raise ValueError(f"the noisy regression scheme is for simple SarNET (no latent); this net has latent_dim="
+                         f"{net.latent_dim}: use generate()")
     was_training = net.training
     net.eval()
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype

@@ -212,19 +212,24 @@ def sampling_record(sample: DictConfig, net) -> dict:
 
 
 def code_version() -> dict | None:
-    """The git commit of the code that ran (and whether it had uncommitted changes), None outside a git checkout:
-    a seed's initial weights, for one, depend on the code's order of random draws, not on the config alone."""
+    """The git commit of the code that ran and whether tracked files had uncommitted changes (new, untracked files
+    are not counted), None unless the package sits at the top of a git checkout: a seed's initial weights, for one,
+    depend on the code's order of random draws, not on the config alone."""
     import subprocess
     root = Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() if out.returncode == 0 else None
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=30)
+        top, commit = git("rev-parse", "--show-toplevel"), git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if commit.returncode or status.returncode:
+    if top is None or Path(top).resolve() != root or commit is None or status is None:
         return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return {"commit": commit, "dirty": bool(status)}
 
 
 def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
@@ -241,13 +246,13 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
-    code = code_version()  # this launch's code, before anything can change under a long run
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
         return done["metrics"].get("val/loss")
+    code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     choices = HydraConfig.get().runtime.choices
     log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),

@@ -25,7 +25,7 @@ def body(args, model, run):
     th = cli.resolve_th(args.th, run)
     draw = {}
     if net.out_activation == "softmax":  # a classification SarNET draws classes (and reads them one-hot: quantise)
-        image = quantize(image, net.image_shape[0]) if net.image_shape[0] > 1 else image
+        image = quantize(image, net.image_shape[0]) if net.one_hot_input else image
         draw = {"mode": "categorical", "temperature": run["sample"].get("temperature", 1.0)}
     filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=args.n,
                               z_scale=args.z_scale, th=th, method=args.method, generator=run["generator"], **draw)

@@ -57,6 +57,8 @@ def collect(dirs):
                 continue
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
             good = r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})
+            if good:
+                r["sampling_"] = sampling_of(r)
             (ok if good else failed).append(r)
     return ok, failed
 
@@ -90,13 +92,40 @@ def thesis_protocol(key):
             and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
 
 
+def sampling_of(r):
+    """The run's sampling settings. A results.json written before it recorded the draw (mode, temperature) and a
+    regression net's scheme has no "code" field: those are read from the run's .hydra/config.yaml, as train.py's
+    sampling_record would have written them; without that file they count as the mean mode and no scheme."""
+    s = dict(r.get("sampling") or {})
+    if "code" in r:
+        return s
+    path = Path(r["path"]) / ".hydra" / "config.yaml"
+    if not path.exists():
+        print(f"warning: {r['path']}: results.json predates the recorded draw and has no .hydra/config.yaml "
+              f"beside it: taken as the mean mode, no regression scheme", file=sys.stderr)
+        return s
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load(path)
+    if cfg.sample.get("mode", "mean") != "mean":
+        s |= {"mode": cfg.sample.mode, "temperature": cfg.sample.get("temperature", 1.0)}
+    if OmegaConf.select(cfg, "model.net.out_activation") == "none" and cfg.sample.get("regression"):
+        s["regression"] = OmegaConf.to_container(cfg.sample.regression)
+    return s
+
+
 def cell_key(r):
-    """A field results.json lacks (runs written before it recorded a draw's mode or the regression scheme) counts as
-    the mean mode and no scheme."""
-    s = r.get("sampling") or {}
+    s = r["sampling_"]
     regression = tuple(sorted((s.get("regression") or {}).items())) or None
     return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"),
             s.get("mode", "mean"), s.get("temperature"), regression)
+
+
+def draw_label(r):
+    """How a row's pixels were drawn, where it is not the sigmoid means: shown beside the model name."""
+    s = r["sampling_"]
+    parts = [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
+    parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def stats(values):
@@ -180,7 +209,7 @@ def build_tables(ok, failed):
         cells = defaultdict(list)
         for r in runs:
             cells[cell_key(r)].append(r)
-        rows = [{"model": k[0], "latent_dim": k[1], **summarize(v),
+        rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(v),
                  "thesis": THESIS.get((k[0], k[1])) if thesis else None} for k, v in cells.items()]
         if thesis:  # the thesis' cells this table lacks, for the models given
             have = {(r["model"], r["latent_dim"]) for r in rows}
@@ -198,8 +227,9 @@ def build_tables(ok, failed):
             for r in runs:
                 if th in (r.get("fid_matched") or {}):
                     cell = cell_key(r)
-                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here)
-            m_rows = [{"model": k[0], "latent_dim": k[1], **summarize(
+                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here):
+                    # z_scale and the draw still part cells
+            m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(
                 v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
                 for k, v in m_cells.items()]
             m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
@@ -232,7 +262,7 @@ def markdown_rows(rows, thesis):
             " kNN acc. | th | params dense / effective | epochs | weights | test loss | wall time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        cells = [r["model"], "—" if r["latent_dim"] is None else r["latent_dim"]]
+        cells = [r["model"] + r.get("draw", ""), "—" if r["latent_dim"] is None else r["latent_dim"]]
         if r["status"] == "ok":
             cells += [fmt(r["fid_mean"]), fmt(r["fid_seed_std"]), fmt(r["fid_set_std"]), len(r["seeds"])]
         else:

@@ -149,3 +149,26 @@ def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
         cfg = compose_config(*overrides)
         record = sampling_record(cfg.sample, validate(cfg))
         assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, **extra}, overrides
+
+
+def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_path):
+    """Results written before the draw and the regression scheme were recorded (no "code" field) read them from
+    .hydra/config.yaml: an old and a new simple-SarNET run of one recipe share a cell; another scheme does not."""
+    sweep = tmp_path / "sweep"
+    scheme = {"alpha_max": 0.65, "p": 0.3, "refine": True}
+    for i, (seed, alpha, new) in enumerate([(1234, 0.65, False), (1235, 0.65, True), (1236, 0.5, False)]):
+        fake_run(sweep / f"{i}", "sarnet", None, seed, fid=40.0 + i)
+        path = sweep / f"{i}" / "results.json"
+        r = json.loads(path.read_text())
+        if new:
+            r |= {"code": {"commit": "0" * 40, "dirty": False}, "sampling": r["sampling"] | {"regression": scheme}}
+        else:
+            (sweep / f"{i}" / ".hydra").mkdir()
+            (sweep / f"{i}" / ".hydra" / "config.yaml").write_text(json.dumps(  # JSON is YAML
+                {"model": {"net": {"out_activation": "none"}}, "sample": {"mode": "mean", "regression":
+                                                                          scheme | {"alpha_max": alpha}}}))
+        path.write_text(json.dumps(r))
+    result, md, _ = table(tmp_path, sweep)
+    rows = [r for r in result["tables"][0]["rows"] if r["model"] == "sarnet" and r["status"] == "ok"]
+    assert sorted((r["fid_mean"], len(r["seeds"])) for r in rows) == [(40.5, 2), (42.0, 1)]
+    assert "sarnet (alpha_max 0.5, p 0.3, refine True)" in md and "sarnet (alpha_max 0.65, p 0.3, refine True)" in md

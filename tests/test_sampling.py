@@ -146,3 +146,8 @@ def test_regression_scheme_fast_equals_naive(geometry, mode):
         assert torch.allclose(naive, fast, rtol=0, atol=1e-12), (naive - fast).abs().max()
     with pytest.raises(ValueError, match="method="):
         generate_regression(net, 2, **kw, method="bogus")
+
+
+def test_regression_scheme_refuses_a_latent_net():
+    with pytest.raises(ValueError, match="no latent"):
+        generate_regression(SarNet(latent_dim=4), 2, alpha_max=0.65, p=0.3, th=0.15, refine=False)

@@ -45,7 +45,7 @@ class SarNet(nn.Module):
         # The net predicts its own input. One exception, the reference's "probability" variant (docs/reference.md
         # §3.1): a softmax net may read the 1-channel grey image and give C class logits per pixel.
         probability = out_activation == "softmax" and geometry[0][1] == 1
-        if geometry[0][0] != geometry[-1][0] or geometry[0][1] != geometry[-1][1] and not probability:
+        if geometry[0][0] != geometry[-1][0] or (geometry[0][1] != geometry[-1][1] and not probability):
             raise GeometryError(f"geometry input {geometry[0]} and output {geometry[-1]} must have the same side "
                                 f"and channels: the network predicts its own input (only a softmax net may read "
                                 f"1 grey channel and output C classes)")
@@ -62,6 +62,8 @@ class SarNet(nn.Module):
                                 f"output is {geometry[-1]}: use [side, C, patch] with C = data.quantize")
         self.patch = geometry[0][2]
         self.n_patches = self.layers[0].n_patches
+        # reads and writes one-hot classes (data.quantize); a softmax net reading 1 grey channel writes grey levels
+        self.one_hot_input = out_activation == "softmax" and self.image_shape[0] > 1
 
     @property
     def ar_net(self) -> "SarNet":
