@@ -22,6 +22,7 @@ time, and patch 0 drawn from the training images' first patches, since the refer
 "given" first patch comes from.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -106,6 +107,38 @@ def _predict(booster, x):
     return booster.inplace_predict(x).reshape(len(x), -1)
 
 
+def _resume(resume_dir, settings, last, threads):
+    """(next boosters, refine boosters, seconds per patch) of the patches an interrupted run left in resume_dir."""
+    if resume_dir is None:
+        return [], [], []
+    import xgboost as xgb
+
+    path = Path(resume_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        state = json.loads((path / "progress.json").read_text())
+    except FileNotFoundError:
+        return [], [], []
+    except (OSError, ValueError) as e:
+        raise XGBError(f"{path}/progress.json is unreadable ({e}): delete {path} to train from scratch") from None
+    if state.get("settings") != settings:
+        changed = sorted(k for k in settings if (state.get("settings") or {}).get(k) != settings[k])
+        raise XGBError(f"{path} holds patches trained with other {', '.join(changed)}: delete it to train from "
+                       f"scratch, or write to another --out")
+    seconds = state["seconds"][:last]
+    models = {"next": [], "refine": []}
+    for name in models:
+        for k in range(1, len(seconds) + 1):
+            booster = xgb.Booster({"nthread": threads})
+            try:
+                booster.load_model(bytearray((path / f"{name}_{k:03d}.ubj").read_bytes()))
+            except (OSError, xgb.core.XGBoostError) as e:
+                raise XGBError(f"{path}: cannot read {name}_{k:03d}.ubj ({e}): delete {path} to train from "
+                               f"scratch") from None
+            models[name].append(booster)
+    return models["next"], models["refine"], list(seconds)
+
+
 class GenerativeXGB:
     """next[k-1], refine[k-1]: the boosters of patch k = 1..len(next). Patches past the last trained one stay 0
     (a quick run's partial images). first: [M, 4] distinct first patches of the training images, drawn with
@@ -118,10 +151,13 @@ class GenerativeXGB:
     @classmethod
     def train(cls, images, order="raster", max_patches=None, rounds=NEXT_PARAMS["rounds"],
               depth=NEXT_PARAMS["max_depth"], refine_rounds=REFINE_PARAMS["rounds"],
-              refine_depth=REFINE_PARAMS["max_depth"], threads=None, seed=0, progress=None):
+              refine_depth=REFINE_PARAMS["max_depth"], threads=None, seed=0, progress=None, resume_dir=None):
         """images: float [N, 1, 28, 28] in [0, 1]. max_patches: train patches 1..max_patches only (None = all 195).
         threads: xgboost's nthread (None = os.cpu_count()). progress(k, n, seconds of this patch), if given,
-        hears of each patch trained."""
+        hears of each patch trained. resume_dir: each patch's boosters are written there as soon as they are
+        trained, and those already there (an interrupted run with the same settings and images) are loaded instead
+        of trained again: each patch's fit depends on nothing else, so the model equals an uninterrupted run's.
+        meta["train_s"]: the training seconds of every launch."""
         import xgboost as xgb
 
         patches = to_patches(images, order)
@@ -138,17 +174,25 @@ class GenerativeXGB:
         threads = threads or os.cpu_count()
         blurred = blur(patches)
         first, counts = np.unique(patches[:, 0], axis=0, return_counts=True)
-        next_models, refine_models = [], []
-        for k in range(1, last + 1):
+        settings = {"format": FORMAT, "order": order, "next": {"rounds": rounds, "max_depth": depth},
+                    "refine": {"rounds": refine_rounds, "max_depth": refine_depth}, "seed": seed,
+                    "images_sha256": hashlib.sha256(patches.tobytes()).hexdigest()}
+        next_models, refine_models, seconds = _resume(resume_dir, settings, last, threads)
+        for k in range(len(next_models) + 1, last + 1):
             t0 = time.time()
             next_models.append(_fit(features(patches, k), patches[:, k], rounds, depth, threads, seed))
             refine_models.append(_fit(blurred[:, k], patches[:, k], refine_rounds, refine_depth, threads, seed))
+            seconds.append(time.time() - t0)
+            if resume_dir is not None:
+                for name, booster in (("next", next_models[-1]), ("refine", refine_models[-1])):
+                    atomic_write(Path(resume_dir) / f"{name}_{k:03d}.ubj", bytes(booster.save_raw("ubj")))
+                state = {"settings": settings, "seconds": seconds}  # written last: it names the patches that are done
+                atomic_write(Path(resume_dir) / "progress.json", (json.dumps(state) + "\n").encode())
             if progress:
-                progress(k, last, time.time() - t0)
+                progress(k, last, seconds[-1])
         meta = {"format": FORMAT, "order": order, "patch": PATCH, "n_patches": n, "trained_patches": last,
-                "next": {"rounds": rounds, "max_depth": depth}, "refine": {"rounds": refine_rounds,
-                                                                          "max_depth": refine_depth},
-                "train_images": len(patches), "seed": seed, "xgboost": xgb.__version__}
+                "next": settings["next"], "refine": settings["refine"], "train_images": len(patches), "seed": seed,
+                "xgboost": xgb.__version__, "train_s": sum(seconds[:last])}
         return cls(next_models, refine_models, first, counts / counts.sum(), meta)
 
     # -------------------------------------------------------------------------

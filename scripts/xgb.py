@@ -7,7 +7,9 @@
 Writes <out>/model/ (xgboost UBJ files + meta.json), <out>/samples.png (64 samples) and <out>/results.json:
 settings, training wall time, FID mean/std/values with its protocol, kNN real-vs-fake accuracy. The FID protocol
 is conf/fid/default.yaml's (--n-gen / --n-sets shrink it for a quick look; --n-sets 0 skips FID and kNN).
---model DIR scores an already trained model instead of training one. Progress goes to stderr.
+--model DIR scores an already trained model instead of training one. Progress goes to stderr. Each patch's
+boosters are kept in <out>/model.partial/ as they are trained: an interrupted run, launched again with the same
+settings, resumes there (the model equals an uninterrupted run's); the folder goes once <out>/model/ is saved.
 Quick run: python scripts/xgb.py --out /tmp/xgb --max-patches 20 --train-images 500 --n-gen 500 --n-sets 1
 """
 
@@ -15,6 +17,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ from sarnet import cli
 from sarnet.io import atomic_write
 
 DEFAULT_FID = Path(__file__).resolve().parents[1] / "conf" / "fid" / "default.yaml"
+PARTIAL = "model.partial"  # <out>/model.partial: the patches trained so far, where a relaunch resumes
 
 
 def say(fmt: str, *args):
@@ -80,8 +84,9 @@ def train(args):
     say("training on %d fives, %s order, %d threads", len(images), args.order, args.threads)
     model = GenerativeXGB.train(images, order=args.order, max_patches=args.max_patches, rounds=args.rounds,
                                 depth=args.depth, refine_rounds=args.refine_rounds, refine_depth=args.refine_depth,
-                                threads=args.threads, seed=args.seed, progress=progress)
-    wall = time.time() - t0
+                                threads=args.threads, seed=args.seed, progress=progress,
+                                resume_dir=Path(args.out) / PARTIAL)
+    wall = model.meta["train_s"]  # every launch's training: an interrupted run resumes from <out>/model.partial
     say("trained %d patch models in %.0f s", model.meta["trained_patches"], wall)
     return model, wall
 
@@ -126,6 +131,7 @@ def main(argv=None):
             else:
                 model, wall = train(args)
                 model.save(out / "model")
+                shutil.rmtree(out / PARTIAL)  # the whole model is saved: the per-patch copies are not needed
             grid = make_grid(model.generate(64, args.seed), nrow=8)
             png = io.BytesIO()
             save_image(grid, png, format="png")

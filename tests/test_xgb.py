@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("xgboost")
 
 from sarnet import xgb  # noqa: E402
-from tests.conftest import run_script  # noqa: E402
+from tests.conftest import needs_data, run_script  # noqa: E402
 
 PATCHES = 6  # models for patches 1..6: a few seconds with one thread
 
@@ -94,3 +94,35 @@ def test_bad_settings_name_the_field():
 def test_script_bad_argument_is_one_line_naming_the_option():
     status, _, stderr = run_script("xgb.py", "--max-patches", "300")
     assert status == 2 and "--max-patches 300: at most 195" in stderr
+
+
+def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
+    """Patches already in resume_dir are loaded, not trained again, and the model is the one an uninterrupted
+    run trains (same images from the same seed); other settings or images are refused with one line."""
+    images, kw = fake_fives(), dict(rounds=5, depth=3, refine_rounds=3, refine_depth=2, threads=1)
+    whole = xgb.GenerativeXGB.train(images, max_patches=4, **kw)
+    partial = tmp_path / "model.partial"
+    xgb.GenerativeXGB.train(images, max_patches=2, resume_dir=partial, **kw)  # "killed" after patch 2
+    trained = []
+    resumed = xgb.GenerativeXGB.train(images, max_patches=4, resume_dir=partial, **kw,
+                                      progress=lambda k, n, s: trained.append(k))
+    assert trained == [3, 4] and resumed.meta["train_s"] > 0
+    assert torch.equal(resumed.generate(50, 7), whole.generate(50, 7))
+    with pytest.raises(xgb.XGBError, match="other next: delete it"):
+        xgb.GenerativeXGB.train(images, max_patches=4, resume_dir=partial, **kw | {"rounds": 6})
+    with pytest.raises(xgb.XGBError, match="other images_sha256"):
+        xgb.GenerativeXGB.train(fake_fives(seed=1), max_patches=4, resume_dir=partial, **kw)
+
+
+@needs_data
+def test_script_trains_scores_and_leaves_only_the_whole_model(tmp_path):
+    out = tmp_path / "xgb"
+    status, _, stderr = run_script("xgb.py", "--out", out, "--max-patches", "3", "--train-images", "300",
+                                   "--rounds", "3", "--refine-rounds", "2", "--n-gen", "300", "--n-sets", "1",
+                                   "--threads", "1")
+    assert status == 0, stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["settings"]["trained_patches"] == 3 and result["train_wall_s"] > 0
+    assert result["fid_mean"] > 0 and 0.5 <= result["knn"]["accuracy"] <= 1
+    assert (out / "model" / "meta.json").exists() and (out / "samples.png").exists()
+    assert not (out / "model.partial").exists()
