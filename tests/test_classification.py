@@ -114,13 +114,17 @@ def test_one_hot_classification_net_is_autoregressive(geometry, mode):
     net = SarNet(geometry, first_patch=mode, out_activation="softmax")
     randomize(net)
     classes, side = net.image_shape[:2]
-    x = one_hot_images(2, classes, side)
-    deg = net.layers[0].deg_in
+    assert_probabilities_autoregressive(net, one_hot_images(2, classes, side))
+
+
+def assert_probabilities_autoregressive(net, x):
+    """Output patch k's class probabilities read input patches < k only (and patch 0 itself in "given" mode)."""
     # the probabilities, randomly weighted: a pixel's C of them sum to 1, whose gradient is 0 whatever they read
-    weights = torch.rand(1, *net.image_shape, generator=torch.Generator().manual_seed(0))
-    dep = dependence(lambda v: net.activate(net.logits(v)) * weights, x, deg, deg, net.n_patches)
+    weights = torch.rand(1, *net.out_shape, generator=torch.Generator().manual_seed(0))
+    dep = dependence(lambda v: net.activate(net.logits(v)) * weights, x, net.layers[-1].deg_out,
+                     net.layers[0].deg_in, net.n_patches)
     strict = torch.ones(net.n_patches, net.n_patches).tril(-1).bool()
-    if mode == "given":
+    if net.first_patch == "given":
         strict[0, 0] = True
     assert not (dep & ~strict).any(), f"leak:\n{(dep & ~strict).nonzero()}"
     assert all(dep[k, k - 1] for k in range(1, net.n_patches))
@@ -288,15 +292,8 @@ def test_probability_net_is_autoregressive(geometry, mode):
     """The class probabilities of output patch k depend on the grey pixels of input patches < k only."""
     net = SarNet(geometry, first_patch=mode, out_activation="softmax")
     randomize(net)
-    x = torch.rand(2, *net.image_shape, generator=torch.Generator().manual_seed(0))
-    weights = torch.rand(1, *net.out_shape, generator=torch.Generator().manual_seed(0))
-    dep = dependence(lambda v: net.activate(net.logits(v)) * weights, x, net.layers[-1].deg_out,
-                     net.layers[0].deg_in, net.n_patches)
-    strict = torch.ones(net.n_patches, net.n_patches).tril(-1).bool()
-    if mode == "given":
-        strict[0, 0] = True
-    assert not (dep & ~strict).any(), f"leak:\n{(dep & ~strict).nonzero()}"
-    assert all(dep[k, k - 1] for k in range(1, net.n_patches))
+    assert_probabilities_autoregressive(net, torch.rand(2, *net.image_shape,
+                                                        generator=torch.Generator().manual_seed(0)))
 
 
 def test_grey_target_is_the_soft_target_one_minus_x_x():
