@@ -146,7 +146,7 @@ def validate(cfg: DictConfig):
     shape = tuple(net.image_shape)
     channels = quantize or IMAGE_SHAPE[0]
     _check(shape == (channels, *IMAGE_SHAPE[1:]), "model.net.geometry", _plain(cfg.model.net.get("geometry")),
-           f"must start with [28, {channels}, patch] (and end so): the data are {channels} x 28 x 28 images (MNIST, "
+           f"must start with [28, {channels}, patch]: the data are {channels} x 28 x 28 images (MNIST, "
            f"Fashion-MNIST{f'; data.quantize={quantize} one-hot channels' if quantize else ''})")
     out_activation = net.out_activation
     _check(not probability or net.out_shape[0] == 2, "model.net.geometry", _plain(cfg.model.net.get("geometry")),
