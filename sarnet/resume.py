@@ -224,13 +224,20 @@ class ResumeState(L.Callback):
         self.optimizer_override = optimizer_override or {}
         self.restored = None
         self.started, self.earlier_s = time.time(), 0.0
+        self.trained = False  # set when fit ends: testing a checkpoint restores callbacks too, and must not
+        # replace earlier_s with that checkpoint's wall time (which counts this launch already)
 
     def state_dict(self):
         return {"rng": _rng_state(), "wall_time_s": self.earlier_s + time.time() - self.started}
 
     def load_state_dict(self, state_dict):
+        if self.trained:  # trainer.test(ckpt_path=...) after fit: nothing of a resume to restore
+            return
         self.restored = state_dict.get("rng")
         self.earlier_s = state_dict.get("wall_time_s", 0.0)  # checkpoints written before it was recorded: 0
+
+    def on_train_end(self, trainer, pl_module):
+        self.trained = True
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from hydra.utils import instantiate
@@ -58,12 +59,15 @@ def fid_of(ckpt) -> float:
 def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_path):
     # monitor=step, mode=min makes "best" the first epoch's checkpoint, whatever the losses; last.ckpt must still
     # follow every epoch (Lightning's own save_last would have left it at the best epoch)
+    began = time.time()
     status, out = train_inprocess("trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "logger=csv",
                                   "callbacks.checkpoint.monitor=step", "callbacks.checkpoint.mode=min",
                                   f"eval_ckpt={eval_ckpt}", f"run_test={run_test}", "fid.extra_th=[0.9]",
                                   f"hydra.run.dir={tmp_path}")
+    took = time.time() - began
     assert status == 0, out[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 < results["wall_time_s"] <= took  # one launch: testing best.ckpt must not add its saved wall time
     fid = results["metrics"]["fid/mean"]
     assert results["eval_ckpt"] == eval_ckpt and results["epochs"] == 2
     # everything a table cell depends on is recorded, the checkpoint relative to the run dir

@@ -255,6 +255,11 @@ def test_wall_time_counts_every_launch():
     old = ResumeState()
     old.load_state_dict({"rng": state["rng"]})
     assert old.earlier_s == 0.0
+    # testing the best checkpoint after fit restores the callbacks again: that checkpoint's wall time already
+    # counts this launch, so it must not become earlier_s (wall_time_s was ~2x before this was fixed)
+    relaunch.on_train_end(None, None)
+    relaunch.load_state_dict({"rng": state["rng"], "wall_time_s": 10_000.0})
+    assert relaunch.earlier_s == state["wall_time_s"]
 
 
 def test_data_order_is_in_the_datamodule_state(tmp_path):
