@@ -56,13 +56,18 @@ def test_fast_equals_naive_categorical(geometry, mode, flush, monkeypatch):
     monkeypatch.setattr(sampling, "FLUSH_COLUMNS", flush)
     net = cls_net(geometry, mode).double()
     classes, side = net.image_shape[:2]
-    x = one_hot_images(4, classes, side, dtype=torch.float64)
+    for _, naive in categorical_draws(net, one_hot_images(4, classes, side, dtype=torch.float64)):
+        assert torch.equal(naive.sum(1), torch.ones_like(naive[:, 0]))  # one-hot: exactly one class per pixel
+
+
+def categorical_draws(net, x):
+    """(settings, image) for three draw settings, the naive sampler's images, each checked equal to the fast one's
+    bit for bit: 0/1 draws from the same uniforms."""
     u = torch.rand(4, x[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for kw in [dict(temperature=1.0), dict(temperature=0.3), dict(keep=2, temperature=0.7)]:
         naive = naive_once(net, x, mode="categorical", uniforms=u, **kw)
-        fast = fill_fast(net, x, mode="categorical", uniforms=u, **kw)
-        assert torch.equal(naive, fast), kw  # 0/1 draws from the same uniforms: bit for bit
-        assert torch.equal(naive.sum(1), torch.ones_like(naive[:, 0]))  # one-hot: exactly one class per pixel
+        assert torch.equal(naive, fill_fast(net, x, mode="categorical", uniforms=u, **kw)), kw
+        yield kw, naive
 
 
 def test_categorical_draw_follows_softmax_over_the_channels():
@@ -262,11 +267,7 @@ def test_probability_net_fast_equals_naive_and_writes_black_or_white(geometry, m
     assert net.image_shape[0] == 1 and net.out_shape[0] == 2
     side = net.image_shape[1]
     x = torch.rand(4, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    u = torch.rand(4, x[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    for kw in [dict(temperature=1.0), dict(temperature=0.3), dict(keep=2, temperature=0.7)]:
-        naive = naive_once(net, x, mode="categorical", uniforms=u, **kw)
-        fast = fill_fast(net, x, mode="categorical", uniforms=u, **kw)
-        assert torch.equal(naive, fast), kw
+    for kw, naive in categorical_draws(net, x):
         known = sampling.keep_mask(net, kw.get("keep", 0))
         drawn = ~known[net.layers[0].deg_in]
         assert set(naive.flatten(1)[:, drawn].unique().tolist()) <= {0.0, 1.0}  # every drawn pixel black or white
