@@ -65,7 +65,8 @@ def log_normal(z: torch.Tensor, mu=None, logvar=None) -> torch.Tensor:
 
 
 def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-    """Logits of p(x | z) (teacher-forced on x for the autoregressive models)."""
+    """Logits of p(x | z) (teacher-forced on x for the autoregressive models); z may hold several draws per image
+    of x, consecutive (see SemiDense.forward)."""
     if model.ar_net is None:  # the conv VAE
         return model.decoder(z)
     return model.ar_net.logits(x, z)
@@ -117,7 +118,7 @@ def log_weights(model, x: torch.Tensor, k: int, generator: torch.Generator | Non
             mu_r, lv_r = mu[rows, None].expand(n, m, latent), logvar[rows, None].expand(n, m, latent)
             z = (mu_r + eps * torch.exp(0.5 * lv_r)).reshape(n * m, latent)
             xr = x[rows, None].expand(n, m, *x.shape[1:]).reshape(n * m, *x.shape[1:])
-            lp = log_bernoulli(decoder_logits(model, xr, z), xr)
+            lp = log_bernoulli(decoder_logits(model, x[rows], z), xr)  # x once per image: SemiDense.forward
             lw = lp + log_normal(z) - log_normal(z, mu_r.reshape(n * m, latent), lv_r.reshape(n * m, latent))
             log_px[rows, j:j + m] = lp.view(n, m).cpu()
             log_w[rows, j:j + m] = lw.view(n, m).cpu()

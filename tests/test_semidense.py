@@ -39,11 +39,11 @@ def randomize(net):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("latent", [0, 3])
-def test_stack_is_autoregressive(geometry, mode, latent):
+@pytest.mark.parametrize("latent, draws", [(0, 1), (3, 1), (3, 4)], ids=["no-z", "z", "4-z-per-image"])
+def test_stack_is_autoregressive(geometry, mode, latent, draws):
     net = SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation="sigmoid")
     randomize(net)
-    z = torch.randn(2, latent) if latent else None
+    z = torch.randn(2 * draws, latent) if latent else None  # draws > 1: the importance-sampling path
     x = torch.rand(2, *net.image_shape)
     deg = net.layers[0].deg_in
     dep = dependence(lambda v: net.logits(v, z), x, deg, deg, net.n_patches)
@@ -56,6 +56,18 @@ def test_stack_is_autoregressive(geometry, mode, latent):
     assert all(dep[k, k - 1] for k in range(1, net.n_patches))
     if mode == "predicted":
         assert not dep[0].any()  # strictly autoregressive: patch 0 is predicted from z and biases alone
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
+def test_several_latents_per_image_equal_the_image_repeated(geometry):
+    # SemiDense's importance-sampling path computes an image's part once for all its z draws: the same logits as
+    # repeating the image once per draw
+    net = SarNet(geometry, latent_dim=3, first_patch="predicted", out_activation="sigmoid")
+    randomize(net)
+    x, z = torch.rand(2, *net.image_shape), torch.randn(8, 3)
+    torch.testing.assert_close(net.logits(x, z), net.logits(x.repeat_interleave(4, 0), z), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="z has 7 rows for 2 inputs: must be a multiple"):
+        net.logits(x, z[:7])
 
 
 @pytest.mark.parametrize("mask_type", ["a", "b"])

@@ -70,6 +70,7 @@ class SarNet(nn.Module):
         return self
 
     def logits(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W); z: (B, latent_dim), (B * draws, latent_dim) (see SemiDense.forward) or None."""
         h = x.flatten(1)
         for i, layer in enumerate(self.layers):
             h = layer(h, z)

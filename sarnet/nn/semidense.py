@@ -99,10 +99,19 @@ class SemiDense(nn.Module):
         return self.weight * self.mask
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None):
-        """x: (B, in_image); z: (B, latent_dim) or None."""
+        """x: (B, in_image); z: (B, latent_dim), or (B * draws, latent_dim) for several latents per input row (rows
+        i * draws ... i * draws + draws - 1 belong to x[i]; output (B * draws, out)), or None."""
         if self.latent_dim:
             if z is None:
                 raise ValueError(f"this layer has latent_dim={self.latent_dim} and needs z")
+            if len(z) != len(x):
+                # Importance sampling scores each image under many z: its image part is then computed once per
+                # image, not once per draw (the first layer's bulk; sarnet/likelihood.py).
+                if len(z) % len(x):
+                    raise ValueError(f"z has {len(z)} rows for {len(x)} inputs: must be a multiple (draws per row)")
+                w = self.masked_weight()
+                per_image = F.linear(x, w[:, :self.in_image], self.bias)
+                return torch.addmm(per_image.repeat_interleave(len(z) // len(x), 0), z, w[:, self.in_image:].T)
             x = torch.cat([x, z], dim=1)  # one matmul over [x, z]: faster on CPU than two (measured)
         return F.linear(x, self.masked_weight(), self.bias)
 
