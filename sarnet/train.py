@@ -232,6 +232,17 @@ def code_version() -> dict | None:
     return {"commit": commit, "dirty": bool(status)}
 
 
+def device_record(trainer) -> str:
+    """What the run's wall time was spent on: the GPU's name, or the CPU and the threads torch used."""
+    import platform
+
+    import torch
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} {platform.machine()}, {torch.get_num_threads()} threads"
+
+
 def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
     """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
     the job instead of testing and scoring its FID again (minutes per finished job)."""
@@ -365,6 +376,7 @@ def run(cfg: DictConfig, net) -> float | None:
         "config_sha256": config_sha256(cfg),
         "code": code,
         "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
+        "device": device_record(trainer),  # wall times of different machines do not compare
         "status": "ok",
     }
     if trainer.is_global_zero:

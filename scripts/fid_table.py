@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -150,12 +151,15 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
     first = runs[0]
     losses = [r["metrics"]["test/loss"] for r in runs if "test/loss" in r["metrics"]]
     knn = [r["metrics"]["knn/accuracy"] for r in runs if "knn/accuracy" in r["metrics"]]
+    walls = [r.get("wall_time_s", 0) for r in runs]
     return {"status": "ok", "fid_mean": mean, "fid_seed_std": seed_std,
             "fid_set_std": sum(set_stds) / len(set_stds) if set_stds else None, "fid_seed_means": [m for m, _ in pairs],
             "seeds": list(by_seed), "params_dense": first["params"]["dense"],
             "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
             "eval_ckpt": first.get("eval_ckpt", "best"), "th": (first.get("sampling") or {}).get("th"),
-            "wall_time_s": sum(r.get("wall_time_s", 0) for r in runs) / len(runs),
+            "wall_time_s": sum(walls) / len(walls), "wall_time_range_s": [min(walls), max(walls)],
+            # a mean over several machines (or runs that predate results.json's "device") would describe none
+            "devices": sorted({str(r.get("device")) for r in runs}),
             "test_loss": sum(losses) / len(losses) if losses else None,
             "knn_accuracy": sum(knn) / len(knn) if len(knn) == len(runs) else None, "paths": [r["path"] for r in runs]}
 
@@ -257,6 +261,13 @@ def fmt(v, digits=3):
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def wall_time(r):
+    """The mean where every seed ran on one recorded device, else the range: times of unlike machines don't average."""
+    lo, hi = r.get("wall_time_range_s") or (r["wall_time_s"], r["wall_time_s"])
+    one_device = len(r.get("devices", [])) == 1 and r["devices"] != ["None"]
+    return f"{r['wall_time_s'] / 60:.1f} min" if one_device or lo == hi else f"{lo / 60:.1f}–{hi / 60:.1f} min"
+
+
 def markdown_rows(rows, thesis):
     head = ("| Model | L | FID (ours) | seed std | set std | seeds |" + (" FID (thesis) |" if thesis else "") +
             " kNN acc. | th | params dense / effective | epochs | weights | test loss | wall time |")
@@ -276,7 +287,7 @@ def markdown_rows(rows, thesis):
             knn = None if r.get("knn_accuracy") is None else 100 * r["knn_accuracy"]
             th = r["th"] if r["th"] is not None else "none"
             cells += [fmt(knn, 1) + ("" if knn is None else " %"), th, params, r["epochs"], r["eval_ckpt"],
-                      fmt(loss, 1), f"{r['wall_time_s'] / 60:.1f} min"]
+                      fmt(loss, 1), wall_time(r)]
         else:
             cells += ["—"] * 7
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -314,7 +325,7 @@ def plot(table, path):
     import matplotlib.pyplot as plt
 
     rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
         color = COLORS.get(model)
         pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None]
@@ -336,8 +347,8 @@ def plot(table, path):
     ax.set_xlabel("latent dim L")
     ax.set_ylabel("FID (LeNet features)")
     ax.set_yscale("log")
-    ax.set_title(table["description"][:90], fontsize=6)
-    ax.legend(fontsize=7)
+    ax.set_title("\n".join(textwrap.wrap(table["description"], 110)), fontsize=6)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides points
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -14,12 +14,13 @@ THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA25
                    "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
 
 
-def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), **protocol):
+def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
+             **protocol):
     dir.mkdir(parents=True)
     r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
     if status == "ok":
-        r |= {"epochs": 200, "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": 360.0,
-              "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
+        r |= {"epochs": 200, "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": wall,
+              "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
               "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
               "fid_protocol": THESIS_PROTOCOL | protocol,
               "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
@@ -63,6 +64,18 @@ def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
     assert "FID (thesis)" in md and "1.580" in md and "Welch" in md and "Matched threshold th = none" in md
     assert cell["knn_accuracy"] == 0.6 and "| 60.0 % |" in md
     assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_wall_time_is_a_mean_on_one_device_and_a_range_across_devices(tmp_path):
+    for i, (model, seed, wall, device) in enumerate([
+            ("sarnet_vae", 1234, 600.0, "cpu x86_64, 1 threads"), ("sarnet_vae", 1235, 1200.0, "cpu x86_64, 1 threads"),
+            ("vae", 1234, 3000.0, "cpu x86_64, 1 threads"), ("vae", 1235, 540.0, "NVIDIA H100 80GB HBM3"),
+            ("vae", 1236, 600.0, None)]):  # None: a results.json that predates the field
+        fake_run(tmp_path / "sweep" / f"{i}", model, 32, seed, fid=1.0 + i, wall=wall, device=device)
+    result, md, _ = table(tmp_path, tmp_path / "sweep")
+    rows = rows_of(result["tables"][0])
+    assert rows[("vae", 32)]["devices"] == ["NVIDIA H100 80GB HBM3", "None", "cpu x86_64, 1 threads"]
+    assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
 
 
 def test_the_same_run_given_twice_counts_once(tmp_path):
