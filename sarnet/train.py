@@ -240,7 +240,8 @@ def device_record(trainer) -> str:
     device = trainer.strategy.root_device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} {platform.machine()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{device.type} {platform.machine()}, {threads} thread{'s' * (threads != 1)}"
 
 
 def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
