@@ -1,7 +1,7 @@
 """Test negative log-likelihood of a checkpoint: nats per image and bits/dim, with a standard error over images.
 
     python scripts/likelihood.py --ckpt RUN/checkpoints/best.ckpt [--k 5000] [--batch-size 1000] [--seed 0]
-        [--max-images N] [--static-dir DIR] [--device auto|cpu|cuda] [--json OUT] [--no-progress]
+        [--max-images N] [--static-dir DIR] [--device auto|cpu|cuda] [--json OUT] [--resume FILE] [--no-progress]
 
 SarNET (strict, first_patch=predicted): the exact NLL, one teacher-forced pass. SarNET-VAE and the conv VAE:
 -IWAE_k (an upper bound on the NLL, tighter as k grows; likelihood papers use k = 5000) and the negative ELBO.
@@ -9,6 +9,8 @@ The images are the run's test split as its DataModule serves them (dataset, clas
 data.binarize=dynamic the fixed evaluation binarization of sarnet/data/binarized.py); --static-dir scores
 Larochelle's binarized_mnist_test.amat instead. Prints one JSON object; a progress bar goes to stderr.
 Refused with one line: first_patch=given, a non-sigmoid output, non-binary data.
+--resume FILE keeps the per-image values and the draws' state there (saved every minute): the same command, run
+again after an interruption, carries on and gives the result an uninterrupted run would have given.
 """
 
 import argparse
@@ -52,6 +54,8 @@ def main(argv=None):
     p.add_argument("--static-dir", default=None, help="folder with Larochelle's binarized_mnist_*.amat")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--json", default=None, help="also write the result to this file")
+    p.add_argument("--resume", default=None, metavar="FILE",
+                   help="per-image progress file: an interrupted scoring carries on from it (same result)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -62,7 +66,7 @@ def main(argv=None):
             x = x[:args.max_images]
         start = time.perf_counter()
         result = score(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, resume=args.resume)
     except (CheckpointError, cli.UsageError, DataError, LikelihoodError) as e:
         cli.fail("likelihood", e)
     row = {"ckpt": str(args.ckpt), "model": type(model).__name__, "data": what, **result,

@@ -144,6 +144,49 @@ def test_score_reports_nats_bits_per_dim_and_standard_error():
     assert {"test/elbo_nll", "test/kl", "test/iwae_k"} <= set(flat_metrics(vae))
 
 
+@pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae"])
+def test_an_interrupted_scoring_resumed_equals_an_uninterrupted_one(kind, tmp_path, monkeypatch):
+    import sarnet.likelihood as lk
+    model = strict_net([[4, 1, 2], [4, 2, 2], [4, 1, 2]]) if kind == "sarnet" else tiny_vae()
+    # 2 images per chunk, 5 chunks (a VAE's chunk holds batch_size // k images)
+    x, args = binary_batch(9), dict(k=5, batch_size=2 if kind == "sarnet" else 10, seed=0)
+    whole = score(model, x, **args)
+    monkeypatch.setattr(lk, "SAVE_EVERY_S", 0.0)  # save after every chunk
+    inner = lk.exact_log_prob if kind == "sarnet" else lk.vae_bounds
+    calls = []
+
+    def dies_on_the_third(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return inner(*a, **kw)
+
+    monkeypatch.setattr(lk, inner.__name__, dies_on_the_third)
+    state = tmp_path / "iwae.progress"
+    with pytest.raises(KeyboardInterrupt):
+        score(model, x, **args, resume=state)
+    monkeypatch.setattr(lk, inner.__name__, inner)
+    assert torch.load(state, weights_only=True)["done"] == 4  # the two chunks before the interruption
+    assert score(model, x, **args, resume=state) == whole
+    calls.clear()
+    monkeypatch.setattr(lk, inner.__name__, dies_on_the_third)  # a finished file is read, nothing recomputed
+    assert score(model, x, **args, resume=state) == whole and not calls
+
+
+def test_a_resume_file_of_another_scoring_is_refused_in_one_line(tmp_path):
+    model, x, state = tiny_vae(), binary_batch(4), tmp_path / "iwae.progress"
+    score(model, x, k=3, seed=0, resume=state)
+    for change, what in ((dict(seed=1), "seed"), (dict(k=4), "k"), (dict(x=x[:3]), "images"),
+                         (dict(model=tiny_vae(seed=1)), "model")):
+        call = {"model": model, "x": x, "k": 3, "seed": 0, **change}
+        with pytest.raises(LikelihoodError, match=f"belongs to another scoring \\(different {what}\\)") as e:
+            score(call.pop("model"), call.pop("x"), **call, resume=state)
+        assert "\n" not in str(e.value)
+    state.write_bytes(b"not a torch file")
+    with pytest.raises(LikelihoodError, match="unreadable"):
+        score(model, x, k=3, seed=0, resume=state)
+
+
 def test_log_weights_split_k_larger_than_the_batch():
     model, x = tiny_vae(), binary_batch(3)
     log_w, log_px = log_weights(model, x, 7, torch.Generator().manual_seed(0), batch_size=3)  # 3 chunks of draws
@@ -273,6 +316,11 @@ def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind,
     assert row["n_images"] == 30 and row["kind"] == ("exact" if kind == "sarnet" else "bound")
     assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out.json").read_text())
     assert "binarize=dynamic" in row["data"] and row["nll"]["nats"] > 0
+    args = ["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",
+            "--resume", str(tmp_path / "progress.pt")]
+    first, again = script.main(args), script.main(args)  # the second reads the finished file
+    assert {**first, "seconds": 0} == {**again, "seconds": 0} == {**row, "seconds": 0}
+    capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         script.main(["--ckpt", str(script_checkpoint(tmp_path, "given", kind)), "--no-progress"])
     err = capsys.readouterr().err
