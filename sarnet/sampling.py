@@ -249,11 +249,12 @@ def _batches(n, batch_size):
         yield slice(i, min(n, i + batch_size))
 
 
-def draw_z(model, n, z_scale=1.0, generator=None, device="cpu"):
+def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.float32):
     latent = model.latent_dim
     if not latent:
         return None
-    return (torch.randn(n, latent, generator=generator) * z_scale).to(device)
+    # drawn in float32 on the CPU whatever the net's device and dtype: the same z everywhere
+    return (torch.randn(n, latent, generator=generator) * z_scale).to(device, dtype)
 
 
 @torch.no_grad()
@@ -289,32 +290,32 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
             raise ValueError("z holds NaN or infinite values")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype  # a .double() net: float64
     if z is None:
         if n is None:
             n = x.shape[0] if x is not None else None
         if n is None:
             raise ValueError("generate needs n, z or x")
-        z = draw_z(model, n, z_scale, generator, device)
+        z = draw_z(model, n, z_scale, generator, device, dtype)
     else:
         n = z.shape[0]
-        z = z.to(device)
+        z = z.to(device, dtype)
     try:
         if model.ar_net is None:  # the conv VAE: one decoder pass
             if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
                 logits = model.decoder(z)
-                u = torch.rand(logits.shape, generator=generator).to(device)
+                u = torch.rand(logits.shape, generator=generator).to(device, dtype)
                 return (u < torch.sigmoid(logits / temperature)).to(logits.dtype)
             out = model.decode(z)
             return out if th is None else torch.where(out < th, torch.zeros_like(out), out)
         net = decoder_of(model)
         if x is None:
-            x = torch.zeros(n, *net.image_shape, device=device)
+            x = torch.zeros(n, *net.image_shape, device=device, dtype=dtype)
             if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
                 x[:, 0] = 1
-        x = x.to(device)
+        x = x.to(device, dtype)
         draws = mode in ("bernoulli", "categorical")
-        uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device) if draws else None
+        uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
         fill = FILLERS[method]
         parts = [fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
                       None if uniforms is None else uniforms[s]) for s in _batches(n, batch_size)]

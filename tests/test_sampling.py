@@ -115,6 +115,25 @@ def test_generation_is_reproducible_and_restores_train_mode():
     assert model.training and (a - b).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("mode", ["mean", "bernoulli"])
+def test_a_float64_net_generates_in_float64_with_the_float32_nets_draws(mode):
+    geometry = [[4, 1, 2], [4, 2, 2], [4, 1, 2]]
+    for make in (lambda: SarNetVAE(3, geometry, first_patch="predicted"), lambda: ConvVAE(3, side=4),
+                 lambda: random_net(geometry, 0, "predicted")):
+        torch.manual_seed(0)
+        single = make().eval()
+        double = make().double().eval()
+        double.load_state_dict(single.state_dict())
+        methods = ("fast", "naive") if single.ar_net is not None else ("fast",)
+        runs = {(bits, method): generate(net, 6, method=method, mode=mode, generator=torch.Generator().manual_seed(1))
+                for bits, net in ((32, single), (64, double)) for method in methods}
+        assert runs[(64, "fast")].dtype == torch.float64
+        if single.ar_net is not None:
+            assert torch.allclose(runs[(64, "fast")], runs[(64, "naive")], atol=1e-12)
+        # the same z and uniforms as the float32 net's: equal up to float32 rounding
+        assert torch.allclose(runs[(64, "fast")].float(), runs[(32, "fast")], atol=1e-4)
+
+
 def test_conv_vae_and_regression_generation():
     vae = ConvVAE(8)
     out = generate(vae, 5, th=None, generator=torch.Generator().manual_seed(0))
