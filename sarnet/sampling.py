@@ -313,7 +313,8 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
             x = torch.zeros(n, *net.image_shape, device=device, dtype=dtype)
             if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
                 x[:, 0] = 1
-        x = x.to(device, dtype)
+        # float images take the net's dtype; anything else goes on as it is, for the filler to refuse in one line
+        x = x.to(device, dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
         draws = mode in ("bernoulli", "categorical")
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
         fill = FILLERS[method]
