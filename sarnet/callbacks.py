@@ -39,7 +39,11 @@ class ImageGrids(L.Callback):
         net, out_dir = module.net, Path(trainer.default_root_dir) / "images"
         x = trainer.datamodule.val_x[: self.n].to(module.device)
         gen = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
+        # A VAE's reconstruction draws z from the global RNG: fork it, so that training's stream does not depend on
+        # which epochs made grids (the last epoch of a run always does: a run extended with a larger max_epochs
+        # would otherwise go on from another stream than an uninterrupted run, tests/test_train_smoke.py).
+        cuda = [module.device.index or 0] if module.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             recon = net.activate(net(x).logits)
             pair = torch.cat([to_grayscale(net, x), to_grayscale(net, recon)])  # a classification net: C channels
             log_grid(trainer, "reconstructions", make_grid(pair, nrow=self.n),

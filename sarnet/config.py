@@ -115,6 +115,7 @@ def validate(cfg: DictConfig):
         value = OmegaConf.select(cfg, f"model.optimizer.{key}", default=None)
         _check(value is None or _number(value) and value >= 0, f"model.optimizer.{key}", value,
                "must be a finite number >= 0")
+    _check_scheduler(cfg)
     ssim_weight = cfg.loss.get("ssim_weight", 0.0)
     _check(_number(ssim_weight) and ssim_weight >= 0, "loss.ssim_weight", ssim_weight,
            "must be a finite number >= 0 (0 = no SSIM term)")
@@ -174,6 +175,27 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **
         cause = _cause(e)
         named = any(cause.startswith(f"{key}=") for key in node)
         raise error(f"{field}.{cause}" if named else f"{field}: {cause}") from _chain(e)
+
+
+def _check_scheduler(cfg):
+    """model.scheduler (conf/scheduler/): null, or a partial lr scheduler that builds on an optimizer; one stepped
+    on val/loss (ReduceLROnPlateau) needs a validation."""
+    node = OmegaConf.select(cfg, "model.scheduler", default=None)
+    if node is None:
+        return
+    _check(OmegaConf.is_dict(node) and "_target_" in node and node.get("_partial_") is True, "model.scheduler",
+           _plain(node), "must be null or a partial lr scheduler (_target_, _partial_: true), e.g. scheduler=plateau")
+    import torch
+
+    try:
+        scheduler = instantiate(node)(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3))
+    except Exception as e:  # noqa: BLE001 -- the scheduler's own message says what is wrong (factor, patience, ...)
+        raise ConfigError(f"model.scheduler={_plain(node)} is invalid: it does not build: "
+                          f"{type(_innermost(e)).__name__}: {_cause(e)}") from _chain(e)
+    validates = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0
+    _check(validates or not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau), "model.scheduler",
+           node.get("_target_"), "steps on val/loss, which trainer.limit_val_batches=0 never computes: use "
+           "scheduler=none, or validate (trainer.limit_val_batches != 0)")
 
 
 def _check_callbacks(cfg, net):

@@ -16,10 +16,13 @@ class SarnetModule(L.LightningModule):
 
     batch_reduction: how the per-image losses of a batch form the objective; "sum" is the reference's VAE
     objective (BCE-sum + KLD-sum over the batch), "mean" the simple-SarNET reference's.
+    scheduler: None (a constant learning rate, the reference's) or a partial lr scheduler taking the optimizer,
+    stepped once per epoch after validation; a ReduceLROnPlateau reads val/loss, the metric best.ckpt is chosen by
+    (conf/scheduler/).
     """
 
     def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
-                 batch_reduction: str = "sum"):
+                 batch_reduction: str = "sum", scheduler=None):
         super().__init__()
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
@@ -31,7 +34,7 @@ class SarnetModule(L.LightningModule):
             raise ValueError(f"loss={type(loss).__name__} and model.net.out_activation={out_activation!r} do not go "
                              f"together: a softmax (classification) net trains with loss=ce, and only it")
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
-        self.beta, self.batch_reduction = beta, batch_reduction
+        self.beta, self.batch_reduction, self.scheduler_factory = beta, batch_reduction, scheduler
 
     def forward(self, x):
         return self.net(x)
@@ -77,6 +80,9 @@ class SarnetModule(L.LightningModule):
             for name, total in self._train_sums.items():
                 self.log(f"train/{name}", total / self._train_count, prog_bar=name == "loss", on_epoch=True,
                          on_step=False, batch_size=self._train_count)
+            if self.scheduler_factory is not None and trainer is not None:  # the epoch's lr, beside its losses
+                self.log("train/lr", float(trainer.optimizers[0].param_groups[0]["lr"]), on_epoch=True,
+                         on_step=False, batch_size=self._train_count)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", batch_idx)
@@ -89,7 +95,11 @@ class SarnetModule(L.LightningModule):
 
     def configure_optimizers(self):
         # Only the network's parameters: anything else hung on the module (e.g. an FID feature net) is not trained.
-        return self.optimizer_factory(params=self.net.parameters())
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                         "interval": "epoch", "monitor": "val/loss"}}
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sarnet"] = {"net": self.net.config, "format": 1}  # sarnet.checkpoint.load_model

@@ -216,13 +216,16 @@ class ResumeState(L.Callback):
     - the drift-relevant config (check_drift compares a relaunch against it);
     - the metrics at the save, so that relaunching a finished run reports them again instead of none;
     - the seconds spent in earlier launches up to the save (`earlier_s` after a resume), so that a run's
-      wall time counts every launch, not only the last.
+      wall time counts every launch, not only the last;
+    - the ReduceLROnPlateau step of the checkpoint's epoch (scheduler=plateau): Lightning takes it after the
+      epoch's checkpoint is written and, resuming, skips it (it keeps no metrics), so a resumed run would drop
+      its lr one epoch late; it is taken here, on the monitored value the checkpoint stored.
     """
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None):
         self.config = json.dumps(run_config(cfg)) if cfg is not None else None
         self.optimizer_override = optimizer_override or {}
-        self.restored = None
+        self.restored, self.restored_metrics = None, None
         self.started, self.earlier_s = time.time(), 0.0
         self.trained = False  # set when fit ends: testing a checkpoint restores callbacks too, and must not
         # replace earlier_s with that checkpoint's wall time (which counts this launch already)
@@ -235,6 +238,10 @@ class ResumeState(L.Callback):
             return
         self.restored = state_dict.get("rng")
         self.earlier_s = state_dict.get("wall_time_s", 0.0)  # checkpoints written before it was recorded: 0
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        if not self.trained:
+            self.restored_metrics = (checkpoint.get("sarnet_run") or {}).get("metrics")
 
     def on_train_end(self, trainer, pl_module):
         self.trained = True
@@ -249,6 +256,11 @@ class ResumeState(L.Callback):
         if self.restored is not None:
             _set_rng_state(self.restored)
             self.restored = None
+        for config in trainer.lr_scheduler_configs if self.restored_metrics is not None else []:
+            # last_epoch counts the steps taken: one per finished epoch, unless the last one's was skipped
+            if config.reduce_on_plateau and config.scheduler.last_epoch < trainer.current_epoch:
+                pl_module.lr_scheduler_step(config.scheduler, self.restored_metrics[config.monitor])
+        self.restored_metrics = None
         for key, (_, value) in self.optimizer_override.items():
             name = key[len(OPTIMIZER) + 1:]
             for optimizer in trainer.optimizers:

@@ -126,3 +126,53 @@ def test_gpu_check_script_runs_its_checks_on_the_cpu():
     assert set(rows) == {"device", "smoke_train", "fast_equals_naive", "train_epoch", "sample", "fid_set"}
     assert rows["smoke_train"]["ok"] and rows["fast_equals_naive"]["ok"]  # equal up to float summation order
     assert rows["fid_set"]["fid"] > 0
+
+
+# mode=max, patience 0: an epoch whose val/loss does not rise is a stall, so a short run (whose val/loss falls)
+# divides its lr, and the drops can be predicted from the logged val/loss alone.
+STALLING = ["trainer=smoke", "trainer.limit_train_batches=5", "fid=off", "logger=csv", "latent_dim=8",
+            "scheduler=plateau", "model.scheduler.patience=0", "model.scheduler.mode=max"]
+
+
+def logged(run_dir, key) -> list[float]:
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
+
+
+@needs_data
+def test_plateau_scheduler_divides_the_lr_after_each_epoch_without_improvement(tmp_path):
+    status, out = train_inprocess(*STALLING, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path}")
+    assert status == 0, out[-3000:]
+    val, lr = logged(tmp_path, "val/loss"), logged(tmp_path, "train/lr")
+    assert len(val) == len(lr) == 4
+    expected, best = [1e-3], float("-inf")
+    for v in val[:-1]:  # the lr of epoch e + 1: divided by 10 unless epoch e's val/loss beat the best by 1e-4
+        improved = v > best * (1 + 1e-4) if best > 0 else v > best
+        best = max(best, v)
+        expected.append(expected[-1] * (1 if improved else 0.1))
+    assert lr == pytest.approx(expected, rel=1e-6) and lr[-1] < lr[0], (val, lr)
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("scheduler", ["none", "plateau"])
+def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp_path):
+    # 2 epochs, then relaunched into the same dir with max_epochs=4. Two things made it differ, both fixed: the
+    # image grids of a run's last epoch drew from the training RNG (both cases), and Lightning skips, resuming,
+    # the plateau step of the checkpoint's epoch (sarnet/resume.py, ResumeState).
+    import torch
+
+    from sarnet.checkpoint import read_checkpoint
+
+    overrides = STALLING if scheduler == "plateau" else STALLING[:5]
+    for run, stops in (("ref", [4]), ("run", [2, 4])):
+        for epochs in stops:
+            status, out = train_inprocess(*overrides, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path / run}")
+            assert status == 0, out[-3000:]
+    ref, got = (read_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("ref", "run"))
+    assert got["lr_schedulers"] == ref["lr_schedulers"]
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
+    for key in ("val/loss", "train/loss", *(["train/lr"] * (scheduler == "plateau"))):
+        assert logged(tmp_path / "run", key) == logged(tmp_path / "ref", key)

@@ -68,6 +68,9 @@ BAD = [  # (override, the field its one-line message names)
     ("seed=-1", "seed"), ("seed=4294967296", "seed"), ("data.split_seed=abc", "data.split_seed"),
     ("data.num_workers=-1", "data.num_workers"), ("trainer.check_val_every_n_epoch=0", "check_val_every_n_epoch"),
     ("sample.batch_size=0", "sample.batch_size"), ("resume_override_optimizer=yes", "resume_override_optimizer"),
+    ("model.scheduler=3", "model.scheduler"), ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
+    ("scheduler=plateau model.scheduler._partial_=false", "model.scheduler"),
+    ("scheduler=plateau trainer=smoke trainer.limit_val_batches=0", "model.scheduler"),
 ]
 
 
@@ -88,7 +91,7 @@ def test_train_py_refuses_late_failures_before_any_work(override, tmp_path):
 
 
 def test_good_configs_still_validate():
-    for overrides in [(), ("model=sarnet",), ("model=vae",), ("trainer=smoke", "fid=off"),
+    for overrides in [(), ("model=sarnet",), ("model=vae",), ("trainer=smoke", "fid=off"), ("scheduler=plateau",),
                       ("trainer=smoke", "trainer.limit_val_batches=0", "callbacks.checkpoint.monitor=train/loss")]:
         validate(composed(*overrides))
 
@@ -177,6 +180,7 @@ def test_ddp_ranks_above_zero_do_not_lock(tmp_path, monkeypatch):
     (["latent_dim=16"], ["latent_dim: 8 -> 16", "model.net.latent_dim: 8 -> 16"]),
     (["model=vae"], ["model.net._target_: 'sarnet.nn.SarNetVAE' -> 'sarnet.nn.ConvVAE'"]),
     (["data.classes=[3]"], ["data.classes: [5] -> [3]"]),
+    (["scheduler=plateau"], ["model.scheduler._target_: None -> 'torch.optim.lr_scheduler.ReduceLROnPlateau'"]),
     (["model.optimizer.lr=5e-4"], ["model.optimizer.lr: 0.001 -> 0.0005", "resume_override_optimizer=true"]),
     (["model.optimizer.lr=5e-4", "resume_override_optimizer=true", "model.optimizer._target_=torch.optim.SGD"],
      ["model.optimizer._target_"]),
