@@ -115,7 +115,6 @@ def validate(cfg: DictConfig):
         value = OmegaConf.select(cfg, f"model.optimizer.{key}", default=None)
         _check(value is None or _number(value) and value >= 0, f"model.optimizer.{key}", value,
                "must be a finite number >= 0")
-    _check_scheduler(cfg)
     ssim_weight = cfg.loss.get("ssim_weight", 0.0)
     _check(_number(ssim_weight) and ssim_weight >= 0, "loss.ssim_weight", ssim_weight,
            "must be a finite number >= 0 (0 = no SSIM term)")
@@ -159,6 +158,7 @@ def validate(cfg: DictConfig):
     _check(not loss.needs_sigmoid or out_activation == "sigmoid", "loss", cfg.loss.get("kind"),
            f"bce needs a sigmoid output but model.net.out_activation={out_activation!r}: use loss=mse, l1, "
            f"l1_ssim or mse_ssim, or model.net.out_activation=sigmoid")
+    _check_scheduler(cfg)  # after the fields: building it on a stand-in optimizer needs torch
     _check_callbacks(cfg, net)
     from sarnet.likelihood import check_config  # sample.mode/temperature; likelihood needs a density and 0/1 data
     check_config(cfg, net)
