@@ -155,18 +155,29 @@ def test_plateau_scheduler_divides_the_lr_after_each_epoch_without_improvement(t
     assert lr == pytest.approx(expected, rel=1e-6) and lr[-1] < lr[0], (val, lr)
 
 
+@needs_data
+def test_cosine_scheduler_anneals_the_lr_over_max_epochs(tmp_path):
+    status, out = train_inprocess(*STALLING[:5], "scheduler=cosine", "trainer.max_epochs=3",
+                                  f"hydra.run.dir={tmp_path}")
+    assert status == 0, out[-3000:]
+    lr = logged(tmp_path, "train/lr")  # epoch e trains at 1e-3 (1 + cos(pi e / 3)) / 2
+    assert lr == pytest.approx([1e-3, 7.5e-4, 2.5e-4], rel=1e-6)
+
+
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("scheduler", ["none", "plateau"])
+@pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine"])
 def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp_path):
     # 2 epochs, then relaunched into the same dir with max_epochs=4. Two things made it differ, both fixed: the
-    # image grids of a run's last epoch drew from the training RNG (both cases), and Lightning skips, resuming,
-    # the plateau step of the checkpoint's epoch (sarnet/resume.py, ResumeState).
+    # image grids of a run's last epoch drew from the training RNG (every case), and Lightning skips, resuming,
+    # the plateau step of the checkpoint's epoch (sarnet/resume.py, ResumeState). The cosine run pins T_max to
+    # the full 4 epochs in both launches (its default, max_epochs, would be config drift).
     import torch
 
     from sarnet.checkpoint import read_checkpoint
 
-    overrides = STALLING if scheduler == "plateau" else STALLING[:5]
+    overrides = {"plateau": STALLING, "none": STALLING[:5],
+                 "cosine": [*STALLING[:5], "scheduler=cosine", "model.scheduler.T_max=4"]}[scheduler]
     for run, stops in (("ref", [4]), ("run", [2, 4])):
         for epochs in stops:
             status, out = train_inprocess(*overrides, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path / run}")
@@ -174,5 +185,5 @@ def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp
     ref, got = (read_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("ref", "run"))
     assert got["lr_schedulers"] == ref["lr_schedulers"]
     assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
-    for key in ("val/loss", "train/loss", *(["train/lr"] * (scheduler == "plateau"))):
+    for key in ("val/loss", "train/loss", *(["train/lr"] * (scheduler != "none"))):
         assert logged(tmp_path / "run", key) == logged(tmp_path / "ref", key)

@@ -92,6 +92,7 @@ def test_train_py_refuses_late_failures_before_any_work(override, tmp_path):
 
 def test_good_configs_still_validate():
     for overrides in [(), ("model=sarnet",), ("model=vae",), ("trainer=smoke", "fid=off"), ("scheduler=plateau",),
+                      ("scheduler=cosine",),
                       ("trainer=smoke", "trainer.limit_val_batches=0", "callbacks.checkpoint.monitor=train/loss")]:
         validate(composed(*overrides))
 
