@@ -142,6 +142,13 @@ def write_json(path: Path, payload: dict):
     atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
 
 
+def best_score(callback) -> dict | None:
+    """The monitored value the best checkpoint was chosen by (e.g. {"monitor": "val/loss", "value": 87.65})."""
+    if callback is None or callback.best_model_score is None:
+        return None
+    return {"monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
+
+
 def scalar_metrics(metrics: dict) -> dict:
     import torch
 
@@ -366,7 +373,9 @@ def run(cfg: DictConfig, net) -> float | None:
         "params": count_parameters(module.net),
         # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
         "eval_ckpt": "best" if eval_ckpt else "last",
-        "eval_epoch": eval_epoch,
+        "eval_epoch": eval_epoch,  # epochs trained when the evaluated weights were saved, counted as "epochs" is
+        # metrics["val/loss"] is the last epoch's; the evaluated checkpoint's own score is this one
+        "eval_score": best_score(trainer.checkpoint_callback) if eval_ckpt else None,
         "checkpoint": os.path.relpath(eval_path, output_dir) if eval_path.exists() else None,
         "sampling": sampling_record(cfg.sample, module.net),
         "fid_protocol": fid["protocol"] if fid else None,

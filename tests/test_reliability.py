@@ -251,6 +251,7 @@ def test_sigkill_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path):
 
     ref, got = results(tmp_path / "ref"), results(run)
     assert (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"]) == (4, 80)
+    assert (got["eval_epoch"], got["eval_score"]) == (ref["eval_epoch"], ref["eval_score"])  # the same best weights
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 80
     rows = csv_rows(run)  # every epoch once: none lost with the killed runs, none logged twice by the reruns
     assert epochs_with(rows, "val/loss") == epochs_with(rows, "train/loss") == [0, 1, 2, 3]

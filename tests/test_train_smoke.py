@@ -74,6 +74,9 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     assert results["eval_ckpt"] == eval_ckpt and results["epochs"] == 2
     # everything a table cell depends on is recorded, the checkpoint relative to the run dir
     assert results["eval_epoch"] == (1 if eval_ckpt == "best" else 2)
+    steps_per_epoch = results["steps"] // 2  # monitor=step: the best checkpoint's score is the step it was saved at
+    assert results["eval_score"] == ({"monitor": "step", "mode": "min", "value": steps_per_epoch}
+                                     if eval_ckpt == "best" else None)
     assert results["checkpoint"] == f"checkpoints/{eval_ckpt}.ckpt"
     assert results["dataset"] == "mnist" and results["classes"] == [5]
     assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0}
