@@ -9,6 +9,8 @@
       ELBO    = E_q[log p(x|z)] - KL(q || N(0, I))                (mean over the k draws, analytic KL)
       IWAE_k  = log (1/k) sum_i w_i  <= log p(x)                  (Burda et al.; IWAE_1 = ELBO in expectation)
   Every log-density term is accumulated in float64 and the k weights meet in a float64 logsumexp.
+  Any q gives a valid bound, so q(z|x) may also be the encoder's output refined per test image by gradient steps
+  on that image's ELBO (`refine_posterior`): the same model, a tighter bound (the encoder's amortization gap closed).
 - Refused, one line each: `first_patch=given` (patch 0 is copied from the input, not modelled, so there is no
   density), a non-sigmoid output (a regression SarNet), and data that is not 0/1.
 
@@ -102,13 +104,40 @@ def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) 
     return total
 
 
+def refine_posterior(model, x: torch.Tensor, steps: int, lr: float = 1e-2, generator: torch.Generator | None = None,
+                     batch_size: int = 1000, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z|x) = N(mu, exp(logvar)) fitted to each image: the encoder's output, then `steps` Adam steps on the image's
+    negative ELBO (one reparameterised draw per step, from `generator`; the model's weights are not touched).
+    Adam's state is per element, so an image's q follows its own gradients only. -> (mu, logvar), detached."""
+    mus, logvars = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        mu, logvar = (t.detach().clone().requires_grad_() for t in model.encoder(xb))
+        opt = torch.optim.Adam([mu, logvar], lr=lr)
+        for _ in range(steps):
+            eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
+            with torch.enable_grad():
+                z = mu + eps * torch.exp(0.5 * logvar)
+                kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
+                nelbo = F.binary_cross_entropy_with_logits(decoder_logits(model, xb, z).flatten(1), xb.flatten(1),
+                                                           reduction="sum") + kl
+                mu.grad, logvar.grad = torch.autograd.grad(nelbo, [mu, logvar])  # not the weights' gradients
+            opt.step()
+        mus.append(mu.detach())
+        logvars.append(logvar.detach())
+        if progress is not None:
+            progress.update(len(xb))
+    return torch.cat(mus), torch.cat(logvars)
+
+
 @torch.no_grad()
 def log_weights(model, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
-                batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int = 1000, q=None) -> tuple[torch.Tensor, torch.Tensor]:
     """For a VAE: (log w (B, k), log p(x|z) (B, k)), float64, z_i ~ q(z|x) drawn with `generator` (on the CPU, so
-    the same draws on any device). Forward passes go in chunks of at most `batch_size` rows: each image's k copies
-    are rows of the same batch, and k > batch_size is split into several chunks of draws."""
-    mu, logvar = model.encoder(x)
+    the same draws on any device). q = (mu, logvar) of x's images, or None for the encoder's. Forward passes go in
+    chunks of at most `batch_size` rows: each image's k copies are rows of the same batch, and k > batch_size is
+    split into several chunks of draws."""
+    mu, logvar = model.encoder(x) if q is None else q
     b, latent = mu.shape
     log_w = torch.empty(b, k, dtype=torch.float64)
     log_px = torch.empty(b, k, dtype=torch.float64)
@@ -136,10 +165,10 @@ def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def vae_bounds(model, x: torch.Tensor, k: int, generator=None, batch_size: int = 1000) -> dict:
-    """Per image (float64): iwae = IWAE_k, elbo = mean_i log p(x|z_i) - KL(q || p), kl."""
-    log_w, log_px = log_weights(model, x, k, generator, batch_size)
-    mu, logvar = model.encoder(x)
+def vae_bounds(model, x: torch.Tensor, k: int, generator=None, batch_size: int = 1000, q=None) -> dict:
+    """Per image (float64): iwae = IWAE_k, elbo = mean_i log p(x|z_i) - KL(q || p), kl. q as in log_weights."""
+    log_w, log_px = log_weights(model, x, k, generator, batch_size, q)
+    mu, logvar = model.encoder(x) if q is None else q
     kl = (-0.5 * (1 + logvar.double() - mu.double().pow(2) - logvar.double().exp()).sum(1)).cpu()
     return {"iwae": iwae_from_log_weights(log_w), "elbo": log_px.mean(1) - kl, "kl": kl}
 
@@ -157,12 +186,14 @@ def summary(per_image: torch.Tensor, pixels: int) -> dict:
 
 @torch.no_grad()
 def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: int = 0, progress: bool = False,
-          resume=None) -> dict:
+          resume=None, refine_steps: int = 0, refine_lr: float = 1e-2) -> dict:
     """Score binary images x (N, C, H, W) under `model`.
 
     -> {"kind": "exact" | "bound", "n_images", "pixels", "nll": {nats, se, bpd, bpd_se}} plus, for the VAEs,
     "k", "elbo": {...} (negative ELBO) and "kl" (mean nats). For the VAEs "nll" is -IWAE_k: an upper bound on the
     NLL that tightens as k grows. `seed` fixes the q(z|x) draws (a CPU generator: the same on any device).
+    `refine_steps` > 0 (VAEs): q(z|x) is the encoder's output refined per image (`refine_posterior`, Adam at
+    `refine_lr`) before the bounds are drawn from it; the result then has "refine": {"steps", "lr"}.
 
     `resume`: a file for the per-image values and the generator's state, written (atomically) at most every
     `SAVE_EVERY_S` seconds and at the end. A scoring that finds it carries on where the last one stopped, with the
@@ -175,43 +206,63 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise LikelihoodError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
     exact = model.ar_net is model  # a SarNet: exact; the VAEs: bounds
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise LikelihoodError(f"refine_steps={refine_steps!r} is invalid: must be an int >= 0 (0 = the encoder's q)")
+    if refine_steps and exact:
+        raise LikelihoodError("refine_steps is for the VAEs (it refines q(z|x)); SarNET's NLL is exact: use 0")
+    if refine_steps and not refine_lr > 0:
+        raise LikelihoodError(f"refine_lr={refine_lr!r} is invalid: must be > 0")
     gen = torch.Generator().manual_seed(seed)
     parts = {"ll": [], "elbo": [], "kl": []}
-    done = 0
+    done, q = 0, None
     if resume is not None:
         key = {"model": _fingerprint(model.state_dict().values()), "images": _fingerprint([x]),
                "k": None if exact else k, "batch_size": batch_size, "seed": seed}
-        done, parts = _load_progress(resume, key, gen, parts)
+        if refine_steps:  # only then: a file of an unrefined scoring keeps its key
+            key["refine"] = [refine_steps, float(refine_lr)]
+        done, parts, q = _load_progress(resume, key, gen, parts)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pixels = x[0].numel()
     images = batch_size if exact else max(1, batch_size // k)
-    bar = _progress(len(x), progress, "exact NLL" if exact else f"IWAE k={k}")
-    bar.update(done)
-    saved = time.monotonic()
+    bar = None
     try:
+        if refine_steps and q is None:  # every image first (batch_size rows a step); saved with the progress
+            bar = _progress(len(x), progress, f"refining q(z|x), {refine_steps} steps")
+            q = tuple(t.cpu() for t in refine_posterior(model, x.to(device), refine_steps, refine_lr, gen,
+                                                        batch_size, bar))
+            bar.close()
+            if resume is not None:
+                _save_progress(resume, key, gen, parts, done, q)
+        bar = _progress(len(x), progress, "exact NLL" if exact else f"IWAE k={k}")
+        bar.update(done)
+        saved = time.monotonic()
         for i in range(done, len(x), images):
             xb = x[i:i + images].to(device)
             if exact:
                 parts["ll"].append(exact_log_prob(model, xb).cpu())
             else:
-                b = vae_bounds(model, xb, k, gen, batch_size)
+                qb = None if q is None else (q[0][i:i + images].to(device), q[1][i:i + images].to(device))
+                b = vae_bounds(model, xb, k, gen, batch_size, qb)
                 parts["ll"].append(b["iwae"])
                 parts["elbo"].append(b["elbo"])
                 parts["kl"].append(b["kl"])
             bar.update(len(xb))
             done = i + len(xb)
             if resume is not None and (done == len(x) or time.monotonic() - saved > SAVE_EVERY_S):
-                _save_progress(resume, key, gen, parts, done)
+                _save_progress(resume, key, gen, parts, done, q)
                 saved = time.monotonic()
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         model.train(was_training)
     out = {"kind": "exact" if exact else "bound", "n_images": len(x), "pixels": pixels,
            "nll": summary(torch.cat(parts["ll"]), pixels)}
     if not exact:
         out.update(k=k, elbo=summary(torch.cat(parts["elbo"]), pixels), kl=float(torch.cat(parts["kl"]).mean()))
+        if refine_steps:
+            out["refine"] = {"steps": refine_steps, "lr": float(refine_lr)}
     return out
 
 
@@ -226,19 +277,20 @@ def _fingerprint(tensors) -> str:
     return h.hexdigest()
 
 
-def _save_progress(path, key, gen, parts, done):
+def _save_progress(path, key, gen, parts, done, q=None):
     buf = io.BytesIO()
-    torch.save({"key": key, "done": done, "generator": gen.get_state(),
+    torch.save({"key": key, "done": done, "generator": gen.get_state(), "q": q,
                 "parts": {name: torch.cat(v) if v else torch.empty(0, dtype=torch.float64)
                           for name, v in parts.items()}}, buf)
     atomic_write(path, buf.getvalue())
 
 
 def _load_progress(path, key, gen, parts):
-    """(images done, parts) from a progress file, the generator set to where it stopped; (0, parts) if none."""
+    """(images done, parts, refined q or None) from a progress file, the generator set to where it stopped;
+    (0, parts, None) if there is none."""
     path = Path(path)
     if not path.is_file():
-        return 0, parts
+        return 0, parts, None
     try:
         state = torch.load(path, weights_only=True)
         stored, done = state["key"], int(state["done"])
@@ -250,7 +302,8 @@ def _load_progress(path, key, gen, parts):
         raise LikelihoodError(f"resume file {path} belongs to another scoring (different {what}): pass the same "
                               f"checkpoint and arguments, or another file")
     gen.set_state(state["generator"])
-    return done, {name: [v] if len(v) else [] for name, v in state["parts"].items()}
+    q = state.get("q")
+    return done, {name: [v] if len(v) else [] for name, v in state["parts"].items()}, None if q is None else tuple(q)
 
 
 def _progress(total: int, enabled: bool, desc: str):
