@@ -104,8 +104,12 @@ def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) 
     return total
 
 
-def refine_posterior(model, x: torch.Tensor, steps: int, lr: float = 1e-2, generator: torch.Generator | None = None,
-                     batch_size: int = 1000, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+REFINE_LR = 1e-2  # Adam's lr for refine_posterior: at most ~lr per step, so up to ~1 unit of z in 100 steps
+
+
+def refine_posterior(model, x: torch.Tensor, steps: int, lr: float = REFINE_LR,
+                     generator: torch.Generator | None = None, batch_size: int = 1000,
+                     progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """q(z|x) = N(mu, exp(logvar)) fitted to each image: the encoder's output, then `steps` Adam steps on the image's
     negative ELBO (one reparameterised draw per step, from `generator`; the model's weights are not touched).
     Adam's state is per element, so an image's q follows its own gradients only. -> (mu, logvar), detached."""
@@ -186,7 +190,7 @@ def summary(per_image: torch.Tensor, pixels: int) -> dict:
 
 @torch.no_grad()
 def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: int = 0, progress: bool = False,
-          resume=None, refine_steps: int = 0, refine_lr: float = 1e-2) -> dict:
+          resume=None, refine_steps: int = 0, refine_lr: float = REFINE_LR) -> dict:
     """Score binary images x (N, C, H, W) under `model`.
 
     -> {"kind": "exact" | "bound", "n_images", "pixels", "nll": {nats, se, bpd, bpd_se}} plus, for the VAEs,

@@ -25,7 +25,7 @@ from sarnet import cli
 from sarnet.checkpoint import CheckpointError
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.likelihood import LikelihoodError, check_density_model, score
+from sarnet.likelihood import REFINE_LR, LikelihoodError, check_density_model, score
 
 
 def test_images(run: dict, static_dir=None):
@@ -63,7 +63,7 @@ def main(argv=None):
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="VAEs: Adam steps refining q(z|x) per test image before scoring (default 0: the encoder's)")
-    p.add_argument("--refine-lr", type=float, default=1e-2, help="Adam's lr for --refine-steps (default 1e-2)")
+    p.add_argument("--refine-lr", type=float, default=REFINE_LR, help=f"Adam's lr for --refine-steps ({REFINE_LR})")
     args = p.parse_args(argv)
     try:
         model, run, device = cli.load_run(args.ckpt, args.device)
