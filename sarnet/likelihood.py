@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sarnet.io import atomic_write
+from sarnet.losses import kl_divergence
 from sarnet.nn import SarNet
 
 
@@ -122,7 +123,7 @@ def refine_posterior(model, x: torch.Tensor, steps: int, lr: float = REFINE_LR,
             eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
             with torch.enable_grad():
                 z = mu + eps * torch.exp(0.5 * logvar)
-                kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
+                kl = kl_divergence(mu, logvar).sum()
                 nelbo = F.binary_cross_entropy_with_logits(decoder_logits(model, xb, z).flatten(1), xb.flatten(1),
                                                            reduction="sum") + kl
                 mu.grad, logvar.grad = torch.autograd.grad(nelbo, [mu, logvar])  # not the weights' gradients
@@ -173,7 +174,7 @@ def vae_bounds(model, x: torch.Tensor, k: int, generator=None, batch_size: int =
     """Per image (float64): iwae = IWAE_k, elbo = mean_i log p(x|z_i) - KL(q || p), kl. q as in log_weights."""
     log_w, log_px = log_weights(model, x, k, generator, batch_size, q)
     mu, logvar = model.encoder(x) if q is None else q
-    kl = (-0.5 * (1 + logvar.double() - mu.double().pow(2) - logvar.double().exp()).sum(1)).cpu()
+    kl = kl_divergence(mu.double(), logvar.double()).cpu()
     return {"iwae": iwae_from_log_weights(log_w), "elbo": log_px.mean(1) - kl, "kl": kl}
 
 
