@@ -121,6 +121,22 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.ckpt_path)
 
 
+def init_weights(cfg: DictConfig, net, resuming: bool) -> dict | None:
+    """init_ckpt: a new run that starts from another run's weights (fine-tuning, a warm restart of a schedule) with a
+    fresh optimizer, lr schedule and epoch count. -> the net's state dict, checked before any data or model work."""
+    path = cfg.get("init_ckpt")
+    if path is None or resuming:  # a resumed run's own checkpoint already holds what init_ckpt started it from
+        return None
+    ckpt = check_checkpoint(path, f"given as init_ckpt={path}")
+    if ckpt["sarnet"]["net"] != net.config:  # equal shapes are not enough: the masks follow the geometry
+        theirs, ours = ckpt["sarnet"]["net"], net.config
+        fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+                           if theirs.get(k) != ours.get(k))
+        raise ConfigError(f"init_ckpt={path} holds another net than model.net builds ({fields}): give that "
+                          f"checkpoint's model.net, or drop init_ckpt")
+    return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+
 def check_checkpoint(path, why: str) -> dict:
     """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
     try:
@@ -273,6 +289,7 @@ def run(cfg: DictConfig, net) -> float | None:
         return done["metrics"].get("val/loss")
     code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
+    init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
     choices = HydraConfig.get().runtime.choices
     log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
@@ -300,6 +317,9 @@ def run(cfg: DictConfig, net) -> float | None:
     if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
         from sarnet.metrics.fid import load_classifier
         load_classifier(datamodule.dataset, datamodule.root)
+    if init_state is not None:
+        net.load_state_dict(init_state, strict=True)  # after seeding: the data order and noise are a new run's
+        log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
     module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     resume_state = ResumeState(cfg, optimizer_override)
@@ -368,6 +388,7 @@ def run(cfg: DictConfig, net) -> float | None:
         "classes": datamodule.classes,
         "latent_dim": module.net.latent_dim or None,
         "seed": cfg.seed,
+        "init_ckpt": cfg.get("init_ckpt"),  # the weights this run started from (null: a fresh initialisation)
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "params": count_parameters(module.net),

@@ -475,6 +475,42 @@ def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, wh
     assert "direct cause" not in out and "During handling" not in out  # no unpickling traceback
 
 
+def test_init_ckpt_of_another_net_is_refused_before_any_work(tmp_path):
+    net = validate(compose_config("latent_dim=16"))
+    path = tmp_path / "other.ckpt"
+    torch.save({"sarnet": {"net": net.config | {"latent_dim": 8}, "format": 1},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    rc, out = train_inprocess("latent_dim=16", f"init_ckpt={path}", "data_dir=/nonexistent", "logger=csv",
+                              f"hydra.run.dir={tmp_path / 'run'}")
+    assert rc != 0
+    assert error_line(out, "sarnet.config.ConfigError") == (
+        f"init_ckpt={path} holds another net than model.net builds (latent_dim: 8 -> 16): give that checkpoint's "
+        f"model.net, or drop init_ckpt")
+
+
+@needs_data
+def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
+    """A fine-tune / warm restart: the weights come from init_ckpt, the epoch count and optimizer start afresh."""
+    base = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert train_inprocess(*base, f"hydra.run.dir={first.parents[1]}")[0] == 0
+    # lr 1e-30: Adam's steps (about lr each) leave every weight where init_ckpt put it, to float32 precision
+    rc, out = train_inprocess(*base, f"init_ckpt={first}", "model.optimizer.lr=1e-30",
+                              f"hydra.run.dir={tmp_path / 'second'}")
+    assert rc == 0, out[-3000:]
+
+    def weights(path):
+        return torch.cat([v.flatten() for k, v in read_checkpoint(path)["state_dict"].items() if "mask" not in k])
+
+    trained, started = weights(first), torch.cat([v.detach().flatten() for k, v in
+                                                  validate(compose_config(*base)).state_dict().items()
+                                                  if "mask" not in k])
+    assert not torch.allclose(trained, started)  # the first run moved the weights away from the seed's
+    assert torch.allclose(weights(tmp_path / "second" / "checkpoints" / "last.ckpt"), trained, rtol=0, atol=1e-20)
+    got = results(tmp_path / "second")
+    assert got["init_ckpt"] == str(first) and got["epochs"] == 1 and got["steps"] == 3  # counted afresh
+
+
 def test_load_model_refuses_a_bit_flipped_checkpoint(tmp_path):
     from sarnet.nn import SarNet
 
