@@ -318,7 +318,7 @@ def run(cfg: DictConfig, net) -> float | None:
         from sarnet.metrics.fid import load_classifier
         load_classifier(datamodule.dataset, datamodule.root)
     if init_state is not None:
-        net.load_state_dict(init_state, strict=True)  # after seeding: the data order and noise are a new run's
+        net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
     module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
