@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m sarnet.data.sources --root $(DATA)
+	$(VENV)/bin/sarnet data --root $(DATA)
 
 # The fast suite on every core (pytest-xdist workers; worksteal: an idle worker takes queued tests from the other).
 test: install
@@ -36,7 +36,7 @@ run: install
 
 # The thesis' FID table: SarNET-VAE and VAE at L = 8..128 plus simple SarNET, reference epochs, training seeds
 # 1234-1236 (33 jobs); the sweep ends with the Markdown tables, plot and JSON in $(SWEEP)/fid_table.* (the sweep's
-# Hydra callback runs scripts/fid_table.py). Jobs run JOBS at a time with one thread each (default: one per
+# Hydra callback runs sarnet.table). Jobs run JOBS at a time with one thread each (default: one per
 # core); a re-run into the same SWEEP resumes. Extra Hydra overrides: make fid-table ARGS="...".
 SWEEP ?= multirun/fid_table
 JOBS  ?= $(shell nproc)
@@ -46,11 +46,11 @@ fid-table: install
 
 # The FID feature network's anchors beside the thesis' (N = 5,000 vs 5,000 MNIST fives, ~1 min).
 calibrate: install
-	$(PY) scripts/calibrate_fid.py
+	$(VENV)/bin/sarnet calibrate
 
 # On a CUDA machine: smoke training, fast == naive sampling on the device, timings; JSON lines.
 gpu-check: install
-	$(PY) scripts/gpu_check.py
+	$(VENV)/bin/sarnet gpu-check
 # Upload every offline W&B run under a sweep (or run) dir, the sweep's fid_table run and resumed runs included:
 # make wandb-sync SWEEP=multirun/<date>/<time>. Needs a key (`wandb login`); WANDB_MODE=offline is dropped here.
 wandb-sync: $(STAMP)
@@ -59,9 +59,9 @@ wandb-sync: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarnet scripts tests train.py
 
-bench: install  # every case, one run: docs/results/bench.jsonl and the README's speed table on stdout
-	$(PY) scripts/bench.py --out docs/results/bench.jsonl
-	$(PY) scripts/bench.py --markdown docs/results/bench.jsonl
+bench: install  # every case, one run: docs/results/bench.jsonl and the speed table on stdout
+	$(VENV)/bin/sarnet bench --out docs/results/bench.jsonl
+	$(VENV)/bin/sarnet bench --markdown docs/results/bench.jsonl
 
 clean:
 	rm -rf outputs multirun/*/ wandb .pytest_cache

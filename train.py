@@ -1,14 +1,7 @@
-"""Train a SarNET model: `python train.py [overrides]`, or a sweep: `python train.py -m latent_dim=8,16,32,64,128`."""
+"""Train a SarNET model: `python train.py [overrides]`, or a sweep: `python train.py -m latent_dim=8,16,32,64,128`.
+The same as `sarnet train`; the configs are conf/ (composed as the package's sarnet.conf)."""
 
-import hydra
-
-from sarnet.train import run_job
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg):
-    return run_job(cfg)
-
+from sarnet.cli.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,16 @@
 """sarnet: masked-MLP (SemiDense) autoregressive image generation, Hydra + Lightning."""
 
+from importlib.resources import files
+
 from omegaconf import OmegaConf
+
+CONFIG_MODULE = "pkg://sarnet.conf"  # the configs (the repo's top-level conf/), shipped in the package as sarnet.conf
+
+
+def packaged_config(name: str):
+    """One file of the packaged configs, e.g. packaged_config("fid/default"): the defaults a checkpoint without
+    its run config falls back on."""
+    return OmegaConf.create(files("sarnet.conf").joinpath(f"{name}.yaml").read_text())
 
 
 def reference_threshold(latent_dim) -> float:

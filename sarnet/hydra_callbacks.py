@@ -6,7 +6,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 log = logging.getLogger("sarnet")
-FID_TABLE = Path(__file__).resolve().parents[1] / "scripts" / "fid_table.py"
 
 
 class SweepReport(Callback):
@@ -38,13 +36,16 @@ class SweepReport(Callback):
 
 
 def fid_table(sweep: Path, wandb: bool):
-    """scripts/fid_table.py on the sweep: <sweep>/fid_table.{md,png,json}, and a W&B run in the sweep's group.
-    A subprocess: its plotting and W&B run stay out of this process, and a failure here costs no job's results."""
+    """sarnet.table on the sweep: <sweep>/fid_table.{md,png,json}, and a W&B run in the sweep's group. A failure
+    here costs no job's results: it is logged with the command that retries it."""
+    from sarnet import table
+
     log.info("sweep %s: FID table -> %s", sweep, sweep / "fid_table.md")
-    cmd = [sys.executable, str(FID_TABLE), str(sweep), *(["--wandb"] if wandb else [])]
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode:
-        log.error("scripts/fid_table.py failed (exit %d); rerun: %s", proc.returncode, " ".join(cmd))
+    try:
+        table.write([sweep], wandb=wandb)
+    except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
+        log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
+                  " --wandb" if wandb else "")
 
 
 class StopWorkersOnSigterm(Callback):

@@ -451,7 +451,7 @@ def to_grayscale(model, images):
 
 def sample_images(model, n, sample_cfg=None, generator=None, z=None):
     """Generate n grey images (n, 1, H, W) in [0, 1] as configured (`sample` config node): the one entry point used
-    by the image callback, FID and scripts/sample.py. Regression SarNET (linear output, no latent) uses the
+    by the image callback, FID and sarnet sample. Regression SarNET (linear output, no latent) uses the
     reference's noisy scheme; a classification SarNET draws one-hot classes, returned as grey levels."""
     cfg = dict(sample_cfg or {})
     if model.out_activation == "none":  # regression SarNET (linear output)

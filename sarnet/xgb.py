@@ -258,7 +258,7 @@ class GenerativeXGB:
         try:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as e:
-            raise XGBError(f"{path}: no readable meta.json ({e}); train a model with scripts/xgb.py") from None
+            raise XGBError(f"{path}: no readable meta.json ({e}); train a model with sarnet xgb") from None
         if meta.get("format") != FORMAT:
             raise XGBError(f"{path}/meta.json: format {meta.get('format')!r} is not {FORMAT!r}; retrain the model")
         models = {}

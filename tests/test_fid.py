@@ -103,7 +103,7 @@ def test_cache_roundtrip_frozen_and_pinned_to_eval(cached):
 def test_stale_cache_is_refused(cached):
     root, _ = cached
     write_fake_mnist(root, seed=1)  # the data changed under the cache
-    with pytest.raises(F.ClassifierCacheError, match=r"other data.*delete it and run python scripts/train_classifier"):
+    with pytest.raises(F.ClassifierCacheError, match=r"other data.*delete it and run sarnet train-classifier"):
         F.load_classifier("mnist", root=root)
 
 

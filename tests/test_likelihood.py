@@ -359,9 +359,7 @@ def script_checkpoint(tmp_path, first_patch, kind="sarnet"):
                     reason="run `make data` first")
 @pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae"])
 def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind, tmp_path, monkeypatch, capsys):
-    import sys
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import likelihood as script
+    from sarnet.cli import likelihood as script
     monkeypatch.chdir(ROOT)  # a copied checkpoint (no run config): MNIST under ./data, binarize=dynamic
     ckpt = script_checkpoint(tmp_path, "predicted", kind)
     row = script.main(["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",

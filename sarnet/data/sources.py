@@ -257,10 +257,18 @@ def prepare(root="data"):
         print(f"{name}: {how} -> {Path(root) / name / 'raw'} ({time.perf_counter() - t0:.2f} s)")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="data", help="dataset root (torchvision layout)")
+def main(argv=None, prog=None):
+    """`sarnet data --root DIR` (make data: --root data): both datasets, offline, checked."""
+    example = "example:\n    sarnet data --root data   # then: sarnet train data_dir=data"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=example,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="data", help="dataset root (torchvision layout; default ./data, "
+                        "train.py's data_dir)")
     try:
-        prepare(parser.parse_args().root)
+        prepare(parser.parse_args(argv).root)
     except DataError as e:
         sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ The thesis scored images with tfgan's `mnist_frechet_distance`: the 10 logits of
 classifier, images mapped to [-1, 1]. That network cannot be downloaded here. Its frozen graph names its tensors
 conv1, pool1, conv2, pool2, fc3, dropout3, fc4: TF-slim's LeNet, rebuilt below and trained with slim's public
 MNIST recipe (train_lenet_on_mnist.sh). The MNIST weights ship with the package (sarnet/metrics/weights/, sha256
-pinned below; `python scripts/train_classifier.py --dataset mnist` re-trains them); other datasets train the same
+pinned below; `sarnet train-classifier --dataset mnist` re-trains them); other datasets train the same
 network on first use and cache it under <root>/classifiers/. The README's calibration table holds the anchors.
 """
 
@@ -30,7 +30,7 @@ from sarnet.io import atomic_write
 # tried, the thesis' two blur anchors picked it (the README's calibration table has them all).
 RECIPE = {"steps": 10000, "batch_size": 50, "lr": 0.01, "dropout": True, "seed": 1}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# dataset -> sha256 of WEIGHTS_DIR / f"lenet_{dataset}.pt" (`python scripts/train_classifier.py --dataset mnist
+# dataset -> sha256 of WEIGHTS_DIR / f"lenet_{dataset}.pt" (`sarnet train-classifier --dataset mnist
 # --threads 1` re-makes MNIST's; another thread count or CPU changes float rounding, so the bits, not the FIDs)
 SHIPPED_SHA256 = {"mnist": "a8f4106c7f9bf060daed2b61ba10534df196796e8eca726e35ff4fc56bd2260a"}
 
@@ -168,7 +168,7 @@ def classifier_path(dataset, root="data"):
     return WEIGHTS_DIR / f"lenet_{dataset}.pt" if dataset in SHIPPED_SHA256 else cache_path(dataset, root)
 
 
-def read_lenet(path, sha256=None, fix="re-train it: python scripts/train_classifier.py"):
+def read_lenet(path, sha256=None, fix="re-train it: sarnet train-classifier"):
     """A saved LeNet (eval, no grad, float32) with its meta; refused in one line if damaged or not `sha256`."""
     path = Path(path)
     try:
@@ -196,8 +196,8 @@ def load_classifier(dataset, root="data", train_if_missing=True):
     """The dataset's frozen LeNet: shipped weights checked against their pinned sha256, or a cache checked against
     the data it was trained on (trained here on first use, announced on stderr)."""
     path, shipped = classifier_path(dataset, root), dataset in SHIPPED_SHA256
-    fix = (f"restore it (git checkout {path}) or re-train it: python scripts/train_classifier.py --dataset {dataset}"
-           if shipped else f"delete it and run python scripts/train_classifier.py --dataset {dataset} --root {root}")
+    fix = (f"restore it (git checkout {path}) or re-train it: sarnet train-classifier --dataset {dataset}"
+           if shipped else f"delete it and run sarnet train-classifier --dataset {dataset} --root {root}")
     if not path.exists() and not shipped and train_if_missing:
         train_classifier(dataset, root)
     net = read_lenet(path, SHIPPED_SHA256.get(dataset), fix)

@@ -1,9 +1,5 @@
-"""What every script under scripts/ shares: the common flags, loading a checkpoint, saving and logging a grid.
+"""The commands' shared torch side: loading a checkpoint, saving and logging a grid (imported after parsing)."""
 
-    p = cli.parser(__doc__); p.add_argument(...); cli.main(p, body)  # body(args, model, run) -> grid, caption
-"""
-
-import argparse
 import sys
 from pathlib import Path
 
@@ -11,51 +7,7 @@ import torch
 from torchvision.utils import save_image
 
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
-
-
-class UsageError(Exception):
-    """A request this model or data cannot serve: printed as one line, exit status 2."""
-
-
-def parser(doc: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a "
-                   "run dir (its checkpoints/last.ckpt)")
-    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
-                   "file each call)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
-    return p
-
-
-def threshold(s: str):
-    """--th: a float in [0, 1), or 'none' for no threshold (pixels are in [0, 1]: th >= 1 blanks every image)."""
-    if s.lower() in ("none", "null"):
-        return "none"
-    try:
-        value = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number in [0, 1) or 'none'") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{s} is not in [0, 1) (pixels are in [0, 1]); or 'none'")
-    return value
-
-
-def int_at_least(minimum: int):
-    """argparse type: an int >= minimum, else one line saying which."""
-    def parse(s: str) -> int:
-        try:
-            value = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
-        return value
-    return parse
-
-
-positive_int = int_at_least(1)
+from sarnet.cli import UsageError, fail
 
 
 def checkpoint_path(arg: str) -> Path:
@@ -147,16 +99,9 @@ def load_run(ckpt_arg: str, device_arg: str = "auto"):
     return model, run, device
 
 
-def fail(name: str, e: Exception):
-    print(f"{name}: error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-def main(p: argparse.ArgumentParser, body, argv=None) -> Path:
-    """Parse, seed, load the checkpoint, body(args, model, run) -> (grid (C, H, W), caption), save, log.
+def run_grid(name: str, args, body) -> Path:
+    """Seed, load the checkpoint, body(args, model, run) -> (grid (C, H, W), caption), save, log.
     `run` is load_run_config's dict plus "generator" (seeded by --seed)."""
-    args = p.parse_args(argv)
-    name = Path(p.prog).stem
     try:
         torch.manual_seed(args.seed)
         model, run, _ = load_run(args.ckpt, args.device)

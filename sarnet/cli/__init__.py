@@ -1,0 +1,102 @@
+"""`sarnet <command>` (and `python -m sarnet`): one entry for training and every evaluation command.
+
+Nothing here imports torch: `sarnet --help`, a command's `--help` and its usage errors answer at once; each command
+module parses its arguments first and imports the heavy libraries only to do the work.
+"""
+
+import argparse
+import importlib
+import sys
+
+# name -> (module whose main(argv) runs it, one line of help). The order is the order of `sarnet --help`.
+COMMANDS = {
+    "train": ("sarnet.cli.train", "train a model (Hydra overrides, as python train.py; -m for a sweep)"),
+    "sample": ("sarnet.cli.sample", "a grid of samples from a checkpoint"),
+    "complete": ("sarnet.cli.complete", "complete a real image from its first patches"),
+    "interpolate": ("sarnet.cli.interpolate", "generate along the latent path between two real images"),
+    "importance": ("sarnet.cli.importance", "which input patches a target patch depends on"),
+    "fid": ("sarnet.cli.fid", "FID of a checkpoint (its run's protocol, or a grid of settings)"),
+    "likelihood": ("sarnet.cli.likelihood", "test NLL / -IWAE_k of a density model"),
+    "table": ("sarnet.table", "the FID tables, plot and Welch tests of sweep or run dirs"),
+    "calibrate": ("sarnet.cli.calibrate", "the FID feature network's anchor values"),
+    "bench": ("sarnet.cli.bench", "speed against the reference loop and the machine's floors (JSON lines)"),
+    "gpu-check": ("sarnet.cli.gpu_check", "on a CUDA machine: smoke training, fast == naive, timings"),
+    "xgb": ("sarnet.cli.xgb", "the generative-XGBoost prototype"),
+    "train-classifier": ("sarnet.cli.train_classifier", "re-make the FID feature network's weights"),
+    "data": ("sarnet.data.sources", "prepare MNIST and FashionMNIST offline under --root"),
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        print("usage: sarnet <command> [args]   (sarnet <command> --help: its arguments and an example)\n")
+        print("\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()))
+        print("\nexample: sarnet train -m latent_dim=8,16,32,64,128")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        fail("sarnet", f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
+    importlib.import_module(COMMANDS[name][0]).main(rest, prog=f"sarnet {name}")  # a refusal exits 2 itself
+    return 0
+
+
+# ---- argument helpers every command shares (torch-free) ----
+
+class UsageError(Exception):
+    """A request this model or data cannot serve: printed as one line, exit status 2."""
+
+
+def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
+    """The parser of a command whose module docstring is `doc`: a summary paragraph, then the usage example
+    (indented lines), then any further description. --help prints the description and ends with the example."""
+    summary, example, *rest = doc.strip("\n").split("\n\n") + [""]
+    p = argparse.ArgumentParser(prog=prog, description="\n\n".join([summary, *rest]).strip(),
+                                epilog="example:\n" + example, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if not ckpt:
+        return p
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a "
+                   "run dir (its checkpoints/last.ckpt)")
+    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
+                   "file each call)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
+    return p
+
+
+def threshold(s: str):
+    """--th: a float in [0, 1), or 'none' for no threshold (pixels are in [0, 1]: th >= 1 blanks every image)."""
+    if s.lower() in ("none", "null"):
+        return "none"
+    try:
+        value = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number in [0, 1) or 'none'") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{s} is not in [0, 1) (pixels are in [0, 1]); or 'none'")
+    return value
+
+
+def int_at_least(minimum: int):
+    """argparse type: an int >= minimum, else one line saying which."""
+    def parse(s: str) -> int:
+        try:
+            value = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def fail(name: str, e: Exception):
+    print(f"{name}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+

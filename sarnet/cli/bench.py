@@ -1,0 +1,38 @@
+"""Speed against the reference loop and the machine's floors: one JSON line per case, measured in this run.
+
+    sarnet bench                                  # every case
+    sarnet bench train sample --out bench.jsonl   # some, also written to a file
+    sarnet bench --markdown bench.jsonl           # the speed table of docs/results/speed.md
+
+The cases and what each measures: sarnet/bench.py's docstring.
+"""
+
+from sarnet import cli
+
+CASES = ("train", "train_vae", "sample", "sample_pixel", "sample_regression", "fid", "nll")  # sarnet/bench.py CASES
+
+
+def main(argv=None, prog=None):
+    p = cli.parser(__doc__, prog, ckpt=False)
+    p.add_argument("cases", nargs="*", default=[], help=f"any of {list(CASES)} (default: all)")
+    p.add_argument("--data", default="data")
+    p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
+    p.add_argument("--epochs", type=int, default=4, help="train case: epochs per path (the first is warm-up)")
+    p.add_argument("--naive-images", type=int, default=500,
+                   help="sample_pixel, nll: images timed on the naive path")
+    p.add_argument("--fast-batch", type=int, default=None, help="sample, sample_pixel: images per fast-sampler "
+                   "call (default: conf/config.yaml's sample.batch_size); fid uses fid.batch_size")
+    p.add_argument("--k", type=int, default=100, help="nll: importance samples per image for nll_iwae")
+    p.add_argument("--nll-images", type=int, default=1000, help="nll: test images scored by nll_iwae")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", help="also write the JSON lines to this file (replaced)")
+    p.add_argument("--markdown", metavar="JSONL", help="print the speed table from a file of JSON lines written by "
+                   "--out, and exit")
+    args = p.parse_args(argv)
+    if unknown := [c for c in args.cases if c not in CASES]:
+        p.error(f"unknown case(s) {unknown}: choose from {list(CASES)}")
+    from sarnet import bench
+
+    if args.fast_batch is None:
+        args.fast_batch = bench.SAMPLE_BATCH
+    bench.run(args)

@@ -1,0 +1,55 @@
+"""Patch importance overlays (docs/reference.md §7) for one real image: one panel per target patch.
+
+    sarnet importance --ckpt RUN/checkpoints/last.ckpt [--index 5] [--targets 2,4,...,40]
+        [--top-k 5] [--method layer1|gradient] [--split test] [--scale 4] [--root DATA] [--out PNG]
+
+Each panel: the image in grey, the target patch white, its top-k source patches coloured by score (matplotlib
+"cool": magenta = most important). layer1 is the reference's linear score on the first SemiDense layer only;
+gradient is gradient x input through the whole network.
+"""
+
+from sarnet import cli
+
+
+def body(args, model, run):
+    import torch
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid
+
+    from sarnet.cli import common
+    from sarnet.explain import gradient_importance, importance_overlay, patch_importance
+    from sarnet.sampling import decoder_of
+    common.require_autoregressive(model, "patch importance")
+    net = decoder_of(model)
+    targets = list(range(2, 41, 2)) if args.targets is None else [int(t) for t in args.targets.split(",")]
+    if bad := [t for t in targets if not 0 <= t < net.n_patches]:
+        raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
+    image = common.real_image(run, args.split, args.index, args.root)[0]
+    panels = []
+    for t in targets:
+        if args.method == "layer1":
+            patches, scores = patch_importance(model, image, t, args.top_k)
+        else:
+            scores = gradient_importance(model, image, t)
+            patches = torch.argsort(scores, descending=True, stable=True)[:args.top_k]
+            patches, scores = patches[scores[patches] > 0], scores[patches][scores[patches] > 0]
+        panels.append(importance_overlay(image, t, patches, scores, net.patch))
+    panels = F.interpolate(torch.stack(panels), scale_factor=args.scale, mode="nearest")
+    caption = (f"{run['data']['dataset']} {args.split} #{args.index}, {args.method} importance, "
+               f"top {args.top_k}, targets {targets} (white), cool colormap: magenta = 1")
+    return make_grid(panels, nrow=args.nrow, pad_value=1.0), caption
+
+
+def main(argv=None, prog=None):
+    p = cli.parser(__doc__, prog)
+    p.add_argument("--index", type=int, default=5, help="image index in the (class-filtered) split")
+    p.add_argument("--targets", default=None, help="comma-separated target patches (default 2,4,...,40)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--method", choices=("layer1", "gradient"), default="layer1")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--scale", type=int, default=4, help="upscale each 28x28 panel (nearest) for legibility")
+    p.add_argument("--nrow", type=int, default=10)
+    p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
+    from sarnet.cli.common import run_grid
+
+    return run_grid("importance", p.parse_args(argv), body)

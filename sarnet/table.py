@@ -1,0 +1,419 @@
+"""The latent-dim FID table from one or more sweep dirs, beside the thesis' numbers.
+
+    sarnet table multirun/fid_table [more dirs] [--out table] [--wandb]
+
+Reads every results.json below the dirs. Runs are only ever merged when everything a value depends on matches:
+one table per dataset/classes, eval weights and FID protocol (feature network + sha256, n_gen, n_sets, real set,
+seed); within it one row per model, latent dim, epochs and sampling settings, aggregating *distinct* training
+seeds (the same run given twice counts once; the same seed twice in one cell is refused). Per cell: mean over
+seeds, seed std (ddof 1), mean set std; per latent dim a Welch t-test of sarnet_vae vs vae over seeds. The thesis
+column appears only in tables whose protocol is the thesis' (MNIST-5, 10 x 10k images vs the resampled test
+set, the LeNet features). Tables at matched thresholds (fid.extra_th) follow. Writes <out>.md, <out>.png (FID vs
+latent dim per model, its thesis line in the same colour) and <out>.json; --wandb logs the table and plot to a
+W&B run in the sweep's group (offline without a key or a reachable server).
+"""
+
+import json
+import math
+import sys
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+from sarnet import cli
+
+# Thesis Table 4.1: TF-GAN MNIST-classifier FID, mean (std) over 10 sets (50 at L=128), one training seed each.
+THESIS = {
+    ("sarnet_vae", 128): (1.535, 0.0804), ("sarnet_vae", 64): (1.595, 0.0769), ("sarnet_vae", 32): (1.580, 0.0853),
+    ("sarnet_vae", 16): (1.614, 0.0488), ("sarnet_vae", 8): (2.125, 0.0889),
+    ("vae", 128): (2.018, 0.1225), ("vae", 64): (1.565, 0.0576), ("vae", 32): (1.611, 0.0948),
+    ("vae", 16): (1.716, 0.0831), ("vae", 8): (2.876, 0.0783),
+    ("sarnet", None): (28.996, None),
+}
+MODELS = ["sarnet_vae", "vae", "sarnet"]
+COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
+LATENTS = [8, 16, 32, 64, 128]
+PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed")
+
+
+class TableError(ValueError):
+    pass
+
+
+def collect(dirs):
+    """(ok runs, failed runs) from every results.json under dirs; a run dir reached twice is read once."""
+    seen, ok, failed = set(), [], []
+    for d in dirs:
+        for path in sorted(Path(d).rglob("results.json")):
+            real = path.resolve()
+            if real in seen:
+                print(f"warning: {path.parent} given twice: counted once", file=sys.stderr)
+                continue
+            seen.add(real)
+            try:
+                r = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"warning: skipping unreadable {path}: {e}", file=sys.stderr)
+                continue
+            r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
+            good = r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})
+            if good:
+                r["sampling_"] = sampling_of(r)
+            (ok if good else failed).append(r)
+    return ok, failed
+
+
+def table_key(r):
+    """What every value of one table must share. Runs written before results.json recorded it get None fields."""
+    p, knn = r.get("fid_protocol") or {}, r.get("knn") or {}
+    return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt", "best"),
+            *(p.get(k) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
+
+
+def describe(key):
+    dataset, classes, weights, *p, knn = key
+    if dataset is None:
+        return "protocol not recorded (results.json from an older version): not comparable with the others"
+    proto = dict(zip(PROTOCOL_KEYS, p))
+    return (f"{dataset} classes {list(classes) if classes else 'all'}, {weights} weights; FID: {proto['n_sets']} x "
+            f"{proto['n_gen']} images vs {proto['real_set']}, seed {proto['seed']}, features {proto['features']} "
+            f"({str(proto['features_sha256'])[:12]})" +
+            (f"; kNN: n {knn[0]}, k {knn[1]}, seed {knn[2]}" if knn[0] else ""))
+
+
+def thesis_protocol(key):
+    """The thesis' protocol: MNIST fives, >= 10 sets of 10k images vs the resampled test set, scored by the
+    project's calibrated stand-in for the thesis' feature network (the shipped LeNet weights)."""
+    from sarnet.metrics.fid import SHIPPED_SHA256
+
+    dataset, classes, _, *p, _ = key
+    proto = dict(zip(PROTOCOL_KEYS, p))
+    return (dataset == "mnist" and classes == (5,) and proto["features_sha256"] == SHIPPED_SHA256.get("mnist")
+            and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
+
+
+def sampling_of(r):
+    """The run's sampling settings. A results.json written before it recorded the draw (mode, temperature) and a
+    regression net's scheme has no "code" field: those are read from the run's .hydra/config.yaml, as train.py's
+    sampling_record would have written them; without that file they count as the mean mode and no scheme."""
+    s = dict(r.get("sampling") or {})
+    if "code" in r:
+        return s
+    path = Path(r["path"]) / ".hydra" / "config.yaml"
+    if not path.exists():
+        print(f"warning: {r['path']}: results.json predates the recorded draw and has no .hydra/config.yaml "
+              f"beside it: taken as the mean mode, no regression scheme", file=sys.stderr)
+        return s
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load(path)
+    if cfg.sample.get("mode", "mean") != "mean":
+        s |= {"mode": cfg.sample.mode, "temperature": cfg.sample.get("temperature", 1.0)}
+    if OmegaConf.select(cfg, "model.net.out_activation") == "none" and cfg.sample.get("regression"):
+        s["regression"] = OmegaConf.to_container(cfg.sample.regression)
+    return s
+
+
+def cell_key(r):
+    s = r["sampling_"]
+    regression = tuple(sorted((s.get("regression") or {}).items())) or None
+    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"),
+            s.get("mode", "mean"), s.get("temperature"), regression)
+
+
+def draw_label(r):
+    """How a row's pixels were drawn, where it is not the sigmoid means: shown beside the model name."""
+    s = r["sampling_"]
+    parts = [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
+    parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def stats(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, std
+
+
+def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get("fid/std"))):
+    """One cell: distinct seeds only (the same seed twice is refused: two runs that should be one)."""
+    by_seed = {}
+    for r in runs:
+        if r.get("seed") in by_seed:
+            raise TableError(f"seed {r.get('seed')} appears twice in cell {cell_key(r)}: {by_seed[r['seed']]['path']} "
+                             f"and {r['path']}; pass only one of them")
+        by_seed[r.get("seed")] = r
+    runs = [by_seed[k] for k in sorted(by_seed, key=str)]
+    pairs = [metric(r) for r in runs]
+    mean, seed_std = stats([m for m, _ in pairs])
+    set_stds = [s for _, s in pairs if s is not None]
+    first = runs[0]
+    losses = [r["metrics"]["test/loss"] for r in runs if "test/loss" in r["metrics"]]
+    knn = [r["metrics"]["knn/accuracy"] for r in runs if "knn/accuracy" in r["metrics"]]
+    walls = [r.get("wall_time_s", 0) for r in runs]
+    return {"status": "ok", "fid_mean": mean, "fid_seed_std": seed_std,
+            "fid_set_std": sum(set_stds) / len(set_stds) if set_stds else None, "fid_seed_means": [m for m, _ in pairs],
+            "seeds": list(by_seed), "params_dense": first["params"]["dense"],
+            "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
+            "eval_ckpt": first.get("eval_ckpt", "best"), "th": (first.get("sampling") or {}).get("th"),
+            "wall_time_s": sum(walls) / len(walls), "wall_time_range_s": [min(walls), max(walls)],
+            # a mean over several machines (or runs that predate results.json's "device") would describe none
+            "devices": sorted({str(r.get("device")) for r in runs}),
+            "test_loss": sum(losses) / len(losses) if losses else None,
+            "knn_accuracy": sum(knn) / len(knn) if len(knn) == len(runs) else None, "paths": [r["path"] for r in runs]}
+
+
+def student_t_sf2(t, df):
+    """Two-sided p-value of Student's t: I_{df/(df+t^2)}(df/2, 1/2), the regularized incomplete beta function
+    by its continued fraction (Numerical Recipes' betacf), so no scipy is needed."""
+    x, a, b = df / (df + t * t), df / 2, 0.5
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+
+    def cf(x, a, b):
+        c, d = 1.0, 1 - (a + b) * x / (a + 1)
+        d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+        h = d
+        for m in range(1, 300):
+            for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                        -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+                d = 1 + num * d
+                d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+                c = 1 + num / c if abs(1 + num / c) > 1e-300 else 1e-300
+                h *= d * c
+            if abs(d * c - 1) < 1e-14:
+                break
+        return h
+
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x))
+    return front * cf(x, a, b) / a if x < (a + 1) / (a + b + 2) else 1 - front * cf(1 - x, b, a) / b
+
+
+def welch(a, b):
+    """Welch's t-test of two samples (>= 2 each): (t, df, two-sided p)."""
+    (ma, sa), (mb, sb) = stats(a), stats(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    if va + vb == 0:
+        return math.copysign(math.inf, ma - mb) if ma != mb else 0.0, math.nan, float(ma == mb)
+    t = (ma - mb) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    return t, df, student_t_sf2(t, df)
+
+
+def build_tables(ok, failed):
+    """[{description, thesis_protocol, rows, welch, matched: {th: {rows, welch}}}] plus the failed runs."""
+    tables = defaultdict(list)
+    for r in ok:
+        tables[table_key(r)].append(r)
+    models_seen = {r.get("model") for r in ok + failed}
+    out = []
+    for key in sorted(tables, key=lambda k: (not thesis_protocol(k), str(k))):
+        runs, thesis = tables[key], thesis_protocol(key)
+        cells = defaultdict(list)
+        for r in runs:
+            cells[cell_key(r)].append(r)
+        rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(v),
+                 "thesis": THESIS.get((k[0], k[1])) if thesis else None} for k, v in cells.items()]
+        if thesis:  # the thesis' cells this table lacks, for the models given
+            have = {(r["model"], r["latent_dim"]) for r in rows}
+            for (model, latent), ref in THESIS.items():
+                if model in models_seen and (model, latent) not in have:
+                    n_failed = sum(1 for f in failed if (f.get("model"), f.get("latent_dim")) == (model, latent))
+                    rows.append({"model": model, "latent_dim": latent, "status": "failed" if n_failed else "missing",
+                                 "failed": n_failed, "thesis": ref})
+        order = {m: i for i, m in enumerate(MODELS)}
+        rows.sort(key=lambda r: (order.get(r["model"], 99), str(r["model"]), r["latent_dim"] or 0,
+                                 r.get("epochs") or 0))
+        matched = {}
+        for th in sorted({t for r in runs for t in (r.get("fid_matched") or {})}):
+            m_cells = defaultdict(list)
+            for r in runs:
+                if th in (r.get("fid_matched") or {}):
+                    cell = cell_key(r)
+                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here):
+                    # z_scale and the draw still part cells
+            m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(
+                v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
+                for k, v in m_cells.items()]
+            m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
+            matched[th] = {"rows": m_rows, "welch": welch_rows(m_rows)}
+        out.append({"description": describe(key), "thesis_protocol": thesis, "rows": rows,
+                    "welch": welch_rows(rows), "matched": matched})
+    return out
+
+
+def welch_rows(rows):
+    """sarnet_vae vs vae at each latent dim where both have >= 2 seeds (same table, so same protocol)."""
+    found = []
+    for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
+        pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"]
+                for m in ("sarnet_vae", "vae")]
+        if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
+            a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
+            t, df, p = welch(a, b)
+            found.append({"latent_dim": latent, "sarnet_vae": stats(a)[0], "vae": stats(b)[0], "t": t, "df": df,
+                          "p": p, "seeds": [len(a), len(b)]})
+    return found
+
+
+def fmt(v, digits=3):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def wall_time(r):
+    """The mean where every seed ran on one recorded device, else the range: times of unlike machines don't average."""
+    lo, hi = r.get("wall_time_range_s") or (r["wall_time_s"], r["wall_time_s"])
+    one_device = len(r.get("devices", [])) == 1 and r["devices"] != ["None"]
+    return f"{r['wall_time_s'] / 60:.1f} min" if one_device or lo == hi else f"{lo / 60:.1f}–{hi / 60:.1f} min"
+
+
+def markdown_rows(rows, thesis):
+    head = ("| Model | L | FID (ours) | seed std | set std | seeds |" + (" FID (thesis) |" if thesis else "") +
+            " kNN acc. | th | params dense / effective | epochs | weights | test loss | wall time |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [r["model"] + r.get("draw", ""), "—" if r["latent_dim"] is None else r["latent_dim"]]
+        if r["status"] == "ok":
+            cells += [fmt(r["fid_mean"]), fmt(r["fid_seed_std"]), fmt(r["fid_set_std"]), len(r["seeds"])]
+        else:
+            cells += [f"— ({r['status']})", "—", "—", 0]
+        if thesis:
+            ref = r.get("thesis")
+            cells.append("—" if ref is None else f"{ref[0]:.3f}" + ("" if ref[1] is None else f" ± {ref[1]:.3f}"))
+        if r["status"] == "ok":
+            params = f"{r['params_dense'] / 1e6:.2f} M / {r['params_effective'] / 1e6:.2f} M"
+            loss = r["test_loss"] if r["model"] != "sarnet" else None
+            knn = None if r.get("knn_accuracy") is None else 100 * r["knn_accuracy"]
+            th = r["th"] if r["th"] is not None else "none"
+            cells += [fmt(knn, 1) + ("" if knn is None else " %"), th, params, r["epochs"], r["eval_ckpt"],
+                      fmt(loss, 1), wall_time(r)]
+        else:
+            cells += ["—"] * 7
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def markdown_welch(found):
+    if not found:
+        return []
+    lines = ["", "Welch t-test over training seeds, sarnet_vae vs vae (two-sided):", "",
+             "| L | sarnet_vae | vae | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
+    for w in found:
+        lines.append(f"| {w['latent_dim']} | {w['sarnet_vae']:.3f} | {w['vae']:.3f} | {w['t']:.2f} | {w['df']:.1f} | "
+                     f"{w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
+    return lines
+
+
+def markdown(tables, failed):
+    lines = []
+    for i, t in enumerate(tables, 1):
+        lines += [f"### Table {i}: {t['description']}", ""] + markdown_rows(t["rows"], t["thesis_protocol"])
+        lines += markdown_welch(t["welch"])
+        for th, m in t["matched"].items():
+            lines += ["", f"Matched threshold th = {th} for every model (same z draws and real sets):", ""]
+            lines += markdown_rows(m["rows"], False) + markdown_welch(m["welch"])
+        lines.append("")
+    if failed:
+        lines += ["### Failed jobs", ""] + [f"- {f['path']}: {f.get('error', f.get('status'))}" for f in failed]
+    return "\n".join(lines)
+
+
+def plot(table, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table["rows"]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
+        color = COLORS.get(model)
+        pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None]
+        if pts:
+            err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
+            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, marker="o",
+                        capsize=3, color=color, label=f"{model} (ours)")
+        ref = [(r["latent_dim"], r["thesis"][0]) for r in rows
+               if r["model"] == model and r.get("thesis") and r["latent_dim"] is not None]
+        if ref:
+            ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
+        for r in rows:
+            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok":
+                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model} (ours)")
+                if r.get("thesis"):
+                    ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(LATENTS, [str(v) for v in LATENTS])
+    ax.set_xlabel("latent dim L")
+    ax.set_ylabel("FID (LeNet features)")
+    ax.set_yscale("log")
+    ax.set_title("\n".join(textwrap.wrap(table["description"], 110)), fontsize=6)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides points
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_wandb(tables, dirs, png, group=None, project=None):
+    """The table and the plot into a W&B run in the sweep's own group and project (read from the jobs' run files),
+    so the sweep's summary sits beside its jobs in the W&B UI."""
+    import wandb
+
+    from sarnet import tracking
+    where = tracking.sweep_wandb(dirs)
+    group, project = group or where["group"], project or where["project"]
+    mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
+    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}",
+                     dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
+                     settings=wandb.Settings(init_timeout=30, silent=True))
+    cols = ["model", "latent_dim", "status", "fid_mean", "fid_seed_std", "fid_set_std", "seeds", "knn_accuracy",
+            "thesis_fid", "th", "params_dense", "epochs", "table", "protocol"]
+    data = [[r["model"], r["latent_dim"], r["status"], r.get("fid_mean"), r.get("fid_seed_std"), r.get("fid_set_std"),
+             len(r.get("seeds", [])), r.get("knn_accuracy"), r["thesis"][0] if r.get("thesis") else None, r.get("th"),
+             r.get("params_dense"), r.get("epochs"), i + 1, t["description"]]
+            for i, t in enumerate(tables) for r in t["rows"]]
+    run.log({"fid_table": wandb.Table(columns=cols, data=data),
+             "fid_plot": wandb.Image(str(png), caption="FID vs latent dim (ours and the thesis')")})
+    if tables:  # the first table (the thesis' protocol when present) as plain summary numbers
+        run.summary.update({f"fid/{r['model']}" + (f"-L{r['latent_dim']}" if r["latent_dim"] else ""): r["fid_mean"]
+                            for r in tables[0]["rows"] if r["status"] == "ok"})
+    print(f"W&B: logged the table and plot to run {run.id} (project {project}, group {group}, {mode})")
+    run.finish()
+
+
+def write(dirs, out=None, wandb=False, wandb_group=None, wandb_project=None) -> Path:
+    """The tables of the runs below `dirs`: <out>.md, .png (one per table) and .json (out default:
+    <first dir>/fid_table); with wandb, a W&B run in the sweep's group. Returns the .md path."""
+    ok, failed = collect(dirs)
+    tables = build_tables(ok, failed)
+    out = Path(out or Path(dirs[0]) / "fid_table")
+    md = markdown(tables, failed)
+    print(md)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(md + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"tables": tables, "failed": failed}, indent=2, default=str))
+    pngs = []
+    for i, t in enumerate(tables):
+        pngs.append(out.with_suffix(".png") if i == 0 else out.with_name(f"{out.name}-{i + 1}.png"))
+        plot(t, pngs[-1])
+    print(f"\nwrote {out.with_suffix('.md')}, {', '.join(map(str, pngs))}, {out.with_suffix('.json')}")
+    if wandb:
+        log_wandb(tables, dirs, out.with_suffix(".png"), wandb_group, wandb_project)
+    return out.with_suffix(".md")
+
+
+def main(argv=None, prog=None):
+    p = cli.parser(__doc__, prog, ckpt=False)
+    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="output prefix (default <first dir>/fid_table)")
+    p.add_argument("--wandb", action="store_true", help="log the table and plot to a W&B run in the sweep's group")
+    p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep jobs' group)")
+    p.add_argument("--wandb-project", default=None, help="W&B project (default: the sweep jobs' project)")
+    args = p.parse_args(argv)
+    for d in args.dirs:
+        if not d.is_dir():
+            p.error(f"{d} is not a directory (pass a sweep dir such as multirun/<date>/<time>)")
+    try:
+        write(args.dirs, args.out, args.wandb, args.wandb_group, args.wandb_project)
+    except TableError as e:
+        p.error(str(e))
