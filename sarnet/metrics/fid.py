@@ -5,7 +5,7 @@ classifier, images mapped to [-1, 1]. That network cannot be downloaded here. It
 conv1, pool1, conv2, pool2, fc3, dropout3, fc4: TF-slim's LeNet, rebuilt below and trained with slim's public
 MNIST recipe (train_lenet_on_mnist.sh). The MNIST weights ship with the package (sarnet/metrics/weights/, sha256
 pinned below; `sarnet train-classifier --dataset mnist` re-trains them); other datasets train the same
-network on first use and cache it under <root>/classifiers/. The README's calibration table holds the anchors.
+network on first use and cache it under <root>/classifiers/. docs/results/fid.md holds the anchors.
 """
 
 import hashlib
@@ -27,7 +27,7 @@ from sarnet.io import atomic_write
 
 # slim's train_lenet_on_mnist.sh: plain SGD, constant lr 0.01, 20,000 steps of batch 50, no weight decay; dropout
 # (keep 0.5) before fc4 in training. The shipped weights are the 10,000-step, init-seed-1 variant: of the variants
-# tried, the thesis' two blur anchors picked it (the README's calibration table has them all).
+# tried, the thesis' two blur anchors picked it (docs/results/fid.md has them all).
 RECIPE = {"steps": 10000, "batch_size": 50, "lr": 0.01, "dropout": True, "seed": 1}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # dataset -> sha256 of WEIGHTS_DIR / f"lenet_{dataset}.pt" (`sarnet train-classifier --dataset mnist
