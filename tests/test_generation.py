@@ -292,3 +292,57 @@ def test_fid_script_scores_a_grid_of_sampling_settings(sarnet_vae_ckpt, tmp_path
 def test_fid_script_refuses_bad_settings(vae_ckpt, tmp_path):
     status, _, err = run_script("fid.py", "--ckpt", vae_ckpt, "--n-gen", "1", cwd=tmp_path)
     assert status == 2 and "--n-gen 1" in err and err.count("\n") == 1, err
+
+
+# ---- (f) the figures: the seed's layouts at a readable scale ----------------------------------------------
+
+def grid_of(path, ncol, nrow, scale, pad=2, side=28):
+    """The image as an int array and its grid: the bottom-right corner of (ncol x nrow) panels with pad lines."""
+    import numpy as np
+    from PIL import Image
+    im = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    gw, gh = (ncol * (side + pad) + pad) * scale, (nrow * (side + pad) + pad) * scale
+    assert im.shape[1] >= gw and im.shape[0] > gh, f"{im.shape} holds no {ncol} x {nrow} grid at scale {scale}"
+    return im, im[-gh:, im.shape[1] - gw:]
+
+
+def test_interpolation_grid_is_the_seeds_layout(sarnet_vae_ckpt, tmp_path):
+    """`interpolate --nrow` (the seed's 20 x 20, here 2 x 3): step k in row k // nrow, column k % nrow, each pixel a
+    scale x scale block of exactly the sampler's value, grey pad lines between, a label per row at the left and a
+    title above the grid."""
+    import numpy as np
+
+    from sarnet.cli.common import real_image
+    from sarnet.sampling import interpolate
+    out, scale, pad, nrow, steps = tmp_path / "i.png", 3, 2, 3, 6
+    status, err = cli_inprocess("interpolate", sarnet_vae_ckpt, "--a", "3", "--b", "7", "--sample", "--steps",
+                                str(steps), "--nrow", str(nrow), "--scale", str(scale), "--out", str(out))
+    assert status == 0, err
+    im, grid = grid_of(out, nrow, steps // nrow, scale)
+    model, run = load_model(sarnet_vae_ckpt), load_run_config(sarnet_vae_ckpt)
+    a, b = real_image(run, "test", 3), real_image(run, "test", 7)
+    expected = interpolate(model, a, b, steps=steps, use_mean=False, th=run["sample"]["th"],
+                           generator=torch.Generator().manual_seed(0))  # the command's --seed 0
+    expected = expected.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
+    is_pad = np.ones(grid.shape[:2], bool)
+    for k in range(steps):
+        r, c = divmod(k, nrow)
+        y, x = (pad + r * (28 + pad)) * scale, (pad + c * (28 + pad)) * scale
+        cell = grid[y:y + 28 * scale, x:x + 28 * scale]
+        assert (cell == np.kron(expected[k, 0], np.ones((scale, scale), int))[..., None]).all(), f"step {k}"
+        is_pad[y:y + 28 * scale, x:x + 28 * scale] = False
+    assert (grid[is_pad] == 128).all()
+    assert (im[-grid.shape[0]:, :im.shape[1] - grid.shape[1]] < 100).any()  # the row labels, in black
+    assert (im[:-grid.shape[0]] < 100).any()  # the title
+
+
+@pytest.mark.parametrize("args, ncol, nrow", [
+    (["--panels", "completions", "--n", "6", "--nrow", "3"], 3, 2),  # the seed's 4 x 5 boot completions, smaller
+    (["--panels", "masked"], 1, 1),  # the seed's masked boot
+    (["--n", "2"], 4, 1)])  # original | masked | 2 completions, labelled columns
+def test_completion_figures(args, ncol, nrow, sarnet_vae_ckpt, tmp_path):
+    status, err = cli_inprocess("complete", sarnet_vae_ckpt, *args, "--keep", "20", "--scale", "3", "--out",
+                                str(tmp_path / "c.png"))
+    assert status == 0, err
+    im, grid = grid_of(tmp_path / "c.png", ncol, nrow, 3)
+    assert grid.shape[1] == im.shape[1] and (grid[:6] == 128).all() and (grid[:, :6] == 128).all()

@@ -95,6 +95,14 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
+def figure_args(p: argparse.ArgumentParser):
+    """--scale and --title, for the commands that draw a figure (sarnet.cli.common.figure)."""
+    p.add_argument("--scale", type=positive_int, default=4,
+                   help="draw each pixel as a SCALE x SCALE block (default 4: a 28-pixel image is 112 pixels wide)")
+    p.add_argument("--title", default=None, help="caption strip above the figure (default: a short one naming "
+                   "the data and settings; '' for none)")
+
+
 def fail(name: str, e: Exception):
     print(f"{name}: error: {e}", file=sys.stderr)
     sys.exit(2)
