@@ -33,6 +33,7 @@ THESIS = {
 MODELS = ["sarnet_vae", "vae", "sarnet"]
 COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature network's data: the FID's scale
 PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed")
 
 
@@ -113,17 +114,25 @@ def sampling_of(r):
     return s
 
 
+def strict(r) -> bool:
+    """Patch 0 predicted (model.net.first_patch=predicted) rather than copied, the reference's "given": another
+    model, never one cell with the reference's. results.json without the field count as "given" (the default)."""
+    return r.get("first_patch") == "predicted"
+
+
 def cell_key(r):
     s = r["sampling_"]
     regression = tuple(sorted((s.get("regression") or {}).items())) or None
-    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"),
-            s.get("mode", "mean"), s.get("temperature"), regression)
+    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), strict(r), s.get("method"), s.get("th"),
+            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression)
 
 
 def draw_label(r):
-    """How a row's pixels were drawn, where it is not the sigmoid means: shown beside the model name."""
+    """What sets a row apart from the reference's model and draw (a strict first patch; pixels not the sigmoid
+    means): shown beside the model name."""
     s = r["sampling_"]
-    parts = [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
+    parts = ["patch 0 predicted"] if strict(r) else []
+    parts += [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
     parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
     return f" ({'; '.join(parts)})" if parts else ""
 
@@ -230,29 +239,34 @@ def build_tables(ok, failed):
             for r in runs:
                 if th in (r.get("fid_matched") or {}):
                     cell = cell_key(r)
-                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here):
+                    m_cells[cell[:4] + cell[6:]].append(r)  # all but method (exact either way) and th (set here):
                     # z_scale and the draw still part cells
             m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(
                 v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
                 for k, v in m_cells.items()]
             m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
             matched[th] = {"rows": m_rows, "welch": welch_rows(m_rows)}
-        out.append({"description": describe(key), "thesis_protocol": thesis, "rows": rows,
+        out.append({"description": describe(key), "dataset": key[0], "thesis_protocol": thesis, "rows": rows,
                     "welch": welch_rows(rows), "matched": matched})
     return out
 
 
 def welch_rows(rows):
-    """sarnet_vae vs vae at each latent dim where both have >= 2 seeds (same table, so same protocol)."""
+    """Welch t-tests over training seeds (same table, so same protocol) at each latent dim where both sides have
+    >= 2 seeds: sarnet_vae vs vae, the reference's models and draws ("a" and "b" name the sides; the test
+    the thesis' claim needs), then sarnet_vae with patch 0 given (the reference) vs predicted (first_patch)."""
     found = []
-    for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
-        pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"]
-                for m in ("sarnet_vae", "vae")]
-        if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
-            a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
-            t, df, p = welch(a, b)
-            found.append({"latent_dim": latent, "sarnet_vae": stats(a)[0], "vae": stats(b)[0], "t": t, "df": df,
-                          "p": p, "seeds": [len(a), len(b)]})
+    sides = [("sarnet_vae", "", "vae", ""), ("sarnet_vae", "", "sarnet_vae", " (patch 0 predicted)")]
+    for a_model, a_draw, b_model, b_draw in sides:
+        for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
+            pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"
+                     and r.get("draw", "") == d] for m, d in ((a_model, a_draw), (b_model, b_draw))]
+            if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
+                a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
+                t, df, p = welch(a, b)
+                found.append({"latent_dim": latent, "a": a_model + a_draw, "b": b_model + b_draw,
+                              "mean_a": stats(a)[0], "mean_b": stats(b)[0], "t": t, "df": df, "p": p,
+                              "seeds": [len(a), len(b)]})
     return found
 
 
@@ -294,13 +308,13 @@ def markdown_rows(rows, thesis):
 
 
 def markdown_welch(found):
-    if not found:
-        return []
-    lines = ["", "Welch t-test over training seeds, sarnet_vae vs vae (two-sided):", "",
-             "| L | sarnet_vae | vae | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
-    for w in found:
-        lines.append(f"| {w['latent_dim']} | {w['sarnet_vae']:.3f} | {w['vae']:.3f} | {w['t']:.2f} | {w['df']:.1f} | "
-                     f"{w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
+    lines = []
+    for a, b in dict.fromkeys((w["a"], w["b"]) for w in found):
+        lines += ["", f"Welch t-test over training seeds, {a} vs {b} (two-sided):", "",
+                  "| L | " + a + " | " + b + " | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
+        for w in (w for w in found if (w["a"], w["b"]) == (a, b)):
+            lines.append(f"| {w['latent_dim']} | {w['mean_a']:.3f} | {w['mean_b']:.3f} | {w['t']:.2f} | "
+                         f"{w['df']:.1f} | {w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
     return lines
 
 
@@ -325,26 +339,30 @@ def plot(table, path):
 
     rows = table["rows"]
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
-        color = COLORS.get(model)
-        pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None]
+    order = {m: i for i, m in enumerate(MODELS)}
+    # one series per model and draw: a strict first patch or another draw is its own line, dashed, never joined
+    # to the reference model's points
+    for model, draw in sorted({(r["model"], r.get("draw", "")) for r in rows},
+                              key=lambda k: (order.get(k[0], 99), k[0], k[1])):
+        color, mine = COLORS.get(model), [r for r in rows if (r["model"], r.get("draw", "")) == (model, draw)]
+        pts = [r for r in mine if r["status"] == "ok" and r["latent_dim"] is not None]
         if pts:
             err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
-            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, marker="o",
-                        capsize=3, color=color, label=f"{model} (ours)")
-        ref = [(r["latent_dim"], r["thesis"][0]) for r in rows
-               if r["model"] == model and r.get("thesis") and r["latent_dim"] is not None]
+            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, capsize=3,
+                        color=color, marker="s" if draw else "o", linestyle="--" if draw else "-",
+                        label=f"{model}{draw} (ours)")
+        ref = [(r["latent_dim"], r["thesis"][0]) for r in mine if r.get("thesis") and r["latent_dim"] is not None]
         if ref:
             ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
-        for r in rows:
-            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok":
-                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model} (ours)")
+        for r in mine:
+            if r["latent_dim"] is None and r["status"] == "ok":
+                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model}{draw} (ours)")
                 if r.get("thesis"):
                     ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(LATENTS, [str(v) for v in LATENTS])
     ax.set_xlabel("latent dim L")
-    ax.set_ylabel("FID (LeNet features)")
+    ax.set_ylabel(f"FID ({DATASETS.get(table['dataset'], table['dataset'] or '')} LeNet features)")
     ax.set_yscale("log")
     ax.set_title("\n".join(textwrap.wrap(table["description"], 110)), fontsize=6)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides points

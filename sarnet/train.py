@@ -387,6 +387,8 @@ def run(cfg: DictConfig, net) -> float | None:
         "dataset": datamodule.dataset,
         "classes": datamodule.classes,
         "latent_dim": module.net.latent_dim or None,
+        # patch 0 copied from the input ("given", the reference's) or generated ("predicted"): tables never merge them
+        "first_patch": module.net.ar_net.first_patch if module.net.ar_net is not None else None,
         "seed": cfg.seed,
         "init_ckpt": cfg.get("init_ckpt"),  # the weights this run started from (null: a fresh initialisation)
         "epochs": trainer.current_epoch,

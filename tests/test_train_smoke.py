@@ -40,6 +40,7 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run
     assert results["steps"] == 3 and results["params"]["dense"] >= results["params"]["effective"] > 0
     assert re.fullmatch(r"cpu \S+, (1 thread|\d+ threads)", results["device"]), results["device"]
     assert results["latent_dim"] == (None if model == "sarnet" else 8)
+    assert results["first_patch"] == (None if model == "vae" else "given")  # the tables keep "predicted" apart
     for key in ["val/loss", "test/loss", "train/loss"]:
         assert key in results["metrics"]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "checkpoints" / "best.ckpt").exists()
