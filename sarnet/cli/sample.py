@@ -10,6 +10,7 @@ from sarnet import cli
 
 def body(args, model, run):
     from sarnet.cli import common
+    from sarnet.progress import Progress
     from sarnet.sampling import sample_images
     cfg = dict(run["sample"])
     cfg["th"] = common.resolve_th(args.th, run)
@@ -28,7 +29,9 @@ def body(args, model, run):
         raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
                              "this regression SarNet has a linear one")
     # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
-    images = sample_images(model, args.n, cfg, run["generator"])
+    bar = Progress(args.n, "sampling")
+    images = sample_images(model, args.n, cfg, run["generator"], progress=bar.update)
+    bar.close()
     caption = (f"{args.n} samples, th={cfg.get('th')}, z_scale={cfg.get('z_scale', 1.0)}, "
                f"method={cfg.get('method', 'fast')}, mode={args.mode}, T={args.temperature}")
     draw = "" if args.mode == "mean" else f", {args.mode} T={args.temperature:g}"
