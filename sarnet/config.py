@@ -45,17 +45,7 @@ def validate(cfg: DictConfig):
     eval_ckpt = cfg.get("eval_ckpt", "best")
     _check(eval_ckpt in EVAL_CKPTS, "eval_ckpt", eval_ckpt, f"must be one of {EVAL_CKPTS}")
 
-    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    _check(_positive_int(epochs), "trainer.max_epochs", epochs, "must be a positive int")
-    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=None)
-    _check(every is None or _positive_int(every), "trainer.check_val_every_n_epoch", every,
-           "must be null or a positive int")
-    for split in ("train", "val", "test"):
-        key = f"trainer.limit_{split}_batches"
-        limit = OmegaConf.select(cfg, key, default=None)
-        low = 0 if split != "train" else 1  # 0 training batches would report status ok after 0 steps
-        _check(_limit_ok(limit, low), key, limit, f"must be null, an int >= {low} (batches) or a float in "
-               f"{'[' if low == 0 else '('}0, 1] (a fraction of the epoch)")
+    _check_trainer(cfg.get("trainer") or {})
 
     data = cfg.data
     _check(_positive_int(data.get("batch_size")), "data.batch_size", data.get("batch_size"), "must be a positive int")
@@ -175,6 +165,52 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **
         cause = _cause(e)
         named = any(cause.startswith(f"{key}=") for key in node)
         raise error(f"{field}.{cause}" if named else f"{field}: {cause}") from _chain(e)
+
+
+# Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_trust.py holds them equal),
+# written out so that a bad one is refused before Lightning is imported.
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+PROFILERS = ("simple", "advanced", "pytorch", "xla")  # Lightning's profiler names
+
+
+def _check_trainer(trainer):
+    """The trainer flags conf/trainer/default.yaml declares (null: Lightning's default), checked before any work:
+    Lightning itself would refuse most of them only once the data are loaded, and some not at all."""
+    def get(key):
+        return trainer.get(key)
+
+    epochs = get("max_epochs")
+    _check(_positive_int(epochs), "trainer.max_epochs", epochs, "must be a positive int")
+    for split in ("train", "val", "test"):
+        key = f"limit_{split}_batches"
+        low = 0 if split != "train" else 1  # 0 training batches would report status ok after 0 steps
+        _check(_limit_ok(get(key), low), f"trainer.{key}", get(key), f"must be null, an int >= {low} (batches) or a "
+               f"float in {'[' if low == 0 else '('}0, 1] (a fraction of the epoch)")
+    checks = [  # (key, ok, what is allowed); None is Lightning's default for each
+        ("check_val_every_n_epoch", _positive_int, "a positive int"),
+        ("overfit_batches", lambda v: _limit_ok(v, 0), "an int >= 0 (batches) or a float in [0, 1]"),
+        ("val_check_interval", lambda v: _limit_ok(v, 1), "an int >= 1 (batches) or a float in (0, 1]"),
+        ("fast_dev_run", lambda v: isinstance(v, int) and v >= 0, "true, false or an int >= 0 (batches)"),
+        ("max_steps", lambda v: _int(v) and v >= -1, "an int >= -1 (-1: no limit)"),
+        ("num_sanity_val_steps", lambda v: _int(v) and v >= -1, "an int >= -1 (-1: the whole val split)"),
+        ("accumulate_grad_batches", _positive_int, "a positive int"),
+        ("gradient_clip_val", lambda v: _number(v) and v >= 0, "a number >= 0"),
+        ("gradient_clip_algorithm", lambda v: v in ("norm", "value"), "norm or value"),
+        ("precision", lambda v: v in PRECISIONS and not isinstance(v, bool), f"one of {PRECISIONS}"),
+        ("profiler", lambda v: v in PROFILERS or OmegaConf.is_dict(v) and "_target_" in v,
+         f"one of {PROFILERS} or a profiler node with a _target_"),
+        ("detect_anomaly", lambda v: isinstance(v, bool), "true or false"),
+        ("num_nodes", _positive_int, "a positive int"),
+        ("log_every_n_steps", _positive_int, "a positive int"),
+    ]
+    for key, ok, allowed in checks:
+        value = get(key)
+        _check(value is None or ok(value), f"trainer.{key}", _plain(value), f"must be null or {allowed}")
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_scheduler(cfg):

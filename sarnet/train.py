@@ -21,10 +21,79 @@ from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from sarnet.rundir import _rank as process_rank
 
 log = logging.getLogger("sarnet")
 # bad config, checkpoint, data or run dir, and faults of the disk: one line, no traceback
 USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError)
+
+
+# ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
+
+# (message regex, why it is filtered): warnings that say nothing a sarnet user can or should act on.
+FILTERED_WARNINGS = [
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6.6's own code, on torch 2.14's pytree
+     "Lightning's _pytree.py calls a torch API that torch deprecates; nothing in sarnet calls it"),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval",
+     "sarnet logs epoch means only (module.py: on_step=False), so the step logging interval never matters"),
+    (r".*does not have many workers",
+     "the splits are tensors in memory served by indexing (data/datamodules.py): workers would only add start-up"),
+    (r"Experiment logs directory .* exists and is not empty",
+     "a resumed run continues its CSV log on purpose (resume.continue_csv puts the earlier rows back)"),
+    (r"Checkpoint directory .* exists and is not empty",
+     "a resumed run writes its checkpoints into its own run dir's checkpoints/ on purpose"),
+]
+
+
+class _NoAdvertisements(logging.Filter):
+    def filter(self, record):  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
+        return not str(record.msg).startswith("💡 Tip")
+
+
+NO_ADVERTISEMENTS = _NoAdvertisements()
+
+
+def quiet_console():
+    """Lightning and torchmetrics add console handlers of their own, so each of their messages came twice (theirs
+    and Hydra's): drop theirs, so that their messages go once, through Hydra's console and train.log. Warnings go
+    there too (logging.captureWarnings), less the ones FILTERED_WARNINGS lists."""
+    import warnings
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NO_ADVERTISEMENTS)  # idempotent
+    for pattern, _ in FILTERED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.captureWarnings(True)
+
+
+def console_handlers() -> list:
+    """The root logger's handlers that write to a stream other than a file: Hydra's console handler."""
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and
+            not isinstance(h, logging.FileHandler)]
+
+
+def trainer_settings(node: DictConfig) -> tuple[DictConfig, list]:
+    """The Trainer's arguments without the nulls (conf/trainer/default.yaml: null = Lightning's default) and the
+    console callbacks: a live progress bar on a terminal, else none, and a line per epoch (EpochLine), which goes
+    to train.log always and to the console when no bar is live (nohup, SLURM, CI: one line per epoch)."""
+    from sarnet.callbacks import EpochLine, ProgressBar
+
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
+    live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
+    settings["enable_progress_bar"] = live
+    for handler in console_handlers() if live else []:
+        handler.addFilter(EPOCH_LINES_OFF)  # the bar shows them; idempotent
+    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]
+
+
+class _EpochLinesOff(logging.Filter):
+    def filter(self, record):
+        return record.name != "sarnet.epochs"
+
+
+EPOCH_LINES_OFF = _EpochLinesOff()
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
@@ -66,12 +135,14 @@ def make_wandb_logger(cfg: DictConfig, node: DictConfig, output_dir: Path, net):
               if k not in ("_target_", "offline", "group", "name")}
     kwargs.setdefault("job_type", "train")
     info = {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name, "mode": mode}
-    if int(os.environ.get("RANK", "0")) == 0:  # DDP: the launching process writes it, once
+    if process_rank() == 0:  # DDP: rank 0 writes it, once
         tracking.write_run_file(output_dir, info)
 
     def make(mode):
-        return WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
-                           mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+        logger = WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
+                             mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
+        return logger
 
     logger = make(mode)
     if mode == "online":
@@ -281,6 +352,9 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
+    if process_rank() != 0:  # DDP's other ranks repeat rank 0's messages: only their warnings and errors on the
+        for handler in console_handlers():  # console; all of it in their own train_ddp_process_<rank>.log
+            handler.setLevel(logging.WARNING)
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:
@@ -295,10 +369,9 @@ def run(cfg: DictConfig, net) -> float | None:
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
-    import torch
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
-    from lightning.pytorch.utilities.seed import isolate_rng
 
+    quiet_console()
     from sarnet.module import count_parameters
     from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv, stored_metrics
 
@@ -314,17 +387,22 @@ def run(cfg: DictConfig, net) -> float | None:
     datamodule = build(cfg.data, "data", DataError)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
-    if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
-        from sarnet.metrics.fid import load_classifier
+    if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
+        from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
     if init_state is not None:
         net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
-    module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
+    # the net validate() built, not a second one from model.net; evaluation noise from the run's seed
+    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)
+    params = count_parameters(net)
+    log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
+             params["effective"] / 1e6)
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     resume_state = ResumeState(cfg, optimizer_override)
-    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, FlushLogs(), resume_state],
-                    plugins=[AtomicCheckpointIO()])
+    trainer_cfg, console = trainer_settings(cfg.trainer)
+    trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
+                    callbacks=[*callbacks, FlushLogs(), resume_state, *console])
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
@@ -346,13 +424,9 @@ def run(cfg: DictConfig, net) -> float | None:
                                                  "relaunch with eval_ckpt=last, or re-train")["epoch"] + 1
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
-    if cfg.run_test:
+    if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
-        # The VAEs sample z in the test loop too: seeded here, the test metrics depend on the weights and the seed
-        # only, not on how the RNG got here (a relaunched finished run trains nothing before testing).
-        with isolate_rng():
-            torch.manual_seed(cfg.seed)
-            tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
     fid = None
@@ -418,17 +492,25 @@ def run(cfg: DictConfig, net) -> float | None:
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
-    log.info("done: %s", summary_line(results, output_dir))
+    if trainer.is_global_zero:
+        log.info("done: %s", summary_line(results, output_dir))
     return metrics.get("val/loss")
 
 
 def summary_line(results: dict, output_dir: Path) -> str:
-    """One line to end a run with: the losses, FID, time and where everything is."""
+    """One line to end a run with: every headline metric it computed (losses, test NLL, FID, kNN), the weights they
+    are of, time and where everything is."""
     m = results["metrics"]
     parts = [f"{k} {m[k]:.4g}" for k in ("train/loss", "val/loss", "test/loss", "test/mse") if k in m]
+    if "test/nll" in m:
+        parts.append(f"test/nll {m['test/nll']:.2f} ± {m['test/nll_se']:.2f} nats ({m['test/bpd']:.4f} bits/dim)")
     if "fid/mean" in m:
         parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
+    for th, r in (results.get("fid_matched") or {}).items():
+        if r["mean"] != m.get("fid/mean"):
+            parts.append(f"FID@th={th} {r['mean']:.3f} ± {r['std']:.3f}")
     if "knn/accuracy" in m:
         parts.append(f"kNN {100 * m['knn/accuracy']:.1f} %")
-    parts.append(f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s")
+    parts.append(f"{results['eval_ckpt']} weights (epoch {results['eval_epoch']}), {results['epochs']} epochs in "
+                 f"{results['wall_time_s']:.0f} s")
     return ", ".join(parts) + f"; run dir {output_dir}"
