@@ -42,7 +42,7 @@ def validate(cfg: DictConfig):
         value = OmegaConf.select(cfg, flag, default=False)
         _check(isinstance(value, bool), flag, value, "must be true or false")
 
-    eval_ckpt = cfg.get("eval_ckpt", "best")
+    eval_ckpt = cfg.get("eval_ckpt", "last")
     _check(eval_ckpt in EVAL_CKPTS, "eval_ckpt", eval_ckpt, f"must be one of {EVAL_CKPTS}")
 
     _check_trainer(cfg.get("trainer") or {})

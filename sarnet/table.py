@@ -30,7 +30,7 @@ THESIS = {
     ("vae", 16): (1.716, 0.0831), ("vae", 8): (2.876, 0.0783),
     ("sarnet", None): (28.996, None),
 }
-MODELS = ["sarnet_vae", "vae", "sarnet"]
+MODELS = ["sarnet_vae", "vae", "sarnet"]  # the thesis' models, whose recipes (conf/recipe/) are the thesis' own
 COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature network's data: the FID's scale
@@ -91,6 +91,15 @@ def thesis_protocol(key):
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (dataset == "mnist" and classes == (5,) and proto["features_sha256"] == SHIPPED_SHA256.get("mnist")
             and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
+
+
+def recipe_epochs(model) -> int | None:
+    """The epochs of the model's recipe (conf/recipe/<model>.yaml), the thesis' for its three models: 200, 250, 500.
+    The thesis' value sits beside a cell only when the cell trained that long."""
+    if model not in MODELS:
+        return None
+    from sarnet import packaged_config
+    return packaged_config(f"recipe/{model}").trainer.max_epochs
 
 
 def sampling_of(r):
@@ -221,15 +230,18 @@ def build_tables(ok, failed):
         cells = defaultdict(list)
         for r in runs:
             cells[cell_key(r)].append(r)
+        # the thesis' values beside cells of its protocol and its recipe only (a 3-epoch sweep is no comparison)
         rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(v),
-                 "thesis": THESIS.get((k[0], k[1])) if thesis else None} for k, v in cells.items()]
-        if thesis:  # the thesis' cells this table lacks, for the models given
+                 "thesis": THESIS.get((k[0], k[1])) if thesis and k[2] == recipe_epochs(k[0]) else None}
+                for k, v in cells.items()]
+        at_recipe = {r["model"] for r in rows if r["epochs"] == recipe_epochs(r["model"])}
+        if thesis:  # the thesis' cells this table lacks, for the models given (its value: see above)
             have = {(r["model"], r["latent_dim"]) for r in rows}
             for (model, latent), ref in THESIS.items():
                 if model in models_seen and (model, latent) not in have:
                     n_failed = sum(1 for f in failed if (f.get("model"), f.get("latent_dim")) == (model, latent))
                     rows.append({"model": model, "latent_dim": latent, "status": "failed" if n_failed else "missing",
-                                 "failed": n_failed, "thesis": ref})
+                                 "failed": n_failed, "thesis": ref if model in at_recipe else None})
         order = {m: i for i, m in enumerate(MODELS)}
         rows.sort(key=lambda r: (order.get(r["model"], 99), str(r["model"]), r["latent_dim"] or 0,
                                  r.get("epochs") or 0))
@@ -340,25 +352,31 @@ def plot(table, path):
     rows = table["rows"]
     fig, ax = plt.subplots(figsize=(7.5, 4))
     order = {m: i for i, m in enumerate(MODELS)}
-    # one series per model and draw: a strict first patch or another draw is its own line, dashed, never joined
-    # to the reference model's points
-    for model, draw in sorted({(r["model"], r.get("draw", "")) for r in rows},
-                              key=lambda k: (order.get(k[0], 99), k[0], k[1])):
-        color, mine = COLORS.get(model), [r for r in rows if (r["model"], r.get("draw", "")) == (model, draw)]
-        pts = [r for r in mine if r["status"] == "ok" and r["latent_dim"] is not None]
+    # one series per model, draw and training length: a strict first patch, another draw or another length is its
+    # own line (dashed, square markers), never joined to the reference model's points at the recipe's epochs
+    for model, draw, epochs in sorted({(r["model"], r.get("draw", ""), r.get("epochs")) for r in rows
+                                       if r["status"] == "ok"},
+                                      key=lambda k: (order.get(k[0], 99), k[0], k[1], str(k[2]))):
+        color, plain = COLORS.get(model), not draw and epochs == recipe_epochs(model)
+        label = f"{model}{draw}, {epochs} epochs (ours)"
+        mine = [r for r in rows if r["status"] == "ok" and (r["model"], r.get("draw", ""), r.get("epochs")) ==
+                (model, draw, epochs)]
+        pts = [r for r in mine if r["latent_dim"] is not None]
         if pts:
             err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
             ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, capsize=3,
-                        color=color, marker="s" if draw else "o", linestyle="--" if draw else "-",
-                        label=f"{model}{draw} (ours)")
-        ref = [(r["latent_dim"], r["thesis"][0]) for r in mine if r.get("thesis") and r["latent_dim"] is not None]
-        if ref:
-            ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
+                        color=color, marker="o" if plain else "s", linestyle="-" if plain else "--", label=label)
         for r in mine:
-            if r["latent_dim"] is None and r["status"] == "ok":
-                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model}{draw} (ours)")
-                if r.get("thesis"):
-                    ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
+            if r["latent_dim"] is None:
+                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=label)
+    # the thesis' curve once per model, where build_tables put its values: beside runs of its protocol and recipe
+    for model in sorted({r["model"] for r in rows if r.get("thesis")}, key=lambda m: (order.get(m, 99), m)):
+        ref = {r["latent_dim"]: r["thesis"][0] for r in rows if r["model"] == model and r.get("thesis")}
+        label, color = f"{model}, {recipe_epochs(model)} epochs (thesis)", COLORS.get(model)
+        if None in ref:
+            ax.axhline(ref.pop(None), color=color, linestyle=":", alpha=0.7, label=label)
+        if ref:
+            ax.plot(*zip(*sorted(ref.items())), linestyle=":", marker="x", alpha=0.7, color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(LATENTS, [str(v) for v in LATENTS])
     ax.set_xlabel("latent dim L")

@@ -414,7 +414,7 @@ def run(cfg: DictConfig, net) -> float | None:
     metrics = {**(stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    want_best = cfg.get("eval_ckpt", "best") == "best"
+    want_best = cfg.get("eval_ckpt", "last") == "best"
     if want_best and not best:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     eval_ckpt = best if want_best and best else None

@@ -14,14 +14,17 @@ THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA25
                    "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
 
 
+RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
+
+
 def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
-             first_patch=None, **protocol):
+             first_patch=None, epochs=None, **protocol):
     dir.mkdir(parents=True)
     r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
     if first_patch:
         r["first_patch"] = first_patch
     if status == "ok":
-        r |= {"epochs": 200, "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": wall,
+        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": wall,
               "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
               "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
               "fid_protocol": THESIS_PROTOCOL | protocol,
@@ -128,6 +131,30 @@ def test_fashion_table_keeps_the_strict_first_patch_apart(tmp_path):
         ("sarnet_vae", "vae", 7.0, 9.0), ("sarnet_vae", "sarnet_vae (patch 0 predicted)", 7.0, 10.0)]
     assert "Welch t-test over training seeds, sarnet_vae vs sarnet_vae (patch 0 predicted)" in md
     assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypatch):
+    """A 3-epoch sweep on the thesis' protocol: its table and plot carry no thesis value; at the recipe's epochs
+    (conf/recipe/: 200 SarNET-VAE, 250 VAE, 500 simple SarNET) they do, and the plot draws the thesis' curve."""
+    from sarnet import table as T
+
+    short, full = tmp_path / "short", tmp_path / "full"
+    for i, model in enumerate(["sarnet_vae", "vae"]):
+        fake_run(short / f"{i}", model, 32, 1234, fid=50.0, epochs=3)
+        fake_run(full / f"{i}", model, 32, 1234, fid=2.0)
+    fake_run(full / "2", "vae", 32, 1235, fid=9.0, epochs=100)  # another length in the same table: no thesis
+    plotted = []
+    monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda self, *a, **k: plotted.append(k.get("label")))
+    (t,) = T.build_tables(*T.collect([short]))
+    T.plot(t, tmp_path / "s.png")
+    assert all(r["thesis"] is None for r in t["rows"]) and plotted == []
+    (t,) = T.build_tables(*T.collect([full]))
+    T.plot(t, tmp_path / "f.png")
+    thesis = {(r["model"], r["latent_dim"], r.get("epochs")): r["thesis"] for r in t["rows"]}
+    assert thesis[("sarnet_vae", 32, 200)] == T.THESIS[("sarnet_vae", 32)]
+    assert thesis[("vae", 32, 250)] == T.THESIS[("vae", 32)] and thesis[("vae", 32, 100)] is None
+    assert thesis[("sarnet_vae", 8, None)] == T.THESIS[("sarnet_vae", 8)]  # a missing cell of a recipe model
+    assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
 
 
 def test_fid_table_rejects_a_missing_dir(tmp_path):
