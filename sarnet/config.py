@@ -198,7 +198,7 @@ def _check_trainer(trainer):
         ("gradient_clip_val", lambda v: _number(v) and v >= 0, "a number >= 0"),
         ("gradient_clip_algorithm", lambda v: v in ("norm", "value"), "norm or value"),
         ("precision", lambda v: v in PRECISIONS and not isinstance(v, bool), f"one of {PRECISIONS}"),
-        ("profiler", lambda v: v in PROFILERS or OmegaConf.is_dict(v) and "_target_" in v,
+        ("profiler", lambda v: OmegaConf.is_dict(v) and "_target_" in v or v in PROFILERS,
          f"one of {PROFILERS} or a profiler node with a _target_"),
         ("detect_anomaly", lambda v: isinstance(v, bool), "true or false"),
         ("num_nodes", _positive_int, "a positive int"),
@@ -206,7 +206,8 @@ def _check_trainer(trainer):
     ]
     for key, ok, allowed in checks:
         value = get(key)
-        _check(value is None or ok(value), f"trainer.{key}", _plain(value), f"must be null or {allowed}")
+        if value is not None and not ok(value):
+            _check(False, f"trainer.{key}", _plain(value), f"must be null or {allowed}")
 
 
 def _int(value) -> bool:

@@ -65,7 +65,12 @@ def quiet_console():
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NO_ADVERTISEMENTS)  # idempotent
     for pattern, _ in FILTERED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    warnings.formatwarning = one_line_warning
     logging.captureWarnings(True)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
 
 
 def console_handlers() -> list:
@@ -352,9 +357,10 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
-    if process_rank() != 0:  # DDP's other ranks repeat rank 0's messages: only their warnings and errors on the
-        for handler in console_handlers():  # console; all of it in their own train_ddp_process_<rank>.log
-            handler.setLevel(logging.WARNING)
+    if process_rank() != 0:  # DDP's other ranks repeat rank 0's messages: only their warnings and errors, but in
+        for handler in logging.getLogger().handlers:  # a log file of their own (train_ddp_process_<rank>.log)
+            if "_ddp_process_" not in getattr(handler, "baseFilename", ""):  # (under srun they share train.log)
+                handler.setLevel(logging.WARNING)
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:

@@ -44,7 +44,7 @@ BAD_OVERRIDES = [
     "eval_ckpt=final", "resume_override_optimizer=yes",
     # beyond the list: every group of fields once more, with the kinds of mistakes people make
     "latent_dim=1.5", "latent_dim=true", "seed=1.5", "trainer.max_epochs=abc", "trainer.limit_val_batches=2.5",
-    "trainer.limit_test_batches=-1", "trainer.accelerator=bogus", "trainer.devices=0", "+trainer.precision=bogus",
+    "trainer.limit_test_batches=-1", "trainer.accelerator=bogus", "trainer.devices=0", "trainer.precision=bogus",
     "data.batch_size=0", "data.classes=[]", "data.quantize=3", "data.binarize=bogus",
     "data.val_size=-0.1", "data.num_workers=abc", "data_dir=/nonexistent", "model.net.geometry=[[28,1,3],[28,1,3]]",
     "model.net.geometry=[[28,1,4],[14,2,2]]", "model.net.first_patch=bogus", "+model.optimizer.momentum=-1",

@@ -24,7 +24,8 @@ def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", c
     if first_patch:
         r["first_patch"] = first_patch
     if status == "ok":
-        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": wall,
+        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
+              "params": {"dense": 2_958_648, "effective": 1_898_808},
               "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
               "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
               "fid_protocol": THESIS_PROTOCOL | protocol,

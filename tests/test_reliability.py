@@ -93,7 +93,27 @@ INVALID = [  # (overrides, the start of the one-line message: field=value is inv
     (["fid=off", "fid.knn.n=3"], r"fid.knn.n=3 is invalid: must be 0 \(off\) or at least 2 \* fid.knn.k"),
     (["likelihood.k=0"], r"likelihood.k=0 is invalid: must be an int >= 1"),
     (["likelihood.max_images=0"], r"likelihood.max_images=0 is invalid: must be null"),
+    # Lightning's flags that conf/trainer/default.yaml declares (null = Lightning's default), checked before any work
+    (["trainer.precision=bogus"], r"trainer.precision='bogus' is invalid: must be null or one of \("),
+    (["trainer.fast_dev_run=-1"], r"trainer.fast_dev_run=-1 is invalid: must be null or true, false or an int >= 0"),
+    (["trainer.overfit_batches=1.5"], r"trainer.overfit_batches=1.5 is invalid: must be null or an int >= 0"),
+    (["trainer.accumulate_grad_batches=0"], r"trainer.accumulate_grad_batches=0 is invalid: must be null or a pos"),
+    (["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1 is invalid: must be null or a number >= 0"),
+    (["trainer.profiler=bogus"], r"trainer.profiler='bogus' is invalid: must be null or one of \('simple'"),
+    (["trainer.val_check_interval=0"], r"trainer.val_check_interval=0 is invalid: must be null or an int >= 1"),
 ]
+
+
+def test_the_precisions_config_accepts_are_lightnings():
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    from sarnet.config import PRECISIONS
+
+    def flat(t):
+        return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]
+    assert sorted(map(str, PRECISIONS)) == sorted(map(str, flat(_PRECISION_INPUT)))
 
 
 @pytest.mark.parametrize("overrides, message", INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
@@ -424,8 +444,16 @@ def test_submitit_local_launcher(tmp_path):
     assert len(list(tmp_path.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
 
 
-def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch):
-    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting."""
+MULTI_NODE = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.nodes=2",
+              "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4"]  # docs/scale-out.md's example
+
+
+@pytest.mark.parametrize("extra, options", [
+    ([], ["--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"]),
+    (MULTI_NODE, ["--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2"])], ids=["one_gpu", "ddp_2x4"])
+def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch, extra, options):
+    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting; with
+    trainer=ddp on 2 nodes x 4 GPUs: one task per GPU (srun starts the 8 ranks), which the trainer expects."""
     import submitit
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -440,7 +468,9 @@ def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypa
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                           f"hydra.sweep.dir={tmp_path}/sweep"], return_hydra_config=True)
+                                           f"hydra.sweep.dir={tmp_path}/sweep", *extra], return_hydra_config=True)
+    launch = cfg.hydra.launcher
+    assert launch.tasks_per_node * launch.nodes == cfg.trainer.devices * (cfg.trainer.num_nodes or 1)
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     params = dict(launcher.params)  # what SlurmLauncher.launch hands to submitit, the same way
@@ -450,8 +480,7 @@ def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypa
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     script = _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=str(tmp_path),
                                  **executor._executor.parameters)
-    for option in ["--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240",
-                   "--partition=gpu", "--signal=USR2@120", "--nodes=1"]:
+    for option in [*options, "--cpus-per-task=8", "--mem=32GB", "--time=240", "--partition=gpu", "--signal=USR2@120"]:
         assert f"#SBATCH {option}\n" in script
     assert executor._executor.max_num_timeout == 3
 

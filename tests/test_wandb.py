@@ -204,6 +204,28 @@ def test_fid_progress_says_each_set():
     assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
 
 
+def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monkeypatch, caplog):
+    """nohup, SLURM, CI: no bar but a line every `every` seconds (none in the first `delay`), each with the time
+    spent and the time left at the rate so far; results on the way (note) carry them too."""
+    from sarnet import progress as P
+
+    now = [0.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    caplog.set_level("INFO", logger="sarnet")
+    bar = P.Progress(100, "FID", every=30, delay=3)
+    for _ in range(10):
+        now[0] += 10
+        bar.update(10)
+    bar.note("FID set 1/1: 4.2")
+    bar.close()
+    quick = P.Progress(10, "kNN", every=0, delay=3)  # a phase shorter than `delay` says nothing
+    now[0] += 2
+    quick.update(5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "FID: 30/100 images (30 s, ~1 min 10 s left)", "FID: 60/100 images (1 min 00 s, ~40 s left)",
+        "FID: 90/100 images (1 min 30 s, ~10 s left)", "FID set 1/1: 4.2 (1 min 40 s)"]
+
+
 # ---- sweeps --------------------------------------------------------------------------------------------------
 
 def fake_job(d: Path, latent: int, group: str):

@@ -249,9 +249,11 @@ class IdxDataModule(L.LightningDataModule):
 
     def _loader(self, x, y, shuffle):
         ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic", with_index=not shuffle)
-        order = RandomSampler(ds, generator=self.order) if shuffle else SequentialSampler(ds)
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
+        if trainer is not None and trainer.overfit_batches:  # debug=overfit: the same first batches every epoch
+            shuffle = False
+        order = RandomSampler(ds, generator=self.order) if shuffle else SequentialSampler(ds)
         if world > 1:  # DDP: each rank its share (the trainer's use_distributed_sampler is off, conf/trainer/)
             rank = trainer.global_rank
             # training: DistributedSampler's equal, padded shares (ranks must take as many steps), shuffled per
