@@ -90,9 +90,8 @@ class EpochLine(L.Callback):
         now, epoch, total = time.monotonic(), trainer.current_epoch, trainer.max_epochs
         metrics = trainer.callback_metrics
         values = ", ".join(f"{k} {float(metrics[k]):.4g}" for k in self.keys if k in metrics)
-        done = epoch + 1 - self.first_epoch
-        left = (now - self.launch_start) / done * (total - epoch - 1) if total and total > 0 else None
-        eta = f"; ~{duration(left)} left" if left else ""
+        left = (now - self.launch_start) / (epoch + 1 - self.first_epoch) * (total - epoch - 1)  # config: total > 0
+        eta = f"; ~{duration(left)} left" if left > 0 else ""
         self.lines.info(f"epoch {epoch + 1}/{total}: {values} ({duration(now - self.epoch_start)}{eta})")
 
 

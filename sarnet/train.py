@@ -69,6 +69,16 @@ def quiet_console():
     logging.captureWarnings(True)
 
 
+def quiet_other_ranks():
+    """DDP's ranks above 0 repeat rank 0's messages: they log only warnings and errors, except into a log file of
+    their own (Lightning's train_ddp_process_<rank>.log; under srun every rank shares the job's train.log)."""
+    if process_rank() == 0:
+        return
+    for handler in logging.getLogger().handlers:
+        if "_ddp_process_" not in getattr(handler, "baseFilename", ""):
+            handler.setLevel(logging.WARNING)
+
+
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
 
@@ -357,10 +367,7 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
-    if process_rank() != 0:  # DDP's other ranks repeat rank 0's messages: only their warnings and errors, but in
-        for handler in logging.getLogger().handlers:  # a log file of their own (train_ddp_process_<rank>.log)
-            if "_ddp_process_" not in getattr(handler, "baseFilename", ""):  # (under srun they share train.log)
-                handler.setLevel(logging.WARNING)
+    quiet_other_ranks()
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:
