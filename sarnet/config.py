@@ -38,12 +38,13 @@ def validate(cfg: DictConfig):
     latent = cfg.get("latent_dim")
     _check(_positive_int(latent), "latent_dim", latent, "must be a positive int, e.g. latent_dim=8,16,32,64,128")
     _check(_seed(cfg.get("seed")), "seed", cfg.get("seed"), "must be an int in [0, 2**32), e.g. seed=1234")
-    for flag in ("run_test", "resume_override_optimizer", "fid.enabled", "data.download"):
+    for flag in ("run_test", "resume_override_optimizer", "fid.enabled", "data.download", "logger.wandb.log_model"):
         value = OmegaConf.select(cfg, flag, default=False)
         _check(isinstance(value, bool), flag, value, "must be true or false")
 
     eval_ckpt = cfg.get("eval_ckpt", "last")
     _check(eval_ckpt in EVAL_CKPTS, "eval_ckpt", eval_ckpt, f"must be one of {EVAL_CKPTS}")
+    _check_optimized_metric(cfg)
 
     _check_trainer(cfg.get("trainer") or {})
 
@@ -256,6 +257,19 @@ def _check_callbacks(cfg, net):
             keep = node.get("keep_patches", 24)
             _check(patches is None or isinstance(keep, int) and not isinstance(keep, bool) and 0 <= keep <= patches,
                    f"callbacks.{name}.keep_patches", keep, f"must be an int in 0..{patches} (this net's patches)")
+
+
+def _check_optimized_metric(cfg):
+    """optimized_metric: a metric this config computes, so that a sweeper is not handed nan after every trial."""
+    metric, likelihood = cfg.get("optimized_metric"), OmegaConf.select(cfg, "likelihood.enabled", default=False)
+    # sarnet.likelihood.flat_metrics' keys (test/nll, test/bpd, test/kl, ...: not the test step's test/kld)
+    likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))
+    needs = "likelihood" if likely else str(metric).split("/")[0].split("@")[0]
+    computed = {"train": True, "val": OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0,
+                "test": cfg.get("run_test"), "likelihood": likelihood, "fid": cfg.fid.enabled, "knn": cfg.fid.enabled}
+    _check(metric is None or isinstance(metric, str) and computed.get(needs, False), "optimized_metric", metric,
+           "must be null or a metric this run computes: train/..., val/... (with validation), test/... (run_test; "
+           "test/nll, test/bpd: likelihood=default), fid/mean (fid on), knn/accuracy")
 
 
 def _limit_ok(limit, low: int) -> bool:

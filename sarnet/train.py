@@ -5,7 +5,6 @@ import json
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
 import sys
 import time
@@ -16,11 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet import tracking
-from sarnet.checkpoint import CheckpointError, read_checkpoint  # light: torch waits until the config is good
+from sarnet.checkpoint import CheckpointError, read_checkpoint, resume_path, run_dir_of, stored_run  # no torch yet
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
 from sarnet.rundir import _rank as process_rank
 
 log = logging.getLogger("sarnet")
@@ -116,95 +115,33 @@ def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        loggers.append(make_wandb_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
+        loggers.append(tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
     return loggers
 
 
-def make_wandb_logger(cfg: DictConfig, node: DictConfig, output_dir: Path, net):
-    """One W&B run per job with a readable name, group, tags and config; a relaunch into the same run dir resumes
-    the same W&B run (its id is kept in the run dir). Falls back to offline if going online fails."""
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    from sarnet.module import count_parameters
-
-    hc = HydraConfig.get()
-    choices = hc.runtime.choices
-    mode = tracking.choose_mode(node.get("offline"))
-    if mode == "offline":
-        os_environ_offline()
-    sweep = hc.mode.name == "MULTIRUN"
-    group = node.get("group") or (tracking.sweep_group(hc.sweep.dir) if sweep else None)
-    name = node.get("name") or tracking.run_name(choices, net.latent_dim, cfg.seed,
-                                                 hc.overrides.task, hc.job.config.override_dirname.exclude_keys)
-    tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
-    previous = tracking.read_run_file(output_dir)
-    run_id = previous.get("id") or secrets.token_hex(4)  # not `random`: seed_everything made it repeat
-    params = count_parameters(net)
-    config = OmegaConf.to_container(cfg, resolve=True) | {
-        "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
-        "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
-        "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
-        "resumed": bool(previous)}
-    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-              if k not in ("_target_", "offline", "group", "name")}
-    kwargs.setdefault("job_type", "train")
-    info = {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name, "mode": mode}
-    if process_rank() == 0:  # DDP: rank 0 writes it, once
-        tracking.write_run_file(output_dir, info)
-
-    def make(mode):
-        logger = WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
-                             mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
-        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
-        return logger
-
-    logger = make(mode)
-    if mode == "online":
-        try:
-            logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
-        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
-            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "", tracking.SYNC_HINT)
-            os_environ_offline()
-            logger = make("offline")
-    return logger
-
-
-def os_environ_offline():
-    """Offline for this process and its children (later jobs of a multirun, the sweep's fid_table.py)."""
-    os.environ["WANDB_MODE"] = "offline"
-
-
-def wandb_summary(loggers, results: dict, fid: dict | None):
-    """What a person looks for first in the W&B runs table: test metrics, FID (mean, std, per set), status."""
-    from lightning.pytorch.loggers import WandbLogger
-    for lg in loggers:
-        if not isinstance(lg, WandbLogger):
-            continue
-        summary = dict(results["metrics"])
-        if fid is not None:
-            summary |= {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"])}
-        summary |= {"status": results["status"], "wall_time_s": results["wall_time_s"],
-                    "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"]}
-        lg.experiment.summary.update(summary)
-
-
 def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    """ckpt_path=last means this run dir's last.ckpt; a run re-launched into a dir that has one resumes it."""
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if cfg.ckpt_path in (None, "last"):
-        if last.exists():
-            check_checkpoint(last, "found in the run dir, so train.py resumes from it; delete it to start afresh")
-            return str(last)
-        if cfg.ckpt_path == "last":
-            raise CheckpointError(f"ckpt_path=last but {last} does not exist: nothing to resume; drop ckpt_path "
-                                  f"to start afresh")
-        return None
-    if not Path(cfg.ckpt_path).exists():
-        raise CheckpointError(f"ckpt_path={cfg.ckpt_path} does not exist: give an existing .ckpt file, or 'last'")
-    check_checkpoint(cfg.ckpt_path, f"given as ckpt_path={cfg.ckpt_path}")
-    return str(cfg.ckpt_path)
+    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
+    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
+    if cfg.ckpt_path is not None and cfg.get("init_ckpt") is not None:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} and init_ckpt={cfg.init_ckpt} together: ckpt_path continues a "
+                          f"run in its own dir, init_ckpt starts a new run from a checkpoint's weights; drop one")
+    path = resume_path(cfg.ckpt_path)
+    if path is None:
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            return None
+        why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
+    elif not path.is_file():
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} does not exist, nothing to resume: give a run dir "
+                              f"that holds checkpoints/last.ckpt or a .ckpt file, or drop ckpt_path to start afresh")
+    elif run_dir_of(path) != output_dir.resolve():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
+                          f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
+                          f"from its weights with init_ckpt")
+    else:
+        why = f"given as ckpt_path={cfg.ckpt_path}"
+    check_checkpoint(path, why)
+    return str(path)
 
 
 def init_weights(cfg: DictConfig, net, resuming: bool) -> dict | None:
@@ -271,18 +208,32 @@ def run_job(cfg: DictConfig) -> float | None:
         lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
         return run(cfg, net)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
-                                f"epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
-        # In a sweep too: a preempted or cancelled node must not go on to start the next job.
-        if multiprocessing.parent_process() is not None:  # a joblib worker: SystemExit would end this job only,
-            logging.shutdown()                            # and the worker would take the next one
-            os._exit(128 + signal.SIGTERM)
-        sys.exit(128 + signal.SIGTERM)
+        unlock_run_dir(lock)
+        lock = None
+        stopped(cfg)
     except Exception as e:
         return failed(cfg, e, 1)
     finally:
         unlock_run_dir(lock)
+
+
+def stopped(cfg: DictConfig):
+    """SIGTERM (preemption, scancel, kill): the run is recorded as stopped with the command that resumes it, and the
+    process ends with 128 + SIGTERM, in a sweep too: a preempted node must not go on to start the next job."""
+    hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    worker = multiprocessing.parent_process() is not None  # a joblib worker: its sys.argv is not the sweep's
+    if hc.mode.name == "MULTIRUN":
+        how = f"to resume the sweep: {relaunch_command(sweep_dir=hc.sweep.dir)}" if not worker else \
+            f"to resume the sweep, relaunch it with hydra.sweep.dir={hc.sweep.dir}"
+    else:
+        how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
+            f"no checkpoint was written yet; to start again: {relaunch_command()}"
+    held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
+    failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
+    if worker:  # SystemExit would end this job only, and the worker would take the next one
+        logging.shutdown()
+        os._exit(128 + signal.SIGTERM)
+    sys.exit(128 + signal.SIGTERM)
 
 
 def failed(cfg: DictConfig, e: Exception, rc: int):
@@ -293,20 +244,21 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
-        return None                # counts a job dir without results.json as failed)
+        return float("nan")        # counts a job dir without results.json as failed)
     write_json(Path(cfg.paths.output_dir) / "results.json",
                {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                 "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
     wandb = sys.modules.get("wandb")  # not imported: no run to close
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1)
-    return None
+    return float("nan")  # a sweeper (Optuna) records a failed trial and goes on
 
 
 def config_sha256(cfg: DictConfig) -> str:
-    """The resolved config a run was launched with, as one hash: results.json records it."""
-    return hashlib.sha256(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    """The resolved config a run was launched with, where it resumed from aside, as one hash: results.json has it."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("ckpt_path", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def sampling_record(sample: DictConfig, net) -> dict:
@@ -373,7 +325,7 @@ def run(cfg: DictConfig, net) -> float | None:
     if done is not None:
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
-        return done["metrics"].get("val/loss")
+        return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
@@ -382,15 +334,18 @@ def run(cfg: DictConfig, net) -> float | None:
              cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import CSVLogger
 
     quiet_console()
     from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv, stored_metrics
+    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv
 
-    optimizer_override = {}
+    optimizer_override, earlier = {}, {"config": {}, "metrics": {}}
     if ckpt_path:
-        optimizer_override = check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)
+        optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
+        # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
+        cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
         if ckpt_path and path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
@@ -424,7 +379,7 @@ def run(cfg: DictConfig, net) -> float | None:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
-    metrics = {**(stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
+    metrics = {**earlier["metrics"], **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     want_best = cfg.get("eval_ckpt", "last") == "best"
@@ -501,13 +456,14 @@ def run(cfg: DictConfig, net) -> float | None:
     }
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
-        wandb_summary(loggers, results, fid)
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
-    if trainer.is_global_zero:
+        tracking.finish(loggers, cfg, results, fid, output_dir, checkpoint_files(cfg))
         log.info("done: %s", summary_line(results, output_dir))
-    return metrics.get("val/loss")
+    return optimized(cfg, metrics)
+
+
+def optimized(cfg: DictConfig, metrics: dict) -> float | None:
+    """What a sweeper (hparams_search=...) optimizes; nan, a failed trial to it, if this run lacks the metric."""
+    return metrics.get(cfg.optimized_metric, float("nan")) if cfg.get("optimized_metric") else None
 
 
 def summary_line(results: dict, output_dir: Path) -> str:

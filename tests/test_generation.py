@@ -215,6 +215,27 @@ def test_load_model_on_a_real_checkpoint(sarnet_vae_ckpt):
     assert Path(run["data"]["root"]).is_absolute()
 
 
+def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, tmp_path):
+    """The checkpoint carries its run's sampling settings, data and FID protocol: a copy in an empty dir (no
+    .hydra/ beside it) draws the same images and scores the same FID as the original in its run dir."""
+    copy = tmp_path / "elsewhere" / "model.ckpt"
+    copy.parent.mkdir()
+    copy.write_bytes(sarnet_vae_ckpt.read_bytes())
+    original, copied = load_run_config(sarnet_vae_ckpt), load_run_config(copy)
+    assert copied["run_dir"] == copy.parent and copied["sample"]["th"] == pytest.approx(0.095)
+    assert {k: copied[k] for k in ("sample", "fid", "data")} == {k: original[k] for k in ("sample", "fid", "data")}
+    assert copied["data"]["classes"] == [5] and copied["fid"]["n_gen"] == 200  # the smoke run's protocol
+    images, scores = [], []
+    for ckpt in (sarnet_vae_ckpt, copy):
+        status, err = cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / "s.png"))
+        assert status == 0, err
+        images.append((tmp_path / "s.png").read_bytes())
+        status, out, err = run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", "--n-gen", "32", cwd=tmp_path)
+        assert status == 0, err[-2000:]
+        scores.append(json.loads(out)["fid_values"])
+    assert images[0] == images[1] and scores[0] == scores[1] and len(scores[0]) == 2  # n_sets: the run's 2
+
+
 @pytest.mark.parametrize("script, args", [
     ("sample", ["--n", "8"]), ("complete", ["--n", "3", "--keep-rows", "3"]),
     ("interpolate", ["--steps", "4"]), ("importance", ["--targets", "2,9"])])

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import struct
 import subprocess
@@ -101,6 +102,11 @@ INVALID = [  # (overrides, the start of the one-line message: field=value is inv
     (["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1 is invalid: must be null or a number >= 0"),
     (["trainer.profiler=bogus"], r"trainer.profiler='bogus' is invalid: must be null or one of \('simple'"),
     (["trainer.val_check_interval=0"], r"trainer.val_check_interval=0 is invalid: must be null or an int >= 1"),
+    # what a sweeper optimizes must be a metric the run computes: not nan after every trial
+    (["optimized_metric=fid/mean", "fid=off"], r"optimized_metric='fid/mean' is invalid: must be null or a metric"),
+    (["optimized_metric=test/nll"], r"optimized_metric='test/nll' is invalid: must be null or a metric this run"),
+    (["optimized_metric=bogus"], r"optimized_metric='bogus' is invalid"),
+    (["logger.wandb.log_model=all"], r"logger.wandb.log_model='all' is invalid: must be true or false"),
 ]
 
 
@@ -159,7 +165,7 @@ def test_arguments_the_constructors_refuse_are_one_line(overrides, node, message
 def test_a_constructor_refusal_writes_nothing_into_the_run_dir(tmp_path):
     rc, out = train_inprocess("trainer=smoke", "fid=off", "trainer.devices=0", f"hydra.run.dir={tmp_path}")
     assert rc == 1 and "Traceback" not in out and "sarnet.config.ConfigError: trainer: `Trainer(devices=0)`" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock", "train.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # the lock is gone with the run
 
 
 @st.composite
@@ -266,7 +272,7 @@ def test_sigkill_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     kill_after_checkpoint(run, 1, 0.0)
     out = kill_after_checkpoint(run, 2, 0.2)  # re-run into the same dir: resumes by itself
     assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
-    out = ok(*RESUMABLE, f"hydra.run.dir={run}", "ckpt_path=last")
+    out = ok(*RESUMABLE, f"ckpt_path={run}")  # ckpt_path=<run dir>: continued there, not in a new dir
     assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
 
     ref, got = results(tmp_path / "ref"), results(run)
@@ -330,7 +336,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     # Resume for a second epoch with lr = 1e39, applied to the restored optimizer by the explicit override (a
     # changed model.beta would be refused as config drift): finite as a config value, but the first update
     # overflows float32 weights, so the next training loss is not finite.
-    rc, out, _ = train(*base, "ckpt_path=last", "trainer.max_epochs=2", "model.optimizer.lr=1e39",
+    rc, out, _ = train(*base, f"ckpt_path={tmp_path}", "trainer.max_epochs=2", "model.optimizer.lr=1e39",
                        "resume_override_optimizer=true")
     assert rc != 0
     message = error_line(out, "sarnet.module.NonFiniteLossError")
@@ -375,6 +381,42 @@ def test_sweep_reports_the_failed_job_and_keeps_the_others(tmp_path):
     assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: latent_dim=0 is invalid")
     assert good["status"] == "ok" and good["steps"] == 3
     assert "1 jobs ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
+    """Stopped in its first job's second epoch, the sweep names the command that resumes it; that command, run as
+    printed (less the injected fault), resumes the stopped job from its checkpoint and runs the other one."""
+    rc, out, _ = train("-m", "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", "latent_dim=8,16",
+                       f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",  # the fault not in it
+                       "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", "+callbacks.fault.epoch=1",
+                       timeout=600)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    command = shlex.split(error_line(out, "RunDirError").split("to resume the sweep: ", 1)[1])
+    assert command[:3] == ["python", "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
+    rc, out, _ = train(*[a for a in command[2:] if not a.startswith("+callbacks.fault")], timeout=900)
+    assert rc == 0, out[-3000:]
+    assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
+    assert [(r["status"], r["epochs"]) for r in (results(tmp_path / job) for job in "01")] == [("ok", 2)] * 2
+    assert not list(tmp_path.glob("*/.lock"))
+
+
+@pytest.mark.slow
+@needs_data
+def test_optuna_search_reports_the_best_trial_and_resumes_from_its_sweep_dir(tmp_path):
+    args = ["hparams_search=optuna", "trainer=smoke", "fid=off", "logger=csv", "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={tmp_path}"]
+    out = ok(*args, timeout=900)
+    jobs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    losses = [results(j)["metrics"]["val/loss"] for j in jobs]
+    assert len(jobs) == 2 and losses[0] != losses[1]  # two trials with other hyperparameters
+    best = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert best.best_value == min(losses) and f"Best value: {min(losses)}" in out
+    # relaunched into its sweep dir: the seeded sampler proposes the same trials, whose finished jobs are skipped
+    out = ok(*args, timeout=900)
+    assert out.count("finished earlier with this same config: nothing to do") == 2
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
 
 
 # ---- 5. scale-out: DDP on CPU, joblib, submitit, SLURM ------------------------------------------------------
@@ -519,11 +561,12 @@ def test_check_checkpoint_refuses_damaged_files(tmp_path, how):
                                         ("truncated", "run dir")])
 def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, where):
     run = tmp_path / "run"
-    path = run / "checkpoints" / "last.ckpt" if where == "run dir" else tmp_path / "given.ckpt"
+    path = run / "checkpoints" / ("last.ckpt" if where == "run dir" else "given.ckpt")
     path.parent.mkdir(parents=True, exist_ok=True)
     damage(path, how, small_checkpoint(path))
-    extra = [f"ckpt_path={path}"] if where == "ckpt_path" else []
-    rc, out = train_inprocess(*extra, "data_dir=/nonexistent", f"hydra.run.dir={run}")
+    # ckpt_path: the run dir is the checkpoint's, without hydra.run.dir
+    extra = [f"ckpt_path={path}"] if where == "ckpt_path" else [f"hydra.run.dir={run}"]
+    rc, out = train_inprocess(*extra, "data_dir=/nonexistent")
     assert rc != 0
     message = error_line(out, "sarnet.checkpoint.CheckpointError")
     assert message.startswith(f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"), message

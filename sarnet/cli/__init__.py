@@ -62,8 +62,13 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
                    "file each call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
+    wandb_flag(p)
     return p
+
+
+def wandb_flag(p: argparse.ArgumentParser):
+    p.add_argument("--wandb", action="store_true", help="log to W&B: a run beside the training run (its group, "
+                   "job_type=eval), offline in the run dir unless an API key and the server are there")
 
 
 def threshold(s: str):

@@ -2,14 +2,13 @@
 parsing)."""
 
 import io
-import sys
 from pathlib import Path
 
 import matplotlib
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.checkpoint import CheckpointError, load_model, load_run_config, resume_path
 from sarnet.cli import UsageError, fail
 from sarnet.io import atomic_write
 
@@ -19,11 +18,8 @@ FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 def checkpoint_path(arg: str) -> Path:
     """--ckpt as given, or a run dir's checkpoints/last.ckpt."""
-    path = Path(arg)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
+    path = resume_path(arg)
+    if Path(arg).is_dir() and not path.is_file():
         raise UsageError(f"--ckpt {arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
     return path
 
@@ -79,20 +75,27 @@ def real_image(run: dict, split: str, index: int, root=None) -> torch.Tensor:
     return x[index:index + 1]
 
 
-def log_wandb(path: Path, key: str, caption: str, args, run: dict):
-    """Log to the active W&B run if there is one; with --wandb, to a fresh offline one in the run dir."""
-    wandb = sys.modules.get("wandb")  # never imported -> no active run, and no import cost
-    if args.wandb:
-        import wandb
-
-        from sarnet import tracking
-        wandb.init(mode=tracking.choose_mode(), dir=str(run["run_dir"]), project="sarnet", job_type=key,
-                   config=vars(args), settings=wandb.Settings(silent=True, init_timeout=30))
-    if wandb is None or wandb.run is None:
+def log_wandb(command: str, args, run: dict, summary: dict | None = None, image: Path | None = None,
+              caption: str = ""):
+    """With --wandb: one W&B run (offline unless a key and the server are there: sarnet.tracking.choose_mode) in the
+    training run's project and group, job_type=eval, named after the training run and the command: a re-scored FID
+    or a k=5000 likelihood sits beside the run it scores. Its config: the command's arguments and the training
+    run's W&B id; its summary: `summary`; `image`: logged under the command's name."""
+    if not args.wandb:
         return
-    wandb.log({key: wandb.Image(str(path), caption=caption)})
-    if args.wandb:
-        wandb.finish()
+    import wandb
+
+    from sarnet import tracking
+
+    train = tracking.read_run_file(run["run_dir"])  # absent for a checkpoint copied out of its run dir
+    wandb.init(mode=tracking.choose_mode(), dir=str(run["run_dir"]), project=train.get("project") or "sarnet",
+               group=train.get("group"), job_type="eval", name=f"{train.get('name') or Path(run['ckpt']).stem} "
+               f"{command}", tags=[command], config={**vars(args), "train_run_id": train.get("id")},
+               settings=wandb.Settings(silent=True, init_timeout=30))
+    if image is not None:
+        wandb.log({command: wandb.Image(str(image), caption=caption)})
+    wandb.run.summary.update(summary or {})
+    wandb.finish()
 
 
 def load_run(ckpt_arg: str, device_arg: str = "auto"):
@@ -189,7 +192,7 @@ def run_grid(name: str, args, body) -> Path:
         buf = io.BytesIO()
         image.save(buf, format="png")
         atomic_write(out, buf.getvalue())
-        log_wandb(out, name, caption, args, run)
+        log_wandb(name, args, run, image=out, caption=caption)
     except (CheckpointError, UsageError, ValueError) as e:  # ValueError: a request the sampler refuses
         fail(name, e)
     print(f"{caption} -> {out}")
