@@ -81,9 +81,12 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     skipped, the others resume or start); neither given: unchanged."""
     from sarnet.cli.train import hydra_args
 
-    prog, args = sys.argv[0], hydra_args(sys.argv[1:])
-    head = ["python", "-m", "sarnet"] if prog.endswith("__main__.py") else \
-        ["python", prog] if prog.endswith(".py") else [Path(prog).name]
+    def shown(exe, name):  # an interpreter or command inside the working dir (make's .venv/bin/python): its path
+        return os.path.relpath(exe) if Path(exe).absolute().is_relative_to(Path.cwd()) else name
+
+    prog, args, python = sys.argv[0], hydra_args(sys.argv[1:]), shown(sys.executable, "python")
+    head = [python, "-m", "sarnet"] if prog.endswith("__main__.py") else \
+        [python, prog] if prog.endswith(".py") else [shown(prog, Path(prog).name)]
     if sweep_dir is not None:
         args = [a for a in args if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep_dir}"]
     elif run_dir is not None:  # init_ckpt: the checkpoint holds the weights it started from

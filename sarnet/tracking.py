@@ -126,17 +126,17 @@ def make_logger(cfg, node, output_dir: Path, net):
     from sarnet.module import count_parameters
 
     hc = HydraConfig.get()
-    choices = hc.runtime.choices
+    choices, sweep = hc.runtime.choices, hc.mode.name == "MULTIRUN"
     mode = choose_mode(node.get("offline"))
     if mode == "offline":
         os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
     name = node.get("name") or run_name(choices, net.latent_dim, cfg.seed, hc.overrides.task,
                                         hc.job.config.override_dirname.exclude_keys)
     # a sweep's jobs share the sweep's group; a single run has its own, which `sarnet fid --wandb` & co. join
-    group = node.get("group") or (sweep_group(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else name)
+    group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)
     previous = read_run_file(output_dir)
     # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
-    run_id = os.environ.get("WANDB_RUN_ID") or previous.get("id") or secrets.token_hex(4)
+    run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
     params = count_parameters(net)
     config = OmegaConf.to_container(cfg, resolve=True) | {
         "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
@@ -179,12 +179,16 @@ def finish(loggers, cfg, results: dict, fid: dict | None, output_dir: Path, chec
         summary = dict(results["metrics"]) | {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"] if fid else [])}
         run.summary.update(summary | {k: results[k] for k in ("status", "wall_time_s", "eval_ckpt", "epochs")})
         files = Path(run.dir)
-        (files / "results.json").write_bytes((output_dir / "results.json").read_bytes())
-        (files / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        for name in ("results.json", "resolved_config.yaml"):
-            run.save(str(files / name), base_path=str(files), policy="now")
-        if OmegaConf.select(cfg, "logger.wandb.log_model", default=False):
-            log_checkpoints(run, [Path(p) for p in checkpoints if Path(p).is_file()], results)
+        try:
+            (files / "results.json").write_bytes((output_dir / "results.json").read_bytes())
+            (files / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            for name in ("results.json", "resolved_config.yaml"):
+                run.save(str(files / name), base_path=str(files), policy="now")
+            if OmegaConf.select(cfg, "logger.wandb.log_model", default=False):
+                log_checkpoints(run, [Path(p) for p in checkpoints if Path(p).is_file()], results)
+        except Exception as e:  # noqa: BLE001 -- the run is done and its results.json written: W&B must not undo it
+            log.warning("W&B: could not save the run's files or checkpoints (%s: %s); they are in %s",
+                        type(e).__name__, e, output_dir)
         run.finish()
 
 

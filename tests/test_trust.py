@@ -233,14 +233,17 @@ def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
      "python train.py model=vae latent_dim=16 ckpt_path=/runs/r"),
     (["/venv/bin/sarnet", "train", "ckpt_path=old", "seed=1"], "sarnet train seed=1 ckpt_path=/runs/r"),
     (["/src/sarnet/__main__.py", "train", "data=mnist"], "python -m sarnet train data=mnist ckpt_path=/runs/r")])
-def test_the_resume_command_is_the_launch_continuing_its_run(argv, command, monkeypatch):
+def test_the_resume_command_is_the_launch_continuing_its_run(argv, command, monkeypatch, tmp_path):
     from sarnet.rundir import relaunch_command
 
+    monkeypatch.chdir(tmp_path)  # this interpreter lies outside it: `python`
     monkeypatch.setattr(sys, "argv", argv)
     assert relaunch_command(run_dir="/runs/r") == command
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "latent_dim=8,16", "hydra.sweep.dir=old", "init_ckpt=a"])
     assert relaunch_command(sweep_dir="/sweeps/s") == "python train.py -m latent_dim=8,16 init_ckpt=a " \
                                                       "hydra.sweep.dir=/sweeps/s"
+    monkeypatch.chdir(Path(sys.executable).parents[2])  # inside it, as make's .venv/bin/python: its path
+    assert relaunch_command(sweep_dir="s").startswith(f"{Path(*Path(sys.executable).parts[-3:])} train.py -m")
 
 
 # ---- 3: config drift on resume -------------------------------------------------------------------------------
