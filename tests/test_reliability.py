@@ -394,7 +394,8 @@ def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
                        timeout=600)
     assert rc == 128 + signal.SIGTERM and "Traceback" not in out
     command = shlex.split(error_line(out, "RunDirError").split("to resume the sweep: ", 1)[1])
-    assert command[:3] == ["python", "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
+    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else "python"
+    assert command[:3] == [python, "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
     rc, out, _ = train(*[a for a in command[2:] if not a.startswith("+callbacks.fault")], timeout=900)
     assert rc == 0, out[-3000:]
     assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
