@@ -124,6 +124,7 @@ def make_logger(cfg, node, output_dir: Path, net):
     from omegaconf import OmegaConf
 
     from sarnet.module import count_parameters
+    from sarnet.rundir import _rank
 
     hc = HydraConfig.get()
     choices, sweep = hc.runtime.choices, hc.mode.name == "MULTIRUN"
@@ -146,14 +147,16 @@ def make_logger(cfg, node, output_dir: Path, net):
     kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
               if k not in ("_target_", "offline", "group", "name", "log_model")}  # log_model: finish() does it
     kwargs.setdefault("job_type", "train")
-    if int(os.environ.get("RANK", "0")) == 0:  # DDP: the launching process writes it, once
+    if _rank() == 0:  # DDP: rank 0 writes it, once
         write_run_file(output_dir, {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name,
                                     "mode": mode})
     tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
 
     def make(mode):
-        return WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
-                           mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+        logger = WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
+                             mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
+        return logger
 
     logger = make(mode)
     if mode == "online":
