@@ -46,6 +46,12 @@ def lock_run_dir(run_dir: Path):
                           f"hydra.run.dir") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # a refused run unlinked it while we opened it: again
+            os.close(fd)
+            return lock_run_dir(run_dir)
+    except FileNotFoundError:
+        os.close(fd)
+        return lock_run_dir(run_dir)
     except BlockingIOError:
         owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
@@ -61,7 +67,8 @@ def lock_run_dir(run_dir: Path):
 
 
 def unlock_run_dir(fd):
-    """Release the lock (the file stays: unlinking a flock'ed file lets two processes lock two inodes)."""
+    """Release the lock. The file stays (a refused run unlinks it while holding the lock, and lock_run_dir checks
+    that the file it locked is still the one at the path: else two processes could lock two inodes)."""
     if fd is None:
         return
     os.ftruncate(fd, 0)

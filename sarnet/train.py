@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -23,8 +24,14 @@ from sarnet.io import atomic_write
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
 
 log = logging.getLogger("sarnet")
-# bad config, checkpoint, data or run dir, and faults of the disk: one line, no traceback
-USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError)
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped itself (a non-finite loss or weights): one line, with the checkpoint that was kept."""
+
+
+# bad config, checkpoint, data or run dir, faults of the disk and a stopped training: one line, no traceback
+USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, TrainingStopped)
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
@@ -115,8 +122,6 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
             raise CheckpointError(f"ckpt_path=last but {last} does not exist: nothing to resume; drop ckpt_path "
                                   f"to start afresh")
         return None
-    if not Path(cfg.ckpt_path).exists():
-        raise CheckpointError(f"ckpt_path={cfg.ckpt_path} does not exist: give an existing .ckpt file, or 'last'")
     check_checkpoint(cfg.ckpt_path, f"given as ckpt_path={cfg.ckpt_path}")
     return str(cfg.ckpt_path)
 
@@ -173,17 +178,21 @@ def scalar_metrics(metrics: dict) -> dict:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
+    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on. Bad
+    input is refused (exit status 2) before any work, and the run dir is left as this launch found it."""
     try:
         net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
-        return failed(cfg, e, 1)
+        return failed(cfg, e, 2)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    lock = None
+    output_dir = Path(cfg.paths.output_dir)
+    found = set(os.listdir(output_dir)) if output_dir.is_dir() else set()  # Hydra's .hydra, an earlier launch's
+    lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
     try:
-        lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
-        return run(cfg, net)
+        lock = lock_run_dir(output_dir)  # one writer per run dir; released below
+        progress["locked"] = True
+        return run(cfg, net, progress)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
@@ -194,7 +203,13 @@ def run_job(cfg: DictConfig) -> float | None:
             os._exit(128 + signal.SIGTERM)
         sys.exit(128 + signal.SIGTERM)
     except Exception as e:
-        return failed(cfg, e, 1)
+        if not (isinstance(e, USER_ERRORS) and progress.get("locked") and not progress.get("fit")):
+            return failed(cfg, e, 1)
+        keep = found | {".hydra", *["train.log"] * (HydraConfig.get().mode.name == "MULTIRUN")}
+        for path in output_dir.iterdir():  # what this refused launch made: the lock (still held), train.log, dirs
+            if path.name not in keep:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        return failed(cfg, e, 2)
     finally:
         unlock_run_dir(lock)
 
@@ -202,7 +217,7 @@ def run_job(cfg: DictConfig) -> float | None:
 def failed(cfg: DictConfig, e: Exception, rc: int):
     if HydraConfig.get().mode.name != "MULTIRUN":
         if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
-            log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
+            print(f"{type(e).__module__}.{type(e).__name__}: {e}", file=sys.stderr, flush=True)  # no train.log
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
@@ -278,7 +293,7 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
     return results if ok else None
 
 
-def run(cfg: DictConfig, net) -> float | None:
+def run(cfg: DictConfig, net, progress: dict) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
@@ -291,49 +306,53 @@ def run(cfg: DictConfig, net) -> float | None:
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
     choices = HydraConfig.get().runtime.choices
-    log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),
-             cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
     import torch
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
     from lightning.pytorch.utilities.seed import isolate_rng
 
-    from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv, stored_metrics
+    from sarnet import resume
+    from sarnet.module import NonFiniteLossError, count_parameters
 
     optimizer_override = {}
     if ckpt_path:
-        optimizer_override = check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
+        optimizer_override = resume.check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
         if ckpt_path and path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-    L.seed_everything(cfg.seed, workers=True)
-
-    # Everything that can refuse its arguments is built before anything is written into the run dir.
+    # Everything that can refuse its arguments is built before any data is read or anything is written.
+    module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
+    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    resume_state = resume.ResumeState(cfg, optimizer_override)
+    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, resume.FlushLogs(), resume_state],
+                    plugins=[resume.AtomicCheckpointIO()])
     datamodule = build(cfg.data, "data", DataError)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
     if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
         from sarnet.metrics.fid import load_classifier
         load_classifier(datamodule.dataset, datamodule.root)
+    log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
+             output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
     if init_state is not None:
         net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
-    module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
-    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
-    resume_state = ResumeState(cfg, optimizer_override)
-    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, FlushLogs(), resume_state],
-                    plugins=[AtomicCheckpointIO()])
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
-        continue_csv(loggers, ckpt_path)
+        resume.continue_csv(loggers, ckpt_path)
     trainer.loggers = loggers  # as Trainer(logger=loggers) would: the W&B and CSV loggers write into the run dir
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    progress["fit"] = True
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (NonFiniteLossError, resume.NonFiniteWeightsError) as e:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
-    metrics = {**(stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
+    metrics = {**(resume.stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     want_best = cfg.get("eval_ckpt", "best") == "best"
