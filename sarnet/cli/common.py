@@ -7,18 +7,7 @@ import torch
 from torchvision.utils import save_image
 
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
-from sarnet.cli import UsageError, fail
-
-
-def checkpoint_path(arg: str) -> Path:
-    """--ckpt as given, or a run dir's checkpoints/last.ckpt."""
-    path = Path(arg)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise UsageError(f"--ckpt {arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
-    return path
+from sarnet.cli import UsageError, checkpoint_file, fail
 
 
 def fresh_path(path: Path) -> Path:
@@ -92,7 +81,7 @@ def load_run(ckpt_arg: str, device_arg: str = "auto"):
     """--ckpt (a .ckpt file or a run dir) and --device -> (model, run, device), the one way every script loads.
     Bad input raises CheckpointError or UsageError, which the scripts print as one line."""
     device = pick_device(device_arg)
-    ckpt = str(checkpoint_path(ckpt_arg))
+    ckpt = str(checkpoint_file(ckpt_arg))
     model = load_model(ckpt, map_location=device)
     run = load_run_config(ckpt)
     run["ckpt"] = ckpt

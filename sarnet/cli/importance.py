@@ -50,6 +50,7 @@ def main(argv=None, prog=None):
     p.add_argument("--scale", type=int, default=4, help="upscale each 28x28 panel (nearest) for legibility")
     p.add_argument("--nrow", type=int, default=10)
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
-    from sarnet.cli.common import run_grid
+    args = p.parse_args(argv)
+    from sarnet.cli.common import run_grid  # torch: after the arguments are parsed
 
-    return run_grid("importance", p.parse_args(argv), body)
+    return run_grid("importance", args, body)

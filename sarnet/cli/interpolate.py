@@ -41,6 +41,7 @@ def main(argv=None, prog=None):
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
-    from sarnet.cli.common import run_grid
+    args = p.parse_args(argv)
+    from sarnet.cli.common import run_grid  # torch: after the arguments are parsed
 
-    return run_grid("interpolate", p.parse_args(argv), body)
+    return run_grid("interpolate", args, body)
