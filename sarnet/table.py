@@ -52,15 +52,33 @@ def collect(dirs):
             seen.add(real)
             try:
                 r = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                print(f"warning: skipping unreadable {path}: {e}", file=sys.stderr)
+                malformed = _malformed(r)
+            except (OSError, ValueError) as e:
+                malformed = f"unreadable ({type(e).__name__}: {e})"
+            if malformed:
+                print(f"warning: skipping {path}: {malformed}", file=sys.stderr)
                 continue
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
-            good = r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})
+            good = r.get("status") == "ok" and "fid/mean" in r["metrics"]
             if good:
                 r["sampling_"] = sampling_of(r)
             (ok if good else failed).append(r)
     return ok, failed
+
+
+def _malformed(r) -> str | None:
+    """Why a results.json cannot be read as a run's record (None if it can): the fields the table reads."""
+    if not isinstance(r, dict):
+        return f"not a JSON object but a {type(r).__name__}"
+    if r.get("status") != "ok":
+        return None  # a failed run: listed with its error
+    metrics, params = r.get("metrics"), r.get("params")
+    read = ("fid/mean", "fid/std", "test/loss", "knn/accuracy")
+    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k, 0), (int, float)) for k in read):
+        return f"status ok but its metrics are not an object whose {', '.join(read)} are numbers"
+    if "fid/mean" in metrics and not (isinstance(params, dict) and {"dense", "effective"} <= set(params)):
+        return "status ok but its params lack dense and effective counts"
+    return None
 
 
 def table_key(r):
@@ -257,7 +275,7 @@ def welch_rows(rows):
 
 
 def fmt(v, digits=3):
-    return "—" if v is None else f"{v:.{digits}f}"
+    return "—" if v is None else "NaN" if math.isnan(v) else f"{v:.{digits}f}"
 
 
 def wall_time(r):
@@ -327,9 +345,11 @@ def plot(table, path):
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
         color = COLORS.get(model)
-        pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None]
+        pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None and
+               _plottable(r["fid_mean"])]  # a NaN or infinite FID stays in the table, out of the log-scale plot
         if pts:
             err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
+            err = [e if math.isfinite(e) else 0 for e in err]
             ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, marker="o",
                         capsize=3, color=color, label=f"{model} (ours)")
         ref = [(r["latent_dim"], r["thesis"][0]) for r in rows
@@ -337,7 +357,7 @@ def plot(table, path):
         if ref:
             ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
         for r in rows:
-            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok":
+            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok" and _plottable(r["fid_mean"]):
                 ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model} (ours)")
                 if r.get("thesis"):
                     ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
@@ -352,6 +372,10 @@ def plot(table, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plottable(v) -> bool:
+    return math.isfinite(v) and v > 0
 
 
 def log_wandb(tables, dirs, png, group=None, project=None):
@@ -385,6 +409,9 @@ def write(dirs, out=None, wandb=False, wandb_group=None, wandb_project=None) -> 
     """The tables of the runs below `dirs`: <out>.md, .png (one per table) and .json (out default:
     <first dir>/fid_table); with wandb, a W&B run in the sweep's group. Returns the .md path."""
     ok, failed = collect(dirs)
+    if not ok:
+        raise TableError(f"no finished run with an FID under {', '.join(map(str, dirs))} ({len(failed)} other "
+                         f"results.json): nothing to tabulate")
     tables = build_tables(ok, failed)
     out = Path(out or Path(dirs[0]) / "fid_table")
     md = markdown(tables, failed)
