@@ -108,11 +108,6 @@ def test_protocols_and_datasets_make_separate_tables(tmp_path):
     assert md.count("FID (thesis)") == 1  # only beside the thesis' protocol
 
 
-def test_fid_table_rejects_a_missing_dir(tmp_path):
-    status, _, stderr = run_script("fid_table.py", tmp_path / "nope")
-    assert status == 2 and "is not a directory" in stderr
-
-
 def test_fid_table_logs_a_wandb_table_offline(tmp_path):
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0_a", "sarnet_vae", 8, 1234, fid=2.0)
