@@ -1,11 +1,9 @@
-"""The checks a run passes before it does any work; each refusal is one line naming the field and what it takes.
+"""The checks a run passes before any work; each refusal is one line naming the field and what it takes.
 
-check_fields, torch-free (a second after the command): every field's type and range (FIELDS), every `_target_`
-names something its module defines, the files named are there, and the rules between plain fields. validate then
-builds, in order, what a run builds before reading any data -- the net, the LightningModule (with its loss,
-optimizer and scheduler), the data module -- each constructor checking the rules that involve it (a geometry; loss
-vs output; quantize vs binarize), and checks the few rules between two built objects. The first complaint is the
-one line.
+check_fields, torch-free (a second after the command): every field's type and range (FIELDS), every `_target_`,
+the files named and the rules between plain fields. validate then builds what a run builds before reading data (the
+net, the LightningModule with its loss, optimizer and scheduler, the data module), each constructor checking the rules
+that involve it, and checks the few rules between two built objects. The first complaint is the one line.
 """
 
 import importlib.machinery
@@ -100,7 +98,7 @@ NODES = {"model": False, "model.net": False, "model.optimizer": False, "loss": F
 
 
 def check_fields(cfg: DictConfig):
-    """The torch-free checks: nodes and their `_target_`s, fields, the rules between plain fields, files."""
+    """The torch-free checks: nodes and their `_target_`s, fields, the rules between plain fields, the files."""
     for key, may_be_null in NODES.items():
         for name, node in _matches(cfg, key):
             _check(node is None and may_be_null or OmegaConf.is_dict(node) and isinstance(node.get("_target_"), str),
@@ -129,14 +127,8 @@ def check_fields(cfg: DictConfig):
         path = cfg.get(key)
         _check(path in (None, other) or isinstance(path, str) and Path(path).is_file(), key, path,
                f"is not a checkpoint file: give an existing .ckpt{', or last' if other else ''}")
-    _check_data_files(cfg)
+    from sarnet.data.sources import FOLDERS, DataError, check_raw  # the data's raw files, unless fetched or not read
 
-
-def _check_data_files(cfg):
-    """The data module's raw files under data.root, unless data.download fetches them (or static_dir replaces)."""
-    from sarnet.data.sources import FOLDERS, DataError, check_raw
-
-    data = cfg.data
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST
     if folder in FOLDERS.values() and not data.get("download") and data.get("static_dir") is None:
         try:
@@ -204,7 +196,7 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, bl
 
     try:
         return instantiate(node, **kwargs)
-    except Exception as e:  # noqa: BLE001 -- whatever the constructor raised; _chain keeps the unexpected kinds
+    except Exception as e:  # noqa: BLE001 -- whatever the constructor raised
         cause, inner = _cause(e), _innermost(e)
         keys = [k for k in node if cause.startswith(f"{k}=")]
         if keys or cause.startswith(("loss.", "model.", "data.")):  # its own key, or a nested node's full name
@@ -213,7 +205,7 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, bl
             message = f"{field}.{blame}={_plain(node.get(blame))!r} is invalid: {cause}"
         else:
             message = f"{field}: {type(inner).__name__}: {cause}"
-        raise error(message) from _chain(e)
+        raise error(message) from None if isinstance(inner, (ValueError, TypeError)) else e  # keep the unexpected
 
 
 def _matches(cfg, key):
@@ -263,10 +255,6 @@ def _innermost(e: BaseException) -> BaseException:
     while e.__cause__ is not None:
         e = e.__cause__
     return e
-
-
-def _chain(e: BaseException) -> BaseException | None:
-    return None if isinstance(_innermost(e), (ValueError, TypeError)) else e
 
 
 def _cause(e: BaseException) -> str:

@@ -190,8 +190,7 @@ def run_job(cfg: DictConfig) -> float | None:
     found = set(os.listdir(output_dir)) if output_dir.is_dir() else set()  # Hydra's .hydra, an earlier launch's
     lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
     try:
-        lock = lock_run_dir(output_dir)  # one writer per run dir; released below
-        progress["locked"] = True
+        lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -203,12 +202,11 @@ def run_job(cfg: DictConfig) -> float | None:
             os._exit(128 + signal.SIGTERM)
         sys.exit(128 + signal.SIGTERM)
     except Exception as e:
-        if not (isinstance(e, USER_ERRORS) and progress.get("locked") and not progress.get("fit")):
+        if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):
             return failed(cfg, e, 1)
         keep = found | {".hydra", *["train.log"] * (HydraConfig.get().mode.name == "MULTIRUN")}
-        for path in output_dir.iterdir():  # what this refused launch made: the lock (still held), train.log, dirs
-            if path.name not in keep:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for path in set(output_dir.iterdir()) - {output_dir / k for k in keep}:  # what this refused launch made:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()  # the held lock too
         return failed(cfg, e, 2)
     finally:
         unlock_run_dir(lock)
