@@ -113,6 +113,17 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
 
 
+@needs_data
+@pytest.mark.parametrize("overrides", ["", "model=sarnet", "model=vae", "scheduler=plateau", "scheduler=cosine",
+                                       "model=sarnet_bernoulli data.binarize=dynamic",
+                                       "trainer.limit_val_batches=0 callbacks.checkpoint.monitor=train/loss",
+                                       *[f"experiment={e}" for e in ("cls_sarnet", "cls_sarnet_prob", "fashion_mnist",
+                                                                     "fid_table", "mnist_interpolation", "nll_vae",
+                                                                     "nll_sarnet_pixel", "nll_sarnet_vae_pixel")]])
+def test_good_configs_still_validate(overrides):
+    assert refused_by_validate(overrides) is None
+
+
 @pytest.mark.parametrize("kind, argv, expect", [pytest.param(*e, id=e[1]) for e in CLI])
 def test_a_command_refuses_a_usage_error_in_one_line(kind, argv, expect, tmp_path):
     from sarnet.cli import main
