@@ -322,13 +322,13 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     # Everything that can refuse its arguments is built before any data is read or anything is written.
     module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
-    resume_state = resume.ResumeState(cfg, optimizer_override)
-    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, resume.FlushLogs(), resume_state],
-                    plugins=[resume.AtomicCheckpointIO()])
     datamodule = build(cfg.data, "data", DataError)
     if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
         from sarnet.metrics.fid import load_classifier
         load_classifier(datamodule.dataset, datamodule.root)
+    resume_state = resume.ResumeState(cfg, optimizer_override)
+    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, resume.FlushLogs(), resume_state],
+                    plugins=[resume.AtomicCheckpointIO()])  # its own checks; it logs the devices it found
     log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
              output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
     L.seed_everything(cfg.seed, workers=True)
