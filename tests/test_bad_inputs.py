@@ -250,7 +250,7 @@ def run_table(tmp_path, bad) -> tuple[int, str, str, Path]:
         (sweep / "good" / "results.json").write_text(json.dumps(results()))
         (sweep / "bad").mkdir()
         (sweep / "bad" / "results.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
-    sweep.mkdir(exist_ok=True)
+    sweep.mkdir(parents=True, exist_ok=True)
     stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
     with redirect_stdout(stdout), redirect_stderr(stderr):
         try:
@@ -338,7 +338,8 @@ def test_torture_figures(files, tmp_path, monkeypatch):
         figures.update({(kind, "tried"): 1, (kind, "refused before work in one line"): refused,
                         (kind, "tracebacks"): got["traceback"], (kind, "accepted wrongly"): got["accepted"],
                         (kind, "files left"): bool(got["files_left"])})
-        print(f"{'ok  ' if refused else 'FAIL'} {kind:8} {got['seconds']:5.1f}s {what[:60]:60} {got['line'][:110]}")
+        print(f"{'ok  ' if refused else 'FAIL'} {kind:8} {got['seconds']:5.1f}s {what[:60]:60} {got['line'][:110]}",
+              flush=True)
     heads = ["tried", "refused before work in one line", "tracebacks", "accepted wrongly", "files left"]
     print("\n| kind | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
     for kind in dict.fromkeys(k for k, _, _ in rows):
