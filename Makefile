@@ -14,6 +14,7 @@ install: $(STAMP) data
 # wheel index and must never be replaced by a newer release pulled in by some other requirement.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q 'pip>=25.1'  # a pip that shows the licence (License-Expression) in `pip show`
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev,xgboost]'
 	touch $(STAMP)

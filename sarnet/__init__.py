@@ -18,4 +18,15 @@ def reference_threshold(latent_dim) -> float:
     return 0.095 if int(latent_dim) == 8 else 0.105
 
 
+def run_dir(ckpt_path, init_ckpt, new: str) -> str:
+    """hydra.run.dir (conf/config.yaml): ckpt_path=<run dir, or one of its checkpoints> continues that run in its
+    own dir, whatever dir the launch would make; else the new dir `new`. A ckpt_path train.py will refuse (no
+    checkpoint there, init_ckpt beside it) gets the new dir too, so that a refused launch never writes into a run."""
+    from sarnet.checkpoint import resume_path, run_dir_of
+
+    path = resume_path(ckpt_path)
+    return str(run_dir_of(path)) if path is not None and path.is_file() and init_ckpt is None else new
+
+
 OmegaConf.register_new_resolver("sarnet.reference_th", reference_threshold, replace=True)
+OmegaConf.register_new_resolver("sarnet.run_dir", run_dir, replace=True)

@@ -388,7 +388,7 @@ WHAT = {  # case -> (what is timed, baseline, goal)
 
 
 def markdown(rows) -> str:
-    """The README's speed table: one row per JSON line, times in seconds."""
+    """The speed table of docs/results/speed.md: one row per JSON line, times in seconds."""
     lines = ["| case | what | baseline | baseline s | sarnet s | ratio | goal | floor s | of floor |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

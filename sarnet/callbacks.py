@@ -1,12 +1,17 @@
-"""Image grids during training: reconstructions, fixed-z samples and completions -> W&B and <run>/images/."""
+"""Callbacks: image grids during training (reconstructions, fixed-z samples and completions -> W&B and
+<run>/images/), a line per epoch for train.log and consoles without a terminal, and the progress bar."""
 
+import logging
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from sarnet.progress import duration
 from sarnet.sampling import complete, draw_z, sample_images, to_grayscale
 
 
@@ -61,3 +66,39 @@ class ImageGrids(L.Callback):
                 rows = to_grayscale(net, torch.cat([x[:k, None], masked[:, None], filled], dim=1).flatten(0, 1))
                 log_grid(trainer, "completions", make_grid(rows, nrow=8), out_dir / f"completions_epoch{epoch:03d}.png",
                          "original | masked | completions")
+
+
+class EpochLine(L.Callback):
+    """One line per epoch, on rank 0: `epoch 3/200: train/loss 163.4, val/loss 155.2 (2.9 s; ~9 min 35 s left)`,
+    logged as "sarnet.epochs" (train.py keeps it off a console that shows a live bar). The ETA is the mean epoch
+    time of this launch times the epochs left."""
+
+    keys = ("train/loss", "val/loss", "train/lr")
+
+    def __init__(self):
+        self.lines = logging.getLogger("sarnet.epochs")
+        self.first_epoch, self.launch_start, self.epoch_start = None, None, None
+
+    def on_train_epoch_start(self, trainer, module):
+        self.epoch_start = time.monotonic()
+        if self.first_epoch is None:
+            self.first_epoch, self.launch_start = trainer.current_epoch, self.epoch_start
+
+    def on_train_epoch_end(self, trainer, module):  # after the epoch's validation
+        if not trainer.is_global_zero or self.epoch_start is None:
+            return
+        now, epoch, total = time.monotonic(), trainer.current_epoch, trainer.max_epochs
+        metrics = trainer.callback_metrics
+        values = ", ".join(f"{k} {float(metrics[k]):.4g}" for k in self.keys if k in metrics)
+        left = (now - self.launch_start) / (epoch + 1 - self.first_epoch) * (total - epoch - 1)  # config: total > 0
+        eta = f"; ~{duration(left)} left" if left > 0 else ""
+        self.lines.info(f"epoch {epoch + 1}/{total}: {values} ({duration(now - self.epoch_start)}{eta})")
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar without `v_num` (the logger's version, a random W&B id here: noise beside the losses)."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items

@@ -5,6 +5,7 @@ the module's `state_dict` (keys prefixed `net.`). The net is rebuilt from its co
 it (and the mask rule) is today's: the persistent SemiDense masks in the file must equal the rebuilt ones.
 """
 
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -93,36 +94,41 @@ def load_model(path, map_location="cpu"):
     return net.to(map_location).eval()
 
 
-def run_dir(path) -> Path:
+def run_dir_of(path) -> Path:
     """<run>/checkpoints/x.ckpt -> <run>; a checkpoint lying elsewhere -> its own folder."""
     path = Path(path).resolve()
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_run_config(path) -> dict:
-    """What the scripts need from the run that wrote a checkpoint: its dir, data and `sample` settings.
+def resume_path(ckpt_path) -> Path | None:
+    """A checkpoint as train.py's ckpt_path and the commands' --ckpt take it: a run dir means its last.ckpt."""
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    return path / "checkpoints" / "last.ckpt" if path.is_dir() else path
 
-    -> {"run_dir": Path, "data": {"root", "dataset", "classes"}, "sample": dict, "config": DictConfig | None}.
-    Without <run>/.hydra/config.yaml (a copied checkpoint): MNIST, all classes, root "data", default sampling.
+
+def stored_run(ckpt: dict) -> dict:
+    """What train.py stores of its run in every checkpoint (sarnet.resume.ResumeState): {"config": the resolved
+    config of sarnet.resume.run_config, "metrics": the metrics at the save}."""
+    run = ckpt.get("sarnet_run") or {}
+    return {"config": json.loads(run.get("config") or "{}"), "metrics": dict(run.get("metrics") or {})}
+
+
+def load_run_config(path) -> dict:
+    """What the commands need of the run that wrote a checkpoint, read from the checkpoint itself (train.py stores
+    it there: sarnet.resume.run_config), so that a copy samples and scores as in its run. Checkpoints written before
+    they carried it: their run dir's .hydra/config.yaml; neither: MNIST, all classes, default sampling and FID.
+    -> {"run_dir", "data": {"root", "dataset", "classes", "node"}, "sample": dict, "fid": dict | None}.
     """
-    rd = run_dir(path)
-    data = {"root": "data", "dataset": "mnist", "classes": None}
-    out = {"run_dir": rd, "data": data, "sample": {}, "config": None}
-    cfg_file = rd / ".hydra" / "config.yaml"
-    if not cfg_file.is_file():
-        return out
-    cfg = OmegaConf.load(cfg_file)
-    out["config"] = cfg
-    if cfg.get("sample") is not None:
-        out["sample"] = OmegaConf.to_container(cfg.sample, resolve=True)
-    if cfg.get("data") is not None:
-        node = OmegaConf.to_container(cfg.data, resolve=True)
-        dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None
-        data.update(root=node.get("root", "data"), dataset=dataset or "mnist", classes=node.get("classes"))
-    # train.py resolves a relative data root against the directory it was started from: do the same.
-    hydra_file = rd / ".hydra" / "hydra.yaml"
-    if not Path(data["root"]).is_absolute() and hydra_file.is_file():
-        cwd = OmegaConf.load(hydra_file).hydra.runtime.get("cwd")
-        if cwd and (Path(cwd) / data["root"]).exists():
-            data["root"] = str(Path(cwd) / data["root"])
-    return out
+    config = stored_run(read_checkpoint(path))["config"]
+    hydra_file = run_dir_of(path) / ".hydra" / "config.yaml"
+    if "sample" not in config and hydra_file.is_file():
+        cfg = OmegaConf.load(hydra_file)
+        config = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "sample", "fid") if k in cfg}
+    node = config.get("data") or {}
+    dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None
+    root = node.get("root", "data")  # stored absolute; elsewhere (another machine) ./data
+    return {"run_dir": run_dir_of(path), "sample": config.get("sample") or {}, "fid": config.get("fid"),
+            "data": {"root": root if Path(root).exists() else "data", "dataset": dataset or "mnist",
+                     "classes": node.get("classes"), "node": node or None}}

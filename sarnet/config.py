@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sarnet.checkpoint import resume_path  # torch-free
+
 REAL_SETS = ("test_resampled", "train", "test")
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. The fast
 # sampler makes ~1,300 images/s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~21 h.
@@ -49,6 +51,11 @@ def _text(null=False):
     return lambda v: null and v is None or isinstance(v, str) and v != "", ("null or " if null else "") + "a string"
 
 
+# Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_reliability.py holds them
+# equal) and profiler names, written out so that a bad one is refused before Lightning is imported.
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+PROFILERS = ("simple", "advanced", "pytorch", "xla")
 FLAG, SEED, TH = _one_of(True, False), _int(0, 2**32 - 1), _num(0, 1, null=True)
 BATCH = _int(1, 100_000, why=" (images per sampler call: ~10 kB of activations each)")
 FIELDS = {  # field -> (test, what it takes); absent fields are not checked. callbacks.*: every callback.
@@ -56,8 +63,18 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     "eval_ckpt": _one_of("best", "last"), "data_dir": _text(), "wandb_project": _text(),
     "trainer.max_epochs": _int(1), "trainer.check_val_every_n_epoch": _int(1, null=True),
     "trainer.limit_train_batches": _limit(1), "trainer.limit_val_batches": _limit(0),
-    "trainer.limit_test_batches": _limit(0), "trainer.log_every_n_steps": _int(1),
+    "trainer.limit_test_batches": _limit(0), "trainer.log_every_n_steps": _int(1, null=True),
     "trainer.enable_progress_bar": FLAG, "trainer.enable_model_summary": FLAG, "trainer.deterministic": FLAG,
+    "trainer.use_distributed_sampler": FLAG, "trainer.max_steps": _int(-1, null=True, why=" (-1: no limit)"),
+    "trainer.val_check_interval": _limit(1), "trainer.overfit_batches": _limit(0),
+    "trainer.num_sanity_val_steps": _int(-1, null=True, why=" (-1: the whole val split)"),
+    "trainer.fast_dev_run": (lambda v: v is None or type(v) in (bool, int) and v >= 0, "null, true, false or an int "
+                             ">= 0 (batches)"), "trainer.precision": _one_of(None, *PRECISIONS),
+    "trainer.accumulate_grad_batches": _int(1, null=True), "trainer.gradient_clip_val": _num(0, null=True),
+    "trainer.gradient_clip_algorithm": _one_of(None, "norm", "value"), "trainer.num_nodes": _int(1, null=True),
+    "trainer.profiler": (lambda v: v is None or v in PROFILERS or OmegaConf.is_dict(v) and "_target_" in v,
+                         f"null, one of {PROFILERS} or a profiler node with a _target_"),
+    "trainer.detect_anomaly": _one_of(None, True, False), "logger.wandb.log_model": FLAG,
     "data.root": _text(), "data.batch_size": _int(1), "data.split_seed": SEED, "data.num_workers": _int(0),
     "data.pin_memory": FLAG, "data.download": FLAG, "data.binarize": _one_of("none", "static", "dynamic"),
     "data.quantize": _one_of(None, 2, 4), "data.static_dir": _text(null=True),
@@ -123,10 +140,20 @@ def check_fields(cfg: DictConfig):
     _check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
            f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
            f"starts a new run from a checkpoint's weights; give one of them")
-    for key, other in (("ckpt_path", "last"), ("init_ckpt", None)):  # 'last': this run dir's, checked there
+    for key in ("ckpt_path", "init_ckpt"):  # ckpt_path may name a run dir: its checkpoints/last.ckpt
         path = cfg.get(key)
-        _check(path in (None, other) or isinstance(path, str) and Path(path).is_file(), key, path,
-               f"is not a checkpoint file: give an existing .ckpt{', or last' if other else ''}")
+        _check(path is None or isinstance(path, str) and (resume_path(path) if key == "ckpt_path" else Path(path))
+               .is_file(), key, path, "is not a checkpoint file: give an existing .ckpt" +
+               ", or a run dir holding checkpoints/last.ckpt" * (key == "ckpt_path"))
+    metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
+    likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))  # likelihood's
+    computed = {"train": True, "val": OmegaConf.select(cfg, "trainer.limit_val_batches") != 0, "knn": fid.enabled,
+                "test": cfg.get("run_test"), "likelihood": OmegaConf.select(cfg, "likelihood.enabled"),
+                "fid": fid.enabled}
+    _check(metric is None or isinstance(metric, str) and computed.get("likelihood" if likely else metric.split("/")[0]
+           .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
+           " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
+           "on), knn/accuracy")
     from sarnet.data.sources import FOLDERS, DataError, check_raw  # the data's raw files, unless fetched or not read
 
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST

@@ -2,6 +2,7 @@
 
 import logging
 
+from sarnet.progress import Progress
 from sarnet.sampling import sample_images
 
 log = logging.getLogger("sarnet")
@@ -15,7 +16,7 @@ def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
     """{"mean", "std", "values", "protocol", "matched": {th_key: {"mean", "std", "values"}}, "knn"}: cfg.fid.n_sets
     FID sets of cfg.fid.n_gen images generated as cfg.sample says, then once more at each threshold of
     cfg.fid.extra_th (scored on the same z draws and real sets, so threshold effects are not protocol noise), and
-    the kNN real-vs-fake accuracy. say(line): where progress goes (one line per FID set)."""
+    the kNN real-vs-fake accuracy. say(line): where the FID sets' lines go."""
     from sarnet.metrics.fid import FIDEvaluator
 
     fid = cfg.fid
@@ -50,9 +51,13 @@ def evaluate_knn(real_pool, generate_fn, fid, say=log.info) -> dict:
     knn = fid.knn
     g = torch.Generator().manual_seed(knn.seed)
     real = to_float(real_pool[torch.randint(len(real_pool), (knn.n,), generator=g)])
+    bar, fake = Progress(knn.n, "kNN: generating"), []
     with torch.no_grad():
-        fake = torch.cat([generate_fn(min(fid.batch_size, knn.n - i), g).cpu()
-                          for i in range(0, knn.n, fid.batch_size)])
+        for i in range(0, knn.n, fid.batch_size):
+            fake.append(generate_fn(min(fid.batch_size, knn.n - i), g).cpu())
+            bar.update(len(fake[-1]))
+    bar.close()
+    fake = torch.cat(fake)
     accuracy = knn_accuracy(real, fake, k=knn.k, seed=knn.seed)
     say(f"kNN real-vs-fake accuracy: {accuracy:.4f} (k {knn.k}, {knn.n} + {knn.n} images; 0.5 is ideal)")
     return {"accuracy": accuracy, "n": knn.n, "k": knn.k, "seed": knn.seed}

@@ -32,6 +32,8 @@ class SweepReport(Callback):
         if OmegaConf.select(config, "fid.enabled") and len(rows) > len(failed):
             fid_table(sweep, wandb=OmegaConf.select(config, "logger.wandb") is not None)
         if failed:
+            from sarnet.rundir import relaunch_command
+            log.error("to resume or retry them (finished jobs are skipped): %s", relaunch_command(sweep_dir=sweep))
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
 
 
@@ -56,12 +58,15 @@ class StopWorkersOnSigterm(Callback):
 
     def on_multirun_start(self, config, **kwargs):
         if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
-            signal.signal(signal.SIGTERM, _stop_workers)
+            signal.signal(signal.SIGTERM, lambda signum, frame: _stop_workers(config.hydra.sweep.dir))
 
 
-def _stop_workers(signum, frame):
+def _stop_workers(sweep_dir):
     workers = multiprocessing.active_children()  # joblib's loky workers are multiprocessing processes
-    log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped", len(workers))
+    from sarnet.rundir import relaunch_command
+
+    log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped; to resume the "
+              "sweep: %s", len(workers), relaunch_command(sweep_dir=sweep_dir))
     for worker in workers:
         os.kill(worker.pid, signal.SIGTERM)
     for worker in workers:

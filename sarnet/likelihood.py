@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from sarnet.io import atomic_write
 from sarnet.losses import kl_divergence
 from sarnet.nn import SarNet
+from sarnet.progress import Progress
 
 
 class LikelihoodError(ValueError):
@@ -234,14 +235,15 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     bar = None
     try:
         if refine_steps and q is None:  # every image first (batch_size rows a step); saved with the progress
-            bar = _progress(len(x), progress, f"refining q(z|x), {refine_steps} steps")
+            bar = Progress(len(x), f"refining q(z|x), {refine_steps} steps", enabled=progress)
             q = tuple(t.cpu() for t in refine_posterior(model, x.to(device), refine_steps, refine_lr, gen,
                                                         batch_size, bar))
             bar.close()
             if resume is not None:
                 _save_progress(resume, key, gen, parts, done, q)
-        bar = _progress(len(x), progress, "exact NLL" if exact else f"IWAE k={k}")
-        bar.update(done)
+        what = "exact NLL" if exact else f"IWAE k={k}"
+        bar = Progress(len(x) - done, what if not done else f"{what}, the {len(x) - done} images left",
+                       enabled=progress)
         saved = time.monotonic()
         for i in range(done, len(x), images):
             xb = x[i:i + images].to(device)
@@ -309,21 +311,6 @@ def _load_progress(path, key, gen, parts):
     gen.set_state(state["generator"])
     q = state.get("q")
     return done, {name: [v] if len(v) else [] for name, v in state["parts"].items()}, None if q is None else tuple(q)
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if enabled:
-        from tqdm import tqdm  # a dependency of Lightning; goes to stderr, so stdout stays machine-readable
-        return tqdm(total=total, desc=desc, unit="img")
-
-    class Silent:
-        def update(self, n):
-            pass
-
-        def close(self):
-            pass
-
-    return Silent()
 
 
 def flat_metrics(result: dict, prefix: str = "test") -> dict:

@@ -19,10 +19,13 @@ class SarnetModule(L.LightningModule):
     scheduler: None (a constant learning rate, the reference's) or a partial lr scheduler taking the optimizer,
     stepped once per epoch after validation; a ReduceLROnPlateau reads val/loss, the metric best.ckpt is chosen by
     (conf/scheduler/).
+    eval_seed: the VAEs' validation and test losses draw z with noise that is a function of (eval_seed, the
+    image's index in its split) alone (`image_noise`), so they do not depend on batching, on how DDP shards the
+    split, or on what drew from the RNG before. Every logged value is synced over DDP ranks: the whole split's.
     """
 
     def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
-                 batch_reduction: str = "sum", scheduler=None):
+                 batch_reduction: str = "sum", scheduler=None, eval_seed: int = 0):
         super().__init__()
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
@@ -51,13 +54,18 @@ class SarnetModule(L.LightningModule):
                 raise ValueError(f"model.{key}: {type(e).__name__}: {e}") from None
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
         self.beta, self.batch_reduction, self.scheduler_factory = beta, batch_reduction, scheduler
+        self.eval_seed = eval_seed
 
     def forward(self, x):
         return self.net(x)
 
     def _step(self, batch, stage: str, batch_idx: int = 0):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        out = self.net(x)
+        index = batch[2] if isinstance(batch, (list, tuple)) and len(batch) > 2 else None  # DataModule's
+        if stage != "train" and self.net.latent_dim and index is not None:
+            out = self.net(x, eps=image_noise(index, self.net.latent_dim, self.eval_seed).to(x.device, x.dtype))
+        else:
+            out = self.net(x)
         output = self.net.activate(out.logits)
         recon = self.loss(out.logits, output, x)
         terms = {"recon": recon}
@@ -74,13 +82,15 @@ class SarnetModule(L.LightningModule):
         if stage == "train":
             self._log_train_epoch(per_image, terms, n, batch_idx)
             return objective
+        # sync_dist: Lightning sums value * batch_size and batch_size over the ranks, so the mean is the split's
         self.log(f"{stage}/loss", per_image.mean(), batch_size=n, prog_bar=stage != "test", on_epoch=True,
-                 on_step=False)
+                 on_step=False, sync_dist=True)
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value.mean(), batch_size=n, on_epoch=True, on_step=False)
+            self.log(f"{stage}/{name}", value.mean(), batch_size=n, on_epoch=True, on_step=False, sync_dist=True)
         if output.shape != x.shape:  # a probability net's C class probabilities of a grey image: its grey levels
             output = to_grayscale(self.net, output)
-        self.log(f"{stage}/mse", (output - x).pow(2).mean(), batch_size=n, on_epoch=True, on_step=False)
+        self.log(f"{stage}/mse", (output - x).pow(2).mean(), batch_size=n, on_epoch=True, on_step=False,
+                 sync_dist=True)
         return objective
 
     def _log_train_epoch(self, per_image, terms, n, batch_idx):
@@ -95,10 +105,10 @@ class SarnetModule(L.LightningModule):
         if trainer is None or batch_idx + 1 >= trainer.num_training_batches:
             for name, total in self._train_sums.items():
                 self.log(f"train/{name}", total / self._train_count, prog_bar=name == "loss", on_epoch=True,
-                         on_step=False, batch_size=self._train_count)
+                         on_step=False, batch_size=self._train_count, sync_dist=True)
             if self.scheduler_factory is not None and trainer is not None:  # the epoch's lr, beside its losses
                 self.log("train/lr", float(trainer.optimizers[0].param_groups[0]["lr"]), on_epoch=True,
-                         on_step=False, batch_size=self._train_count)
+                         on_step=False, batch_size=self._train_count, sync_dist=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", batch_idx)
@@ -125,3 +135,9 @@ def count_parameters(net: torch.nn.Module) -> dict:
     dense = sum(p.numel() for p in net.parameters())
     return {"dense": dense, "effective": int(net.effective_parameters())}
 
+
+def image_noise(index: torch.Tensor, latent_dim: int, seed: int) -> torch.Tensor:
+    """N(0, I) noise (len(index), latent_dim), row i a function of (seed, index[i]) alone: a generator per image
+    (4 us each on a CPU), so the noise of an image is the same in any batch, shard or process."""
+    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
+                        for i in index.tolist()])

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
+from sarnet.checkpoint import stored_run
 from sarnet.config import ConfigError
 from sarnet.rundir import RunDirError
 
@@ -133,17 +134,23 @@ def continue_csv(loggers, ckpt_path: str):
 # step. Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run).
 DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
               "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
-# model.loss is ${loss}, checked as `loss`; checkpoints written before it was wired into the model node lack it
-FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download", "model.loss")
+FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download",
+             "model.loss")  # model.loss is ${loss}: checked once, as `loss`
+# What else every checkpoint carries of its run's config: how it samples and how its FID is measured (with the data
+# above: the commands score a checkpoint copied anywhere as in its run, sarnet.checkpoint.load_run_config), and the
+# weights the run started from (a run resumed with ckpt_path= reports its init_ckpt still).
+CARRIED_KEYS = ("sample", "fid", "init_ckpt")
 OPTIMIZER = "model.optimizer"
 
 
 def run_config(cfg) -> dict:
-    """The resolved drift-relevant part of a run's config, as stored in its checkpoints."""
+    """The resolved config a checkpoint carries: DRIFT_KEYS and CARRIED_KEYS, the data root made absolute."""
     out = {}
-    for key in DRIFT_KEYS:
+    for key in DRIFT_KEYS + CARRIED_KEYS:
         value = OmegaConf.select(cfg, key, default=None)
         out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    if (out["data"] or {}).get("root"):
+        out["data"]["root"] = os.path.abspath(out["data"]["root"])
     return out
 
 
@@ -163,16 +170,9 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     restored optimizer by ResumeState; its class cannot change, its state would not fit).
     -> {field: (old, new)} of the optimizer settings to apply.
     """
-    stored = (ckpt.get("sarnet_run") or {}).get("config")
-    if stored is None:  # a checkpoint from before configs were stored: its net config is all there is
-        stored = {"model": {"net": ckpt["sarnet"]["net"]}}
-        now = {"model": {"net": OmegaConf.to_container(cfg.model.net, resolve=True)}}
-    else:
-        stored = json.loads(stored)
-        now = run_config(cfg)
-    old, new = _flatten(stored), _flatten(now)
+    old, new = _flatten(stored_run(ckpt)["config"]), _flatten(run_config(cfg))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and not k.startswith(FREE_KEYS)}
+            if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}
     optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER + ".")}
     drift = {k: v for k, v in diff.items() if k not in optimizer}
     override = bool(cfg.get("resume_override_optimizer", False))
@@ -183,7 +183,8 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
         hint = ("; optimizer settings may change with resume_override_optimizer=true" if optimizer and
                 f"{OPTIMIZER}._target_" not in optimizer else "")
         raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
-                          f"({fields}); revert it, or start a new run dir (another hydra.run.dir){hint}")
+                          f"({fields}); revert it, or start a new run in a new dir (init_ckpt={ckpt_path} "
+                          f"starts one from its weights){hint}")
     for k, (a, b) in optimizer.items():
         log.warning("resume_override_optimizer=true: %s %r -> %r, applied to the restored optimizer", k, a, b)
     return optimizer
@@ -269,17 +270,12 @@ class ResumeState(L.Callback):
                         group[name] = tuple(value) if isinstance(group[name], tuple) else value
 
 
-def stored_metrics(ckpt_path) -> dict:
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return dict((ckpt.get("sarnet_run") or {}).get("metrics") or {})
-
-
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose saved paths follow the run dir when it is moved or copied.
 
     Lightning stores absolute paths (best_model_path, best_k_models): resumed from a copy, the copy would test
     the original's best.ckpt (or fail if it is gone) and write best-v1.ckpt beside its own stale best.ckpt.
-    Paths under the stored dirpath are mapped onto the same names under today's dirpath.
+    The checkpoints lie directly in dirpath: each stored path is taken as the same name in today's dirpath.
     """
 
     @property
@@ -287,15 +283,9 @@ class RunCheckpoint(ModelCheckpoint):
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def load_state_dict(self, state_dict):
-        old = state_dict.get("dirpath")
-        if old and self.dirpath and old != self.dirpath:
-            def move(p):
-                return str(Path(self.dirpath) / Path(p).relative_to(old)) if p and Path(p).is_relative_to(old) \
-                    else p
-            state_dict = dict(state_dict, dirpath=self.dirpath)
-            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
-                if key in state_dict:
-                    state_dict[key] = move(state_dict[key])
-            if "best_k_models" in state_dict:
-                state_dict["best_k_models"] = {move(k): v for k, v in state_dict["best_k_models"].items()}
-        super().load_state_dict(state_dict)
+        def here(path):
+            return str(Path(self.dirpath) / Path(path).name) if path else path
+        paths = {k: here(state_dict[k]) for k in ("best_model_path", "kth_best_model_path", "last_model_path")
+                 if k in state_dict}
+        best_k = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict({**state_dict, **paths, "best_k_models": best_k, "dirpath": self.dirpath})

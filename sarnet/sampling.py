@@ -280,7 +280,7 @@ def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.floa
 
 @torch.no_grad()
 def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method="fast", mode="mean",
-             temperature=1.0, generator=None, batch_size=2000):
+             temperature=1.0, generator=None, batch_size=2000, progress=None):
     """Generate n images (or one per row of z) from scratch, or complete `x` keeping `keep` patches.
 
     z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
@@ -289,6 +289,7 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
     Bernoulli(sigmoid(logit / temperature)) instead of writing its mean; `th` is then not used.
     mode="categorical" (softmax nets, the classification SarNET) draws every pixel's class from
     softmax(logits / temperature) and writes it one-hot: (n, C, H, W); `to_grayscale` makes images of them.
+    progress(k), if given, hears of every k images done.
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
@@ -339,9 +340,12 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         x = x.to(device, dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
         draws = mode in ("bernoulli", "categorical")
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
-        fill = FILLERS[method]
-        parts = [fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
-                      None if uniforms is None else uniforms[s]) for s in _batches(n, batch_size)]
+        fill, parts = FILLERS[method], []
+        for s in _batches(n, batch_size):
+            parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
+                              None if uniforms is None else uniforms[s]))
+            if progress is not None:
+                progress(len(parts[-1]))
         return torch.cat(parts)
     finally:
         model.train(was_training)
@@ -385,7 +389,7 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast"):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast", progress=None):
     """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
@@ -398,6 +402,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     summation order; tested): the noisy input changes at every step, so nothing carries over from step to step as
     in `fill_fast`, but step idx only needs the units of degree <= idx + 1: with units sorted by degree, a prefix
     block of every layer's weights (and of the last layer only patch idx+1's rows), ~1/3 of the naive's work.
+    progress(k), if given, hears of k images' worth of work after each step (n in all).
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
@@ -449,6 +454,8 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         new = (first_idx < 0) & (x[:, cols].sum(1) > 0.05)
         first_idx[new] = idx + 1
         first_val[new] = x[new][:, cols]
+        if progress is not None:
+            progress(n / (P - 1))
     if method == "fast":  # back to the image's own unit order
         x = torch.empty_like(x).index_copy_(1, perm, x)
         units = net.layers[0].deg_in.to(device)
@@ -473,10 +480,11 @@ def to_grayscale(model, images):
     return (images * levels.view(-1, *(1,) * (images.ndim - 2))).sum(1, keepdim=True)  # (B, C, ...): any trailing dims
 
 
-def sample_images(model, n, sample_cfg=None, generator=None, z=None):
+def sample_images(model, n, sample_cfg=None, generator=None, z=None, progress=None):
     """Generate n grey images (n, 1, H, W) in [0, 1] as configured (`sample` config node): the one entry point used
     by the image callback, FID and sarnet sample. Regression SarNET (linear output, no latent) uses the
-    reference's noisy scheme; a classification SarNET draws one-hot classes, returned as grey levels."""
+    reference's noisy scheme; a classification SarNET draws one-hot classes, returned as grey levels. progress(k):
+    as generate's."""
     cfg = dict(sample_cfg or {})
     if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
@@ -485,7 +493,8 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None):
                              f"by the reference's noisy scheme, which needs {{'alpha_max', 'p', 'refine'}} (e.g. "
                              f"conf/recipe/sarnet.yaml's 0.65, 0.3, True)")
         return generate_regression(model, n, th=cfg.get("th"), generator=generator,
-                                   method=cfg.get("method", "fast"), **reg)
+                                   method=cfg.get("method", "fast"), progress=progress, **reg)
     settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}
-    images = generate(model, n=None if z is not None else n, z=z, generator=generator, **settings)
+    images = generate(model, n=None if z is not None else n, z=z, generator=generator, progress=progress,
+                      **settings)
     return to_grayscale(model, images)

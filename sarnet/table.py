@@ -30,9 +30,10 @@ THESIS = {
     ("vae", 16): (1.716, 0.0831), ("vae", 8): (2.876, 0.0783),
     ("sarnet", None): (28.996, None),
 }
-MODELS = ["sarnet_vae", "vae", "sarnet"]
+MODELS = ["sarnet_vae", "vae", "sarnet"]  # the thesis' models, whose recipes (conf/recipe/) are the thesis' own
 COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature network's data: the FID's scale
 PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed")
 
 
@@ -110,6 +111,15 @@ def thesis_protocol(key):
             and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
 
 
+def recipe_epochs(model) -> int | None:
+    """The epochs of the model's recipe (conf/recipe/<model>.yaml), the thesis' for its three models: 200, 250, 500.
+    The thesis' value sits beside a cell only when the cell trained that long."""
+    if model not in MODELS:
+        return None
+    from sarnet import packaged_config
+    return packaged_config(f"recipe/{model}").trainer.max_epochs
+
+
 def sampling_of(r):
     """The run's sampling settings. A results.json written before it recorded the draw (mode, temperature) and a
     regression net's scheme has no "code" field: those are read from the run's .hydra/config.yaml, as train.py's
@@ -131,17 +141,25 @@ def sampling_of(r):
     return s
 
 
+def strict(r) -> bool:
+    """Patch 0 predicted (model.net.first_patch=predicted) rather than copied, the reference's "given": another
+    model, never one cell with the reference's. results.json without the field count as "given" (the default)."""
+    return r.get("first_patch") == "predicted"
+
+
 def cell_key(r):
     s = r["sampling_"]
     regression = tuple(sorted((s.get("regression") or {}).items())) or None
-    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), s.get("method"), s.get("th"), s.get("z_scale"),
-            s.get("mode", "mean"), s.get("temperature"), regression)
+    return (r.get("model"), r.get("latent_dim"), r.get("epochs"), strict(r), s.get("method"), s.get("th"),
+            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression)
 
 
 def draw_label(r):
-    """How a row's pixels were drawn, where it is not the sigmoid means: shown beside the model name."""
+    """What sets a row apart from the reference's model and draw (a strict first patch; pixels not the sigmoid
+    means): shown beside the model name."""
     s = r["sampling_"]
-    parts = [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
+    parts = ["patch 0 predicted"] if strict(r) else []
+    parts += [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
     parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
     return f" ({'; '.join(parts)})" if parts else ""
 
@@ -230,15 +248,18 @@ def build_tables(ok, failed):
         cells = defaultdict(list)
         for r in runs:
             cells[cell_key(r)].append(r)
+        # the thesis' values beside cells of its protocol and its recipe only (a 3-epoch sweep is no comparison)
         rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(v),
-                 "thesis": THESIS.get((k[0], k[1])) if thesis else None} for k, v in cells.items()]
-        if thesis:  # the thesis' cells this table lacks, for the models given
+                 "thesis": THESIS.get((k[0], k[1])) if thesis and k[2] == recipe_epochs(k[0]) else None}
+                for k, v in cells.items()]
+        at_recipe = {r["model"] for r in rows if r["epochs"] == recipe_epochs(r["model"])}
+        if thesis:  # the thesis' cells this table lacks, for the models given (its value: see above)
             have = {(r["model"], r["latent_dim"]) for r in rows}
             for (model, latent), ref in THESIS.items():
                 if model in models_seen and (model, latent) not in have:
                     n_failed = sum(1 for f in failed if (f.get("model"), f.get("latent_dim")) == (model, latent))
                     rows.append({"model": model, "latent_dim": latent, "status": "failed" if n_failed else "missing",
-                                 "failed": n_failed, "thesis": ref})
+                                 "failed": n_failed, "thesis": ref if model in at_recipe else None})
         order = {m: i for i, m in enumerate(MODELS)}
         rows.sort(key=lambda r: (order.get(r["model"], 99), str(r["model"]), r["latent_dim"] or 0,
                                  r.get("epochs") or 0))
@@ -248,29 +269,34 @@ def build_tables(ok, failed):
             for r in runs:
                 if th in (r.get("fid_matched") or {}):
                     cell = cell_key(r)
-                    m_cells[cell[:3] + cell[5:]].append(r)  # all but method (exact either way) and th (set here):
+                    m_cells[cell[:4] + cell[6:]].append(r)  # all but method (exact either way) and th (set here):
                     # z_scale and the draw still part cells
             m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(
                 v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
                 for k, v in m_cells.items()]
             m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
             matched[th] = {"rows": m_rows, "welch": welch_rows(m_rows)}
-        out.append({"description": describe(key), "thesis_protocol": thesis, "rows": rows,
+        out.append({"description": describe(key), "dataset": key[0], "thesis_protocol": thesis, "rows": rows,
                     "welch": welch_rows(rows), "matched": matched})
     return out
 
 
 def welch_rows(rows):
-    """sarnet_vae vs vae at each latent dim where both have >= 2 seeds (same table, so same protocol)."""
+    """Welch t-tests over training seeds (same table, so same protocol) at each latent dim where both sides have
+    >= 2 seeds: sarnet_vae vs vae, the reference's models and draws ("a" and "b" name the sides; the test
+    the thesis' claim needs), then sarnet_vae with patch 0 given (the reference) vs predicted (first_patch)."""
     found = []
-    for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
-        pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"]
-                for m in ("sarnet_vae", "vae")]
-        if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
-            a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
-            t, df, p = welch(a, b)
-            found.append({"latent_dim": latent, "sarnet_vae": stats(a)[0], "vae": stats(b)[0], "t": t, "df": df,
-                          "p": p, "seeds": [len(a), len(b)]})
+    sides = [("sarnet_vae", "", "vae", ""), ("sarnet_vae", "", "sarnet_vae", " (patch 0 predicted)")]
+    for a_model, a_draw, b_model, b_draw in sides:
+        for latent in sorted({r["latent_dim"] for r in rows if r["latent_dim"] is not None}):
+            pair = [[r for r in rows if r["model"] == m and r["latent_dim"] == latent and r["status"] == "ok"
+                     and r.get("draw", "") == d] for m, d in ((a_model, a_draw), (b_model, b_draw))]
+            if all(len(p) == 1 and len(p[0]["seeds"]) >= 2 for p in pair):
+                a, b = pair[0][0]["fid_seed_means"], pair[1][0]["fid_seed_means"]
+                t, df, p = welch(a, b)
+                found.append({"latent_dim": latent, "a": a_model + a_draw, "b": b_model + b_draw,
+                              "mean_a": stats(a)[0], "mean_b": stats(b)[0], "t": t, "df": df, "p": p,
+                              "seeds": [len(a), len(b)]})
     return found
 
 
@@ -312,13 +338,13 @@ def markdown_rows(rows, thesis):
 
 
 def markdown_welch(found):
-    if not found:
-        return []
-    lines = ["", "Welch t-test over training seeds, sarnet_vae vs vae (two-sided):", "",
-             "| L | sarnet_vae | vae | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
-    for w in found:
-        lines.append(f"| {w['latent_dim']} | {w['sarnet_vae']:.3f} | {w['vae']:.3f} | {w['t']:.2f} | {w['df']:.1f} | "
-                     f"{w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
+    lines = []
+    for a, b in dict.fromkeys((w["a"], w["b"]) for w in found):
+        lines += ["", f"Welch t-test over training seeds, {a} vs {b} (two-sided):", "",
+                  "| L | " + a + " | " + b + " | t | df | p | seeds |", "|---|---|---|---|---|---|---|"]
+        for w in (w for w in found if (w["a"], w["b"]) == (a, b)):
+            lines.append(f"| {w['latent_dim']} | {w['mean_a']:.3f} | {w['mean_b']:.3f} | {w['t']:.2f} | "
+                         f"{w['df']:.1f} | {w['p']:.3g} | {w['seeds'][0]} / {w['seeds'][1]} |")
     return lines
 
 
@@ -343,28 +369,37 @@ def plot(table, path):
 
     rows = table["rows"]
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
-        color = COLORS.get(model)
-        pts = [r for r in rows if r["model"] == model and r["status"] == "ok" and r["latent_dim"] is not None and
-               _plottable(r["fid_mean"])]  # a NaN or infinite FID stays in the table, out of the log-scale plot
+    order = {m: i for i, m in enumerate(MODELS)}
+    # one series per model, draw and training length: a strict first patch, another draw or another length is its
+    # own line (dashed, square markers), never joined to the reference model's points at the recipe's epochs
+    for model, draw, epochs in sorted({(r["model"], r.get("draw", ""), r.get("epochs")) for r in rows
+                                       if r["status"] == "ok"},
+                                      key=lambda k: (order.get(k[0], 99), k[0], k[1], str(k[2]))):
+        color, plain = COLORS.get(model), not draw and epochs == recipe_epochs(model)
+        label = f"{model}{draw}, {epochs} epochs (ours)"
+        mine = [r for r in rows if r["status"] == "ok" and (r["model"], r.get("draw", ""), r.get("epochs")) ==
+                (model, draw, epochs) and _plottable(r["fid_mean"])]  # a NaN FID: in the table, not on a log scale
+        pts = [r for r in mine if r["latent_dim"] is not None]
         if pts:
             err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
             err = [e if math.isfinite(e) else 0 for e in err]
-            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, marker="o",
-                        capsize=3, color=color, label=f"{model} (ours)")
-        ref = [(r["latent_dim"], r["thesis"][0]) for r in rows
-               if r["model"] == model and r.get("thesis") and r["latent_dim"] is not None]
+            ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, capsize=3,
+                        color=color, marker="o" if plain else "s", linestyle="-" if plain else "--", label=label)
+        for r in mine:
+            if r["latent_dim"] is None:
+                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=label)
+    # the thesis' curve once per model, where build_tables put its values: beside runs of its protocol and recipe
+    for model in sorted({r["model"] for r in rows if r.get("thesis")}, key=lambda m: (order.get(m, 99), m)):
+        ref = {r["latent_dim"]: r["thesis"][0] for r in rows if r["model"] == model and r.get("thesis")}
+        label, color = f"{model}, {recipe_epochs(model)} epochs (thesis)", COLORS.get(model)
+        if None in ref:
+            ax.axhline(ref.pop(None), color=color, linestyle=":", alpha=0.7, label=label)
         if ref:
-            ax.plot(*zip(*sorted(ref)), linestyle=":", marker="x", alpha=0.7, color=color, label=f"{model} (thesis)")
-        for r in rows:
-            if r["model"] == model and r["latent_dim"] is None and r["status"] == "ok" and _plottable(r["fid_mean"]):
-                ax.axhline(r["fid_mean"], color=color, linestyle="--", label=f"{model} (ours)")
-                if r.get("thesis"):
-                    ax.axhline(r["thesis"][0], color=color, linestyle=":", alpha=0.7, label=f"{model} (thesis)")
+            ax.plot(*zip(*sorted(ref.items())), linestyle=":", marker="x", alpha=0.7, color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(LATENTS, [str(v) for v in LATENTS])
     ax.set_xlabel("latent dim L")
-    ax.set_ylabel("FID (LeNet features)")
+    ax.set_ylabel(f"FID ({DATASETS.get(table['dataset'], table['dataset'] or '')} LeNet features)")
     ax.set_yscale("log")
     ax.set_title("\n".join(textwrap.wrap(table["description"], 110)), fontsize=6)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides points

@@ -1,4 +1,5 @@
-"""W&B around a run: online only when it can work, readable names and groups, one W&B run per job (also on resume).
+"""W&B around a run: online only when it can work, readable names and groups, one W&B run per job (also on resume),
+and what the run leaves there: summary, results.json, the resolved config and its checkpoints as an artifact.
 
 Nothing here imports wandb at module level: train.py must refuse a bad config before any heavy import.
 """
@@ -7,6 +8,8 @@ import functools
 import json
 import logging
 import os
+import secrets
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -110,3 +113,105 @@ def sweep_wandb(dirs) -> dict:
             if info.get("group"):
                 return {"project": info.get("project") or "sarnet", "group": info["group"]}
     return {"project": "sarnet", "group": sweep_group(dirs[0])}
+
+
+def make_logger(cfg, node, output_dir: Path, net):
+    """One W&B run per job with a readable name, group, tags and config; a relaunch into the same run dir resumes
+    the same W&B run (its id is kept in the run dir). Falls back to offline if going online fails."""
+    import wandb
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.loggers import WandbLogger
+    from omegaconf import OmegaConf
+
+    from sarnet.module import count_parameters
+    from sarnet.rundir import _rank
+
+    hc = HydraConfig.get()
+    choices, sweep = hc.runtime.choices, hc.mode.name == "MULTIRUN"
+    mode = choose_mode(node.get("offline"))
+    if mode == "offline":
+        os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
+    name = node.get("name") or run_name(choices, net.latent_dim, cfg.seed, hc.overrides.task,
+                                        hc.job.config.override_dirname.exclude_keys)
+    # a sweep's jobs share the sweep's group; a single run has its own, which `sarnet fid --wandb` & co. join
+    group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)
+    previous = read_run_file(output_dir)
+    # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
+    run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
+    params = count_parameters(net)
+    config = OmegaConf.to_container(cfg, resolve=True) | {
+        "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
+        "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
+        "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
+        "resumed": bool(previous)}
+    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+              if k not in ("_target_", "offline", "group", "name", "log_model")}  # log_model: finish() does it
+    kwargs.setdefault("job_type", "train")
+    if _rank() == 0:  # DDP: rank 0 writes it, once
+        write_run_file(output_dir, {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name,
+                                    "mode": mode})
+    tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
+
+    def make(mode):
+        logger = WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
+                             mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
+        return logger
+
+    logger = make(mode)
+    if mode == "online":
+        try:
+            logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
+        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
+            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
+            os.environ["WANDB_MODE"] = "offline"
+            logger = make("offline")
+    return logger
+
+
+def finish(loggers, cfg, results: dict, fid: dict | None, output_dir: Path, checkpoints):
+    """What the run leaves in W&B, then the run is closed (one W&B run per job, also in a multirun): the summary a
+    person looks for first in the runs table (test metrics, FID mean, std and per set, status); results.json and
+    the resolved config as files of the run; with logger.wandb.log_model the checkpoints as a `model` artifact."""
+    from lightning.pytorch.loggers import WandbLogger
+    from omegaconf import OmegaConf
+
+    for lg in (lg for lg in loggers if isinstance(lg, WandbLogger)):
+        run = lg.experiment
+        summary = dict(results["metrics"]) | {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"] if fid else [])}
+        run.summary.update(summary | {k: results[k] for k in ("status", "wall_time_s", "eval_ckpt", "epochs")})
+        files = Path(run.dir)
+        try:
+            (files / "results.json").write_bytes((output_dir / "results.json").read_bytes())
+            (files / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            for name in ("results.json", "resolved_config.yaml"):
+                run.save(str(files / name), base_path=str(files), policy="now")
+            if OmegaConf.select(cfg, "logger.wandb.log_model", default=False):
+                log_checkpoints(run, [Path(p) for p in checkpoints if Path(p).is_file()], results)
+        except Exception as e:  # noqa: BLE001 -- the run is done and its results.json written: W&B must not undo it
+            log.warning("W&B: could not save the run's files or checkpoints (%s: %s); they are in %s",
+                        type(e).__name__, e, output_dir)
+        run.finish()
+
+
+def log_checkpoints(run, paths: list[Path], results: dict):
+    """The checkpoints as one version of the artifact model-<run id> (files best.ckpt, last.ckpt; metadata: the
+    evaluated weights, epochs and metrics). Each is hard-linked into the W&B run's dir, not copied: checkpoints are
+    replaced by rename, never rewritten in place, so the link keeps this version's bytes until it is uploaded
+    (`wandb sync` of an offline run included) at no extra disk."""
+    import wandb
+
+    art = wandb.Artifact(f"model-{run.id}", type="model", metadata={
+        "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"], **results["metrics"]})
+    kept = Path(run.dir).parent / "checkpoints"
+    kept.mkdir(exist_ok=True)
+    for path in paths:
+        link = kept / path.name
+        link.unlink(missing_ok=True)
+        try:
+            os.link(path, link)
+        except OSError:  # a filesystem without hard links: a copy
+            shutil.copyfile(path, link)
+        art.add_file(str(link), name=path.name, policy="immutable")
+    run.log_artifact(art, aliases=["latest", f"epoch-{results['epochs']}"])

@@ -5,7 +5,6 @@ import json
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -17,11 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet import tracking
-from sarnet.checkpoint import CheckpointError, read_checkpoint  # light: torch waits until the config is good
+from sarnet.checkpoint import CheckpointError, read_checkpoint, resume_path, run_dir_of, stored_run  # no torch yet
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
+from sarnet.rundir import _rank as process_rank
 
 log = logging.getLogger("sarnet")
 
@@ -34,96 +34,115 @@ class TrainingStopped(RuntimeError):
 USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, TrainingStopped)
 
 
+# ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
+
+# (message regex, why it is filtered): warnings that say nothing a sarnet user can or should act on.
+FILTERED_WARNINGS = [
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6.6's own code, on torch 2.14's pytree
+     "Lightning's _pytree.py calls a torch API that torch deprecates; nothing in sarnet calls it"),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval",
+     "sarnet logs epoch means only (module.py: on_step=False), so the step logging interval never matters"),
+    (r".*does not have many workers",
+     "the splits are tensors in memory served by indexing (data/datamodules.py): workers would only add start-up"),
+    (r"Experiment logs directory .* exists and is not empty",
+     "a resumed run continues its CSV log on purpose (resume.continue_csv puts the earlier rows back)"),
+    (r"Checkpoint directory .* exists and is not empty",
+     "a resumed run writes its checkpoints into its own run dir's checkpoints/ on purpose"),
+]
+
+
+class _NoAdvertisements(logging.Filter):
+    def filter(self, record):  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
+        return not str(record.msg).startswith("💡 Tip")
+
+
+NO_ADVERTISEMENTS = _NoAdvertisements()
+
+
+def quiet_console():
+    """Lightning and torchmetrics add console handlers of their own, so each of their messages came twice (theirs
+    and Hydra's): drop theirs, so that their messages go once, through Hydra's console and train.log. Warnings go
+    there too (logging.captureWarnings), less the ones FILTERED_WARNINGS lists."""
+    import warnings
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NO_ADVERTISEMENTS)  # idempotent
+    for pattern, _ in FILTERED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.formatwarning = one_line_warning
+    logging.captureWarnings(True)
+
+
+def quiet_other_ranks():
+    """DDP's ranks above 0 repeat rank 0's messages: they log only warnings and errors, except into a log file of
+    their own (Lightning's train_ddp_process_<rank>.log; under srun every rank shares the job's train.log)."""
+    if process_rank() == 0:
+        return
+    for handler in logging.getLogger().handlers:
+        if "_ddp_process_" not in getattr(handler, "baseFilename", ""):
+            handler.setLevel(logging.WARNING)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
+
+
+def console_handlers() -> list:
+    """The root logger's handlers that write to a stream other than a file: Hydra's console handler."""
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and
+            not isinstance(h, logging.FileHandler)]
+
+
+def trainer_settings(node: DictConfig) -> tuple[DictConfig, list]:
+    """The Trainer's arguments without the nulls (conf/trainer/default.yaml: null = Lightning's default) and the
+    console callbacks: a live progress bar on a terminal, else none, and a line per epoch (EpochLine), which goes
+    to train.log always and to the console when no bar is live (nohup, SLURM, CI: one line per epoch)."""
+    from sarnet.callbacks import EpochLine, ProgressBar
+
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
+    live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
+    settings["enable_progress_bar"] = live
+    for handler in console_handlers() if live else []:
+        handler.addFilter(EPOCH_LINES_OFF)  # the bar shows them; idempotent
+    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]
+
+
+class _EpochLinesOff(logging.Filter):
+    def filter(self, record):
+        return record.name != "sarnet.epochs"
+
+
+EPOCH_LINES_OFF = _EpochLinesOff()
+
+
 def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        loggers.append(make_wandb_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
+        loggers.append(tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
     return loggers
 
 
-def make_wandb_logger(cfg: DictConfig, node: DictConfig, output_dir: Path, net):
-    """One W&B run per job with a readable name, group, tags and config; a relaunch into the same run dir resumes
-    the same W&B run (its id is kept in the run dir). Falls back to offline if going online fails."""
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    from sarnet.module import count_parameters
-
-    hc = HydraConfig.get()
-    choices = hc.runtime.choices
-    mode = tracking.choose_mode(node.get("offline"))
-    if mode == "offline":
-        os_environ_offline()
-    sweep = hc.mode.name == "MULTIRUN"
-    group = node.get("group") or (tracking.sweep_group(hc.sweep.dir) if sweep else None)
-    name = node.get("name") or tracking.run_name(choices, net.latent_dim, cfg.seed,
-                                                 hc.overrides.task, hc.job.config.override_dirname.exclude_keys)
-    tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
-    previous = tracking.read_run_file(output_dir)
-    run_id = previous.get("id") or secrets.token_hex(4)  # not `random`: seed_everything made it repeat
-    params = count_parameters(net)
-    config = OmegaConf.to_container(cfg, resolve=True) | {
-        "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
-        "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
-        "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
-        "resumed": bool(previous)}
-    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-              if k not in ("_target_", "offline", "group", "name")}
-    kwargs.setdefault("job_type", "train")
-    info = {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name, "mode": mode}
-    if int(os.environ.get("RANK", "0")) == 0:  # DDP: the launching process writes it, once
-        tracking.write_run_file(output_dir, info)
-
-    def make(mode):
-        return WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
-                           mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
-
-    logger = make(mode)
-    if mode == "online":
-        try:
-            logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
-        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
-            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "", tracking.SYNC_HINT)
-            os_environ_offline()
-            logger = make("offline")
-    return logger
-
-
-def os_environ_offline():
-    """Offline for this process and its children (later jobs of a multirun, the sweep's fid_table.py)."""
-    os.environ["WANDB_MODE"] = "offline"
-
-
-def wandb_summary(loggers, results: dict, fid: dict | None):
-    """What a person looks for first in the W&B runs table: test metrics, FID (mean, std, per set), status."""
-    from lightning.pytorch.loggers import WandbLogger
-    for lg in loggers:
-        if not isinstance(lg, WandbLogger):
-            continue
-        summary = dict(results["metrics"])
-        if fid is not None:
-            summary |= {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"])}
-        summary |= {"status": results["status"], "wall_time_s": results["wall_time_s"],
-                    "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"]}
-        lg.experiment.summary.update(summary)
-
-
 def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    """ckpt_path=last means this run dir's last.ckpt; a run re-launched into a dir that has one resumes it."""
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if cfg.ckpt_path in (None, "last"):
-        if last.exists():
-            check_checkpoint(last, "found in the run dir, so train.py resumes from it; delete it to start afresh")
-            return str(last)
-        if cfg.ckpt_path == "last":
-            raise CheckpointError(f"ckpt_path=last but {last} does not exist: nothing to resume; drop ckpt_path "
-                                  f"to start afresh")
-        return None
-    check_checkpoint(cfg.ckpt_path, f"given as ckpt_path={cfg.ckpt_path}")
-    return str(cfg.ckpt_path)
+    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
+    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
+    path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
+    if path is None:
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            return None
+        why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
+    elif run_dir_of(path) != output_dir.resolve():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
+                          f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
+                          f"from its weights with init_ckpt")
+    else:
+        why = f"given as ckpt_path={cfg.ckpt_path}"
+    check_checkpoint(path, why)
+    return str(path)
 
 
 def init_weights(cfg: DictConfig, net, resuming: bool) -> dict | None:
@@ -193,14 +212,9 @@ def run_job(cfg: DictConfig) -> float | None:
         lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished; {last} holds the last finished "
-                                f"epoch: relaunch the same command to resume"), 128 + signal.SIGTERM)
-        # In a sweep too: a preempted or cancelled node must not go on to start the next job.
-        if multiprocessing.parent_process() is not None:  # a joblib worker: SystemExit would end this job only,
-            logging.shutdown()                            # and the worker would take the next one
-            os._exit(128 + signal.SIGTERM)
-        sys.exit(128 + signal.SIGTERM)
+        unlock_run_dir(lock)
+        lock = None
+        stopped(cfg)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):
             return failed(cfg, e, 1)
@@ -212,28 +226,49 @@ def run_job(cfg: DictConfig) -> float | None:
         unlock_run_dir(lock)
 
 
+def stopped(cfg: DictConfig):
+    """SIGTERM (preemption, scancel, kill): the run is recorded as stopped with the command that resumes it, and the
+    process ends with 128 + SIGTERM, in a sweep too: a preempted node must not go on to start the next job."""
+    hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    worker = multiprocessing.parent_process() is not None  # a joblib worker: its sys.argv is not the sweep's
+    if hc.mode.name == "MULTIRUN":
+        how = f"to resume the sweep: {relaunch_command(sweep_dir=hc.sweep.dir)}" if not worker else \
+            f"to resume the sweep, relaunch it with hydra.sweep.dir={hc.sweep.dir}"
+    else:
+        how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
+            f"no checkpoint was written yet; to start again: {relaunch_command()}"
+    held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
+    failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
+    if worker:  # SystemExit would end this job only, and the worker would take the next one
+        logging.shutdown()
+        os._exit(128 + signal.SIGTERM)
+    sys.exit(128 + signal.SIGTERM)
+
+
 def failed(cfg: DictConfig, e: Exception, rc: int):
     if HydraConfig.get().mode.name != "MULTIRUN":
         if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
-            print(f"{type(e).__module__}.{type(e).__name__}: {e}", file=sys.stderr, flush=True)  # no train.log
+            line = f"{type(e).__module__}.{type(e).__name__}: {e}"
+            log.error(line) if rc != 2 else print(line, file=sys.stderr, flush=True)  # a refusal: no train.log
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
-        return None                # counts a job dir without results.json as failed)
+        return float("nan")        # counts a job dir without results.json as failed)
     write_json(Path(cfg.paths.output_dir) / "results.json",
                {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                 "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
     wandb = sys.modules.get("wandb")  # not imported: no run to close
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1)
-    return None
+    return float("nan")  # a sweeper (Optuna) records a failed trial and goes on
 
 
 def config_sha256(cfg: DictConfig) -> str:
-    """The resolved config a run was launched with, as one hash: results.json records it."""
-    return hashlib.sha256(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    """The resolved config a run was launched with, where it resumed from aside, as one hash: results.json has it."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("ckpt_path", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def sampling_record(sample: DictConfig, net) -> dict:
@@ -294,41 +329,47 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
 def run(cfg: DictConfig, net, progress: dict) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
+    quiet_other_ranks()
     output_dir = Path(cfg.paths.output_dir)
     done = finished_before(cfg, output_dir)
     if done is not None:
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
-        return done["metrics"].get("val/loss")
+        return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
     choices = HydraConfig.get().runtime.choices
 
     import lightning as L
-    import torch
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
-    from lightning.pytorch.utilities.seed import isolate_rng
+    from lightning.pytorch.loggers import CSVLogger
 
+    quiet_console()
     from sarnet import resume
     from sarnet.module import NonFiniteLossError, count_parameters
+    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv
 
-    optimizer_override = {}
+    optimizer_override, earlier = {}, {"config": {}, "metrics": {}}
     if ckpt_path:
-        optimizer_override = resume.check_drift(cfg, read_checkpoint(ckpt_path), ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)
+        optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
+        # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
+        cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
         if ckpt_path and path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
     # Everything that can refuse its arguments is built before any data is read or anything is written.
-    module = instantiate(cfg.model, net=net)  # the net validate() built, not a second one from model.net
+    # the net validate() built, not a second one from model.net; evaluation noise from the run's seed
+    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build(cfg.data, "data", DataError)
-    if cfg.fid.enabled:  # the FID feature network too (sha256, or trained here on first use), not after training
-        from sarnet.metrics.fid import load_classifier
+    if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
+        from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
-    resume_state = resume.ResumeState(cfg, optimizer_override)
-    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[*callbacks, resume.FlushLogs(), resume_state],
-                    plugins=[resume.AtomicCheckpointIO()])  # its own checks; it logs the devices it found
+    resume_state = ResumeState(cfg, optimizer_override)
+    trainer_cfg, console = trainer_settings(cfg.trainer)
+    trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
+                    callbacks=[*callbacks, FlushLogs(), resume_state, *console])  # it logs the devices it found
     log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
              output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
     L.seed_everything(cfg.seed, workers=True)
@@ -337,10 +378,13 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     if init_state is not None:
         net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
+    params = count_parameters(net)
+    log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
+             params["effective"] / 1e6)
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
-        resume.continue_csv(loggers, ckpt_path)
+        continue_csv(loggers, ckpt_path)
     trainer.loggers = loggers  # as Trainer(logger=loggers) would: the W&B and CSV loggers write into the run dir
 
     progress["fit"] = True
@@ -350,10 +394,10 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
         last = output_dir / "checkpoints" / "last.ckpt"
         raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
-    metrics = {**(resume.stored_metrics(ckpt_path) if ckpt_path else {}), **scalar_metrics(trainer.callback_metrics)}
+    metrics = {**earlier["metrics"], **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    want_best = cfg.get("eval_ckpt", "best") == "best"
+    want_best = cfg.get("eval_ckpt", "last") == "best"
     if want_best and not best:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     eval_ckpt = best if want_best and best else None
@@ -363,13 +407,9 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
                                                  "relaunch with eval_ckpt=last, or re-train")["epoch"] + 1
     if eval_ckpt and not cfg.run_test:
         module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
-    if cfg.run_test:
+    if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
-        # The VAEs sample z in the test loop too: seeded here, the test metrics depend on the weights and the seed
-        # only, not on how the RNG got here (a relaunched finished run trains nothing before testing).
-        with isolate_rng():
-            torch.manual_seed(cfg.seed)
-            tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
 
     fid = None
@@ -404,6 +444,8 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
         "dataset": datamodule.dataset,
         "classes": datamodule.classes,
         "latent_dim": module.net.latent_dim or None,
+        # patch 0 copied from the input ("given", the reference's) or generated ("predicted"): tables never merge them
+        "first_patch": module.net.ar_net.first_patch if module.net.ar_net is not None else None,
         "seed": cfg.seed,
         "init_ckpt": cfg.get("init_ckpt"),  # the weights this run started from (null: a fresh initialisation)
         "epochs": trainer.current_epoch,
@@ -429,21 +471,30 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     }
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
-        wandb_summary(loggers, results, fid)
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            lg.experiment.finish()  # one W&B run per job, also between the jobs of a multirun
-    log.info("done: %s", summary_line(results, output_dir))
-    return metrics.get("val/loss")
+        tracking.finish(loggers, cfg, results, fid, output_dir, checkpoint_files(cfg))
+        log.info("done: %s", summary_line(results, output_dir))
+    return optimized(cfg, metrics)
+
+
+def optimized(cfg: DictConfig, metrics: dict) -> float | None:
+    """What a sweeper (hparams_search=...) optimizes; nan, a failed trial to it, if this run lacks the metric."""
+    return metrics.get(cfg.optimized_metric, float("nan")) if cfg.get("optimized_metric") else None
 
 
 def summary_line(results: dict, output_dir: Path) -> str:
-    """One line to end a run with: the losses, FID, time and where everything is."""
+    """One line to end a run with: every headline metric it computed (losses, test NLL, FID, kNN), the weights they
+    are of, time and where everything is."""
     m = results["metrics"]
     parts = [f"{k} {m[k]:.4g}" for k in ("train/loss", "val/loss", "test/loss", "test/mse") if k in m]
+    if "test/nll" in m:
+        parts.append(f"test/nll {m['test/nll']:.2f} ± {m['test/nll_se']:.2f} nats ({m['test/bpd']:.4f} bits/dim)")
     if "fid/mean" in m:
         parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
+    for th, r in (results.get("fid_matched") or {}).items():
+        if r["mean"] != m.get("fid/mean"):
+            parts.append(f"FID@th={th} {r['mean']:.3f} ± {r['std']:.3f}")
     if "knn/accuracy" in m:
         parts.append(f"kNN {100 * m['knn/accuracy']:.1f} %")
-    parts.append(f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s")
+    parts.append(f"{results['eval_ckpt']} weights (epoch {results['eval_epoch']}), {results['epochs']} epochs in "
+                 f"{results['wall_time_s']:.0f} s")
     return ", ".join(parts) + f"; run dir {output_dir}"

@@ -18,6 +18,17 @@ class SigtermAtStart(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SigtermAtEpoch(L.Callback):
+    """SIGTERM to this process as epoch `epoch` starts, the previous epoch's checkpoint written."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class SigtermParentWhenAllTrain(L.Callback):
     """In a joblib worker: once `workers` jobs of the sweep are training (each writes its pid to worker.pid in its
     run dir), SIGTERM to the sweep's parent process, as scancel or a preemption would."""

@@ -203,7 +203,7 @@ def nan_stop(tmp_path) -> dict:
     base = [*BASE, f"hydra.run.dir={tmp_path}"]
     assert subprocess.run([sys.executable, "train.py", *base], cwd=ROOT, env=ENV, capture_output=True).returncode == 0
     last = tmp_path / "checkpoints" / "last.ckpt"
-    proc = subprocess.run([sys.executable, "train.py", *base, "ckpt_path=last", "trainer.max_epochs=2",
+    proc = subprocess.run([sys.executable, "train.py", *base, f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
                            "model.optimizer.lr=1e39", "resume_override_optimizer=true"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
     got = outcome(proc.returncode, proc.stderr, None, f"the last good checkpoint is kept: lower the learning rate "

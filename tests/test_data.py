@@ -230,6 +230,39 @@ def test_datamodule_shapes_dtype_range_and_loaders(root):
     assert torch.equal(real_images(root, "mnist", split="test"), dm.test_x)
 
 
+def test_evaluation_shards_hold_every_image_once():
+    """DDP's val/test shards: contiguous, unpadded, every index exactly once over the ranks, in order."""
+    from sarnet.data.datamodules import Shard
+
+    for n, world in [(892, 2), (10, 3), (7, 4), (5, 1)]:
+        assert [i for rank in range(world) for i in Shard(n, rank, world)] == list(range(n))
+        assert max(len(Shard(n, r, world)) for r in range(world)) - min(len(Shard(n, r, world))
+                                                                           for r in range(world)) <= 1
+
+
+@pytest.mark.parametrize("model", ["sarnet_vae", "vae"])
+def test_vae_evaluation_noise_is_per_image_not_per_batch_or_rng_state(root, model):
+    """The VAEs' test loss draws z per image (seeded by the run's seed and the image's index), so batching, the
+    sharding over DDP ranks and the global RNG do not change it; another eval_seed does."""
+    import lightning as L
+
+    from tests.conftest import compose_config
+    cfg = compose_config(f"model={model}", "latent_dim=4")
+    net = instantiate(cfg.model.net)
+
+    def test_loss(batch_size, rng, eval_seed=7):
+        torch.manual_seed(rng)
+        module = instantiate(cfg.model, net=net, eval_seed=eval_seed)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False)
+        dm = MNISTDataModule(root, val_size=0.1, batch_size=batch_size)
+        return trainer.test(module, datamodule=dm, verbose=False)[0]["test/loss"]
+
+    reference = test_loss(64, 0)
+    assert test_loss(7, 1) == pytest.approx(reference, rel=1e-6)
+    assert test_loss(64, 0, eval_seed=8) != pytest.approx(reference, rel=1e-6)
+
+
 def test_class_filter_and_val_on_test(root):
     dm = MNISTDataModule(root, classes=[5, 7], val_size=0)
     dm.setup()

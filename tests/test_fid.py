@@ -6,7 +6,7 @@ from torch import nn
 
 from sarnet.data.sources import DataError
 from sarnet.metrics import fid as F
-from tests.conftest import fake_idx
+from tests.conftest import fake_idx, run_script
 
 
 class Identity(nn.Module):
@@ -120,22 +120,38 @@ def test_missing_data_says_make_data(tmp_path, monkeypatch):
         F.load_classifier("mnist", root=tmp_path)
 
 
-def test_shipped_mnist_weights_load_without_data_or_training(tmp_path):
-    assert "mnist" in F.SHIPPED_SHA256, "the MNIST feature network ships with the package"
-    net = F.load_classifier("mnist", root=tmp_path / "no-data-here")  # no data needed, nothing trained
-    assert net.meta["sha256"] == F.SHIPPED_SHA256["mnist"] and net.meta["test_acc"] > 0.985
-    assert net.fc3.weight.dtype == torch.float32 and not net.training
+@pytest.mark.parametrize("dataset, min_acc", [("mnist", 0.985), ("fashion_mnist", 0.885)])
+def test_shipped_weights_load_without_data_or_training(tmp_path, dataset, min_acc):
+    assert dataset in F.SHIPPED_SHA256, f"the {dataset} feature network ships with the package"
+    assert F.classifier_path(dataset, tmp_path) == F.WEIGHTS_DIR / f"lenet_{dataset}.pt"  # not the data cache
+    net = F.load_classifier(dataset, root=tmp_path / "no-data-here", train_if_missing=False)  # no data, no training
+    assert net.meta["sha256"] == F.SHIPPED_SHA256[dataset] and net.meta["dataset"] == dataset
+    assert net.meta["test_acc"] > min_acc and net.fc3.weight.dtype == torch.float32 and not net.training
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 @pytest.mark.parametrize("where", ["header", "weights"])
-def test_tampered_shipped_weights_are_refused(tmp_path, where):
-    path = F.classifier_path("mnist")
+def test_tampered_shipped_weights_are_refused(tmp_path, where, dataset):
+    path = F.classifier_path(dataset)
     data = bytearray(path.read_bytes())
     data[100 if where == "header" else len(data) // 2] ^= 0x01  # one flipped bit
     bad = tmp_path / path.name
     bad.write_bytes(bytes(data))
-    with pytest.raises(F.ClassifierCacheError, match=r"lenet_mnist.pt is refused .*sha256.*pinned.*re-train"):
-        F.read_lenet(bad, F.SHIPPED_SHA256["mnist"], "re-train it")
+    with pytest.raises(F.ClassifierCacheError, match=rf"lenet_{dataset}.pt is refused .*sha256.*pinned.*re-train"):
+        F.read_lenet(bad, F.SHIPPED_SHA256[dataset], "re-train it")
+
+
+def test_tampered_shipped_weights_stop_a_command_in_one_line(tmp_path, monkeypatch):
+    """The package's copy damaged: the command that loads it refuses in one line, naming the file and the fix."""
+    path = F.classifier_path("fashion_mnist")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / path.name).write_bytes(bytes(data))
+    monkeypatch.setattr(F, "WEIGHTS_DIR", tmp_path)
+    status, out, err = run_script("calibrate_fid.py", "--dataset", "fashion_mnist", "--root", tmp_path / "no-data",
+                                  cwd=tmp_path)
+    assert status == 2 and err.count("\n") == 1 and not out, err
+    assert "lenet_fashion_mnist.pt is refused" in err and "sha256" in err and "git checkout" in err
 
 
 # -----------------------------------------------------------------------------
@@ -193,3 +209,18 @@ def test_classifier_stays_out_of_lightning_module():
 
     m = M()
     assert len(list(m.parameters())) == 2 and all(k.startswith("layer.") for k in m.state_dict())
+
+
+def test_calibrate_on_fashion_mnist_takes_all_classes_and_has_no_thesis_column(tmp_path):
+    """The thesis' anchors are MNIST fives' values: on FashionMNIST the command scores all ten classes and prints
+    the FIDs alone (no thesis column, no ratios), JSON rows with reference null."""
+    import json
+    fake_idx(tmp_path, "FashionMNIST", 200, 60)
+    weights = tmp_path / "lenet.pt"
+    F.train_classifier("fashion_mnist", root=tmp_path, path=weights, steps=2, progress=False)
+    status, out, err = run_script("calibrate_fid.py", "--dataset", "fashion_mnist", "--root", tmp_path, "--weights",
+                                  weights, "--n", "40", "--out", tmp_path / "c.json", "--threads", "1", cwd=tmp_path)
+    assert status == 0, err
+    assert "fashion_mnist, classes all, N=40 vs 40" in out and "| comparison | lenet |" in out and "thesis" not in out
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert len(rows) == 9 and all(r["reference"] is None and r["ours"]["lenet"] >= 0 for r in rows)

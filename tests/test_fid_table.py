@@ -14,12 +14,18 @@ THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA25
                    "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
 
 
+RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
+
+
 def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
-             **protocol):
+             first_patch=None, epochs=None, **protocol):
     dir.mkdir(parents=True)
     r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
+    if first_patch:
+        r["first_patch"] = first_patch
     if status == "ok":
-        r |= {"epochs": 200, "params": {"dense": 2_958_648, "effective": 1_898_808}, "wall_time_s": wall,
+        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
+              "params": {"dense": 2_958_648, "effective": 1_898_808},
               "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
               "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
               "fid_protocol": THESIS_PROTOCOL | protocol,
@@ -108,6 +114,50 @@ def test_protocols_and_datasets_make_separate_tables(tmp_path):
     assert md.count("FID (thesis)") == 1  # only beside the thesis' protocol
 
 
+def test_fashion_table_keeps_the_strict_first_patch_apart(tmp_path):
+    """The FashionMNIST table (its own feature network, no thesis column) with the strict comparison at one L run
+    with the same seeds: patch 0 predicted is its own row and Welch test, never a duplicate seed of the reference's."""
+    fashion = {"dataset": "fashion_mnist", "classes": None, "features_sha256": SHIPPED_SHA256.get("fashion_mnist")}
+    runs = [("sarnet_vae", s, 6.0 + i, "given") for i, s in enumerate((1234, 1235, 1236))]
+    runs += [("sarnet_vae", s, 9.0 + i, "predicted") for i, s in enumerate((1234, 1235, 1236))]
+    runs += [("vae", s, 8.0 + i, None) for i, s in enumerate((1234, 1235, 1236))]
+    for i, (model, seed, fid, first_patch) in enumerate(runs):
+        fake_run(tmp_path / "sweep" / str(i), model, 32, seed, fid=fid, first_patch=first_patch, **fashion)
+    result, md, out = table(tmp_path, tmp_path / "sweep")
+    (t,) = result["tables"]
+    assert t["dataset"] == "fashion_mnist" and not t["thesis_protocol"] and "FID (thesis)" not in md
+    rows = {(r["model"], r["draw"]): r["fid_mean"] for r in t["rows"]}
+    assert rows == {("sarnet_vae", ""): 7.0, ("sarnet_vae", " (patch 0 predicted)"): 10.0, ("vae", ""): 9.0}
+    assert [(w["a"], w["b"], w["mean_a"], w["mean_b"]) for w in t["welch"]] == [
+        ("sarnet_vae", "vae", 7.0, 9.0), ("sarnet_vae", "sarnet_vae (patch 0 predicted)", 7.0, 10.0)]
+    assert "Welch t-test over training seeds, sarnet_vae vs sarnet_vae (patch 0 predicted)" in md
+    assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypatch):
+    """A 3-epoch sweep on the thesis' protocol: its table and plot carry no thesis value; at the recipe's epochs
+    (conf/recipe/: 200 SarNET-VAE, 250 VAE, 500 simple SarNET) they do, and the plot draws the thesis' curve."""
+    from sarnet import table as T
+
+    short, full = tmp_path / "short", tmp_path / "full"
+    for i, model in enumerate(["sarnet_vae", "vae"]):
+        fake_run(short / f"{i}", model, 32, 1234, fid=50.0, epochs=3)
+        fake_run(full / f"{i}", model, 32, 1234, fid=2.0)
+    fake_run(full / "2", "vae", 32, 1235, fid=9.0, epochs=100)  # another length in the same table: no thesis
+    plotted = []
+    monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda self, *a, **k: plotted.append(k.get("label")))
+    (t,) = T.build_tables(*T.collect([short]))
+    T.plot(t, tmp_path / "s.png")
+    assert all(r["thesis"] is None for r in t["rows"]) and plotted == []
+    (t,) = T.build_tables(*T.collect([full]))
+    T.plot(t, tmp_path / "f.png")
+    thesis = {(r["model"], r["latent_dim"], r.get("epochs")): r["thesis"] for r in t["rows"]}
+    assert thesis[("sarnet_vae", 32, 200)] == T.THESIS[("sarnet_vae", 32)]
+    assert thesis[("vae", 32, 250)] == T.THESIS[("vae", 32)] and thesis[("vae", 32, 100)] is None
+    assert thesis[("sarnet_vae", 8, None)] == T.THESIS[("sarnet_vae", 8)]  # a missing cell of a recipe model
+    assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
+
+
 def test_fid_table_logs_a_wandb_table_offline(tmp_path):
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0_a", "sarnet_vae", 8, 1234, fid=2.0)
@@ -180,3 +230,21 @@ def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_pat
     rows = [r for r in result["tables"][0]["rows"] if r["model"] == "sarnet" and r["status"] == "ok"]
     assert sorted((r["fid_mean"], len(r["seeds"])) for r in rows) == [(40.5, 2), (42.0, 1)]
     assert "sarnet (alpha_max 0.5, p 0.3, refine True)" in md and "sarnet (alpha_max 0.65, p 0.3, refine True)" in md
+
+
+def test_fashion_table_config_is_the_mnist5_protocol_on_fashion_mnist():
+    """experiment=fid_table_fashion: all 60k FashionMNIST images validated on the test split, the last weights, 22
+    epochs for both models, the reference's thresholds plus matched 0.05 and none; the sweep over L x model x seed."""
+    from omegaconf import OmegaConf
+
+    from sarnet.config import validate
+    from tests.conftest import compose_config
+    for model, th in (("sarnet_vae", 0.105), ("vae", None)):
+        cfg = compose_config("experiment=fid_table_fashion", f"model={model}", "latent_dim=16")
+        validate(cfg)
+        assert cfg.data._target_ == "sarnet.data.FashionMNISTDataModule" and cfg.data.classes is None
+        assert cfg.data.val_size == 0 and cfg.eval_ckpt == "last" and cfg.trainer.max_epochs == 22
+        assert cfg.sample.th == th and list(cfg.fid.extra_th) == [0.05, None] and cfg.fid.n_gen == 10000
+    sweep = OmegaConf.load(ROOT / "conf" / "experiment" / "fid_table_fashion.yaml").hydra.sweeper.params
+    assert {k: str(v).split(",") for k, v in sweep.items()} == {
+        "latent_dim": ["32", "8", "128", "16", "64"], "model": ["sarnet_vae", "vae"], "seed": ["1234", "1235", "1236"]}

@@ -210,6 +210,27 @@ def test_load_model_on_a_real_checkpoint(sarnet_vae_ckpt):
     assert Path(run["data"]["root"]).is_absolute()
 
 
+def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, tmp_path):
+    """The checkpoint carries its run's sampling settings, data and FID protocol: a copy in an empty dir (no
+    .hydra/ beside it) draws the same images and scores the same FID as the original in its run dir."""
+    copy = tmp_path / "elsewhere" / "model.ckpt"
+    copy.parent.mkdir()
+    copy.write_bytes(sarnet_vae_ckpt.read_bytes())
+    original, copied = load_run_config(sarnet_vae_ckpt), load_run_config(copy)
+    assert copied["run_dir"] == copy.parent and copied["sample"]["th"] == pytest.approx(0.095)
+    assert {k: copied[k] for k in ("sample", "fid", "data")} == {k: original[k] for k in ("sample", "fid", "data")}
+    assert copied["data"]["classes"] == [5] and copied["fid"]["n_gen"] == 200  # the smoke run's protocol
+    images, scores = [], []
+    for ckpt in (sarnet_vae_ckpt, copy):
+        status, err = cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / "s.png"))
+        assert status == 0, err
+        images.append((tmp_path / "s.png").read_bytes())
+        status, out, err = run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", "--n-gen", "32", cwd=tmp_path)
+        assert status == 0, err[-2000:]
+        scores.append(json.loads(out)["fid_values"])
+    assert images[0] == images[1] and scores[0] == scores[1] and len(scores[0]) == 2  # n_sets: the run's 2
+
+
 @pytest.mark.parametrize("script, args", [
     ("sample", ["--n", "8"]), ("complete", ["--n", "3", "--keep-rows", "3"]),
     ("interpolate", ["--steps", "4"]), ("importance", ["--targets", "2,9"])])
@@ -282,3 +303,58 @@ def test_fid_script_scores_a_grid_of_sampling_settings(sarnet_vae_ckpt, tmp_path
     # no --th: the run's own threshold (0.095 at L=8), scored with the same seed -> the same numbers
     status, stdout, err = run_script("fid.py", *args, cwd=tmp_path)
     assert status == 0 and json.loads(stdout)["fid_values"] == rows[0]["fid_values"], err[-3000:]
+
+
+
+# ---- (f) the figures: the seed's layouts at a readable scale ----------------------------------------------
+
+def grid_of(path, ncol, nrow, scale, pad=2, side=28):
+    """The image as an int array and its grid: the bottom-right corner of (ncol x nrow) panels with pad lines."""
+    import numpy as np
+    from PIL import Image
+    im = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    gw, gh = (ncol * (side + pad) + pad) * scale, (nrow * (side + pad) + pad) * scale
+    assert im.shape[1] >= gw and im.shape[0] > gh, f"{im.shape} holds no {ncol} x {nrow} grid at scale {scale}"
+    return im, im[-gh:, im.shape[1] - gw:]
+
+
+def test_interpolation_grid_is_the_seeds_layout(sarnet_vae_ckpt, tmp_path):
+    """`interpolate --nrow` (the seed's 20 x 20, here 2 x 3): step k in row k // nrow, column k % nrow, each pixel a
+    scale x scale block of exactly the sampler's value, grey pad lines between, a label per row at the left and a
+    title above the grid."""
+    import numpy as np
+
+    from sarnet.cli.common import real_image
+    from sarnet.sampling import interpolate
+    out, scale, pad, nrow, steps = tmp_path / "i.png", 3, 2, 3, 6
+    status, err = cli_inprocess("interpolate", sarnet_vae_ckpt, "--a", "3", "--b", "7", "--sample", "--steps",
+                                str(steps), "--nrow", str(nrow), "--scale", str(scale), "--out", str(out))
+    assert status == 0, err
+    im, grid = grid_of(out, nrow, steps // nrow, scale)
+    model, run = load_model(sarnet_vae_ckpt), load_run_config(sarnet_vae_ckpt)
+    a, b = real_image(run, "test", 3), real_image(run, "test", 7)
+    expected = interpolate(model, a, b, steps=steps, use_mean=False, th=run["sample"]["th"],
+                           generator=torch.Generator().manual_seed(0))  # the command's --seed 0
+    expected = expected.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
+    is_pad = np.ones(grid.shape[:2], bool)
+    for k in range(steps):
+        r, c = divmod(k, nrow)
+        y, x = (pad + r * (28 + pad)) * scale, (pad + c * (28 + pad)) * scale
+        cell = grid[y:y + 28 * scale, x:x + 28 * scale]
+        assert (cell == np.kron(expected[k, 0], np.ones((scale, scale), int))[..., None]).all(), f"step {k}"
+        is_pad[y:y + 28 * scale, x:x + 28 * scale] = False
+    assert (grid[is_pad] == 128).all()
+    assert (im[-grid.shape[0]:, :im.shape[1] - grid.shape[1]] < 100).any()  # the row labels, in black
+    assert (im[:-grid.shape[0]] < 100).any()  # the title
+
+
+@pytest.mark.parametrize("args, ncol, nrow", [
+    (["--panels", "completions", "--n", "6", "--nrow", "3"], 3, 2),  # the seed's 4 x 5 boot completions, smaller
+    (["--panels", "masked"], 1, 1),  # the seed's masked boot
+    (["--n", "2"], 4, 1)])  # original | masked | 2 completions, labelled columns
+def test_completion_figures(args, ncol, nrow, sarnet_vae_ckpt, tmp_path):
+    status, err = cli_inprocess("complete", sarnet_vae_ckpt, *args, "--keep", "20", "--scale", "3", "--out",
+                                str(tmp_path / "c.png"))
+    assert status == 0, err
+    im, grid = grid_of(tmp_path / "c.png", ncol, nrow, 3)
+    assert grid.shape[1] == im.shape[1] and (grid[:6] == 128).all() and (grid[:, :6] == 128).all()

@@ -9,6 +9,7 @@ import collections
 import csv
 import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -33,9 +34,7 @@ from tests.conftest import ENV, ROOT, compose_config, needs_data, run_train, tra
 # Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
 RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
              "latent_dim=8"]
-DDP_SMOKE = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
-             "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-             "trainer.enable_progress_bar=false", "fid=off", "logger=csv", "latent_dim=8"]
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two gloo processes on the CPU
 
 
 def train(*overrides, timeout=600):
@@ -70,6 +69,19 @@ def epochs_with(rows, key):
 
 
 # ---- 1. fail-fast configs (the table of bad inputs: tests/test_bad_inputs.py) ----------------------------
+
+def test_the_precisions_config_accepts_are_lightnings():
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    from sarnet.config import PRECISIONS
+
+    def flat(t):
+        return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]
+    assert sorted(map(str, PRECISIONS)) == sorted(map(str, flat(_PRECISION_INPUT)))
+
+
 
 @st.composite
 def net_fields(draw):
@@ -175,7 +187,7 @@ def test_sigkill_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     kill_after_checkpoint(run, 1, 0.0)
     out = kill_after_checkpoint(run, 2, 0.2)  # re-run into the same dir: resumes by itself
     assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
-    out = ok(*RESUMABLE, f"hydra.run.dir={run}", "ckpt_path=last")
+    out = ok(*RESUMABLE, f"ckpt_path={run}")  # ckpt_path=<run dir>: continued there, not in a new dir
     assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
 
     ref, got = results(tmp_path / "ref"), results(run)
@@ -265,21 +277,85 @@ def test_sweep_reports_the_failed_job_and_keeps_the_others(tmp_path):
     assert "1 jobs ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
 
 
+@pytest.mark.slow
+@needs_data
+def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
+    """Stopped in its first job's second epoch, the sweep names the command that resumes it; that command, run as
+    printed (less the injected fault), resumes the stopped job from its checkpoint and runs the other one."""
+    rc, out, _ = train("-m", "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", "latent_dim=8,16",
+                       f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",  # the fault not in it
+                       "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", "+callbacks.fault.epoch=1",
+                       timeout=600)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    command = shlex.split(error_line(out, "RunDirError").split("to resume the sweep: ", 1)[1])
+    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else "python"
+    assert command[:3] == [python, "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
+    rc, out, _ = train(*[a for a in command[2:] if not a.startswith("+callbacks.fault")], timeout=900)
+    assert rc == 0, out[-3000:]
+    assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
+    assert [(r["status"], r["epochs"]) for r in (results(tmp_path / job) for job in "01")] == [("ok", 2)] * 2
+    assert not list(tmp_path.glob("*/.lock"))
+
+
+@pytest.mark.slow
+@needs_data
+def test_optuna_search_reports_the_best_trial_and_resumes_from_its_sweep_dir(tmp_path):
+    args = ["hparams_search=optuna", "trainer=smoke", "fid=off", "logger=csv", "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={tmp_path}"]
+    out = ok(*args, timeout=900)
+    jobs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    losses = [results(j)["metrics"]["val/loss"] for j in jobs]
+    assert len(jobs) == 2 and losses[0] != losses[1]  # two trials with other hyperparameters
+    best = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert best.best_value == min(losses) and f"Best value: {min(losses)}" in out
+    # relaunched into its sweep dir: the seeded sampler proposes the same trials, whose finished jobs are skipped
+    out = ok(*args, timeout=900)
+    assert out.count("finished earlier with this same config: nothing to do") == 2
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
+
+
 # ---- 5. scale-out: DDP on CPU, joblib, submitit, SLURM ------------------------------------------------------
 
 @pytest.mark.slow
 @needs_data
 def test_ddp_on_two_cpu_processes(tmp_path):
-    ok(*DDP_SMOKE, f"hydra.run.dir={tmp_path}")
+    """The documented DDP command with FID (torchmetrics must not wait for ranks that do not score) and W&B: one
+    results.json, one W&B run, one summary line."""
+    out = ok(*DDP, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "fid.n_gen=200", "fid.n_sets=1",
+             f"hydra.run.dir={tmp_path}")
     res = results(tmp_path)
-    assert res["status"] == "ok" and (res["epochs"], res["steps"]) == (2, 6)  # 3 steps per epoch on each rank
+    assert res["status"] == "ok" and (res["epochs"], res["steps"]) == (1, 4)  # 4 steps on each rank
     assert (tmp_path / "train_ddp_process_1.log").exists()  # rank 1 was a second train.py process
-    assert len(list(tmp_path.rglob("results.json"))) == 1
-    # Written by rank 0: its metrics (per rank, not synced) are the ones rank 0 logged.
-    done = (tmp_path / "train.log").read_text().split("done: ")[-1].splitlines()[0]  # rank 0's summary line
-    for key in ("train/loss", "val/loss"):
-        assert f"{key} {res['metrics'][key]:.4g}" in done
-    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert len(list(tmp_path.rglob("results.json"))) == 1 and len(list(tmp_path.glob("wandb/offline-run-*"))) == 1
+    assert {"fid/mean", "knn/accuracy", "test/loss"} <= set(res["metrics"]) and out.count("done: ") == 1
+    assert "sync_dist" not in out and "DistributedSampler" not in out  # the warnings of unsynced metrics
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+@pytest.mark.slow
+@needs_data
+def test_debug_smoke_on_ddp_runs_two_processes(tmp_path):
+    ok(*DDP, "debug=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}")
+    assert (tmp_path / "train_ddp_process_1.log").exists() and results(tmp_path)["steps"] == 3
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("model", ["sarnet_vae", "sarnet"])
+def test_ddp_evaluates_as_one_process(model, smoke_run, tmp_path):
+    """The same weights (a smoke run's, trained on at lr 1e-30) evaluated by 2 gloo processes and by one: the test
+    and validation metrics are over the whole splits (synced, every image once, the VAE's noise drawn per image),
+    FID and kNN are rank 0's, so all equal the one process's."""
+    ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
+    common = [f"model={model}", "latent_dim=8", f"init_ckpt={ckpt}", "model.optimizer.lr=1e-30", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=2", "fid.n_gen=200", "fid.n_sets=1", "fid.knn.n=200", "logger=csv"]
+    ok(*common, "trainer=cpu", f"hydra.run.dir={tmp_path / 'one'}")
+    ok(*common, *DDP, f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = results(tmp_path / "one")["metrics"], results(tmp_path / "two")["metrics"]
+    for key in ("test/loss", "test/recon", "test/mse", "val/loss", "fid/mean", "knn/accuracy"):
+        if key in one:
+            assert two[key] == pytest.approx(one[key], rel=1e-6), key
+    assert ("test/kld" in one) == (model == "sarnet_vae")
 
 
 @pytest.mark.slow
@@ -307,8 +383,16 @@ def test_submitit_local_launcher(tmp_path):
     assert len(list(tmp_path.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
 
 
-def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch):
-    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting."""
+MULTI_NODE = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.nodes=2",
+              "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4"]  # docs/scale-out.md's example
+
+
+@pytest.mark.parametrize("extra, options", [
+    ([], ["--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"]),
+    (MULTI_NODE, ["--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2"])], ids=["one_gpu", "ddp_2x4"])
+def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch, extra, options):
+    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting; with
+    trainer=ddp on 2 nodes x 4 GPUs: one task per GPU (srun starts the 8 ranks), which the trainer expects."""
     import submitit
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -323,7 +407,9 @@ def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypa
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                           f"hydra.sweep.dir={tmp_path}/sweep"], return_hydra_config=True)
+                                           f"hydra.sweep.dir={tmp_path}/sweep", *extra], return_hydra_config=True)
+    launch = cfg.hydra.launcher
+    assert launch.tasks_per_node * launch.nodes == cfg.trainer.devices * (cfg.trainer.num_nodes or 1)
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     params = dict(launcher.params)  # what SlurmLauncher.launch hands to submitit, the same way
@@ -333,8 +419,7 @@ def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypa
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     script = _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=str(tmp_path),
                                  **executor._executor.parameters)
-    for option in ["--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240",
-                   "--partition=gpu", "--signal=USR2@120", "--nodes=1"]:
+    for option in [*options, "--cpus-per-task=8", "--mem=32GB", "--time=240", "--partition=gpu", "--signal=USR2@120"]:
         assert f"#SBATCH {option}\n" in script
     assert executor._executor.max_num_timeout == 3
 
@@ -372,11 +457,12 @@ def test_check_checkpoint_refuses_damaged_files(tmp_path, how):
                                         ("truncated", "run dir")])
 def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, where):
     run = tmp_path / "run"
-    path = run / "checkpoints" / "last.ckpt" if where == "run dir" else tmp_path / "given.ckpt"
+    path = run / "checkpoints" / ("last.ckpt" if where == "run dir" else "given.ckpt")
     path.parent.mkdir(parents=True, exist_ok=True)
     damage(path, how, small_checkpoint(path))
-    extra = [f"ckpt_path={path}"] if where == "ckpt_path" else []
-    rc, out = train_inprocess(*extra, "trainer=smoke", "logger=csv", f"hydra.run.dir={run}")
+    # ckpt_path: the run dir is the checkpoint's, without hydra.run.dir
+    extra = [f"ckpt_path={path}"] if where == "ckpt_path" else [f"hydra.run.dir={run}"]
+    rc, out = train_inprocess(*extra, "trainer=smoke", "logger=csv")
     assert rc != 0
     message = error_line(out, "sarnet.checkpoint.CheckpointError")
     assert message.startswith(f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"), message

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, compose_config, needs_data, run_script, train_inprocess
 from tests.conftest import run_train as train
@@ -40,6 +41,7 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run
     assert results["steps"] == 3 and results["params"]["dense"] >= results["params"]["effective"] > 0
     assert re.fullmatch(r"cpu \S+, (1 thread|\d+ threads)", results["device"]), results["device"]
     assert results["latent_dim"] == (None if model == "sarnet" else 8)
+    assert results["first_patch"] == (None if model == "vae" else "given")  # the tables keep "predicted" apart
     for key in ["val/loss", "test/loss", "train/loss"]:
         assert key in results["metrics"]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "checkpoints" / "best.ckpt").exists()
@@ -96,6 +98,26 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
 
 
 @needs_data
+def test_the_console_says_each_thing_once_with_a_line_per_epoch_without_a_terminal(tmp_path):
+    """What a researcher reads in a log file (nohup, SLURM, CI: no terminal): no message twice (Lightning's own
+    handler and Hydra's), no advertisement, no printed warning, no empty model summary or progress-bar residue, one
+    line per epoch with its losses and time, the same lines in train.log, and an end line naming the metrics."""
+    proc = train("trainer=smoke", "trainer.max_epochs=2", "trainer.enable_progress_bar=true", "latent_dim=8",
+                 f"hydra.run.dir={tmp_path}")  # the default loggers: W&B (offline) and CSV
+    out = proc.stdout + proc.stderr
+    # a message without its decoration: Hydra's "[time][logger][LEVEL] - " or Lightning's own "INFO: "
+    messages = [re.sub(r"^(\[[^]]*\]){3} - |^[A-Z]+: ", "", line) for line in out.splitlines() if line.strip()]
+    assert len(messages) == len(set(messages)), out
+    for noise in ("Tip", "litlogger", "v_num", "FLOPs", "WARNING", "Warning", "━"):
+        assert noise not in out, noise
+    epochs = [line for line in out.splitlines() if "[sarnet.epochs]" in line]
+    assert [re.search(r" - epoch (\d/\d): train/loss [\d.]+, val/loss [\d.]+ \([\d.]+ s", e).group(1)
+            for e in epochs] == ["1/2", "2/2"], epochs
+    assert epochs == [line for line in (tmp_path / "train.log").read_text().splitlines() if "[sarnet.epochs]" in line]
+    assert re.search(r"done: train/loss .* test/loss .* FID .* kNN .* last weights \(epoch 2\), 2 epochs", out)
+
+
+@needs_data
 def test_multirun_over_latent_dim_yields_one_result_per_job(tmp_path):
     train("-m", "latent_dim=8,16", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
     results = sorted(tmp_path.glob("*/results.json"))
@@ -115,6 +137,31 @@ def test_smoke_trainer_shrinks_training_and_fid():
     cfg = compose_config("trainer=smoke")
     assert cfg.trainer.max_epochs == 1 and cfg.fid.n_gen == 200 and cfg.fid.n_sets == 2
     assert compose_config().fid.n_gen == 10_000
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
+@pytest.mark.parametrize("debug", ["smoke", "fdr", "limit", "overfit", "profiler"])
+def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, trainer):
+    """debug=<name> changes the training length and evaluations only: the trainer's accelerator, devices and
+    strategy stay the trainer's; it comes after experiments (their epochs and likelihood settings too); and
+    trainer=smoke is debug=smoke on the CPU."""
+    from sarnet.config import validate
+
+    plain = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae")
+    cfg = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae", f"debug={debug}")
+    for key in ("accelerator", "devices", "strategy"):
+        assert cfg.trainer.get(key) == plain.trainer.get(key)
+    assert cfg.fid.n_gen == 200 and cfg.likelihood.k == 2 and cfg.trainer.max_epochs < plain.trainer.max_epochs
+    validate(cfg)
+    smoke, alias = compose_config("trainer=cpu", "debug=smoke"), compose_config("trainer=smoke")
+    assert OmegaConf.to_container(smoke) == OmegaConf.to_container(alias)
+
+
+def test_trainer_flags_need_no_plus_and_default_to_lightnings():
+    cfg = compose_config("trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "trainer.limit_val_batches=5",
+                         "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2")
+    assert (cfg.trainer.fast_dev_run, cfg.trainer.precision, cfg.trainer.limit_val_batches) == (True, "bf16-mixed", 5)
+    assert compose_config().trainer.overfit_batches is None  # null: train.py leaves it to Lightning's default
 
 
 @pytest.mark.slow

@@ -10,10 +10,12 @@ import errno
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sarnet.checkpoint import CheckpointError
 from sarnet.config import ConfigError
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
@@ -110,10 +113,33 @@ def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, caplog):
     finally:
         proc.kill()  # SIGKILL: no clean-up ran, the pid is still in the file
         proc.wait()
-    fd = lock_run_dir(tmp_path)
+    lock = lock_run_dir(tmp_path)
     assert f"taking over the lock of pid {proc.pid}" in caplog.text
     assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
-    unlock_run_dir(fd)
+    unlock_run_dir(lock)
+    assert not (tmp_path / ".lock").exists()  # a run dir that ended keeps no lock file
+
+
+def test_a_lock_file_removed_while_taking_it_is_taken_anew(tmp_path, monkeypatch):
+    """The owner removes .lock and releases it (unlock_run_dir) just after we opened the file: our flock then holds
+    a file that is gone, which a third process would not see; lock_run_dir opens the new file instead."""
+    import fcntl
+
+    import sarnet.rundir
+
+    real, calls = fcntl.flock, []
+
+    def owner_unlocks_first(fd, how):
+        calls.append(fd)
+        if len(calls) == 1:
+            (tmp_path / ".lock").unlink()
+        return real(fd, how)
+
+    monkeypatch.setattr(sarnet.rundir.fcntl, "flock", owner_unlocks_first)
+    lock = lock_run_dir(tmp_path)
+    assert len(calls) == 2 and os.fstat(lock[0]).st_nlink == 1  # the second try locked the file that is there
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    unlock_run_dir(lock)
 
 
 @needs_data
@@ -131,6 +157,52 @@ def test_train_py_refuses_a_run_dir_another_process_writes(tmp_path):
 def test_ddp_ranks_above_zero_do_not_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert lock_run_dir(tmp_path) is None and not (tmp_path / ".lock").exists()
+
+
+# ---- 3: resume continues a run in its own dir ---------------------------------------------------------------
+
+def run_dir_composed(*overrides) -> str:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.run.dir
+
+
+def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
+    from sarnet.train import resolve_ckpt
+
+    run = tmp_path / "outputs" / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({}, run / "checkpoints" / "last.ckpt")
+    # the run dir, whatever dir the launch would make: given as the run dir or as one of its checkpoints
+    assert run_dir_composed(f"ckpt_path={run}") == run_dir_composed(f"ckpt_path={run}/checkpoints/last.ckpt") \
+        == str(run)
+    # a launch train.py refuses gets a new dir, so that the refusal writes nothing into the run
+    for refused in ([f"ckpt_path={run}", "init_ckpt=x.ckpt"], [f"ckpt_path={tmp_path}/none"], []):
+        assert run_dir_composed(*refused).startswith("outputs/")
+    both = composed(f"ckpt_path={run}", f"init_ckpt={run}/checkpoints/last.ckpt")
+    with pytest.raises(ConfigError, match=f"^ckpt_path={run} and init_ckpt=.* together: .*drop one$"):
+        resolve_ckpt(both, run)
+    with pytest.raises(ConfigError, match=f"continues the run in {run}, not in {tmp_path}: drop hydra.run.dir"):
+        resolve_ckpt(composed(f"ckpt_path={run}"), tmp_path)
+    with pytest.raises(CheckpointError, match=f"ckpt_path={tmp_path}: .*nothing to resume"):
+        resolve_ckpt(composed(f"ckpt_path={tmp_path}"), tmp_path)
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["train.py", "model=vae", "--latent_dim=16", "hydra.run.dir=x", "init_ckpt=a.ckpt"],
+     "python train.py model=vae latent_dim=16 ckpt_path=/runs/r"),
+    (["/venv/bin/sarnet", "train", "ckpt_path=old", "seed=1"], "sarnet train seed=1 ckpt_path=/runs/r"),
+    (["/src/sarnet/__main__.py", "train", "data=mnist"], "python -m sarnet train data=mnist ckpt_path=/runs/r")])
+def test_the_resume_command_is_the_launch_continuing_its_run(argv, command, monkeypatch, tmp_path):
+    from sarnet.rundir import relaunch_command
+
+    monkeypatch.chdir(tmp_path)  # this interpreter lies outside it: `python`
+    monkeypatch.setattr(sys, "argv", argv)
+    assert relaunch_command(run_dir="/runs/r") == command
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "latent_dim=8,16", "hydra.sweep.dir=old", "init_ckpt=a"])
+    assert relaunch_command(sweep_dir="/sweeps/s") == "python train.py -m latent_dim=8,16 init_ckpt=a " \
+                                                      "hydra.sweep.dir=/sweeps/s"
+    monkeypatch.chdir(Path(sys.executable).parents[2])  # inside it, as make's .venv/bin/python: its path
+    assert relaunch_command(sweep_dir="s").startswith(f"{Path(*Path(sys.executable).parts[-3:])} train.py -m")
 
 
 # ---- 3: config drift on resume -------------------------------------------------------------------------------
@@ -160,14 +232,11 @@ def test_resume_allows_what_does_not_change_the_model_or_data():
                                 "fid=off", "logger=csv"), ckpt, "x") == {}
 
 
-def test_checkpoints_from_before_the_model_node_held_the_loss_still_resume():
-    cfg = composed("latent_dim=8")
-    stored = run_config(cfg)
-    del stored["model"]["loss"]  # as written before conf/config.yaml wired model.loss to ${loss}
-    ckpt = {"sarnet": fake_ckpt(cfg)["sarnet"], "sarnet_run": {"config": json.dumps(stored), "metrics": {}}}
-    assert check_drift(cfg, ckpt, "x") == {}
-    with pytest.raises(ConfigError, match="loss.kind"):  # the loss itself is still checked, as `loss`
+def test_a_changed_loss_is_named_once():
+    ckpt = fake_ckpt(composed("latent_dim=8"))
+    with pytest.raises(ConfigError, match="loss.kind") as refused:  # model.loss is ${loss}: checked as `loss`
         check_drift(composed("latent_dim=8", "loss=mse"), ckpt, "x")
+    assert "model.loss" not in str(refused.value)
 
 
 def test_optimizer_override_is_explicit_logged_and_applied(caplog):
@@ -180,14 +249,6 @@ def test_optimizer_override_is_explicit_logged_and_applied(caplog):
     trainer = argparse.Namespace(optimizers=[opt])
     ResumeState(optimizer_override=override).on_train_start(trainer, None)
     assert opt.param_groups[0]["lr"] == 5e-4
-
-
-def test_checkpoints_from_before_stored_configs_are_checked_on_their_net():
-    cfg = composed("latent_dim=8")
-    old = {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1}}
-    check_drift(cfg, old, "x")
-    with pytest.raises(ConfigError, match="model.net.first_patch"):
-        check_drift(composed("latent_dim=8", "model.net.first_patch=predicted"), old, "x")
 
 
 # ---- 4: RNG streams and data order in the checkpoint -------------------------------------------------------
@@ -430,6 +491,52 @@ def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path)
     strip = [{k: v for k, v in r.items()} for r in csv_rows(run)]
     assert strip == csv_rows(tmp_path / "ref")  # the same rows, logged once each
     assert epochs_with(strip, "val/loss") == [0, 1, 2, 3]
+
+
+def same(a, b) -> bool:
+    """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
+    """Launched as a user would (no hydra.run.dir: a new timestamped dir under the working directory), stopped by
+    SIGTERM mid-epoch, relaunched with the command its message prints: the run goes on in its own dir and ends as
+    an uninterrupted run does, weights, optimizer state, metrics and CSV rows."""
+    ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(tmp_path / "stopped.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUMABLE, f"data_dir={ROOT / 'data'}"],
+                                cwd=work, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        try:  # mid-epoch: 0.3 s after epoch 1's checkpoint (written by rename: never read half-written)
+            while proc.poll() is None and not any(torch.load(p, weights_only=True, mmap=True)["epoch"] >= 1
+                                                  for p in work.glob("outputs/*/*/checkpoints/last.ckpt")):
+                time.sleep(0.01)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=300) == 128 + signal.SIGTERM
+        finally:
+            proc.kill()
+            proc.wait()
+    (run,) = work.glob("outputs/*/*")
+    message = error_line((tmp_path / "stopped.log").read_text(), "sarnet.rundir.RunDirError")
+    command = shlex.split(message.split("to resume: ", 1)[1])
+    assert command[0] == "python" and command[-1] == f"ckpt_path={run}", message
+    done = subprocess.run([sys.executable, *command[1:]], cwd=work, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(work.glob("outputs/*/*")) == [run] and not (run / ".lock").exists()  # in its own dir, no other
+    ref, got = results(tmp_path / "ref"), results(run)
+    assert got["metrics"] == ref["metrics"] and (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"])
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (tmp_path / "ref", run))
+    assert same(a["state_dict"], b["state_dict"]) and same(a["optimizer_states"], b["optimizer_states"])
+    assert csv_rows(run) == csv_rows(tmp_path / "ref")
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from sarnet import tracking
@@ -62,11 +63,18 @@ def records(run_dir: Path):
 
 
 def read_run(run_dir: Path) -> dict:
-    """{id, name, group, job_type, tags, config (top-level keys -> values), summary, history keys}."""
-    out = {"config": {}, "summary": {}, "history": set()}
+    """{id, name, group, job_type, tags, config (top-level keys -> values), summary, history keys, files (saved
+    with the run), artifacts ({name: {"type", "aliases", "files": {path: local path}}})}."""
+    out = {"config": {}, "summary": {}, "history": set(), "files": set(), "artifacts": {}}
     for r in records(run_dir):
         kind = r.WhichOneof("record_type")
-        if kind == "run":
+        if kind == "files":
+            out["files"] |= {f.path for f in r.files.files}
+        elif kind == "artifact":
+            a = r.artifact
+            out["artifacts"][a.name] = {"type": a.type, "aliases": set(a.aliases),
+                                        "files": {e.path: e.local_path for e in a.manifest.contents}}
+        elif kind == "run":
             out |= {"id": r.run.run_id, "name": r.run.display_name, "group": r.run.run_group,
                     "job_type": r.run.job_type, "tags": list(r.run.tags)}
             out["config"] |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
@@ -84,8 +92,10 @@ def offline_runs(d: Path):
 # ---- single runs ---------------------------------------------------------------------------------------------
 
 @needs_data
-def test_run_images_name_config_and_summary(tmp_path):
-    run_py(["train.py", "trainer=smoke", "fid=off", "latent_dim=8", "data.val_size=0.2", f"hydra.run.dir={tmp_path}"])
+def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
+    # as a W&B sweep agent launches it: --key=value arguments, the run id it expects in WANDB_RUN_ID
+    run_py(["train.py", "trainer=smoke", "--fid=off", "--latent_dim=8", "--data.val_size=0.2",
+            f"hydra.run.dir={tmp_path}"], env_extra={"WANDB_RUN_ID": "agentrun1"})
     (run_dir,) = offline_runs(tmp_path)
     # 1. every logged image is the PNG saved under images/, pixel for pixel, and not black
     for key in ("samples", "reconstructions", "completions"):
@@ -105,7 +115,56 @@ def test_run_images_name_config_and_summary(tmp_path):
     assert config["fid_protocol"]["n_sets"] == 2 and config["fid_protocol"]["seed"] == 2024
     assert run["summary"]["test/loss"] == pytest.approx(results["metrics"]["test/loss"])
     assert run["summary"]["status"] == "ok"
-    assert json.loads((tmp_path / tracking.RUN_FILE).read_text())["id"] == run["id"]
+    assert json.loads((tmp_path / tracking.RUN_FILE).read_text())["id"] == run["id"] == "agentrun1"
+    # 3. results.json and the resolved config are files of the run; the checkpoints its model artifact
+    assert {"results.json", "resolved_config.yaml"} <= run["files"]
+    assert json.loads((run_dir / "files" / "results.json").read_text()) == results
+    resolved = OmegaConf.load(run_dir / "files" / "resolved_config.yaml")
+    assert resolved.latent_dim == 8 and resolved.paths.output_dir == str(tmp_path) and "${" not in str(resolved)
+    model = run["artifacts"]["model-agentrun1"]
+    assert model["type"] == "model" and model["aliases"] == {"latest", "epoch-1"}
+    assert sorted(model["files"]) == ["best.ckpt", "last.ckpt"]
+    for name, local in model["files"].items():
+        assert Path(local).read_bytes() == (tmp_path / "checkpoints" / name).read_bytes()
+    assert not (tmp_path / ".lock").exists()  # a finished run leaves no lock file
+
+
+@needs_data
+def test_fid_and_likelihood_log_eval_runs_beside_their_training_run(tmp_path):
+    run_py(["train.py", "experiment=nll_vae", "data=mnist5", "trainer=smoke", "likelihood=off", "latent_dim=8",
+            f"hydra.run.dir={tmp_path}"])
+    run_py(["-m", "sarnet", "fid", "--ckpt", str(tmp_path), "--n-gen", "32", "--n-sets", "2", "--device", "cpu",
+            "--wandb"])
+    run_py(["-m", "sarnet", "likelihood", "--ckpt", str(tmp_path), "--k", "2", "--max-images", "16", "--device",
+            "cpu", "--no-progress", "--wandb"])
+    runs = {r["job_type"] + ":" + r["tags"][0]: r for r in map(read_run, offline_runs(tmp_path))}
+    train = runs.pop("train:vae")
+    assert train["name"] == train["group"] == "vae-L8-s1234 experiment=nll_vae data=mnist5 likelihood=off"
+    assert sorted(runs) == ["eval:fid", "eval:likelihood"]
+    for command in ("fid", "likelihood"):
+        run = runs[f"eval:{command}"]
+        assert run["group"] == train["group"] and run["name"] == f"{train['name']} {command}"
+        assert run["config"]["train_run_id"] == train["id"] and run["tags"] == [command]
+    assert runs["eval:fid"]["summary"]["fid/mean"] > 0 and runs["eval:fid"]["summary"]["n_gen"] == 32
+    assert runs["eval:likelihood"]["summary"]["test/nll"] > 0 and runs["eval:likelihood"]["summary"]["n_images"] == 16
+
+
+def test_the_wandb_sweep_example_gives_overrides_train_py_takes():
+    """docs/wandb_sweep.yaml: an agent passes each parameter as --key=value (its ${args}); train.py's entry turns
+    them into overrides that compose and validate, and the sweep's metric is one train.py logs."""
+    from sarnet.cli.train import hydra_args
+    from sarnet.config import validate
+    from tests.conftest import compose_config
+
+    sweep = OmegaConf.to_container(OmegaConf.load(ROOT / "docs" / "wandb_sweep.yaml"))
+    assert sweep["program"] == "train.py" and "${args}" in sweep["command"]
+    params = sweep["parameters"]
+    agent_args = [f"--{k}={v['values'][0] if 'values' in v else v['min']}" for k, v in params.items()]
+    fixed = [a for a in sweep["command"] if "=" in a]
+    cfg = compose_config(*hydra_args(agent_args + fixed), f"optimized_metric={sweep['metric']['name']}")
+    validate(cfg)
+    assert cfg.latent_dim == params["latent_dim"]["values"][0] and cfg.model.optimizer.lr == params[
+        "model.optimizer.lr"]["min"]
 
 
 @pytest.mark.slow
@@ -196,6 +255,28 @@ def test_fid_progress_says_each_set():
     result = evaluator.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g), lines.append)
     assert [line.split(":")[0] for line in lines] == ["FID set 1/3", "FID set 2/3", "FID set 3/3"]
     assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
+
+
+def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monkeypatch, caplog):
+    """nohup, SLURM, CI: no bar but a line every `every` seconds (none in the first `delay`), each with the time
+    spent and the time left at the rate so far; results on the way (note) carry them too."""
+    from sarnet import progress as P
+
+    now = [0.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    caplog.set_level("INFO", logger="sarnet")
+    bar = P.Progress(100, "FID", every=30, delay=3)
+    for _ in range(10):
+        now[0] += 10
+        bar.update(10)
+    bar.note("FID set 1/1: 4.2")
+    bar.close()
+    quick = P.Progress(10, "kNN", every=0, delay=3)  # a phase shorter than `delay` says nothing
+    now[0] += 2
+    quick.update(5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "FID: 30/100 images (30 s, ~1 min 10 s left)", "FID: 60/100 images (1 min 00 s, ~40 s left)",
+        "FID: 90/100 images (1 min 30 s, ~10 s left)", "FID set 1/1: 4.2 (1 min 40 s)"]
 
 
 # ---- sweeps --------------------------------------------------------------------------------------------------

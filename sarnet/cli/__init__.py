@@ -52,11 +52,10 @@ class UsageError(Exception):
 def checkpoint_file(arg) -> Path:
     """--ckpt as given (a file), or a run dir's checkpoints/last.ckpt; else UsageError. Torch-free: checked while
     the arguments are parsed, before any heavy import."""
-    path = Path(arg)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
+    from sarnet.checkpoint import resume_path
+
+    path = resume_path(arg)
+    if Path(arg).is_dir() and not path.is_file():
         raise UsageError(f"{arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
     if not path.is_file():
         raise UsageError(f"{arg}: no such checkpoint file: give a .ckpt written by train.py, or a run dir")
@@ -82,8 +81,8 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
     """The parser of a command whose module docstring is `doc`: a summary paragraph, then the usage example
     (indented lines), then any further description. --help prints the description and ends with the example."""
     summary, example, *rest = doc.strip("\n").split("\n\n") + [""]
-    p = Parser(prog=prog, description="\n\n".join([summary, *rest]).strip(),
-                                epilog="example:\n" + example, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog, description="\n\n".join([summary, *rest]).strip(), epilog="example:\n" + example,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     if not ckpt:
         return p
     p.add_argument("--ckpt", required=True, type=checkpoint, help="checkpoint written by train.py "
@@ -92,8 +91,13 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
                    "file each call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--wandb", action="store_true", help="log the PNG to a new offline W&B run in the run dir")
+    wandb_flag(p)
     return p
+
+
+def wandb_flag(p: argparse.ArgumentParser):
+    p.add_argument("--wandb", action="store_true", help="log to W&B: a run beside the training run (its group, "
+                   "job_type=eval), offline in the run dir unless an API key and the server are there")
 
 
 def threshold(s: str):
@@ -123,6 +127,14 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
+
+
+def figure_args(p: argparse.ArgumentParser):
+    """--scale and --title, for the commands that draw a figure (sarnet.cli.common.figure)."""
+    p.add_argument("--scale", type=positive_int, default=4,
+                   help="draw each pixel as a SCALE x SCALE block (default 4: a 28-pixel image is 112 pixels wide)")
+    p.add_argument("--title", default=None, help="caption strip above the figure (default: a short one naming "
+                   "the data and settings; '' for none)")
 
 
 def fail(name: str, e: Exception):

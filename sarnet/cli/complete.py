@@ -1,10 +1,14 @@
 """Complete a real image of the run's dataset: keep its first patches, generate the rest n times.
 
     sarnet complete --ckpt RUN/checkpoints/last.ckpt [--index 9] [--split test]
-        [--keep 24 | --keep-rows 3] [--n 10] [--z-scale 0.6667] [--th 0.15|none] [--root DATA] [--out PNG]
+        [--keep 24 | --keep-rows 3] [--n 10] [--z-scale 0.6667] [--th 0.15|none] [--panels all|masked|completions]
+        [--nrow N] [--scale 4] [--title TEXT] [--root DATA] [--out PNG]
 
-The grid has one row: original | masked (the given patches) | n completions. Reference figure (docs/reference.md §4.5):
-digit-5 test image #9, 24 of 49 patches kept, z ~ N(0, 1)/1.5, th 0.15.
+--panels all (default): original | masked (the given patches) | n completions, one row unless --nrow; masked: the
+masked image alone; completions: the n completions alone, in rows of --nrow. Reference figures
+(docs/reference.md §4.5): digit-5 test image #9, 24 of 49 patches kept, z ~ N(0, 1)/1.5, th 0.15; the FashionMNIST
+boot, test #203, 20 patches kept, z ~ N(0, 1), th 0.1, its 20 completions as 4 x 5 (--panels completions --n 20
+--nrow 5) beside the masked boot (--panels masked).
 """
 
 from sarnet import cli
@@ -12,7 +16,6 @@ from sarnet import cli
 
 def body(args, model, run):
     import torch
-    from torchvision.utils import make_grid
 
     from sarnet.cli import common
     from sarnet.data.datamodules import quantize
@@ -29,12 +32,22 @@ def body(args, model, run):
     if net.out_activation == "softmax":  # a classification SarNET draws classes (and reads them one-hot: quantise)
         image = quantize(image, net.image_shape[0]) if net.one_hot_input else image
         draw = {"mode": "categorical", "temperature": run["sample"].get("temperature", 1.0)}
-    filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=args.n,
-                              z_scale=args.z_scale, th=th, method=args.method, generator=run["generator"], **draw)
-    panels = to_grayscale(model, torch.cat([image, masked.cpu(), filled[0].cpu()]))
-    caption = (f"{run['data']['dataset']} {args.split} #{args.index}: original | first {keep} patches | "
-               f"{args.n} completions (z_scale={args.z_scale:.4g}, th={th})")
-    return make_grid(panels, nrow=len(panels), pad_value=0.5), caption
+    n = 1 if args.panels == "masked" else args.n  # the masked image alone: one (unshown) completion makes it
+    filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=n, z_scale=args.z_scale,
+                              th=th, method=args.method, generator=run["generator"], **draw)
+    original, masked, filled = (to_grayscale(model, x.cpu()) for x in (image, masked, filled[0]))
+    panels = {"all": torch.cat([original, masked, filled]), "masked": masked, "completions": filled}[args.panels]
+    what = {"all": f"original | first {keep} patches | {args.n} completions",
+            "masked": f"its first {keep} of {net.n_patches} patches",
+            "completions": f"{args.n} completions of its first {keep} patches"}[args.panels]
+    how = "" if args.panels == "masked" else f" ({common.z_label(model, args.z_scale)}th {th})"
+    caption = f"{run['data']['dataset']} {args.split} #{args.index}: {what}{how}"
+    title = (f"{args.split} #{args.index}, first {keep} of {net.n_patches} patches" if args.panels == "masked"
+             else f"{common.run_label(model, run)}, {args.split} #{args.index}: {what}{how}")  # masked: one panel wide
+    nrow = args.nrow or len(panels)
+    labels = ["original", f"first {keep}", *range(1, args.n + 1)] if args.panels == "all" and nrow >= len(panels) \
+        else None
+    return common.figure(panels, nrow, args.scale, common.title_of(args, title), col_labels=labels), caption
 
 
 def main(argv=None, prog=None):
@@ -48,6 +61,10 @@ def main(argv=None, prog=None):
     p.add_argument("--z-scale", type=float, default=2 / 3)
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")
+    p.add_argument("--panels", choices=("all", "masked", "completions"), default="all",
+                   help="all: original | masked | completions; masked or completions alone (the seed's two pictures)")
+    p.add_argument("--nrow", type=cli.positive_int, default=None, help="panels per row (default: all in one row)")
+    cli.figure_args(p)
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
     args = p.parse_args(argv)
     from sarnet.cli.common import run_grid  # torch: after the arguments are parsed

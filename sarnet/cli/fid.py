@@ -2,13 +2,13 @@
 
     sarnet fid --ckpt RUN/checkpoints/last.ckpt [--th 0,0.05,0.105,none] [--z-scale 1.0,0.8]
         [--n-gen 10000] [--n-sets 10] [--real-set test_resampled|train|test] [--seed 2024] [--json OUT]
-        [--device auto|cpu|cuda]
+        [--device auto|cpu|cuda] [--wandb]
 
 Prints one JSON object per setting: {"ckpt", "th", "z_scale", "n_gen", "n_sets", "real_set", "fid_mean",
-"fid_std", "fid_values"}. The protocol defaults are the run's `fid` config (else conf/fid/default.yaml's:
-the reference's 10 sets of 10,000 images against the resampled test set, seed 2024). Every setting is scored
-with the same seed, so the same z draws and real sets: differences between settings are not sampling noise of
-the protocol.
+"fid_std", "fid_values"}. The protocol defaults are the run's `fid` config, which the checkpoint carries (else
+conf/fid/default.yaml's: the reference's 10 sets of 10,000 images against the resampled test set, seed 2024).
+Every setting is scored with the same seed, so the same z draws and real sets: differences between settings are
+not sampling noise of the protocol. --wandb: a run beside the training run's, summary fid/mean and fid/std.
 """
 
 import argparse
@@ -53,6 +53,7 @@ def main(argv=None, prog=None):
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's fid.seed)")
     p.add_argument("--json", default=None, help="also write the list of results to this file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    cli.wandb_flag(p)
     args = p.parse_args(argv)
     from sarnet.cli import common  # torch: after the arguments are parsed
     from sarnet.data import DataError
@@ -61,9 +62,7 @@ def main(argv=None, prog=None):
 
     try:
         model, run, device = common.load_run(args.ckpt, args.device)
-        fid_cfg = packaged_config("fid/default")
-        if run["config"] is not None and run["config"].get("fid") is not None:
-            fid_cfg = run["config"].fid
+        fid_cfg = run["fid"] or packaged_config("fid/default")
         protocol = {k: fid_cfg[k] for k in PROTOCOL_KEYS}
         given = {"n_gen": args.n_gen, "n_sets": args.n_sets, "real_set": args.real_set, "seed": args.seed}
         protocol.update({k: v for k, v in given.items() if v is not None})
@@ -95,5 +94,9 @@ def main(argv=None, prog=None):
         cli.fail("fid", e)
     if args.json:
         atomic_write(args.json, (json.dumps(results, indent=1) + "\n").encode())  # never a half-written file
+    # one setting: fid/mean as in the training run's summary; a grid: fid@th=..,z_scale=../mean per setting
+    keys = ["fid"] if len(results) == 1 else [f"fid@th={r['th']},z_scale={r['z_scale']}" for r in results]
+    scores = {f"{key}/{stat}": r[f"fid_{stat}"] for key, r in zip(keys, results) for stat in ("mean", "std")}
+    common.log_wandb("fid", args, run, {**protocol, **scores})
     return results
 

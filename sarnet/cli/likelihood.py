@@ -2,7 +2,7 @@
 
     sarnet likelihood --ckpt RUN/checkpoints/best.ckpt [--k 5000] [--batch-size 1000] [--seed 0]
         [--max-images N] [--static-dir DIR] [--device auto|cpu|cuda] [--json OUT] [--resume FILE] [--no-progress]
-        [--refine-steps S] [--refine-lr LR]
+        [--refine-steps S] [--refine-lr LR] [--wandb]
 
 SarNET (strict, first_patch=predicted): the exact NLL, one teacher-forced pass. SarNET-VAE and the conv VAE:
 -IWAE_k (an upper bound on the NLL, tighter as k grows; likelihood papers use k = 5000) and the negative ELBO.
@@ -29,16 +29,12 @@ from sarnet.io import atomic_write
 def test_images(run: dict, static_dir=None):
     """The run's test split as its DataModule builds it (root resolved as train.py did)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     if static_dir is not None:
         from sarnet.data.binarized import read_static
         return read_static(static_dir)["test"], "binarized_mnist_test.amat"
-    cfg = run["config"]
-    if cfg is None or cfg.get("data") is None:  # a copied checkpoint: binarized MNIST, all digits
-        node = {"_target_": "sarnet.data.MNISTDataModule", "binarize": "dynamic"}
-    else:
-        node = OmegaConf.to_container(cfg.data, resolve=False)
+    # the data the checkpoint carries; none (not written by train.py): binarized MNIST, all digits
+    node = dict(run["data"]["node"] or {"_target_": "sarnet.data.MNISTDataModule", "binarize": "dynamic"})
     node["root"] = run["data"]["root"]
     dm = instantiate(node)
     dm.setup("test")
@@ -66,9 +62,10 @@ def main(argv=None, prog=None):
                    help="VAEs: Adam steps refining q(z|x) per test image before scoring (default 0: the encoder's)")
     p.add_argument("--refine-lr", type=float, default=None, help="Adam's lr for --refine-steps (default: "
                    "sarnet.likelihood.REFINE_LR)")
+    cli.wandb_flag(p)
     args = p.parse_args(argv)
     from sarnet.cli import common  # torch: after the arguments are parsed
-    from sarnet.likelihood import REFINE_LR, LikelihoodError, check_density_model, score
+    from sarnet.likelihood import REFINE_LR, LikelihoodError, check_density_model, flat_metrics, score
 
     try:
         model, run, device = common.load_run(args.ckpt, args.device)
@@ -87,5 +84,6 @@ def main(argv=None, prog=None):
     print(json.dumps(row), flush=True)
     if args.json:
         atomic_write(args.json, json.dumps(row, indent=2).encode())
+    common.log_wandb("likelihood", args, run, {**flat_metrics(result), "n_images": result["n_images"], "data": what})
     return row
 

@@ -5,7 +5,8 @@
     sarnet train --config-dir my_conf experiment=my_experiment     # your own configs beside the packaged ones
 
 `sarnet train --help` lists the config groups and their options (Hydra's help); `--cfg job` prints the composed
-config without running it.
+config without running it. `--key=value` is taken as the override `key=value`: a W&B sweep agent's default
+command passes its parameters that way (docs/wandb_sweep.yaml).
 """
 
 import re
@@ -29,7 +30,7 @@ def main(argv=None, prog=None):
 
     version.setbase("1.3")
     args_parser = utils.get_args_parser()
-    args = args_parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = args_parser.parse_args(hydra_args(sys.argv[1:] if argv is None else argv))
     report = utils.run_and_report  # Hydra prints its errors through this: its composition errors, one line here
     utils.run_and_report = lambda func: report(lambda: _composed(func, prog or "train.py", args.overrides))
     try:
@@ -73,3 +74,11 @@ def hydra_message(e: Exception, overrides=()) -> str:
                 (f"; a new key needs a +: {add[1]}" if add else ""))
     lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
     return "; ".join(line for line in lines if line and not line.startswith("See https"))
+
+
+def hydra_args(argv: list[str]) -> list[str]:
+    """`--key=value` -> the override `key=value`, unless `--key` is one of Hydra's own flags (--config-dir=...)."""
+    from hydra._internal.utils import get_args_parser
+
+    flags = get_args_parser()._option_string_actions
+    return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]

@@ -1,11 +1,12 @@
 """Train the FID feature network (TF-slim's LeNet) with slim's MNIST recipe, from scratch.
 
-    sarnet train-classifier --dataset mnist                 # re-make the shipped MNIST weights
-    sarnet train-classifier --dataset fashion_mnist          # the cache FashionMNIST trains on first use
+    sarnet train-classifier --dataset mnist --threads 1            # re-make the shipped MNIST weights
+    sarnet train-classifier --dataset fashion_mnist --threads 1    # re-make the shipped FashionMNIST weights
     sarnet train-classifier --steps 40000 --snapshots 10000 20000 --out-dir variants/   # a study
 
-Without --out-dir the weights go where load_classifier looks (the shipped file for MNIST, <root>/classifiers/
-otherwise); their sha256 is printed (for MNIST it must then be pinned in sarnet/metrics/fid.py's SHIPPED_SHA256).
+Without --out-dir the weights go where load_classifier looks (the shipped file for MNIST and FashionMNIST,
+<root>/classifiers/ otherwise); their sha256 is printed (a shipped file's must then be pinned in
+sarnet/metrics/fid.py's SHIPPED_SHA256).
 """
 
 import json

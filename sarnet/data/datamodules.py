@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from sarnet.data import sources
 from sarnet.data.binarized import VAL_SEED, binarized_test_split, fixed_bernoulli, read_static
@@ -55,17 +55,43 @@ def real_images(root, dataset="mnist", classes=None, split="test"):
 
 
 class BatchTensors(Dataset):
-    """Indexed by a whole list of indices (from a BatchSampler), so one __getitem__ is one batch."""
+    """A split held as tensors, read a whole batch at a time (__getitems__: one indexing per batch, no per-image
+    collation). Evaluation batches carry the images' indices in the split (with_index): the VAEs' evaluation noise
+    is drawn per image from them (sarnet.module.image_noise)."""
 
-    def __init__(self, x, y, bernoulli=False):
-        self.x, self.y, self.bernoulli = x, y, bernoulli
+    def __init__(self, x, y, bernoulli=False, with_index=False):
+        self.x, self.y, self.bernoulli, self.with_index = x, y, bernoulli, with_index
 
     def __len__(self):
         return len(self.x)
 
-    def __getitem__(self, idx):
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices, dtype=torch.long)
         x = self.x[idx]
-        return (torch.bernoulli(x) if self.bernoulli else x), self.y[idx]
+        batch = (torch.bernoulli(x) if self.bernoulli else x), self.y[idx]
+        return (*batch, idx) if self.with_index else batch
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])
+
+
+def as_batch(batch):
+    """The DataLoader's collate_fn: __getitems__ already made the batch."""
+    return batch
+
+
+class Shard(Sampler):
+    """Rank `rank` of `world`'s part of an evaluation split, in order: contiguous, unpadded, so that every image is
+    evaluated exactly once over the ranks (Lightning's DistributedSampler would repeat some to even them out)."""
+
+    def __init__(self, n, rank, world):
+        self.indices = range(rank * n // world, (rank + 1) * n // world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
 
 
 class IdxDataModule(L.LightningDataModule):
@@ -181,12 +207,23 @@ class IdxDataModule(L.LightningDataModule):
         self.val_x, self.val_y = splits[val], unlabelled[val]
 
     def _loader(self, x, y, shuffle):
-        ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic")
+        ds = BatchTensors(x, y, bernoulli=shuffle and self.binarize == "dynamic", with_index=not shuffle)
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        if trainer is not None and trainer.overfit_batches:  # debug=overfit: the same first batches every epoch
+            shuffle = False
         order = RandomSampler(ds, generator=self.order) if shuffle else SequentialSampler(ds)
+        if world > 1:  # DDP: each rank its share (the trainer's use_distributed_sampler is off, conf/trainer/)
+            rank = trainer.global_rank
+            # training: DistributedSampler's equal, padded shares (ranks must take as many steps), shuffled per
+            # epoch from the order generator's seed (the same on every rank, and after a resume); evaluation:
+            # every image exactly once
+            order = DistributedSampler(ds, world, rank, shuffle=True, seed=self.order.initial_seed() % 2**63) \
+                if shuffle else Shard(len(ds), rank, world)
         # A DataLoader without a generator draws its workers' base seed from the global RNG at every iter(): the
         # training loader draws from the saved order generator instead, the others from a fixed one.
         generator = self.order if shuffle else torch.Generator().manual_seed(self.split_seed)
-        return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, self.batch_size, drop_last=False),
+        return DataLoader(ds, batch_size=self.batch_size, sampler=order, collate_fn=as_batch,
                           num_workers=self.num_workers, pin_memory=self.pin_memory, generator=generator,
                           persistent_workers=self.num_workers > 0)
 

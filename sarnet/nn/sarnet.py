@@ -113,9 +113,9 @@ class SarNetVAE(nn.Module):
     def image_shape(self) -> tuple:
         return self.decoder.image_shape
 
-    def forward(self, x: torch.Tensor) -> Output:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> Output:
         mu, logvar = self.encoder(x)
-        return Output(self.decoder.logits(x, reparameterize(mu, logvar)), mu, logvar)
+        return Output(self.decoder.logits(x, reparameterize(mu, logvar, eps)), mu, logvar)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

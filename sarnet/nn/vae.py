@@ -15,8 +15,9 @@ class Output(NamedTuple):
     logvar: torch.Tensor | None = None
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + eps * sigma; eps ~ N(0, I) from the global RNG unless given (evaluation draws it per image)."""
+    return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
 
 
 class ConvEncoder(nn.Module):
@@ -79,9 +80,9 @@ class ConvVAE(nn.Module):
         self.encoder = ConvEncoder(latent_dim, channels, side)
         self.decoder = ConvDecoder(latent_dim, channels, side)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         mu, logvar = self.encoder(x)
-        return Output(self.decoder(reparameterize(mu, logvar)), mu, logvar)
+        return Output(self.decoder(reparameterize(mu, logvar, eps)), mu, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
