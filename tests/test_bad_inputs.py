@@ -42,10 +42,11 @@ def files(tmp_path_factory):
         pytest.skip("run `make data` first")
     root = tmp_path_factory.mktemp("bad_inputs")
     net = validate(compose_config(*BASE))
-    out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged.ckpt"}
+    out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged"}  # damaged: a run dir with a truncated last.ckpt
     torch.save({"sarnet": {"net": OmegaConf.to_container(OmegaConf.create(net.config)), "format": 1},
                 "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out["ckpt"])
-    out["damaged"].write_bytes(out["ckpt"].read_bytes()[:5000])
+    (out["damaged"] / "checkpoints").mkdir(parents=True)
+    (out["damaged"] / "checkpoints" / "last.ckpt").write_bytes(out["ckpt"].read_bytes()[:5000])
     for name in ("deleted", "flipped", "garbage"):
         raw = root / f"data_{name}" / "MNIST" / "raw"
         raw.mkdir(parents=True)
@@ -70,12 +71,12 @@ def fill(text: str, files) -> str:
     return FILES.sub(lambda m: str(files[m[1]]), text) if FILES.search(text) else text
 
 
-def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2) -> dict:
+def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=()) -> dict:
     """What a refusal did: refused with exit `status` in one line naming `expect` (only_line: nothing else was
-    printed), a traceback, accepted (rc 0), files left in the run dir beside Hydra's .hydra."""
+    printed), a traceback, accepted (rc 0), files left in the run dir beside Hydra's .hydra and what was `found`."""
     lines = [line for line in out.splitlines() if line.strip()]
     errors = [line for line in lines if ERROR.match(line)]
-    left = sorted(set(os.listdir(run_dir)) - {".hydra"}) if run_dir and run_dir.is_dir() else []
+    left = sorted(set(os.listdir(run_dir)) - {".hydra", *found}) if run_dir and run_dir.is_dir() else []
     return {"one_line": rc == status and len(errors) == 1 and expect in errors[0], "only_line": len(lines) == 1,
             "traceback": "Traceback" in out, "accepted": rc == 0, "files_left": left,
             "line": (errors or lines or [""])[-1]}
@@ -93,6 +94,13 @@ def refused_by_validate(overrides: str) -> str | None:
     return None
 
 
+def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
+    """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
+    resumed = re.search(r"ckpt_path=(\S+)", overrides)
+    run = Path(resumed[1]) if resumed and Path(resumed[1]).is_dir() else tmp_path / "run"
+    return run, set(os.listdir(run)) if run.is_dir() else set()
+
+
 FIRST_OF_KIND = {e[0]: e for e in reversed(TRAIN)}.values()  # each kind once through the whole of train.py
 
 
@@ -107,9 +115,9 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     if line is not None and (kind, overrides, expect) not in FIRST_OF_KIND:
         assert expect in line and ERROR.match(line) and "\n" not in line, line
         return
-    run = tmp_path / "run"
+    run, found = run_dir(overrides, tmp_path)
     rc, out = train_inprocess(*BASE, *overrides.split(), f"hydra.run.dir={run}")
-    got = outcome(rc, out, run, expect)
+    got = outcome(rc, out, run, expect, found=found)
     assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
 
 
@@ -281,13 +289,13 @@ def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kin
 
 # ---- slow: the whole table as real processes, and the figures -----------------------------------------------
 
-def run_process(argv, run_dir, expect, timeout=600):
+def run_process(argv, run_dir, expect, found=(), timeout=600):
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sarnet", *argv], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
     imports = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     out = proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
-    return outcome(proc.returncode, out, run_dir, expect) | {"torch": "torch" in imports,
+    return outcome(proc.returncode, out, run_dir, expect, found=found) | {"torch": "torch" in imports,
                                                              "seconds": time.time() - t0}
 
 
@@ -300,9 +308,9 @@ def test_torture_figures(files, tmp_path, monkeypatch):
 
     rows = []
     for i, (kind, overrides, expect) in enumerate(TRAIN):
-        run = tmp_path / f"train{i}"
+        run, found = run_dir(fill(overrides, files), tmp_path / f"train{i}")
         got = run_process(["train", *BASE, *fill(overrides, files).split(), f"hydra.run.dir={run}"], run,
-                          fill(expect, files))
+                          fill(expect, files), found)
         rows.append((kind, overrides, got))
     for kind, argv, expect in CLI:
         rows.append((kind, argv, run_process(fill(argv, files).split(), None, expect)))
