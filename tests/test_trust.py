@@ -24,7 +24,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sarnet.checkpoint import CheckpointError
 from sarnet.config import ConfigError
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
@@ -167,6 +166,7 @@ def run_dir_composed(*overrides) -> str:
 
 
 def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
+    from sarnet.config import check_fields
     from sarnet.train import resolve_ckpt
 
     run = tmp_path / "outputs" / "run"
@@ -179,12 +179,13 @@ def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
     for refused in ([f"ckpt_path={run}", "init_ckpt=x.ckpt"], [f"ckpt_path={tmp_path}/none"], []):
         assert run_dir_composed(*refused).startswith("outputs/")
     both = composed(f"ckpt_path={run}", f"init_ckpt={run}/checkpoints/last.ckpt")
-    with pytest.raises(ConfigError, match=f"^ckpt_path={run} and init_ckpt=.* together: .*drop one$"):
-        resolve_ckpt(both, run)
+    with pytest.raises(ConfigError, match=f"^init_ckpt='{run}/checkpoints/last.ckpt' is invalid: cannot go with "
+                                          f"ckpt_path={run}: .*give one of them$"):
+        check_fields(both)
     with pytest.raises(ConfigError, match=f"continues the run in {run}, not in {tmp_path}: drop hydra.run.dir"):
         resolve_ckpt(composed(f"ckpt_path={run}"), tmp_path)
-    with pytest.raises(CheckpointError, match=f"ckpt_path={tmp_path}: .*nothing to resume"):
-        resolve_ckpt(composed(f"ckpt_path={tmp_path}"), tmp_path)
+    with pytest.raises(ConfigError, match=f"^ckpt_path='{tmp_path}' is invalid: is not a checkpoint file"):
+        check_fields(composed(f"ckpt_path={tmp_path}"))
 
 
 @pytest.mark.parametrize("argv, command", [
