@@ -326,47 +326,6 @@ def flat_metrics(result: dict, prefix: str = "test") -> dict:
 
 # ------------------------------------------------------------------------- the train.py and config hooks
 
-def check_config(cfg, net):
-    """Fail-fast checks (called by sarnet/config.py before any data is read): sampling mode and temperature, and,
-    when `likelihood.enabled`, that the model and the data config can have a likelihood."""
-    from sarnet.config import ConfigError
-    sample = cfg.sample
-    mode, temperature = sample.get("mode", "mean"), sample.get("temperature", 1.0)
-    if mode not in ("mean", "bernoulli", "categorical"):
-        raise ConfigError(f"sample.mode={mode!r} is invalid: must be mean (sigmoid means), bernoulli or categorical "
-                          f"(softmax nets)")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ConfigError(f"sample.temperature={temperature!r} is invalid: must be a number > 0")
-    if (mode == "categorical") != (net.out_activation == "softmax"):
-        fix = "sample.mode=categorical" if mode != "categorical" else "sample.mode=mean"
-        raise ConfigError(f"sample.mode={mode!r} is invalid: categorical is for softmax (classification) nets, and "
-                          f"they need it (model.net.out_activation={net.out_activation!r}); use {fix}")
-    if mode == "bernoulli" and net.out_activation != "sigmoid":
-        raise ConfigError("sample.mode='bernoulli' is invalid: it needs a sigmoid output, but "
-                          f"model.net.out_activation={net.out_activation!r}; use sample.mode=mean")
-    lk = cfg.get("likelihood")
-    if not lk:
-        return
-    # the numbers are checked even with likelihood.enabled=false, as fid's: a typo is refused now, not later
-    for key, low in (("k", 1), ("batch_size", 1), ("seed", 0)):
-        value = lk.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"likelihood.{key}={value!r} is invalid: must be an int >= {low}")
-    n = lk.get("max_images")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"likelihood.max_images={n!r} is invalid: must be null (the whole test split) or an int >= 1")
-    if not lk.get("enabled"):
-        return
-    try:
-        check_density_model(net)
-    except LikelihoodError as e:
-        raise ConfigError(f"likelihood.enabled=true: {e}") from None
-    binarize = cfg.data.get("binarize", "none")
-    if binarize == "none" and cfg.data.get("static_dir") is None:
-        raise ConfigError("likelihood.enabled=true but data.binarize='none': grey-level data has no Bernoulli "
-                          "likelihood; use data.binarize=dynamic (the field's protocol) or data.static_dir")
-
-
 def evaluate_likelihood(net, datamodule, cfg_likelihood) -> dict:
     """Score the DataModule's test split (as the run's test step saw it) -> {"metrics": flat keys, "result"}."""
     datamodule.setup("test")

@@ -29,13 +29,29 @@ class SarnetModule(L.LightningModule):
         super().__init__()
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
-        out_activation = net.out_activation
+        out_activation, loss_name = net.out_activation, f"{type(loss).__module__}.{type(loss).__name__}"
         if loss.needs_sigmoid and out_activation != "sigmoid":
             raise ValueError(f"loss.kind=bce needs a sigmoid output but model.net.out_activation={out_activation!r};"
                              f" use loss=mse/l1/l1_ssim/mse_ssim or set model.net.out_activation=sigmoid")
         if getattr(loss, "needs_softmax", False) != (out_activation == "softmax"):
-            raise ValueError(f"loss={type(loss).__name__} and model.net.out_activation={out_activation!r} do not go "
-                             f"together: a softmax (classification) net trains with loss=ce, and only it")
+            raise ValueError(f"loss._target_={loss_name} does not fit model.net.out_activation={out_activation!r}: "
+                             f"a softmax (classification) net trains with loss=ce or ce_ssim, and only it does")
+        if getattr(loss, "needs_softmax", False) and net.image_shape[0] == 1 and net.out_shape[0] != 2:
+            raise ValueError(f"model.net.geometry={net.config.get('geometry')} is invalid: a softmax net reading grey "
+                             f"images (1 channel) learns the soft targets (1 - x, x), so it ends with [28, 2, patch] "
+                             f"(experiment=cls_sarnet_prob)")
+        if net.latent_dim and not hasattr(net, "encoder"):  # it would fail at its first step, wanting z
+            raise ValueError(f"model.net.latent_dim={net.latent_dim}: a {type(net).__name__} alone is given no z "
+                             f"(only SarNetVAE's encoder makes one): use model.net.latent_dim=0, or model=sarnet_vae")
+        if optimizer is not None:  # their own arguments, refused now rather than at the first step
+            key = "optimizer"
+            try:
+                made = optimizer(params=[torch.zeros(1, requires_grad=True)])
+                key = "scheduler"
+                if scheduler is not None:
+                    scheduler(made)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"model.{key}: {type(e).__name__}: {e}") from None
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
         self.beta, self.batch_reduction, self.scheduler_factory = beta, batch_reduction, scheduler
         self.eval_seed = eval_seed

@@ -63,8 +63,6 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
             return to_grayscale(net, one_hot.view(logits.shape[0], net.out_shape[0], -1)).flatten(1)
         return one_hot
     if mode == "bernoulli":
-        if net.out_activation != "sigmoid":
-            raise ValueError("mode='bernoulli' needs a sigmoid output (a likelihood-trained model)")
         return (uniforms < torch.sigmoid(logits / temperature)).to(logits.dtype)
     value = net.activate(logits).clamp(0, 1)
     if th is not None:
@@ -88,7 +86,8 @@ def _categorical(logits, classes, temperature, uniforms):
 MODES = ("mean", "bernoulli", "categorical")
 
 
-def _check_mode(mode, net=None):
+def check_mode(mode, net=None):
+    """The draw `mode`, and whether it fits the net's output (train.py's config check asks here too)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be 'mean' (sigmoid means, the reference), 'bernoulli' or "
                          f"'categorical' (softmax nets)")
@@ -96,6 +95,24 @@ def _check_mode(mode, net=None):
     if net is not None and (mode == "categorical") != (net.out_activation == "softmax"):
         raise ValueError(f"mode={mode!r} does not fit out_activation={net.out_activation!r}: mode='categorical' "
                          f"is for softmax (classification) nets, and they need it")
+    if net is not None and mode == "bernoulli" and net.out_activation != "sigmoid":
+        raise ValueError(f"mode='bernoulli' needs a sigmoid output (a likelihood-trained model), not "
+                         f"out_activation={net.out_activation!r}: use mode='mean'")
+
+
+def _check_th(th):
+    if th is not None and not (isinstance(th, (int, float)) and not isinstance(th, bool) and 0 <= th < 1):
+        raise ValueError(f"th={th!r}: must be None (no threshold) or in [0, 1) (pixels are in [0, 1]: th >= 1 "
+                         f"blanks every image)")
+
+
+def _check_uniforms(x, uniforms):
+    want = (x.shape[0], x[0].numel())
+    if uniforms is not None and not (isinstance(uniforms, torch.Tensor) and uniforms.is_floating_point() and
+                                     tuple(uniforms.shape) == want):
+        got = f"{uniforms.dtype} {tuple(uniforms.shape)}" if isinstance(uniforms, torch.Tensor) else type(uniforms)
+        raise ValueError(f"uniforms: expected a float tensor of shape {want} (one per value of every image), "
+                         f"got {got}")
 
 
 def _check_count(name, value):
@@ -134,9 +151,11 @@ def _check_temperature(mode, temperature):
 @torch.no_grad()
 def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches."""
-    _check_mode(mode, net)
+    check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)
+    _check_uniforms(x, uniforms)
+    _check_th(th)
     known = keep_mask(net, keep)
     x = x.clone().flatten(1)
     for k in (~known).nonzero().squeeze(1).tolist():
@@ -198,9 +217,11 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     keeps the pre-activations `acc` of its rows: bias and z's term once per image, then the inputs that are final
     are added into every later row in one matmul once FLUSH_COLUMNS of them are pending. Step k then computes
     patch k's rows from `acc` and the few pending inputs only."""
-    _check_mode(mode, net)
+    check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
+    _check_uniforms(x, uniforms)
+    _check_th(th)
     known = keep_mask(net, keep).tolist()
     layers = _sorted_layers(net)
     perm = layers[0].perm_in
@@ -272,8 +293,9 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
-    _check_mode(mode, model)
+    check_mode(mode, model)
     _check_temperature(mode, temperature)
+    _check_th(th)
     _check_count("batch_size", batch_size)
     if n is not None:
         _check_count("n", n)
@@ -387,6 +409,8 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
         raise ValueError(f"the noisy regression scheme is for simple SarNET (no latent); this net has latent_dim="
                          f"{net.latent_dim}: use generate()")
+    _check_count("n", n)
+    _check_th(th)
     was_training = net.training
     net.eval()
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
@@ -464,6 +488,10 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None, progress=No
     cfg = dict(sample_cfg or {})
     if model.out_activation == "none":  # regression SarNET (linear output)
         reg = dict(cfg.get("regression") or {})
+        if set(reg) != {"alpha_max", "p", "refine"}:
+            raise ValueError(f"sample_cfg['regression']={reg or None}: a regression SarNet (linear output) samples "
+                             f"by the reference's noisy scheme, which needs {{'alpha_max', 'p', 'refine'}} (e.g. "
+                             f"conf/recipe/sarnet.yaml's 0.65, 0.3, True)")
         return generate_regression(model, n, th=cfg.get("th"), generator=generator,
                                    method=cfg.get("method", "fast"), progress=progress, **reg)
     settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}

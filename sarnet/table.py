@@ -53,15 +53,33 @@ def collect(dirs):
             seen.add(real)
             try:
                 r = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                print(f"warning: skipping unreadable {path}: {e}", file=sys.stderr)
+                malformed = _malformed(r)
+            except (OSError, ValueError) as e:
+                malformed = f"unreadable ({type(e).__name__}: {e})"
+            if malformed:
+                print(f"warning: skipping {path}: {malformed}", file=sys.stderr)
                 continue
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
-            good = r.get("status") == "ok" and "fid/mean" in r.get("metrics", {})
+            good = r.get("status") == "ok" and "fid/mean" in r["metrics"]
             if good:
                 r["sampling_"] = sampling_of(r)
             (ok if good else failed).append(r)
     return ok, failed
+
+
+def _malformed(r) -> str | None:
+    """Why a results.json cannot be read as a run's record (None if it can): the fields the table reads."""
+    if not isinstance(r, dict):
+        return f"not a JSON object but a {type(r).__name__}"
+    if r.get("status") != "ok":
+        return None  # a failed run: listed with its error
+    metrics, params = r.get("metrics"), r.get("params")
+    read = ("fid/mean", "fid/std", "test/loss", "knn/accuracy")
+    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k, 0), (int, float)) for k in read):
+        return f"status ok but its metrics are not an object whose {', '.join(read)} are numbers"
+    if "fid/mean" in metrics and not (isinstance(params, dict) and {"dense", "effective"} <= set(params)):
+        return "status ok but its params lack dense and effective counts"
+    return None
 
 
 def table_key(r):
@@ -283,7 +301,7 @@ def welch_rows(rows):
 
 
 def fmt(v, digits=3):
-    return "—" if v is None else f"{v:.{digits}f}"
+    return "—" if v is None else "NaN" if math.isnan(v) else f"{v:.{digits}f}"
 
 
 def wall_time(r):
@@ -360,10 +378,11 @@ def plot(table, path):
         color, plain = COLORS.get(model), not draw and epochs == recipe_epochs(model)
         label = f"{model}{draw}, {epochs} epochs (ours)"
         mine = [r for r in rows if r["status"] == "ok" and (r["model"], r.get("draw", ""), r.get("epochs")) ==
-                (model, draw, epochs)]
+                (model, draw, epochs) and _plottable(r["fid_mean"])]  # a NaN FID: in the table, not on a log scale
         pts = [r for r in mine if r["latent_dim"] is not None]
         if pts:
             err = [r["fid_seed_std"] if r["fid_seed_std"] is not None else r["fid_set_std"] or 0 for r in pts]
+            err = [e if math.isfinite(e) else 0 for e in err]
             ax.errorbar([r["latent_dim"] for r in pts], [r["fid_mean"] for r in pts], yerr=err, capsize=3,
                         color=color, marker="o" if plain else "s", linestyle="-" if plain else "--", label=label)
         for r in mine:
@@ -388,6 +407,10 @@ def plot(table, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plottable(v) -> bool:
+    return math.isfinite(v) and v > 0
 
 
 def log_wandb(tables, dirs, png, group=None, project=None):
@@ -421,6 +444,9 @@ def write(dirs, out=None, wandb=False, wandb_group=None, wandb_project=None) -> 
     """The tables of the runs below `dirs`: <out>.md, .png (one per table) and .json (out default:
     <first dir>/fid_table); with wandb, a W&B run in the sweep's group. Returns the .md path."""
     ok, failed = collect(dirs)
+    if not ok:
+        raise TableError(f"no finished run with an FID under {', '.join(map(str, dirs))} ({len(failed)} other "
+                         f"results.json): nothing to tabulate")
     tables = build_tables(ok, failed)
     out = Path(out or Path(dirs[0]) / "fid_table")
     md = markdown(tables, failed)

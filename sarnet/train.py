@@ -5,6 +5,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,8 +24,14 @@ from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir,
 from sarnet.rundir import _rank as process_rank
 
 log = logging.getLogger("sarnet")
-# bad config, checkpoint, data or run dir, and faults of the disk: one line, no traceback
-USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError)
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped itself (a non-finite loss or weights): one line, with the checkpoint that was kept."""
+
+
+# bad config, checkpoint, data or run dir, faults of the disk and a stopped training: one line, no traceback
+USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, TrainingStopped)
 
 
 # ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
@@ -122,18 +129,12 @@ def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
 def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
     else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
-    if cfg.ckpt_path is not None and cfg.get("init_ckpt") is not None:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} and init_ckpt={cfg.init_ckpt} together: ckpt_path continues a "
-                          f"run in its own dir, init_ckpt starts a new run from a checkpoint's weights; drop one")
-    path = resume_path(cfg.ckpt_path)
+    path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
     if path is None:
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.exists():
             return None
         why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
-    elif not path.is_file():
-        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} does not exist, nothing to resume: give a run dir "
-                              f"that holds checkpoints/last.ckpt or a .ckpt file, or drop ckpt_path to start afresh")
     elif run_dir_of(path) != output_dir.resolve():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
                           f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
@@ -196,23 +197,31 @@ def scalar_metrics(metrics: dict) -> dict:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on."""
+    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on. Bad
+    input is refused (exit status 2) before any work, and the run dir is left as this launch found it."""
     try:
         net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
-        return failed(cfg, e, 1)
+        return failed(cfg, e, 2)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    lock = None
+    output_dir = Path(cfg.paths.output_dir)
+    found = set(os.listdir(output_dir)) if output_dir.is_dir() else set()  # Hydra's .hydra, an earlier launch's
+    lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
     try:
-        lock = lock_run_dir(Path(cfg.paths.output_dir))  # one writer per run dir; released below
-        return run(cfg, net)
+        lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
+        return run(cfg, net, progress)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
         unlock_run_dir(lock)
         lock = None
         stopped(cfg)
     except Exception as e:
-        return failed(cfg, e, 1)
+        if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):
+            return failed(cfg, e, 1)
+        keep = found | {".hydra", *["train.log"] * (HydraConfig.get().mode.name == "MULTIRUN")}
+        for path in set(output_dir.iterdir()) - {output_dir / k for k in keep}:  # what this refused launch made:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()  # the held lock too
+        return failed(cfg, e, 2)
     finally:
         unlock_run_dir(lock)
 
@@ -239,7 +248,8 @@ def stopped(cfg: DictConfig):
 def failed(cfg: DictConfig, e: Exception, rc: int):
     if HydraConfig.get().mode.name != "MULTIRUN":
         if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
-            log.error("%s.%s: %s", type(e).__module__, type(e).__name__, e)  # console and train.log
+            line = f"{type(e).__module__}.{type(e).__name__}: {e}"
+            log.error(line) if rc != 2 else print(line, file=sys.stderr, flush=True)  # a refusal: no train.log
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
@@ -316,7 +326,7 @@ def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
     return results if ok else None
 
 
-def run(cfg: DictConfig, net) -> float | None:
+def run(cfg: DictConfig, net, progress: dict) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built."""
     start = time.time()
     quiet_other_ranks()
@@ -330,14 +340,13 @@ def run(cfg: DictConfig, net) -> float | None:
     ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
     init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
     choices = HydraConfig.get().runtime.choices
-    log.info("%s on %s, seed %s -> %s (%s); loading libraries and data", choices.get("model"), choices.get("data"),
-             cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
 
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
     quiet_console()
-    from sarnet.module import count_parameters
+    from sarnet import resume
+    from sarnet.module import NonFiniteLossError, count_parameters
     from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv
 
     optimizer_override, earlier = {}, {"config": {}, "metrics": {}}
@@ -349,35 +358,41 @@ def run(cfg: DictConfig, net) -> float | None:
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
         if ckpt_path and path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-    L.seed_everything(cfg.seed, workers=True)
-
-    # Everything that can refuse its arguments is built before anything is written into the run dir.
+    # Everything that can refuse its arguments is built before any data is read or anything is written.
+    # the net validate() built, not a second one from model.net; evaluation noise from the run's seed
+    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)
+    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build(cfg.data, "data", DataError)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the data's own checks (md5s, IDX headers) before the model, loggers or trainer
     if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
         from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
-    if init_state is not None:
-        net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
-        log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
-    # the net validate() built, not a second one from model.net; evaluation noise from the run's seed
-    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)
-    params = count_parameters(net)
-    log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
-             params["effective"] / 1e6)
-    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     resume_state = ResumeState(cfg, optimizer_override)
     trainer_cfg, console = trainer_settings(cfg.trainer)
     trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
-                    callbacks=[*callbacks, FlushLogs(), resume_state, *console])
+                    callbacks=[*callbacks, FlushLogs(), resume_state, *console])  # it logs the devices it found
+    log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
+             output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
+    if init_state is not None:
+        net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
+        log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
+    params = count_parameters(net)
+    log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
+             params["effective"] / 1e6)
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     loggers = build_loggers(cfg, output_dir, module.net)
     if ckpt_path:
         continue_csv(loggers, ckpt_path)
     trainer.loggers = loggers  # as Trainer(logger=loggers) would: the W&B and CSV loggers write into the run dir
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    progress["fit"] = True
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (NonFiniteLossError, resume.NonFiniteWeightsError) as e:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
     metrics = {**earlier["metrics"], **scalar_metrics(trainer.callback_metrics)}
     # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.

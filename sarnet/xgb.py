@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sarnet.io import atomic_write
 
@@ -63,14 +62,16 @@ def patch_index(order="raster"):
 
 def to_patches(images, order="raster") -> np.ndarray:
     """float images [N, 1, 28, 28] (tensor or array) in [0, 1] -> float32 [N, 196, 4] in patch order."""
-    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    x = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)  # a tensor or an array
     return x.reshape(len(x), SIDE * SIDE)[:, patch_index(order)].astype(np.float32)
 
 
-def to_images(patches, order="raster") -> torch.Tensor:
+def to_images(patches, order="raster"):
     """Inverse of to_patches: [N, 196, 4] -> float tensor [N, 1, 28, 28]."""
     flat = np.zeros((len(patches), SIDE * SIDE), np.float32)
     flat[:, patch_index(order)] = patches
+    import torch  # here, not at the top: `sarnet xgb --help` answers without it
+
     return torch.from_numpy(flat).view(-1, 1, SIDE, SIDE)
 
 
@@ -205,9 +206,11 @@ class GenerativeXGB:
     def refine_patch(self, patch, k) -> np.ndarray:
         return np.clip(_predict(self.refine[k - 1], patch), 0, 1)
 
-    def generate(self, n, generator=0) -> torch.Tensor:
+    def generate(self, n, generator=0):
         """n images, float [n, 1, 28, 28] in [0, 1]. generator: an int seed, a torch.Generator (one draw from it
         seeds numpy, so a seeded torch stream gives the same images) or a numpy Generator."""
+        import torch
+
         if isinstance(generator, torch.Generator):
             generator = torch.randint(2 ** 62, (1,), generator=generator).item()
         rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)

@@ -1,5 +1,5 @@
 """Callbacks that inject faults into a real train.py run (`+callbacks.fault._target_=tests.faults.X`): used by
-tests/test_trust.py and scripts/torture.py."""
+tests/test_trust.py."""
 
 import multiprocessing
 import os

@@ -158,11 +158,6 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
     assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
 
 
-def test_fid_table_rejects_a_missing_dir(tmp_path):
-    status, _, stderr = run_script("fid_table.py", tmp_path / "nope")
-    assert status == 2 and "is not a directory" in stderr
-
-
 def test_fid_table_logs_a_wandb_table_offline(tmp_path):
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0_a", "sarnet_vae", 8, 1234, fid=2.0)

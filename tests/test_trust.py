@@ -1,8 +1,8 @@
 """Resume and checkpoints you can trust; every bad input refused up front (the project's issue 12).
 
 Unit tests run in-process on composed configs, fake checkpoints and fake data; a few run train.py up to the point
-where it must refuse (seconds). The ones that train are marked slow. scripts/torture.py repeats all of this at
-random, many times over.
+where it must refuse (seconds). The ones that train are marked slow. tests/test_bad_inputs.py holds the table of bad
+inputs.
 """
 
 import argparse
@@ -24,8 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sarnet.checkpoint import CheckpointError
-from sarnet.config import ConfigError, validate
+from sarnet.config import ConfigError
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
@@ -56,50 +55,6 @@ def fake_ckpt(cfg) -> dict:
             "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}}}
 
 
-# ---- 7 and 6: bad overrides, refused before any work ------------------------------------------------------
-
-BAD = [  # (override, the field its one-line message names)
-    ("fid.seed=abc", "fid.seed"), ("fid=off fid.seed=abc", "fid.seed"),
-    ("callbacks.images.every_n_epochs=0", "callbacks.images.every_n_epochs"),
-    ("callbacks.images.n=0", "callbacks.images.n"), ("callbacks.images.keep_patches=100", "keep_patches"),
-    ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
-    ("loss.ssim_weight=-1", "loss.ssim_weight"), ("model.optimizer.lr=0", "model.optimizer.lr"),
-    ("model.optimizer.lr=-1", "model.optimizer.lr"), ("model.optimizer.lr=abc", "model.optimizer.lr"),
-    ("trainer=smoke trainer.limit_train_batches=0", "trainer.limit_train_batches"),
-    ("model.net.geometry=[]", "geometry"),
-    ("run_test=maybe", "run_test"), ("fid.enabled=maybe", "fid.enabled"), ("data.download=maybe", "data.download"),
-    ("seed=-1", "seed"), ("seed=4294967296", "seed"), ("data.split_seed=abc", "data.split_seed"),
-    ("data.num_workers=-1", "data.num_workers"), ("trainer.check_val_every_n_epoch=0", "check_val_every_n_epoch"),
-    ("sample.batch_size=0", "sample.batch_size"), ("resume_override_optimizer=yes", "resume_override_optimizer"),
-    ("model.scheduler=3", "model.scheduler"), ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
-    ("scheduler=plateau model.scheduler._partial_=false", "model.scheduler"),
-    ("scheduler=plateau trainer=smoke trainer.limit_val_batches=0", "model.scheduler"),
-]
-
-
-@pytest.mark.parametrize("override, field", BAD, ids=[b[0] for b in BAD])
-def test_bad_override_is_one_config_error_naming_the_field(override, field):
-    with pytest.raises(ConfigError) as e:
-        validate(composed(*override.split()))
-    assert field in str(e.value) and "\n" not in str(e.value) and "invalid" in str(e.value)
-
-
-@pytest.mark.parametrize("override", ["fid.seed=abc", "callbacks.images.keep_patches=100",
-                                      "trainer=smoke trainer.limit_train_batches=0"])
-def test_train_py_refuses_late_failures_before_any_work(override, tmp_path):
-    rc, out, _ = train(*override.split(), "data_dir=/nonexistent", f"hydra.run.dir={tmp_path}", timeout=120)
-    assert rc == 1 and "Traceback" not in out
-    assert override.split()[-1].split("=")[0] in error_line(out, "sarnet.config.ConfigError")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]
-
-
-def test_good_configs_still_validate():
-    for overrides in [(), ("model=sarnet",), ("model=vae",), ("trainer=smoke", "fid=off"), ("scheduler=plateau",),
-                      ("scheduler=cosine",),
-                      ("trainer=smoke", "trainer.limit_val_batches=0", "callbacks.checkpoint.monitor=train/loss")]:
-        validate(composed(*overrides))
-
-
 # ---- 6 and 8: data files ------------------------------------------------------------------------------------
 
 def linked_raw(tmp_path) -> Path:
@@ -127,11 +82,13 @@ def test_corrupted_data_is_refused_even_without_the_md5_list(tmp_path):
 
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"x": 3}'])
 def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
-    from sarnet.data.datamodules import check_manifest
+    from sarnet.data.sources import RAW_FILES, check_raw
 
+    for name in RAW_FILES:
+        (tmp_path / name).write_bytes(b"")
     (tmp_path / ".sarnet-ok.json").write_text(garbage)
     with pytest.raises(DataError, match=f"{tmp_path / '.sarnet-ok.json'}: not a.* md5 list"):
-        check_manifest(tmp_path)
+        check_raw(tmp_path)
 
 
 # ---- 2: one writer per run dir -------------------------------------------------------------------------------
@@ -184,10 +141,11 @@ def test_a_lock_file_removed_while_taking_it_is_taken_anew(tmp_path, monkeypatch
     unlock_run_dir(lock)
 
 
+@needs_data
 def test_train_py_refuses_a_run_dir_another_process_writes(tmp_path):
     proc = hold_lock(tmp_path)
     try:
-        rc, out, _ = train("data_dir=/nonexistent", f"hydra.run.dir={tmp_path}", timeout=120)
+        rc, out, _ = train("trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}", timeout=120)
     finally:
         proc.kill()
         proc.wait()
@@ -208,6 +166,7 @@ def run_dir_composed(*overrides) -> str:
 
 
 def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
+    from sarnet.config import check_fields
     from sarnet.train import resolve_ckpt
 
     run = tmp_path / "outputs" / "run"
@@ -220,12 +179,13 @@ def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
     for refused in ([f"ckpt_path={run}", "init_ckpt=x.ckpt"], [f"ckpt_path={tmp_path}/none"], []):
         assert run_dir_composed(*refused).startswith("outputs/")
     both = composed(f"ckpt_path={run}", f"init_ckpt={run}/checkpoints/last.ckpt")
-    with pytest.raises(ConfigError, match=f"^ckpt_path={run} and init_ckpt=.* together: .*drop one$"):
-        resolve_ckpt(both, run)
+    with pytest.raises(ConfigError, match=f"^init_ckpt='{run}/checkpoints/last.ckpt' is invalid: cannot go with "
+                                          f"ckpt_path={run}: .*give one of them$"):
+        check_fields(both)
     with pytest.raises(ConfigError, match=f"continues the run in {run}, not in {tmp_path}: drop hydra.run.dir"):
         resolve_ckpt(composed(f"ckpt_path={run}"), tmp_path)
-    with pytest.raises(CheckpointError, match=f"ckpt_path={tmp_path}: .*nothing to resume"):
-        resolve_ckpt(composed(f"ckpt_path={tmp_path}"), tmp_path)
+    with pytest.raises(ConfigError, match=f"^ckpt_path='{tmp_path}' is invalid: is not a checkpoint file"):
+        check_fields(composed(f"ckpt_path={tmp_path}"))
 
 
 @pytest.mark.parametrize("argv, command", [
@@ -481,63 +441,9 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
         assert gone(int((job / "worker.pid").read_text()))
 
 
-# ---- 9: the Python API and the scripts ---------------------------------------------------------------------
+# ---- 9: the scripts (the API's and the scripts' refusals: tests/test_api_edges.py, tests/test_bad_inputs.py) ----
 
-@pytest.fixture(scope="module")
-def nets():
-    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-
-    torch.manual_seed(0)
-    return {"vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"), "conv": ConvVAE(latent_dim=4)}
-
-
-@pytest.mark.parametrize("call, message", [
-    (lambda m, s: s.generate(m["vae"], n=0), "n=0: must be a positive int"),
-    (lambda m, s: s.generate(m["vae"], z=torch.zeros(2, 5)), r"z: expected shape \(n, 4\)"),
-    (lambda m, s: s.generate(m["vae"], n=3, z=torch.zeros(2, 4)), "disagree on the number of images"),
-    (lambda m, s: s.generate(m["vae"], z=torch.zeros(2, 4), x=torch.zeros(3, 1, 28, 28)), "disagree"),
-    (lambda m, s: s.generate(m["vae"], z=torch.full((2, 4), float("nan"))), "NaN"),
-    (lambda m, s: s.generate(m["plain"], z=torch.zeros(2, 4)), r"z: expected shape"),
-    (lambda m, s: s.generate(m["vae"], n=2, method="bogus"), "method='bogus'"),
-    (lambda m, s: s.generate(m["vae"], n=2, batch_size=0), "batch_size=0"),
-    (lambda m, s: s.generate(m["vae"], n=2, mode="bernoulli", temperature=0), "temperature=0"),
-    (lambda m, s: s.generate(m["vae"], x=torch.zeros(2, 1, 14, 14)), r"x: expected a float tensor"),
-    (lambda m, s: s.generate(m["vae"], x=torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), "x: expected a float"),
-    (lambda m, s: s.fill_fast(m["vae"].decoder, torch.zeros(2, 1, 28, 28)), "latent_dim=4: pass z"),
-    (lambda m, s: s.fill_naive(m["vae"].decoder, torch.zeros(2, 1, 28, 28)), "latent_dim=4: pass z"),
-    (lambda m, s: s.complete(m["vae"], torch.zeros(1, 1, 28, 28), 24, n=0), "n=0"),
-    (lambda m, s: s.complete(m["vae"], torch.zeros(1, 28, 28), 24), "x: expected"),
-    (lambda m, s: s.interpolate(m["vae"], torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), steps=0), "steps=0"),
-    (lambda m, s: s.keep_mask(m["vae"].decoder, torch.tensor([2] * 49)), "bool .*mask"),
-])
-def test_generation_api_refuses_bad_requests_clearly(nets, call, message):
-    import sarnet.sampling as s
-
-    with pytest.raises(ValueError, match=message):
-        call(nets, s)
-
-
-def test_a_0_1_long_keep_is_the_mask_it_spells(nets):
-    from sarnet.sampling import keep_mask
-
-    dec = nets["vae"].decoder
-    spelled = torch.zeros(49, dtype=torch.long)
-    spelled[:10] = 1
-    assert torch.equal(keep_mask(dec, spelled), keep_mask(dec, 10))
-
-
-@pytest.mark.parametrize("script, args, message", [
-    ("sample.py", ["--n", "0"], "argument --n: 0 must be >= 1"),
-    ("interpolate.py", ["--steps", "0"], "argument --steps: 0 must be >= 1"),
-    ("sample.py", ["--th", "2"], "argument --th: 2 is not in [0, 1)"),
-    ("complete.py", ["--n", "0"], "argument --n: 0 must be >= 1"),
-])
-def test_scripts_refuse_bad_flags_in_one_line(script, args, message):
-    status, _, stderr = run_script(script, "--ckpt", "x.ckpt", *args)
-    assert status == 2 and message in stderr and "Traceback" not in stderr
-
-
-def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path, nets):
+def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
     from sarnet.nn import SarNet
 
     net = SarNet(out_activation="sigmoid")
@@ -659,7 +565,7 @@ def test_train_py_refuses_drift_on_resume_before_training(tmp_path):
     ok(*base)
     digest = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
     rc, out, _ = train(*base, "trainer.max_epochs=2", "model.net.first_patch=predicted", timeout=300)
-    assert rc == 1 and "Traceback" not in out
+    assert rc == 2 and "Traceback" not in out
     assert "model.net.first_patch: 'given' -> 'predicted'" in error_line(out, "sarnet.config.ConfigError")
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == digest
     out = ok(*base, "trainer.max_epochs=2", "model.optimizer.lr=5e-4", "resume_override_optimizer=true")

@@ -91,11 +91,6 @@ def test_bad_settings_name_the_field():
         xgb.GenerativeXGB.train(x, order="diagonal", max_patches=1, threads=1)
 
 
-def test_script_bad_argument_is_one_line_naming_the_option():
-    status, _, stderr = run_script("xgb.py", "--max-patches", "300")
-    assert status == 2 and "--max-patches 300: at most 195" in stderr
-
-
 def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
     """Patches already in resume_dir are loaded, not trained again, and the model is the one an uninterrupted
     run trains (same images from the same seed); other settings or images are refused with one line."""

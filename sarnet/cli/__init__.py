@@ -7,6 +7,7 @@ module parses its arguments first and imports the heavy libraries only to do the
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # name -> (module whose main(argv) runs it, one line of help). The order is the order of `sarnet --help`.
 COMMANDS = {
@@ -48,16 +49,44 @@ class UsageError(Exception):
     """A request this model or data cannot serve: printed as one line, exit status 2."""
 
 
+def checkpoint_file(arg) -> Path:
+    """--ckpt as given (a file), or a run dir's checkpoints/last.ckpt; else UsageError. Torch-free: checked while
+    the arguments are parsed, before any heavy import."""
+    from sarnet.checkpoint import resume_path
+
+    path = resume_path(arg)
+    if Path(arg).is_dir() and not path.is_file():
+        raise UsageError(f"{arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
+    if not path.is_file():
+        raise UsageError(f"{arg}: no such checkpoint file: give a .ckpt written by train.py, or a run dir")
+    return path
+
+
+def checkpoint(arg: str) -> str:
+    """argparse type of --ckpt: checkpoint_file's answer, or its refusal as argparse's one-line usage error."""
+    try:
+        return str(checkpoint_file(arg))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line (the usage block is what --help shows)."""
+
+    def error(self, message):
+        fail(self.prog, f"{message} (see {self.prog} --help)")
+
+
 def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
     """The parser of a command whose module docstring is `doc`: a summary paragraph, then the usage example
     (indented lines), then any further description. --help prints the description and ends with the example."""
     summary, example, *rest = doc.strip("\n").split("\n\n") + [""]
-    p = argparse.ArgumentParser(prog=prog, description="\n\n".join([summary, *rest]).strip(),
-                                epilog="example:\n" + example, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog, description="\n\n".join([summary, *rest]).strip(), epilog="example:\n" + example,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     if not ckpt:
         return p
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a "
-                   "run dir (its checkpoints/last.ckpt)")
+    p.add_argument("--ckpt", required=True, type=checkpoint, help="checkpoint written by train.py "
+                   "(<run>/checkpoints/*.ckpt), or a run dir (its checkpoints/last.ckpt)")
     p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
                    "file each call)")
     p.add_argument("--seed", type=int, default=0)

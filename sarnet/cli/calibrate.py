@@ -13,20 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
-
 from sarnet import cli
-from sarnet.data.datamodules import FOLDERS, load_split
-from sarnet.data.sources import DataError
+from sarnet.data.sources import FOLDERS, DataError
 from sarnet.io import atomic_write
-from sarnet.metrics.fid import ClassifierCacheError, fid_between, load_classifier, read_lenet
+
+# torch and the FID code are imported after the arguments are parsed: --help and usage errors answer at once
 
 
 def gaussian_blur_rows(x, sigma, truncate=4.0):
     """scipy.ndimage.gaussian_filter1d(x, sigma, axis=1, mode='reflect') on (N,28,28): a VERTICAL 1-D blur, each
     column along the rows axis, as the reference's apply_along_axis(..., 1, ...) did."""
+    import torch
+    import torch.nn.functional as F
     r = int(truncate * sigma + 0.5)
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
     k = (k / k.sum()).float()
@@ -41,11 +39,14 @@ def gaussian_blur_rows(x, sigma, truncate=4.0):
 
 def pad_resize(x, pad):
     """Zero-pad `pad` pixels each side, then shrink back to 28x28 (bilinear, antialiased): a smaller digit."""
+    import torch.nn.functional as F
+    import torchvision.transforms.v2.functional as TF
     return TF.resize(F.pad(x, (pad,) * 4), [28, 28], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
 def biased_resample(x, n, g):
     """The reference's 'biased resampling': first half of the pool drawn with prob 4/(3m), second half 2/(3m)."""
+    import torch
     m = len(x)
     w = torch.full((m,), 2.0)
     w[: m // 2] = 4.0
@@ -62,6 +63,7 @@ ANCHORS = [  # (comparison, the thesis' FID; N = 5,000 vs 5,000, MNIST fives)
 
 def anchor_sets(pools, n, seed):
     """(comparison, reference, real, fake) for every anchor; the same draws for every feature network scored."""
+    import torch
     g = torch.Generator().manual_seed(seed)
 
     def draw(split):  # n draws with replacement: both pools are smaller than or close to n for one class
@@ -100,6 +102,11 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if args.classes is None:
         args.classes = [5] if args.dataset == "mnist" else []
+    import torch
+
+    from sarnet.data.datamodules import load_split
+    from sarnet.metrics.fid import ClassifierCacheError, fid_between, load_classifier, read_lenet
+
     torch.set_num_threads(args.threads)
     try:  # the feature networks, then the data: a refusal comes before any work
         nets = ([read_lenet(w) for w in args.weights] if args.weights

@@ -8,20 +8,12 @@ import matplotlib
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from sarnet.checkpoint import CheckpointError, load_model, load_run_config, resume_path
-from sarnet.cli import UsageError, fail
+from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.cli import UsageError, checkpoint_file, fail
 from sarnet.io import atomic_write
 
 # matplotlib's own copy of DejaVu Sans: the same glyphs, so the same figure, on every machine
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-
-
-def checkpoint_path(arg: str) -> Path:
-    """--ckpt as given, or a run dir's checkpoints/last.ckpt."""
-    path = resume_path(arg)
-    if Path(arg).is_dir() and not path.is_file():
-        raise UsageError(f"--ckpt {arg} is a folder without checkpoints/last.ckpt: give a .ckpt file or a run dir")
-    return path
 
 
 def fresh_path(path: Path) -> Path:
@@ -102,7 +94,7 @@ def load_run(ckpt_arg: str, device_arg: str = "auto"):
     """--ckpt (a .ckpt file or a run dir) and --device -> (model, run, device), the one way every script loads.
     Bad input raises CheckpointError or UsageError, which the scripts print as one line."""
     device = pick_device(device_arg)
-    ckpt = str(checkpoint_path(ckpt_arg))
+    ckpt = str(checkpoint_file(ckpt_arg))
     model = load_model(ckpt, map_location=device)
     run = load_run_config(ckpt)
     run["ckpt"] = ckpt

@@ -66,6 +66,7 @@ def main(argv=None, prog=None):
     p.add_argument("--nrow", type=cli.positive_int, default=None, help="panels per row (default: all in one row)")
     cli.figure_args(p)
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
-    from sarnet.cli.common import run_grid
+    args = p.parse_args(argv)
+    from sarnet.cli.common import run_grid  # torch: after the arguments are parsed
 
-    return run_grid("complete", p.parse_args(argv), body)
+    return run_grid("complete", args, body)

@@ -11,15 +11,14 @@ Every setting is scored with the same seed, so the same z draws and real sets: d
 not sampling noise of the protocol. --wandb: a run beside the training run's, summary fid/mean and fid/std.
 """
 
+import argparse
 import json
 import sys
 
 from sarnet import cli, packaged_config
 from sarnet.checkpoint import CheckpointError
-from sarnet.cli import common
-from sarnet.config import REAL_SETS
+from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S, REAL_SETS
 from sarnet.io import atomic_write
-from sarnet.sampling import sample_images
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
 PROTOCOL_KEYS = ("n_gen", "n_sets", "real_set", "seed", "batch_size")
@@ -31,7 +30,10 @@ def progress(fmt: str, *args):
 
 
 def floats(s: str):
-    return [float(v) for v in s.split(",")]
+    values = [float(v) for v in s.split(",")]
+    if not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"{s}: every z scale must be a finite number > 0")
+    return values
 
 
 def thresholds(s: str):
@@ -40,40 +42,41 @@ def thresholds(s: str):
 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
+    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
+                   "(<run>/checkpoints/*.ckpt)")
     p.add_argument("--th", type=thresholds, default=None, help="comma list; 'none' = no threshold "
                    "(default: the run's sample.th)")
     p.add_argument("--z-scale", type=floats, default=None, help="comma list (default: the run's sample.z_scale)")
-    p.add_argument("--n-gen", type=int, default=None)
-    p.add_argument("--n-sets", type=int, default=None)
+    p.add_argument("--n-gen", type=cli.int_at_least(2), default=None, help="images per set (default: the run's)")
+    p.add_argument("--n-sets", type=cli.positive_int, default=None, help="sets (default: the run's)")
     p.add_argument("--real-set", choices=REAL_SETS, default=None)
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's fid.seed)")
     p.add_argument("--json", default=None, help="also write the list of results to this file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cli.wandb_flag(p)
     args = p.parse_args(argv)
-    try:
-        from sarnet.data import DataError
-        from sarnet.metrics.fid import FIDEvaluator
+    from sarnet.cli import common  # torch: after the arguments are parsed
+    from sarnet.data import DataError
+    from sarnet.metrics.fid import FIDEvaluator
+    from sarnet.sampling import sample_images
 
+    try:
         model, run, device = common.load_run(args.ckpt, args.device)
         fid_cfg = run["fid"] or packaged_config("fid/default")
         protocol = {k: fid_cfg[k] for k in PROTOCOL_KEYS}
         given = {"n_gen": args.n_gen, "n_sets": args.n_sets, "real_set": args.real_set, "seed": args.seed}
         protocol.update({k: v for k, v in given.items() if v is not None})
-        if protocol["n_gen"] < 2 or protocol["n_sets"] < 1:
-            raise cli.UsageError(f"--n-gen {protocol['n_gen']} / --n-sets {protocol['n_sets']}: FID needs "
-                                 f"n_gen >= 2 and n_sets >= 1")
+        settings = [(th, z) for th in args.th or [None] for z in args.z_scale or [None]]
+        images = protocol["n_gen"] * protocol["n_sets"] * len(settings)
+        if images > FID_IMAGES_CAP:
+            raise cli.UsageError(f"{images:.3g} images to generate (n_gen x n_sets x settings): at most "
+                                 f"{FID_IMAGES_CAP:.0e}, about {FID_IMAGES_CAP / FID_IMAGES_PER_S / 3600:.0f} h at "
+                                 f"{FID_IMAGES_PER_S} images/s (the fast sampler on one CPU thread)")
         data = run["data"]
         progress("FID: %d sets of %d images vs %s", protocol["n_sets"], protocol["n_gen"], protocol["real_set"])
-        try:
-            evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
-                                                  device=device, **protocol)
-        except (OSError, DataError) as e:
-            raise cli.UsageError(f"cannot read the {data['dataset']} data under {data['root']}: {e} "
-                                 f"(prepare it with `make data`)") from e
+        evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
+                                              device=device, **protocol)
         results = []
-        settings = [(th, z) for th in args.th or [None] for z in args.z_scale or [None]]
         for i, (th, z_scale) in enumerate(settings):
             cfg = dict(run["sample"])
             cfg["th"] = common.resolve_th(th, run)
@@ -87,7 +90,7 @@ def main(argv=None, prog=None):
                    "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
             print(json.dumps(row), flush=True)
             results.append(row)
-    except (CheckpointError, cli.UsageError) as e:
+    except (CheckpointError, cli.UsageError, DataError, ValueError) as e:  # ValueError: a setting the sampler refuses
         cli.fail("fid", e)
     if args.json:
         atomic_write(args.json, (json.dumps(results, indent=1) + "\n").encode())  # never a half-written file

@@ -14,12 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from sarnet import cli
-from sarnet.bench import project_epochs
-from sarnet.nn import SarNetVAE
-from sarnet.sampling import generate
 
 
 def emit(check, **fields):
@@ -27,6 +22,8 @@ def emit(check, **fields):
 
 
 def timed(fn, device):
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
@@ -43,6 +40,12 @@ def main(argv=None, prog=None):
     p.add_argument("--n", type=int, default=10_000, help="images for the sampling and FID timings")
     p.add_argument("--epochs", type=int, default=3, help="training epochs timed (the first is warm-up)")
     args = p.parse_args(argv)
+    import torch  # after the arguments: --help and usage errors answer at once
+
+    from sarnet.bench import project_epochs
+    from sarnet.nn import SarNetVAE
+    from sarnet.sampling import generate
+
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device visible (torch.cuda.is_available() is False); run it on a GPU machine "

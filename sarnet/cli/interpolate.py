@@ -53,6 +53,7 @@ def main(argv=None, prog=None):
                    help="steps per row, without the two real images (default: one row, a | steps | b)")
     cli.figure_args(p)
     p.add_argument("--root", default=None, help="data root (default: the run's data.root)")
-    from sarnet.cli.common import run_grid
+    args = p.parse_args(argv)
+    from sarnet.cli.common import run_grid  # torch: after the arguments are parsed
 
-    return run_grid("interpolate", p.parse_args(argv), body)
+    return run_grid("interpolate", args, body)

@@ -22,10 +22,8 @@ import time
 
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError
-from sarnet.cli import common
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.likelihood import REFINE_LR, LikelihoodError, check_density_model, flat_metrics, score
 
 
 def test_images(run: dict, static_dir=None):
@@ -46,22 +44,29 @@ def test_images(run: dict, static_dir=None):
 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
-    p.add_argument("--k", type=int, default=5000, help="importance samples per image (VAEs; default 5000)")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass (images x draws)")
+    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
+                   "(<run>/checkpoints/*.ckpt)")
+    p.add_argument("--k", type=cli.positive_int, default=5000, help="importance samples per image (VAEs; default "
+                   "5000)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=1000, help="rows per forward pass (images x "
+                   "draws)")
     p.add_argument("--seed", type=int, default=0, help="seeds the q(z|x) draws")
-    p.add_argument("--max-images", type=int, default=None, help="score only the first N test images")
+    p.add_argument("--max-images", type=cli.positive_int, default=None, help="score only the first N test images")
     p.add_argument("--static-dir", default=None, help="folder with Larochelle's binarized_mnist_*.amat")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--json", default=None, help="also write the result to this file")
     p.add_argument("--resume", default=None, metavar="FILE",
                    help="per-image progress file: an interrupted scoring carries on from it (same result)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--refine-steps", type=int, default=0,
+    p.add_argument("--refine-steps", type=cli.int_at_least(0), default=0,
                    help="VAEs: Adam steps refining q(z|x) per test image before scoring (default 0: the encoder's)")
-    p.add_argument("--refine-lr", type=float, default=REFINE_LR, help=f"Adam's lr for --refine-steps ({REFINE_LR})")
+    p.add_argument("--refine-lr", type=float, default=None, help="Adam's lr for --refine-steps (default: "
+                   "sarnet.likelihood.REFINE_LR)")
     cli.wandb_flag(p)
     args = p.parse_args(argv)
+    from sarnet.cli import common  # torch: after the arguments are parsed
+    from sarnet.likelihood import REFINE_LR, LikelihoodError, check_density_model, flat_metrics, score
+
     try:
         model, run, device = common.load_run(args.ckpt, args.device)
         check_density_model(model)  # before reading any data: a given-mode model is refused at once
@@ -71,7 +76,7 @@ def main(argv=None, prog=None):
         start = time.perf_counter()
         result = score(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
                        progress=not args.no_progress, resume=args.resume, refine_steps=args.refine_steps,
-                       refine_lr=args.refine_lr)
+                       refine_lr=args.refine_lr or REFINE_LR)
     except (CheckpointError, cli.UsageError, DataError, LikelihoodError) as e:
         cli.fail("likelihood", e)
     row = {"ckpt": str(args.ckpt), "model": type(model).__name__, "data": what, **result,

@@ -54,6 +54,7 @@ def main(argv=None, prog=None):
     p.add_argument("--temperature", type=float, default=None,
                    help="Bernoulli or softmax temperature (mode bernoulli or categorical; default: the run's "
                    "sample.temperature)")
-    from sarnet.cli.common import run_grid
+    args = p.parse_args(argv)
+    from sarnet.cli.common import run_grid  # torch: after the arguments are parsed
 
-    return run_grid("sample", p.parse_args(argv), body)
+    return run_grid("sample", args, body)

@@ -9,6 +9,7 @@ config without running it. `--key=value` is taken as the override `key=value`: a
 command passes its parameters that way (docs/wandb_sweep.yaml).
 """
 
+import re
 import sys
 
 from sarnet import CONFIG_MODULE
@@ -23,15 +24,56 @@ def task(cfg):
 def main(argv=None, prog=None):
     """Hydra's own main on `argv` (default: sys.argv[1:]). sys.argv stays as the user typed it, so the ranks that
     Lightning's DDP relaunches from it (python train.py ..., sarnet train ..., python -m sarnet train ...) run the
-    same command."""
+    same command. An override Hydra cannot compose is one line naming it (and the options), exit status 2."""
     from hydra import version
-    from hydra._internal.utils import _run_hydra, get_args_parser
+    from hydra._internal import utils
 
     version.setbase("1.3")
-    args_parser = get_args_parser()
+    args_parser = utils.get_args_parser()
     args = args_parser.parse_args(hydra_args(sys.argv[1:] if argv is None else argv))
-    _run_hydra(args=args, args_parser=args_parser, task_function=task, config_path=CONFIG_MODULE,
-               config_name="config")
+    report = utils.run_and_report  # Hydra prints its errors through this: its composition errors, one line here
+    utils.run_and_report = lambda func: report(lambda: _composed(func, prog or "train.py", args.overrides))
+    try:
+        utils._run_hydra(args=args, args_parser=args_parser, task_function=task, config_path=CONFIG_MODULE,
+                         config_name="config")
+    finally:
+        utils.run_and_report = report
+
+
+def _composed(func, prog, overrides):
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    try:
+        return func()
+    except (ConfigCompositionException, OverrideParseException) as e:
+        print(f"{prog}: error: {hydra_message(e, overrides)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def hydra_message(e: Exception, overrides=()) -> str:
+    """Hydra's multi-line composition error as one line: the override, what is wrong and the options."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    text, cause = str(e), e.__cause__
+    if isinstance(e, OverrideParseException):
+        for override in overrides:  # which one: Hydra's message quotes only the text it stumbled on
+            try:
+                OverridesParser.create().parse_overrides([override])
+            except OverrideParseException:
+                return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); quote values " \
+                       f"with spaces or brackets, e.g. 'key=[1,2]'"
+    missing = re.search(r"Could not find '([\w/.-]+)/([^']*)'", text)
+    if missing and getattr(e, "options", None):
+        return f"{missing[1]}={missing[2]}: no such option of {missing[1]}; choose one of: {', '.join(e.options)}"
+    if getattr(cause, "full_key", None) and getattr(cause, "parent_node", None) is not None:
+        parent = cause.full_key.rpartition(".")[0] or "the config"
+        keys = ", ".join(k for k in cause.parent_node if k != "hydra")
+        add = re.search(r"use (\+\S+)", text)
+        return (f"{cause.full_key}: no such key in {parent} (its keys: {keys})" +
+                (f"; a new key needs a +: {add[1]}" if add else ""))
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith("See https"))
 
 
 def hydra_args(argv: list[str]) -> list[str]:

@@ -13,26 +13,32 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from sarnet import cli
-from sarnet.data.datamodules import FOLDERS
-from sarnet.metrics.fid import RECIPE, classifier_path, save_classifier, train_lenet
+from sarnet.data.sources import FOLDERS
 
 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("--dataset", choices=list(FOLDERS), default="mnist")
     p.add_argument("--root", default="data")
-    p.add_argument("--steps", type=int, default=RECIPE["steps"])
-    p.add_argument("--seed", type=int, default=RECIPE["seed"])
+    p.add_argument("--steps", type=cli.positive_int, default=None, help="default: the shipped weights' recipe "
+                   "(sarnet.metrics.fid.RECIPE)")
+    p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
     p.add_argument("--no-dropout", action="store_true", help="train without slim's dropout3 (a variant)")
-    p.add_argument("--snapshots", type=int, nargs="*", default=[], help="also save the weights at these steps")
+    p.add_argument("--snapshots", type=cli.positive_int, nargs="*", default=[], help="also save the weights at "
+                   "these steps")
     p.add_argument("--out-dir", default=None, help="save <out-dir>/lenet_<dataset>_s<seed>[_nodrop]_<step>.pt")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=cli.positive_int, default=2)
     args = p.parse_args(argv)
-    if any(not 0 < s < args.steps for s in args.snapshots):
-        sys.exit(f"--snapshots must lie in (0, --steps={args.steps})")
+    if args.steps and any(s >= args.steps for s in args.snapshots):
+        p.error(f"--snapshots {args.snapshots}: each must be below --steps {args.steps}")
+    import torch  # after the arguments: --help and usage errors answer at once
+
+    from sarnet.metrics.fid import RECIPE, classifier_path, save_classifier, train_lenet
+
+    args.steps, args.seed = args.steps or RECIPE["steps"], RECIPE["seed"] if args.seed is None else args.seed
+    if any(s >= args.steps for s in args.snapshots):
+        p.error(f"--snapshots {args.snapshots}: each must be below the recipe's {args.steps} steps")
     torch.set_num_threads(args.threads)
     recipe = {**RECIPE, "steps": args.steps, "seed": args.seed, "dropout": not args.no_dropout}
     print(f"Training LeNet on {args.dataset}: {recipe}", file=sys.stderr, flush=True)

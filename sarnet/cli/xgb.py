@@ -21,9 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torchvision.utils import make_grid, save_image
-
 from sarnet import cli, packaged_config
 from sarnet.io import atomic_write
 
@@ -117,6 +114,9 @@ def score(model, args):
 
 def main(argv=None, prog=None):
     args = parse(argv, prog)
+    import torch  # after the arguments: --help and usage errors answer at once
+    from torchvision.utils import make_grid, save_image
+
     out = Path(args.out)
     torch.set_num_threads(args.threads)
     try:

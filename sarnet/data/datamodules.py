@@ -4,7 +4,6 @@ The datasets are tiny (60k x 784 bytes), so setup() reads the raw IDX files once
 tensor indexing: per-item PIL transforms would cost more than the model's own step on CPU.
 """
 
-import json
 from pathlib import Path
 
 import lightning as L
@@ -13,51 +12,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from sarnet.data import sources
 from sarnet.data.binarized import VAL_SEED, binarized_test_split, fixed_bernoulli, read_static
-from sarnet.data.sources import DataError, read_idx
+from sarnet.data.sources import FOLDERS, DataError, check_raw, read_idx
 
-FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
 BINARIZE = ("none", "static", "dynamic")
 QUANTIZE = (None, 2, 4)  # classes per pixel of the classification SarNET (docs/reference.md §3.1); None = grey
-
-
-_verified = set()
-
-
-# Sizes of the original IDX files (MNIST and Fashion-MNIST alike) and their published md5s, by folder.
-OFFICIAL_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
-                  "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
-OFFICIAL_MD5 = {"MNIST": sources.MNIST_MD5, "FashionMNIST": sources.FASHION_MD5}
-
-
-def check_manifest(raw: Path):
-    """Where `make data` left its md5 manifest, the files must still match it: a same-size corruption (a flipped
-    label) passes the IDX header checks and would otherwise be read silently. Without the manifest, files of the
-    original size must match the published md5s (`make data` writes byte-identical files); smaller files are
-    home-made test sets and only get the IDX header checks. Once per directory and process."""
-    manifest = raw / sources.MANIFEST
-    key = (str(raw.resolve()), manifest.stat().st_mtime_ns if manifest.exists() else None)
-    if key in _verified:
-        return
-    if key[1] is None:
-        official = OFFICIAL_MD5.get(raw.parent.name, {})
-        md5s = {n: official[n] for n, size in OFFICIAL_SIZES.items()
-                if n in official and (raw / n).is_file() and (raw / n).stat().st_size == size}
-    else:
-        try:
-            md5s = json.loads(manifest.read_text())
-        except (ValueError, OSError) as e:
-            raise DataError(f"{manifest}: not a readable md5 list ({type(e).__name__}: {e}); delete it and re-run "
-                            f"`make data`") from None
-        if not isinstance(md5s, dict) or not all(isinstance(v, str) for v in md5s.values()):
-            raise DataError(f"{manifest}: not an md5 list (expected {{file name: md5}}); delete it and re-run "
-                            f"`make data`")
-    for name, expected in md5s.items():
-        path = raw / name
-        if not path.is_file() or sources.file_hash(path) != expected:
-            source = "recorded by `make data`" if key[1] is not None else "published for this file"
-            raise DataError(f"{path}: does not match the md5 {source} (corrupted or replaced); "
-                            f"delete it and re-run `make data`")
-    _verified.add(key)
 
 
 def raw_split(root, dataset, split):
@@ -66,7 +24,7 @@ def raw_split(root, dataset, split):
         raise DataError(f"unknown dataset {dataset!r} or split {split!r}: expected {sorted(FOLDERS)}, "
                         f"'train' or 'test'")
     raw = Path(root) / FOLDERS[dataset] / "raw"
-    check_manifest(raw)
+    check_raw(raw)
     prefix = "train" if split == "train" else "t10k"
     x = read_idx(raw / f"{prefix}-images-idx3-ubyte")
     y = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
@@ -180,7 +138,8 @@ class IdxDataModule(L.LightningDataModule):
         count_ok = isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0
         if not (count_ok or isinstance(val_size, float) and 0 <= val_size < 1):
             raise DataError(f"val_size={val_size!r}: expected an int count >= 0 or a float in [0, 1)")
-        self.root, self.classes = str(root), None if classes is None else [int(c) for c in classes]
+        self.root, self.classes = str(root), None if classes is None else sorted({int(c) for c in classes})
+        self.image_shape = (quantize or 1, 28, 28)  # what a batch's images are: the net must read the same
         self.val_size, self.split_seed, self.binarize = val_size, split_seed, binarize
         self.download = download
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory

@@ -29,6 +29,7 @@ import numpy as np
 
 from sarnet.io import atomic_write
 
+FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MANIFEST = ".sarnet-ok.json"
@@ -91,6 +92,50 @@ def read_idx(path):
 
 
 # ---------------------------------------------------------------------------------------------- manifest
+
+# Sizes of the original IDX files (MNIST and Fashion-MNIST alike); their published md5s are MNIST_MD5, FASHION_MD5.
+OFFICIAL_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
+                  "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
+_verified = set()
+
+
+def check_raw(raw: Path):
+    """A raw folder a run reads: its four IDX files are there, and unchanged where that can be told. Where `make
+    data` left its md5 manifest, the files must still match it: a same-size corruption (a flipped label) passes
+    the IDX header checks and would otherwise be read silently. Without the manifest, files of the original size
+    must match the published md5s (`make data` writes byte-identical files); smaller files are home-made test
+    sets and only get the IDX header checks. Hashed once per directory and process (~0.2 s); torch-free, so a
+    train.py run checks it before importing torch."""
+    raw = Path(raw)
+    fix = f"run `sarnet data --root {raw.parent.parent}` (what `make data` runs), or set data.download=true"
+    for name in RAW_FILES:
+        if not (raw / name).is_file():
+            raise DataError(f"missing data file {raw / name}: {fix}")
+    manifest = raw / MANIFEST
+    key = (str(raw.resolve()), manifest.stat().st_mtime_ns if manifest.exists() else None)
+    if key in _verified:
+        return
+    if key[1] is None:
+        official = {"MNIST": MNIST_MD5, "FashionMNIST": FASHION_MD5}.get(raw.parent.name, {})
+        md5s = {n: official[n] for n, size in OFFICIAL_SIZES.items()
+                if n in official and (raw / n).stat().st_size == size}
+    else:
+        try:
+            md5s = json.loads(manifest.read_text())
+        except (ValueError, OSError) as e:
+            raise DataError(f"{manifest}: not a readable md5 list ({type(e).__name__}: {e}); delete it and "
+                            f"{fix}") from None
+        if not isinstance(md5s, dict) or not all(isinstance(v, str) for v in md5s.values()):
+            raise DataError(f"{manifest}: not an md5 list (expected {{file name: md5}}); delete it and {fix}")
+    for name, expected in md5s.items():
+        path = raw / name
+        if not path.is_file():
+            raise DataError(f"missing data file {path}: {fix}")
+        if file_hash(path) != expected:
+            source = "recorded by `make data`" if key[1] is not None else "published for this file"
+            raise DataError(f"{path}: does not match the md5 {source} (corrupted or replaced); delete it and {fix}")
+    _verified.add(key)
+
 
 def is_prepared(raw_dir, md5s):
     """True when the manifest lists exactly these hashes and every file still has them."""
@@ -260,8 +305,10 @@ def prepare(root="data"):
 def main(argv=None, prog=None):
     """`sarnet data --root DIR` (make data: --root data): both datasets, offline, checked."""
     example = "example:\n    sarnet data --root data   # then: sarnet train data_dir=data"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=example,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from sarnet.cli import Parser
+
+    parser = Parser(prog=prog, description=__doc__.split("\n\n")[0], epilog=example,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data", help="dataset root (torchvision layout; default ./data, "
                         "train.py's data_dir)")
     try:

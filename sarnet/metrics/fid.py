@@ -22,7 +22,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
 from sarnet.config import REAL_SETS
-from sarnet.data.datamodules import FOLDERS, load_split, raw_split
+from sarnet.data.datamodules import load_split, raw_split
+from sarnet.data.sources import FOLDERS, DataError
 from sarnet.io import atomic_write
 from sarnet.progress import Progress, say
 
@@ -36,10 +37,13 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # FashionMNIST's: the same recipe, test accuracy 0.8907 (MNIST's 0.9873).
 SHIPPED_SHA256 = {"mnist": "a8f4106c7f9bf060daed2b61ba10534df196796e8eca726e35ff4fc56bd2260a",
                   "fashion_mnist": "eac572c678b2582b1e2a86555f01fc40746e79b2257c593b12c5d9e436fb26b6"}
+# Resampled real images per step of a set (their indices and features: ~90 MB). One draw stream either way: the
+# CPU generator's randint gives the same indices in chunks as at once, so an n_gen below this sums as before.
+REAL_CHUNK = 2**20
 
 
-class ClassifierCacheError(RuntimeError):
-    pass
+class ClassifierCacheError(DataError):
+    """A feature network file that is missing, damaged or made from other data: one line, like the data's."""
 
 
 # -----------------------------------------------------------------------------
@@ -186,8 +190,9 @@ def read_lenet(path, sha256=None, fix="re-train it: sarnet train-classifier"):
         net = LeNet()
         net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     except Exception as e:  # missing, tampered, truncated zip, garbage bytes, wrong layout...
-        raise ClassifierCacheError(f"FID feature network {path} is refused ({type(e).__name__}: "
-                                   f"{str(e)[:120]}); {fix}") from e
+        detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise ClassifierCacheError(f"FID feature network {path} is refused ({type(e).__name__}: {detail}); "
+                                   f"{fix}") from None
     net.meta = {**meta, "sha256": digest}
     return net.requires_grad_(False).eval()
 
@@ -312,8 +317,8 @@ class FIDEvaluator:
         values, bar = [], Progress(self.n_sets * self.n_gen, "FID", enabled=progress is not None)
         for k in range(self.n_sets):
             self.fid.reset()  # keeps the real statistics unless resampling
-            if self.resample:
-                idx = torch.randint(len(self.real_images), (self.n_gen,), generator=g_real)
+            for i in range(0, self.n_gen if self.resample else 0, REAL_CHUNK):  # memory bounded for any n_gen
+                idx = torch.randint(len(self.real_images), (min(REAL_CHUNK, self.n_gen - i),), generator=g_real)
                 add_real_features(self.fid, self.real_features[idx.to(self.device)])
             for i in range(0, self.n_gen, self.batch_size):
                 n = min(self.batch_size, self.n_gen - i)

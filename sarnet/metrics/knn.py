@@ -8,6 +8,8 @@ scikit-learn's KNeighborsClassifier breaks them.
 
 import torch
 
+CHUNK = 1024  # test images whose distances to the training images are held at once (the default n: one chunk)
+
 
 def knn_accuracy(real, fake, k=4, test_fraction=0.3, seed=42) -> float:
     """real, fake: [N, ...] image tensors (any shape per image, same for both). Returns the test accuracy."""
@@ -21,8 +23,9 @@ def knn_accuracy(real, fake, k=4, test_fraction=0.3, seed=42) -> float:
     test, train = perm[:n_test], perm[n_test:]
     if k > len(train):
         raise ValueError(f"k={k} is larger than the {len(train)} training images")
-    dist = torch.cdist(x[test], x[train])
-    nearest = dist.topk(k, largest=False).indices  # [n_test, k]; among equal distances, any order
+    # among equal distances, any order; in chunks of test images, so memory stays ~CHUNK x train images
+    nearest = torch.cat([torch.cdist(x[rows], x[train]).topk(k, largest=False).indices
+                         for rows in test.split(CHUNK)])  # [n_test, k]
     votes_real = y[train][nearest].sum(1)
     predicted = (2 * votes_real > k).long()  # a tie (votes_real == k / 2) goes to 0
     return (predicted == y[test]).double().mean().item()

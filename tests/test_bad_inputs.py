@@ -1,0 +1,356 @@
+"""Every bad input of tests/bad_inputs.py refused before the work it would waste, in one line, leaving nothing.
+
+Fast: train.py in this process for each TRAIN entry (exit status 2, one error line naming the field, no traceback,
+only Hydra's .hydra in the run dir), every usage error of the `sarnet` commands, and one subprocess that runs every
+field, Hydra and usage error and every --help and finds torch never imported. Slow: the whole table again as real
+processes, with the figures by kind (tried / refused before work in one line / tracebacks / accepted wrongly /
+files left) printed, all but the first two required to be 0.
+"""
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
+from tests.conftest import ENV, ROOT, compose_config, needs_data, train_inprocess
+
+ERROR = re.compile(r"^(?:[\w.]+(?:Error|Busy|Stopped)|train\.py: error|sarnet [\w-]+: error|sarnet: error): ")
+FILES = re.compile(r"\{(\w+)\}")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The files the table's {placeholders} name: a checkpoint of BASE's net, a truncated one, and three copies
+    of the MNIST raw folder (symlinks) with a file deleted, a label flipped (same size), the md5 list garbled."""
+    from omegaconf import OmegaConf
+
+    from sarnet.config import validate
+
+    if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
+        pytest.skip("run `make data` first")
+    root = tmp_path_factory.mktemp("bad_inputs")
+    net = validate(compose_config(*BASE))
+    out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged"}  # damaged: a run dir with a truncated last.ckpt
+    torch.save({"sarnet": {"net": OmegaConf.to_container(OmegaConf.create(net.config)), "format": 1},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out["ckpt"])
+    (out["damaged"] / "checkpoints").mkdir(parents=True)
+    (out["damaged"] / "checkpoints" / "last.ckpt").write_bytes(out["ckpt"].read_bytes()[:5000])
+    for name in ("deleted", "flipped", "garbage"):
+        raw = root / f"data_{name}" / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for p in (ROOT / "data" / "MNIST" / "raw").iterdir():
+            (raw / p.name).symlink_to(p.resolve())
+        labels = raw / "t10k-labels-idx1-ubyte"
+        if name == "deleted":
+            labels.unlink()
+        elif name == "flipped":
+            data = bytearray(labels.read_bytes())
+            labels.unlink()
+            data[100] = (data[100] + 1) % 10  # another valid label: only the md5 can tell
+            labels.write_bytes(bytes(data))
+        else:
+            (raw / ".sarnet-ok.json").unlink()
+            (raw / ".sarnet-ok.json").write_text("{garbage")
+        out[f"data_{name}"] = raw.parents[1]
+    return out
+
+
+def fill(text: str, files) -> str:
+    return FILES.sub(lambda m: str(files[m[1]]), text) if FILES.search(text) else text
+
+
+def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=()) -> dict:
+    """What a refusal did: refused with exit `status` in one line naming `expect` (only_line: nothing else was
+    printed), a traceback, accepted (rc 0), files left in the run dir beside Hydra's .hydra and what was `found`."""
+    lines = [line for line in out.splitlines() if line.strip()]
+    errors = [line for line in lines if ERROR.match(line)]
+    left = sorted(set(os.listdir(run_dir)) - {".hydra", *found}) if run_dir and run_dir.is_dir() else []
+    return {"one_line": rc == status and len(errors) == 1 and expect in errors[0], "only_line": len(lines) == 1,
+            "traceback": "Traceback" in out, "accepted": rc == 0, "files_left": left,
+            "line": (errors or lines or [""])[-1]}
+
+
+def refused_by_validate(overrides: str) -> str | None:
+    """validate's one-line refusal of BASE + overrides (the composed config, in this process), None if it passes."""
+    from sarnet.config import ConfigError, validate
+    from sarnet.data.sources import DataError
+
+    try:
+        validate(compose_config(*BASE, *overrides.split()))
+    except (ConfigError, DataError) as e:
+        return f"{type(e).__module__}.{type(e).__name__}: {e}"
+    return None
+
+
+def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
+    """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
+    resumed = re.search(r"ckpt_path=(\S+)", overrides)
+    run = Path(resumed[1]) if resumed and Path(resumed[1]).is_dir() else tmp_path / "run"
+    return run, set(os.listdir(run)) if run.is_dir() else set()
+
+
+FIRST_OF_KIND = {e[0]: e for e in reversed(TRAIN)}.values()  # each kind once through the whole of train.py
+
+
+@pytest.mark.parametrize("kind, overrides, expect", [pytest.param(*e, id=e[1]) for e in TRAIN])
+def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, overrides, expect, tmp_path, request):
+    """validate refuses it, in one line naming the field; what it lets through (Hydra's composition errors, a run
+    dir's checkpoint, Lightning's Trainer arguments) train.py refuses, in one line, leaving only .hydra."""
+    if FILES.search(overrides) or kind in ("cross", "resource", "file"):  # they pass the field checks: data needed
+        needs = request.getfixturevalue("files")
+        overrides, expect = fill(overrides, needs), fill(expect, needs)
+    line = None if kind == "hydra" else refused_by_validate(overrides)
+    if line is not None and (kind, overrides, expect) not in FIRST_OF_KIND:
+        assert expect in line and ERROR.match(line) and "\n" not in line, line
+        return
+    run, found = run_dir(overrides, tmp_path)
+    rc, out = train_inprocess(*BASE, *overrides.split(), f"hydra.run.dir={run}")
+    got = outcome(rc, out, run, expect, found=found)
+    assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
+
+
+@needs_data
+@pytest.mark.parametrize("overrides", ["", "model=sarnet", "model=vae", "scheduler=plateau", "scheduler=cosine",
+                                       "model=sarnet_bernoulli data.binarize=dynamic",
+                                       "trainer.limit_val_batches=0 callbacks.checkpoint.monitor=train/loss",
+                                       *[f"experiment={e}" for e in ("cls_sarnet", "cls_sarnet_prob", "fashion_mnist",
+                                                                     "fid_table", "mnist_interpolation", "nll_vae",
+                                                                     "nll_sarnet_pixel", "nll_sarnet_vae_pixel")]])
+def test_good_configs_still_validate(overrides):
+    assert refused_by_validate(overrides) is None
+
+
+@pytest.mark.parametrize("kind, argv, expect", [pytest.param(*e, id=e[1]) for e in CLI])
+def test_a_command_refuses_a_usage_error_in_one_line(kind, argv, expect, tmp_path):
+    from sarnet.cli import main
+
+    (tmp_path / "any.ckpt").write_bytes(b"")  # {ckpt}: any existing file passes the parser's check
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main(fill(argv, {"ckpt": tmp_path / "any.ckpt"}).split())
+    got = outcome(e.value.code, err.getvalue(), None, expect)
+    assert got["one_line"] and got["only_line"], err.getvalue()
+
+
+TORCH_FREE = """
+import io, json, sys, contextlib
+from hydra import compose, initialize_config_module
+from sarnet.cli import main
+from sarnet.config import ConfigError, check_fields
+found = {}
+commands, fields = json.loads(sys.argv[1])
+for argv in commands:  # the real commands, Hydra's composition errors included
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+    found[" ".join(argv)] = "torch" in sys.modules
+with initialize_config_module("sarnet.conf", version_base="1.3"):  # train.py's first check, on the composed config
+    for overrides in fields:
+        try:
+            check_fields(compose("config", overrides=overrides))
+        except ConfigError:
+            pass
+        found[" ".join(overrides)] = "torch" in sys.modules
+print(json.dumps(found))
+"""
+
+
+def torch_free_argvs(tmp_path):
+    ckpt = tmp_path / "any.ckpt"
+    ckpt.write_bytes(b"")
+    commands = [[name, "--help"] for name in HELP] + [fill(a, {"ckpt": ckpt}).split() for _, a, _ in CLI]
+    commands += [["train", *BASE, *o.split(), f"hydra.run.dir={tmp_path / 'run'}"] for k, o, _ in TRAIN
+                 if k == "hydra" or o == "seed=-1"]  # seed=-1: a field error through the whole command
+    return commands, [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
+
+
+def test_help_usage_and_field_errors_answer_before_torch_is_imported(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, json.dumps(torch_free_argvs(tmp_path))], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert len(found) > 120 and not any(found.values()), next(a for a, imported in found.items() if imported)
+
+
+def damaged_fid_weights(tmp_path, monkeypatch) -> dict:
+    """train.py (in this process) with FID on and the shipped feature network's file damaged (a copy)."""
+    from sarnet.metrics import fid
+
+    weights = tmp_path / "weights"
+    shutil.copytree(fid.WEIGHTS_DIR, weights)
+    data = bytearray((weights / "lenet_mnist.pt").read_bytes())
+    data[len(data) // 2] ^= 0x5A
+    (weights / "lenet_mnist.pt").write_bytes(bytes(data))
+    monkeypatch.setattr(fid, "WEIGHTS_DIR", weights)
+    rc, out = train_inprocess(*BASE, "fid.enabled=true", f"hydra.run.dir={tmp_path / 'run'}")
+    return outcome(rc, out, tmp_path / "run", f"FID feature network {weights / 'lenet_mnist.pt'} is refused")
+
+
+@needs_data
+def test_a_damaged_fid_feature_network_is_one_line_before_training(tmp_path, monkeypatch):
+    got = damaged_fid_weights(tmp_path, monkeypatch)
+    assert got["one_line"] and not got["traceback"] and not got["files_left"], got
+
+
+def nan_stop(tmp_path) -> dict:
+    """A run that trains one good epoch, then is resumed with lr = 1e39 applied to the restored optimizer (finite
+    as a config value; the first update overflows float32 weights): one line naming the kept checkpoint."""
+    base = [*BASE, f"hydra.run.dir={tmp_path}"]
+    assert subprocess.run([sys.executable, "train.py", *base], cwd=ROOT, env=ENV, capture_output=True).returncode == 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    proc = subprocess.run([sys.executable, "train.py", *base, f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
+                           "model.optimizer.lr=1e39", "resume_override_optimizer=true"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    got = outcome(proc.returncode, proc.stderr, None, f"the last good checkpoint is kept: lower the learning rate "
+                                                       f"or check the data ({last})", status=1)
+    return got | {"digest": last.read_bytes()}
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_non_finite_loss_stops_in_one_line_naming_the_kept_checkpoint(tmp_path):
+    from sarnet.checkpoint import read_checkpoint
+
+    got = nan_stop(tmp_path)
+    assert got["one_line"] and not got["traceback"], got
+    assert re.search(r"non-finite training loss at epoch 1, step [45] \(term: ", got["line"]), got["line"]
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["epoch"] == 0  # the good epoch's, kept
+    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1  # the good run's: none written after
+
+
+# ---- table inputs ----------------------------------------------------------------------------------------------
+
+def results(fid=1.5, seed=1):
+    return {"status": "ok", "model": "vae", "latent_dim": 8, "seed": seed, "epochs": 1, "wall_time_s": 1.0,
+            "params": {"dense": 10, "effective": 10}, "dataset": "mnist", "classes": [5], "eval_ckpt": "last",
+            "sampling": {"method": "fast", "th": None, "z_scale": 1.0}, "code": None, "metrics": {"fid/mean": fid}}
+
+
+TABLE = [  # (kind, what lies in the sweep dir beside a good run, text of the warning or refusal)
+    ("table", [1, 2, 3], "skipping {bad}: not a JSON object but a list"),
+    ("table", "{not json", "skipping {bad}: unreadable"),
+    ("table", results() | {"metrics": {"fid/mean": "x"}}, "skipping {bad}: status ok but its metrics"),
+    ("table", results() | {"params": None}, "skipping {bad}: status ok but its params"),
+    ("table", results(float("nan"), seed=2), "NaN"),  # a NaN FID: a NaN cell, out of the plot
+    ("table", None, "no finished run with an FID"),  # no run at all: exit status 2
+]
+
+
+def run_table(tmp_path, bad) -> tuple[int, str, str, Path]:
+    from sarnet.table import main
+
+    sweep, out = tmp_path / "sweep", tmp_path / "t"
+    if bad is not None:
+        (sweep / "good").mkdir(parents=True)
+        (sweep / "good" / "results.json").write_text(json.dumps(results()))
+        (sweep / "bad").mkdir()
+        (sweep / "bad" / "results.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    sweep.mkdir(parents=True, exist_ok=True)
+    stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            main([str(sweep), "--out", str(out)])
+        except SystemExit as e:
+            rc = e.code
+    return rc, stdout.getvalue(), stderr.getvalue(), out
+
+
+@pytest.mark.parametrize("kind, bad, expect", TABLE, ids=["list", "garbage", "metric", "params", "nan", "empty"])
+def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kind, bad, expect, tmp_path):
+    rc, stdout, stderr, out = run_table(tmp_path, bad)
+    expect = expect.replace("{bad}", str(tmp_path / "sweep" / "bad" / "results.json"))
+    assert "Traceback" not in stderr
+    if bad is None:  # nothing to tabulate: one line, exit status 2, no files
+        assert rc == 2 and expect in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        assert not list(tmp_path.glob("t.*"))
+        return
+    assert rc == 0 and out.with_suffix(".png").exists(), stderr
+    table = json.loads(out.with_suffix(".json").read_text())["tables"][0]
+    assert sorted(table["rows"][0]["seeds"]) == ([1, 2] if expect == "NaN" else [1])  # the good run, always
+    if expect == "NaN":
+        assert math.isnan(table["rows"][0]["fid_mean"]) and "| NaN |" in out.with_suffix(".md").read_text()
+    else:  # one warning line, naming the file
+        assert [line for line in stderr.splitlines() if line.startswith("warning")] == [
+            line for line in stderr.splitlines() if expect in line], stderr
+
+
+# ---- slow: the whole table as real processes, and the figures -----------------------------------------------
+
+def run_process(argv, run_dir, expect, found=(), timeout=600):
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sarnet", *argv], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    imports = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    out = proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return outcome(proc.returncode, out, run_dir, expect, found=found) | {"torch": "torch" in imports,
+                                                             "seconds": time.time() - t0}
+
+
+@pytest.mark.slow
+def test_torture_figures(files, tmp_path, monkeypatch):
+    """Every entry of the table, as the user meets it. Prints the figures by kind; requires 0 tracebacks, 0
+    accepted wrongly, 0 files left, every refusal one line (the only line printed), field / Hydra / usage errors
+    and --help before torch, the others before any data is read (their files' checks aside)."""
+    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+
+    rows = []
+    for i, (kind, overrides, expect) in enumerate(TRAIN):
+        run, found = run_dir(fill(overrides, files), tmp_path / f"train{i}")
+        got = run_process(["train", *BASE, *fill(overrides, files).split(), f"hydra.run.dir={run}"], run,
+                          fill(expect, files), found)
+        rows.append((kind, overrides, got))
+    for kind, argv, expect in CLI:
+        rows.append((kind, argv, run_process(fill(argv, files).split(), None, expect)))
+    for name in HELP:
+        got = run_process([name, "--help"], None, "")
+        rows.append(("help", name, got | {"one_line": got["accepted"], "only_line": True, "accepted": False}))
+    inprocess = {"one_line": False, "only_line": True, "torch": False, "seconds": 0, "files_left": [], "line": ""}
+    rows.append(("file", "FID weights", inprocess | damaged_fid_weights(tmp_path / "fid", monkeypatch)))
+    rows.append(("stop", "NaN loss", inprocess | nan_stop(tmp_path / "nan") | {"only_line": True}))
+    for i, (kind, bad, expect) in enumerate(TABLE):
+        rc, _, stderr, _ = run_table(tmp_path / f"table{i}", bad)
+        rows.append((kind, str(bad)[:30], inprocess | {"one_line": expect.split("}")[-1].strip(": ") in stderr or
+                                                        rc == 0, "traceback": "Traceback" in stderr,
+                                                        "accepted": bad is None and rc == 0}))
+    nets = {"vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"), "conv": ConvVAE(latent_dim=4),
+            "regression": SarNet(out_activation="none")}
+    import sarnet.sampling as sampling
+
+    for kind, call, message in API:
+        try:
+            call(nets, torch, sampling)
+            got = {"accepted": True, "traceback": False, "one_line": False}
+        except ValueError as e:
+            got = {"accepted": False, "traceback": False, "one_line": bool(re.search(message, str(e)))
+                   and "\n" not in str(e)}
+        except Exception:  # noqa: BLE001 -- any other kind is what a user would see as a traceback
+            got = {"accepted": False, "traceback": True, "one_line": False}
+        rows.append((kind, message, inprocess | got))
+    figures = Counter()
+    for kind, what, got in rows:
+        bad_torch = got["torch"] and kind in ("field", "hydra", "cli", "help")
+        refused = got["one_line"] and got["only_line"] and not bad_torch and not got["files_left"]
+        figures.update({(kind, "tried"): 1, (kind, "refused before work in one line"): refused,
+                        (kind, "tracebacks"): got["traceback"], (kind, "accepted wrongly"): got["accepted"],
+                        (kind, "files left"): bool(got["files_left"])})
+        print(f"{'ok  ' if refused else 'FAIL'} {kind:8} {got['seconds']:5.1f}s {what[:60]:60} {got['line'][:110]}",
+              flush=True)
+    heads = ["tried", "refused before work in one line", "tracebacks", "accepted wrongly", "files left"]
+    print("\n| kind | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
+    for kind in dict.fromkeys(k for k, _, _ in rows):
+        print(f"| {kind} | " + " | ".join(str(figures[kind, h]) for h in heads) + " |")
+    assert all(figures[k, h] == 0 for k, _, _ in rows for h in heads[2:])
+    assert all(figures[k, "tried"] == figures[k, heads[1]] for k, _, _ in rows)
