@@ -26,7 +26,8 @@ import torch
 from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
 from tests.conftest import ENV, ROOT, compose_config, needs_data, train_inprocess
 
-ERROR = re.compile(r"^(?:[\w.]+(?:Error|Busy|Stopped)|train\.py: error|sarnet [\w-]+: error|sarnet: error): ")
+ERROR = re.compile(r"^(?:\[[^]]*\]\[sarnet\]\[ERROR\] - )?"  # logged, for a stop after work began
+                   r"(?:[\w.]+(?:Error|Busy|Stopped)|train\.py: error|sarnet [\w-]+: error|sarnet: error): ")
 FILES = re.compile(r"\{(\w+)\}")
 
 
@@ -214,9 +215,8 @@ def nan_stop(tmp_path) -> dict:
     proc = subprocess.run([sys.executable, "train.py", *base, f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
                            "model.optimizer.lr=1e39", "resume_override_optimizer=true"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
-    got = outcome(proc.returncode, proc.stderr, None, f"the last good checkpoint is kept: lower the learning rate "
-                                                       f"or check the data ({last})", status=1)
-    return got | {"digest": last.read_bytes()}
+    kept = f"the last good checkpoint is kept: lower the learning rate or check the data ({last})"
+    return outcome(proc.returncode, proc.stdout + proc.stderr, None, kept, status=1)
 
 
 @pytest.mark.slow
