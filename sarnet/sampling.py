@@ -207,12 +207,13 @@ class SortedLayer(NamedTuple):
     perm_out: torch.Tensor
 
 
-def _sorted_layers(net: SarNet, dtype=None) -> list[SortedLayer]:
+def _sorted_layers(net: SarNet, dtype=None) -> tuple[list[SortedLayer], list[SortedLayer]]:
     """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
     the prefix length comes from the layer's own mask. Kept on the net, with a copy of the weights it was made
     from, until a weight changes: FID generates in many small calls. The copy is compared, not the tensors'
     version counters, which fused Adam's in-place step leaves unchanged (a stale sort would sample old weights).
-    dtype (bf16): the matmul weights cast to it, kept beside the others.
+    Returns the layers and the same with their matmul weights in `dtype` (bf16; None: the same list), both checked
+    by one comparison.
     """
     params = [t for layer in net.layers for t in (layer.weight, layer.bias)]
     cached = getattr(net, "_sorted_cache", None)
@@ -234,7 +235,7 @@ def _sorted_layers(net: SarNet, dtype=None) -> list[SortedLayer]:
     if dtype not in by_dtype:
         by_dtype[dtype] = [layer._replace(weight=layer.weight.to(dtype), w_z=layer.w_z.to(dtype))
                            for layer in by_dtype[None]]
-    return by_dtype[dtype]
+    return by_dtype[None], by_dtype[dtype]
 
 
 # Sorted inputs summed into the pre-activations of all later rows at once, when at least this many are pending.
@@ -261,8 +262,7 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     _check_th(th)
     low = matmul_dtype(dtype)
     known = keep_mask(net, keep).tolist()
-    layers = _sorted_layers(net)
-    wide = layers if low is None else _sorted_layers(net, low)  # the weights of the flushes and of z's term
+    layers, wide = _sorted_layers(net, low)  # wide: the weights of the flushes and of z's term
     perm = layers[0].perm_in
     # Patch k's inputs (sorted: rows in0:in1 of xs) are written from the last layer's patch-k rows r0:r1 (the same
     # rows, unless a probability net's C output channels fill 1 grey channel).
@@ -476,7 +476,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device, dtype)
     x = torch.zeros(n, units.numel(), device=device, dtype=dtype)
     if method == "fast":  # work on degree-sorted units: patch k's units, and all before them, are prefixes
-        layers = _sorted_layers(net)
+        layers, _ = _sorted_layers(net)
         perm = layers[0].perm_in
         units, noise = units[perm], noise[:, perm]
 

