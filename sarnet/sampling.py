@@ -221,7 +221,7 @@ def _sorted_layers(net: SarNet, dtype=None) -> tuple[list[SortedLayer], list[Sor
                                  torch.equal(a, b) for a, b in zip(cached[0], params, strict=True)):
         out = []
         for layer in net.layers:
-            w = layer.masked_weight()
+            w = layer.weight * layer.mask  # not masked_weight(): under an autocast it would be bf16
             perm_in = torch.argsort(layer.deg_in, stable=True)
             perm_out = torch.argsort(layer.deg_out, stable=True)
             mask = layer.mask[perm_out][:, perm_in]
@@ -396,8 +396,9 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
         fill, parts = FILLERS[method], []
         for s in _batches(n, batch_size):
-            parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
-                              None if uniforms is None else uniforms[s], low))
+            with autocast(device, None):  # an autocast around generate() leaves the exact path exact
+                parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
+                                  None if uniforms is None else uniforms[s], low))
             if progress is not None:
                 progress(len(parts[-1]))
         return torch.cat(parts)
