@@ -9,7 +9,9 @@ this run on the work's own matmul shapes (recorded while it runs, then timed alo
 bf16 where that is faster (`best_floor_s`, `best_dtype`, `of_best_floor`). The exact likelihood stays fp32/fp64.
 
 The process keeps the memory it frees (sarnet.keep_freed_memory, as training and FID do); the thesis notebook's
-loop is first timed as it runs there, under glibc's default malloc, before that is set.
+loop is also timed as it runs there, under glibc's default malloc, in a fresh process. Paths compared with each other
+run interleaved, round by round (the machine's load drifts within minutes): training epochs as the median of
+--epochs rounds, the fast samplers and one FID set as the best of three and two rounds.
 
 Cases
   train         a training epoch, MNIST-5, SarNET-VAE L=128, batch 64, lines measured in one run:
@@ -42,6 +44,8 @@ import copy
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -261,22 +265,37 @@ def median(times):
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+def notebook_epoch(root, model_name) -> float:
+    """The notebook's loop in a fresh process, under glibc's default malloc as the notebook runs it: the second of
+    two epochs (the first warms up)."""
+    code = (f"import json, torch; torch.set_num_threads({torch.get_num_threads()}); from sarnet.bench import mnist5, "
+            f"reference_epochs; print(json.dumps(reference_epochs(mnist5({str(root)!r}), {model_name!r}, 2)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])[1]
+
+
 def train_case(args, model_name, case):
+    """The four lines' epochs interleaved, round by round (this shared machine's load drifts within minutes): each
+    round times the second of two epochs of every line; the median over args.epochs rounds."""
     x = mnist5(args.data)
-    n, epochs = len(x), args.epochs
-    notebook = args.notebook[model_name]  # timed by run() before the process kept its freed memory
-    kept = median(reference_epochs(x, model_name, epochs))
-    project = {p: median(project_epochs(args.data, model_name, epochs, precision=p)) for p in PRECISIONS}
+    n = len(x)
+    lines = {"notebook": lambda: notebook_epoch(args.data, model_name),
+             "kept": lambda: reference_epochs(x, model_name, 2)[1],
+             **{p: lambda p=p: project_epochs(args.data, model_name, 2, precision=p)[1] for p in PRECISIONS}}
+    times = {line: [] for line in lines}
+    for _ in range(args.epochs):
+        for line, timed in lines.items():
+            times[line].append(timed())
+    notebook, kept, *project = (sorted(t)[len(t) // 2] for t in times.values())
     work = training_step_work(args.data, model_name)
     flops, rate = work.flops * n / 64, rates(work.shapes)
-    common = dict(model=model_name, images=n, batch=64, latent_dim=128, epochs_timed=epochs - 1)
+    common = dict(model=model_name, images=n, batch=64, latent_dim=128, epochs_timed=args.epochs)
     ref = "reference" if model_name == "sarnet_vae" else f"reference_{model_name}"
-    rows = [emit(ref, None, notebook, img_s=round(n / notebook, 1), malloc="glibc default",
+    rows = [emit(ref, None, notebook, img_s=round(n / notebook, 1), malloc="glibc default (a fresh process)",
                  **floor_fields(flops, rate, notebook), **common),
             emit(f"{ref}_kept_memory", notebook, kept, img_s=round(n / kept, 1), malloc="freed memory kept",
                  **floor_fields(flops, rate, kept), **common)]
-    for precision, suffix in PRECISIONS.items():
-        s = project[precision]
+    for (precision, suffix), s in zip(PRECISIONS.items(), project):
         rows.append(emit(case + suffix, notebook, s, ratio_same_malloc=round(kept / s, 2), precision=precision,
                          img_s=round(n / s, 1), **floor_fields(flops, rate, s), **common))
     return rows
@@ -294,6 +313,15 @@ def time_generate(model, n, method, batch_size, dtype="float32"):
     t = time.perf_counter()
     generate(model, n, method=method, batch_size=batch_size, generator=torch.Generator().manual_seed(0), dtype=dtype)
     return time.perf_counter() - t
+
+
+def best_of(timed: dict, rounds: int = 3) -> dict:
+    """name -> the least of `rounds` calls of timed[name](), the names' calls interleaved round by round."""
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(rounds):
+        for name, fn in timed.items():
+            best[name] = min(best[name], fn())
+    return best
 
 
 def dense_pass(net: SarNet, n: int, batch: int, dtype="float32"):
@@ -323,7 +351,7 @@ def sample_lines(case, net, n, batch, naive_s, project_s: dict, **settings):
 def case_sample(args):
     model = SarNetVAE(128).eval()
     naive = time_generate(model, args.n, "naive", 500)
-    fast = {dtype: time_generate(model, args.n, "fast", args.fast_batch, dtype) for dtype in DTYPES}
+    fast = best_of({d: lambda d=d: time_generate(model, args.n, "fast", args.fast_batch, d) for d in DTYPES})
     return sample_lines("sample", model.decoder, args.n, args.fast_batch, naive, fast, images=args.n, latent_dim=128,
                         patch=4, passes_naive=48, naive_batch=500, fast_batch=args.fast_batch)
 
@@ -334,7 +362,7 @@ def case_sample_pixel(args):
     model = net.eval()  # a SarNet with a latent samples like a SarNET-VAE decoder
     m = args.naive_images
     naive = time_generate(model, m, "naive", 500) * args.n / m
-    fast = {dtype: time_generate(model, args.n, "fast", args.fast_batch, dtype) for dtype in DTYPES}
+    fast = best_of({d: lambda d=d: time_generate(model, args.n, "fast", args.fast_batch, d) for d in DTYPES})
     return sample_lines("sample_pixel", net, args.n, args.fast_batch, naive, fast, images=args.n, latent_dim=128,
                         patch=1, passes_naive=783, naive_timed_images=m, naive_scaled_per_image=True,
                         fast_batch=args.fast_batch)
@@ -353,7 +381,7 @@ def case_sample_regression(args):
         return time.perf_counter() - t
 
     naive = timed("naive")
-    fast = {dtype: timed("fast", dtype) for dtype in DTYPES}
+    fast = best_of({dtype: lambda d=dtype: timed("fast", d) for dtype in DTYPES})
     return sample_lines("sample_regression", net, args.n, args.n, naive, fast, images=args.n, patch=4,
                         passes_naive=49, th=th, **settings)
 
@@ -369,12 +397,14 @@ def case_fid(args):
     classifier = load_classifier("mnist", root=args.data)
     real = real_images(args.data, "mnist", [5], "test")
     protocol = dict(real_set=fid_cfg.real_set, seed=fid_cfg.seed, batch_size=fid_cfg.batch_size, n_gen=args.n)
-    times = {}
-    for dtype, n_sets in (("float32", 1), ("bfloat16", 1), ("float32", fid_cfg.n_sets)):
+    def timed(dtype, n_sets):
         evaluator = FIDEvaluator(classifier, real, n_sets=n_sets, dtype=dtype, **protocol)
         t = time.perf_counter()
-        evaluator.evaluate(lambda n, g, dtype=dtype: generate(model, n, generator=g, dtype=dtype))
-        times[dtype, n_sets] = time.perf_counter() - t
+        evaluator.evaluate(lambda n, g: generate(model, n, generator=g, dtype=dtype))
+        return time.perf_counter() - t
+
+    times = {(d, 1): s for d, s in best_of({d: lambda d=d: timed(d, 1) for d in DTYPES}, rounds=2).items()}
+    times["float32", fid_cfg.n_sets] = timed("float32", fid_cfg.n_sets)
     _, decoder = dense_pass(model.decoder, args.n, fid_cfg.batch_size)
     features = measure_work(lambda: classifier(torch.rand(fid_cfg.batch_size, 1, 28, 28)))
     flops = decoder.flops + features.flops * args.n / fid_cfg.batch_size  # real features: once per evaluation
@@ -474,7 +504,6 @@ def markdown(rows) -> str:
 CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample, "sample_pixel": case_sample_pixel,
          "sample_regression": case_sample_regression,
          "fid": case_fid, "nll": case_nll}
-TRAIN_MODELS = {"train": "sarnet_vae", "train_vae": "vae"}
 
 
 def run(args):
@@ -485,10 +514,6 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = args.cases or list(CASES)
-    # The notebook's loop as it runs there, under glibc's default malloc: timed first, since keeping freed memory
-    # cannot be undone within a process; then the process keeps it, as sarnet's training and FID do.
-    args.notebook = {TRAIN_MODELS[c]: median(reference_epochs(mnist5(args.data), TRAIN_MODELS[c], args.epochs))
-                     for c in cases if c in TRAIN_MODELS}
     keep_freed_memory()
     rows = []
     for case in cases:
