@@ -154,11 +154,8 @@ def test_bf16_mixed_training_end_to_end_records_its_precision_and_dtypes(tmp_pat
     assert results["fid_protocol"]["dtype"] == "bfloat16" and results["metrics"]["fid/mean"] > 0
 
 
-def test_float32_is_the_declared_default_and_a_bad_precision_is_one_line(tmp_path):
-    assert compose_config().trainer.precision == "32-true"  # no `+` needed to override it
-    status, out = train_inprocess("trainer=smoke", "logger=csv", "fid=off", "trainer.precision=bf15",
-                                  f"hydra.run.dir={tmp_path}")
-    assert status == 1 and "trainer.precision" in out and "Traceback" not in out, out[-2000:]
+def test_float32_is_the_declared_default_precision():
+    assert compose_config().trainer.precision == "32-true"  # explicit: what the measurements support so far
 
 
 def parity_sweep(tmp_path):
@@ -186,7 +183,8 @@ def test_tables_never_merge_precisions_and_test_them_against_each_other(tmp_path
     assert abs(cells["sarnet_vae", "bf16-mixed"]["fid_mean"] - cells["sarnet_vae", "32-true"]["fid_mean"]
                - 0.05) < 1e-9
     assert "sarnet_vae (trained bf16-mixed)" in md
-    assert {(w["latent_dim"], w["precision"]) for w in t["welch"]} == {(32, "32-true"), (32, "bf16-mixed")}
+    (w,) = t["welch"]  # sarnet_vae vs vae: the reference's float32 runs, not the bf16 ones
+    assert (w["a"], w["b"], w["mean_a"]) == ("sarnet_vae", "vae", cells["sarnet_vae", "32-true"]["fid_mean"])
     tests = {(w["model"], w["metric"]): w for w in t["precision_welch"]}
     assert set(tests) == {(m, k) for m in ("sarnet_vae", "vae") for k in ("fid", "test_loss")}
     assert tests["vae", "test_loss"]["p"] == 1.0 and tests["sarnet_vae", "fid"]["seeds"] == [3, 3]
