@@ -81,7 +81,8 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
                                      if eval_ckpt == "best" else None)
     assert results["checkpoint"] == f"checkpoints/{eval_ckpt}.ckpt"
     assert results["dataset"] == "mnist" and results["classes"] == [5]
-    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0}
+    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0, "dtype": "float32"}
+    assert results["precision"] == "32-true"
     protocol = results["fid_protocol"]
     assert protocol["features"] == "slim-lenet-v1" and len(protocol["features_sha256"]) == 64
     assert (protocol["n_gen"], protocol["n_sets"], protocol["real_set"], protocol["seed"]) == \
