@@ -1,38 +1,51 @@
 """The benchmark cases (`sarnet bench`): one JSON line per case, each with the baseline's and the project's time
 measured in this run.
 
-Every case also reports its FLOPs and the machine's floor measured in the same run: the dense FLOPs of the work
-(torch.utils.flop_counter: masked weights count, as the matmuls run dense) divided by the sgemm rate this machine
-reaches on the work's own matmul shapes (recorded while it runs, then timed alone); `of_floor` = floor_s /
-project_s (1.0 = at the floor).
+Every case that can run its matmuls in bf16 runs them both ways, float32 first (`sample`, then `sample_bf16`; the
+bf16 line's baseline is the same float32 baseline). Every line reports its FLOPs and two floors, both measured in
+this run on the work's own matmul shapes (recorded while it runs, then timed alone): the dense FLOPs of the work
+(torch.utils.flop_counter: masked weights count, as the matmuls run dense) at the fp32 sgemm rate (`floor_s`,
+`of_floor` = floor_s / project_s; 1.0 = at the floor) and at the best rate the machine reaches on those shapes,
+bf16 where that is faster (`best_floor_s`, `best_dtype`, `of_best_floor`). The exact likelihood stays fp32/fp64.
+
+The process keeps the memory it frees (sarnet.keep_freed_memory, as training and FID do); the thesis notebook's
+loop is also timed as it runs there, under glibc's default malloc, in a fresh process. Paths compared with each other
+run interleaved, round by round (the machine's load drifts within minutes): training epochs as the median of
+--epochs rounds, the fast samplers and one FID set as the best of three and two rounds.
 
 Cases
-  train         a training epoch, MNIST-5, SarNET-VAE L=128, batch 64, two lines measured in one run:
+  train         a training epoch, MNIST-5, SarNET-VAE L=128, batch 64, lines measured in one run:
                 `reference`: the thesis notebook's loop (docs/reference.md §2.4, §4.3): cat([x, z]), W*M in every
-                forward, sigmoid + BCELoss(sum), default torch.optim.Adam, DataLoader over a TensorDataset;
-                `train`: the project's Lightning path (train.py's configs, module and DataModule), ratio to
-                `reference`. Goal >= 2x the reference and of_floor >= 0.5. Same maths: tests/test_speed_paths.py.
-  train_vae     the same two lines for the conv VAE baseline (L=128).
-  sample        10,000 SarNET-VAE samples (L=128, 4x4 patches): naive sampler (48 full passes) vs fast; floor =
-                one dense decoder pass, also timed (`dense_pass_s`, `of_dense_pass` = dense_pass_s / project_s).
-                Goal >= 40x and of_dense_pass >= 0.5.
+                forward, sigmoid + BCELoss(sum), default torch.optim.Adam, DataLoader over a TensorDataset, under
+                glibc's default malloc; `reference_kept_memory`: the same loop once the process keeps its freed
+                memory; `train`: the project's Lightning path (train.py's configs, module and DataModule), ratio to
+                `reference` (`ratio_same_malloc`: to `reference_kept_memory`); `train_bf16`: the same with
+                trainer.precision=bf16-mixed. Goal >= 2x the reference. Same maths: tests/test_speed_paths.py.
+  train_vae     the same lines for the conv VAE baseline (L=128).
+  sample        10,000 SarNET-VAE samples (L=128, 4x4 patches): naive float32 sampler (48 full passes) vs fast
+                (`sample`: float32, `sample_bf16`: sample.dtype=bfloat16); one dense decoder pass is also timed in
+                float32 and bf16 (`dense_pass_s`, `of_dense_pass` = dense_pass_s / project_s; `*_bf16`).
+                Goals: >= 80x with bf16, float32 fast >= 0.9 of one dense float32 pass.
   sample_pixel  the same for a pixel-wise (1x1 patch) model; the naive sampler (783 full passes) is timed on
                 `--naive-images` images and scaled per image. Goal >= 500x.
   sample_regression  10,000 simple-SarNET samples with the reference's noisy scheme (conf/recipe/sarnet.yaml):
-                naive (a full pass per patch) vs fast (prefix blocks of the degree-sorted weights); floor and
-                of_dense_pass as `sample`.
-  fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128;
-                floor = one dense decoder pass + the LeNet features of the generated set.
-  nll           time to score the binarized MNIST test split (sarnet/likelihood.py), two lines:
+                naive (a full pass per patch) vs fast (prefix blocks of the degree-sorted weights), float32 and bf16.
+  fid           one FID set (10k generated + features + compute) and the whole 10-set evaluation, SarNET-VAE L=128,
+                float32; `fid_bf16`: one set with bf16 sampling and bf16 features (sample.dtype, fid.dtype) against
+                the float32 set (goal >= 2x); floor = one dense decoder pass + the LeNet features of the set.
+  nll           time to score the binarized MNIST test split (sarnet/likelihood.py), float32 only, two lines:
                 nll_exact: strict SarNET (4x4 patches, no latent), the naive per-patch NLL (49 full passes, as
                 the naive sampler; timed on `--naive-images` and scaled) vs the one-pass exact NLL of all images;
                 nll_iwae: strict SarNET-VAE L=32 (4x4), the ELBO alone (IWAE k=1) vs IWAE_k (`--k`), on
                 `--nll-images` images; ratio = the cost of k (< 1), with images/s for both.
 """
 
+import copy
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,13 +55,15 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from sarnet import packaged_config
+from sarnet import keep_freed_memory, packaged_config
+from sarnet.config import DTYPES
 from sarnet.nn import REFERENCE_GEOMETRY, ConvVAE, SarNet, SarNetVAE
-from sarnet.sampling import generate, generate_regression
+from sarnet.sampling import autocast, generate, generate_regression, matmul_dtype
 
 aten = torch.ops.aten
 
 SAMPLE_BATCH = packaged_config("config").sample.batch_size
+PRECISIONS = {"32-true": "", "bf16-mixed": "_bf16"}  # trainer.precision -> the suffix of its case's line
 
 
 class Work(TorchDispatchMode):
@@ -73,9 +88,9 @@ def measure_work(fn) -> Work:
     return work
 
 
-def sgemm_rate(shapes, rounds: int = 5) -> float:
-    """FLOP/s of torch.mm over these (m, k, n) shapes, each timed alone; the best of `rounds` passes."""
-    pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in sorted(set(shapes))]
+def gemm_rate(shapes, dtype=torch.float32, rounds: int = 5) -> float:
+    """FLOP/s of torch.mm in `dtype` over these (m, k, n) shapes, each timed alone; the best of `rounds` passes."""
+    pairs = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in sorted(set(shapes))]
     count = {s: shapes.count(s) for s in set(shapes)}
     flops = sum(2 * m * k * n * count[(m, k, n)] for m, k, n in set(shapes))
     best = float("inf")
@@ -88,17 +103,36 @@ def sgemm_rate(shapes, rounds: int = 5) -> float:
     return flops / best
 
 
-def floor_fields(flops: float, rate: float, project_s: float) -> dict:
-    floor_s = flops / rate
-    return {"gflop": round(flops / 1e9, 2), "sgemm_gflop_s": round(rate / 1e9, 1), "floor_s": round(floor_s, 4),
-            "of_floor": round(floor_s / project_s, 3)}
+def rates(shapes) -> dict:
+    """The fp32 sgemm rate on the shapes and the best rate the machine reaches on them (fp32 or bf16)."""
+    sgemm, bf16 = gemm_rate(shapes), gemm_rate(shapes, torch.bfloat16)
+    return {"sgemm": sgemm, "best": max(sgemm, bf16), "best_dtype": "bfloat16" if bf16 > sgemm else "float32"}
+
+
+def floor_fields(flops: float, rate: dict, project_s: float) -> dict:
+    floor_s, best_s = flops / rate["sgemm"], flops / rate["best"]
+    return {"gflop": round(flops / 1e9, 2), "sgemm_gflop_s": round(rate["sgemm"] / 1e9, 1),
+            "floor_s": round(floor_s, 4), "of_floor": round(floor_s / project_s, 3),
+            "best_gflop_s": round(rate["best"] / 1e9, 1), "best_dtype": rate["best_dtype"],
+            "best_floor_s": round(best_s, 4), "of_best_floor": round(best_s / project_s, 3)}
+
+
+def bf16_units(device="cpu") -> str:
+    """The bf16 matmul units torch reports on the device: AVX512-BF16 or AMX on a CPU, tensor cores of compute
+    capability >= 8 (Ampere+) on CUDA; "none" where bf16 runs emulated, no faster (often slower) than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "cuda sm_%d%d" % torch.cuda.get_device_capability(device) if \
+            torch.cuda.get_device_capability(device)[0] >= 8 else "none"
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return "+".join(k for k in ("avx512_bf16", "amx_bf16") if capabilities.get(k)) or "none"
 
 
 def emit(case, baseline_s, project_s, **settings):
     row = {"case": case, "baseline_s": baseline_s and round(baseline_s, 4), "project_s": round(project_s, 4),
            "ratio": baseline_s and round(baseline_s / project_s, 2), **settings,
            "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-                      f"{torch.get_num_threads()} threads"}
+                      f"{torch.get_num_threads()} threads, bf16 units: {bf16_units()}"}
     print(json.dumps(row), flush=True)
     return row
 
@@ -121,59 +155,64 @@ class NaiveSemiDense(nn.Module):
 
 
 class NaiveSarNetVAE(nn.Module):
+    """The reference's SarNET-VAE, with a copy of the model's weights (parameter names as the model's)."""
+
     def __init__(self, model: SarNetVAE):
         super().__init__()
-        import copy
         self.encoder = copy.deepcopy(model.encoder)
-        self.layers = nn.ModuleList(NaiveSemiDense(layer) for layer in model.decoder.layers)
+        self.decoder = nn.ModuleDict({"layers": nn.ModuleList(NaiveSemiDense(layer) for layer in model.decoder.layers)})
 
     def forward(self, x):
         h = self.encoder.body(x)  # the plain nn.Sequential, as the reference's encoder runs
         mu, logvar = self.encoder.fc_mu(h), self.encoder.fc_logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        h = x.view(x.shape[0], -1)
-        for i, layer in enumerate(self.layers):
+        h, layers = x.view(x.shape[0], -1), self.decoder["layers"]
+        for i, layer in enumerate(layers):
             h = layer(torch.cat([h, z], dim=1))
-            h = torch.relu(h) if i < len(self.layers) - 1 else torch.sigmoid(h)
+            h = torch.relu(h) if i < len(layers) - 1 else torch.sigmoid(h)
         return h.view_as(x), mu, logvar
 
 
 class NaiveConvVAE(nn.Module):
-    """The reference's conv VAE: plain nn.Sequential encoder and decoder, sigmoid output."""
+    """The reference's conv VAE: plain nn.Sequential encoder and decoder, sigmoid output (a copy of the weights)."""
 
     def __init__(self, model: ConvVAE):
         super().__init__()
-        import copy
-        self.model = copy.deepcopy(model)
+        self.encoder, self.decoder = copy.deepcopy(model.encoder), copy.deepcopy(model.decoder)
 
     def forward(self, x):
-        enc = self.model.encoder
-        h = enc.body(x)
-        mu, logvar = enc.fc_mu(h), enc.fc_logvar(h)
+        h = self.encoder.body(x)
+        mu, logvar = self.encoder.fc_mu(h), self.encoder.fc_logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(nn.Sequential.forward(self.model.decoder, z)), mu, logvar
+        return torch.sigmoid(nn.Sequential.forward(self.decoder, z)), mu, logvar
 
 
 NETS = {"sarnet_vae": (SarNetVAE, NaiveSarNetVAE), "vae": (ConvVAE, NaiveConvVAE)}
 
 
+def reference_step(model, optimizer, x) -> torch.Tensor:
+    """One step of the thesis notebook's loop (docs/reference.md §4.3): BCELoss(sum) of the sigmoid output plus the
+    KL (sum), backward, optimizer step. model: a NaiveSarNetVAE or NaiveConvVAE. Returns the loss."""
+    recon, mu, logvar = model(x)
+    loss = F.binary_cross_entropy(recon, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def reference_epochs(x, model_name, epochs, batch_size=64):
-    """The thesis notebook's training loop (docs/reference.md §4.3), timed per epoch."""
+    """The thesis notebook's training loop, timed per epoch: default torch.optim.Adam, a DataLoader over x."""
     torch.manual_seed(0)
     net, naive = NETS[model_name]
     model = naive(net(128))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=batch_size, shuffle=True)
-    bce = nn.BCELoss(reduction="sum")
     times = []
     for _ in range(epochs):
         t = time.perf_counter()
         for (xb,) in loader:
-            recon, mu, logvar = model(xb)
-            loss = bce(recon, xb) - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            reference_step(model, opt, xb)
         times.append(time.perf_counter() - t)
     return times
 
@@ -189,7 +228,7 @@ def compose_train(root, model_name):
     return instantiate(cfg.model), instantiate(cfg.data)
 
 
-def project_epochs(root, model_name, epochs, accelerator="cpu"):
+def project_epochs(root, model_name, epochs, accelerator="cpu", precision="32-true"):
     import lightning as L
 
     L.seed_everything(0, verbose=False)
@@ -208,7 +247,7 @@ def project_epochs(root, model_name, epochs, accelerator="cpu"):
     timer = EpochTimer()
     trainer = L.Trainer(accelerator=accelerator, max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        callbacks=[timer])
+                        callbacks=[timer], precision=precision)
     trainer.fit(module, datamodule=dm)
     return timer.times
 
@@ -221,18 +260,45 @@ def training_step_work(root, model_name, batch_size=64) -> Work:
     return measure_work(lambda: module.training_step((x, None), 0).backward())
 
 
+def median(times):
+    """The median epoch, the first (warm-up) left out."""
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def notebook_epoch(root, model_name) -> float:
+    """The notebook's loop in a fresh process, under glibc's default malloc as the notebook runs it: the second of
+    two epochs (the first warms up)."""
+    code = (f"import json, torch; torch.set_num_threads({torch.get_num_threads()}); from sarnet.bench import mnist5, "
+            f"reference_epochs; print(json.dumps(reference_epochs(mnist5({str(root)!r}), {model_name!r}, 2)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])[1]
+
+
 def train_case(args, model_name, case):
+    """The four lines' epochs interleaved, round by round (this shared machine's load drifts within minutes): each
+    round times the second of two epochs of every line; the median over args.epochs rounds."""
     x = mnist5(args.data)
-    n, epochs = len(x), args.epochs
-    med = lambda t: sorted(t[1:])[len(t[1:]) // 2]  # noqa: E731  (median, first epoch is warm-up)
-    ref = med(reference_epochs(x, model_name, epochs))
-    proj = med(project_epochs(args.data, model_name, epochs))
+    n = len(x)
+    lines = {"notebook": lambda: notebook_epoch(args.data, model_name),
+             "kept": lambda: reference_epochs(x, model_name, 2)[1],
+             **{p: lambda p=p: project_epochs(args.data, model_name, 2, precision=p)[1] for p in PRECISIONS}}
+    times = {line: [] for line in lines}
+    for _ in range(args.epochs):
+        for line, timed in lines.items():
+            times[line].append(timed())
+    notebook, kept, *project = (sorted(t)[len(t) // 2] for t in times.values())
     work = training_step_work(args.data, model_name)
-    flops, rate = work.flops * n / 64, sgemm_rate(work.shapes)
-    common = dict(model=model_name, images=n, batch=64, latent_dim=128, epochs_timed=epochs - 1)
-    return [emit(f"reference_{model_name}" if model_name != "sarnet_vae" else "reference", None, ref,
-                 img_s=round(n / ref, 1), **floor_fields(flops, rate, ref), **common),
-            emit(case, ref, proj, img_s=round(n / proj, 1), **floor_fields(flops, rate, proj), **common)]
+    flops, rate = work.flops * n / 64, rates(work.shapes)
+    common = dict(model=model_name, images=n, batch=64, latent_dim=128, epochs_timed=args.epochs)
+    ref = "reference" if model_name == "sarnet_vae" else f"reference_{model_name}"
+    rows = [emit(ref, None, notebook, img_s=round(n / notebook, 1), malloc="glibc default (a fresh process)",
+                 **floor_fields(flops, rate, notebook), **common),
+            emit(f"{ref}_kept_memory", notebook, kept, img_s=round(n / kept, 1), malloc="freed memory kept",
+                 **floor_fields(flops, rate, kept), **common)]
+    for (precision, suffix), s in zip(PRECISIONS.items(), project):
+        rows.append(emit(case + suffix, notebook, s, ratio_same_malloc=round(kept / s, 2), precision=precision,
+                         img_s=round(n / s, 1), **floor_fields(flops, rate, s), **common))
+    return rows
 
 
 def case_train(args):
@@ -243,16 +309,25 @@ def case_train_vae(args):
     return train_case(args, "vae", "train_vae")
 
 
-def time_generate(model, n, method, batch_size):
+def time_generate(model, n, method, batch_size, dtype="float32"):
     t = time.perf_counter()
-    generate(model, n, method=method, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
+    generate(model, n, method=method, batch_size=batch_size, generator=torch.Generator().manual_seed(0), dtype=dtype)
     return time.perf_counter() - t
 
 
-def dense_pass(net: SarNet, n: int, batch: int):
+def best_of(timed: dict, rounds: int = 3) -> dict:
+    """name -> the least of `rounds` calls of timed[name](), the names' calls interleaved round by round."""
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(rounds):
+        for name, fn in timed.items():
+            best[name] = min(best[name], fn())
+    return best
+
+
+def dense_pass(net: SarNet, n: int, batch: int, dtype="float32"):
     """One dense teacher-forced pass of the decoder over n images: (seconds, its Work per n images)."""
     x, z = torch.rand(batch, *net.image_shape), torch.randn(batch, net.latent_dim) if net.latent_dim else None
-    with torch.no_grad():
+    with torch.no_grad(), autocast("cpu", matmul_dtype(dtype)):
         work = measure_work(lambda: net.logits(x, z))
         t = time.perf_counter()
         for _ in range(0, n, batch):
@@ -261,19 +336,24 @@ def dense_pass(net: SarNet, n: int, batch: int):
     return time.perf_counter() - t, work
 
 
-def sample_fields(net, n, batch, fast_s):
-    dense_s, work = dense_pass(net, n, batch)
-    return dict(dense_pass_s=round(dense_s, 4), of_dense_pass=round(dense_s / fast_s, 3),
-                **floor_fields(work.flops, sgemm_rate(work.shapes), fast_s))
+def sample_lines(case, net, n, batch, naive_s, project_s: dict, **settings):
+    """One line per dtype of a sampling case: the naive float32 baseline, the floors and the dense passes."""
+    dense = {dtype: dense_pass(net, n, batch, dtype) for dtype in DTYPES}
+    work = dense["float32"][1]
+    rate = rates(work.shapes)
+    passes = {"dense_pass_s": round(dense["float32"][0], 4), "dense_pass_bf16_s": round(dense["bfloat16"][0], 4)}
+    return [emit(case + ("" if dtype == "float32" else "_bf16"), naive_s, s, dtype=dtype, **settings, **passes,
+                 of_dense_pass=round(dense["float32"][0] / s, 3), of_dense_pass_bf16=round(dense["bfloat16"][0] / s, 3),
+                 **floor_fields(work.flops, rate, s))
+            for dtype, s in project_s.items()]
 
 
 def case_sample(args):
     model = SarNetVAE(128).eval()
     naive = time_generate(model, args.n, "naive", 500)
-    fast = time_generate(model, args.n, "fast", args.fast_batch)
-    return emit("sample", naive, fast, images=args.n, latent_dim=128, patch=4, passes_naive=48,
-                naive_batch=500, fast_batch=args.fast_batch,
-                **sample_fields(model.decoder, args.n, args.fast_batch, fast))
+    fast = best_of({d: lambda d=d: time_generate(model, args.n, "fast", args.fast_batch, d) for d in DTYPES})
+    return sample_lines("sample", model.decoder, args.n, args.fast_batch, naive, fast, images=args.n, latent_dim=128,
+                        patch=4, passes_naive=48, naive_batch=500, fast_batch=args.fast_batch)
 
 
 def case_sample_pixel(args):
@@ -282,10 +362,10 @@ def case_sample_pixel(args):
     model = net.eval()  # a SarNet with a latent samples like a SarNET-VAE decoder
     m = args.naive_images
     naive = time_generate(model, m, "naive", 500) * args.n / m
-    fast = time_generate(model, args.n, "fast", args.fast_batch)
-    return emit("sample_pixel", naive, fast, images=args.n, latent_dim=128, patch=1, passes_naive=783,
-                naive_timed_images=m, naive_scaled_per_image=True, fast_batch=args.fast_batch,
-                **sample_fields(net, args.n, args.fast_batch, fast))
+    fast = best_of({d: lambda d=d: time_generate(model, args.n, "fast", args.fast_batch, d) for d in DTYPES})
+    return sample_lines("sample_pixel", net, args.n, args.fast_batch, naive, fast, images=args.n, latent_dim=128,
+                        patch=1, passes_naive=783, naive_timed_images=m, naive_scaled_per_image=True,
+                        fast_batch=args.fast_batch)
 
 
 def case_sample_regression(args):
@@ -294,41 +374,47 @@ def case_sample_regression(args):
     settings = dict(packaged_config("recipe/sarnet").sample.regression)
     th = packaged_config("recipe/sarnet").sample.th
 
-    def timed(method):
+    def timed(method, dtype="float32"):
         t = time.perf_counter()
         generate_regression(net, args.n, th=th, generator=torch.Generator().manual_seed(0), method=method,
-                            **settings)
+                            dtype=dtype, **settings)
         return time.perf_counter() - t
 
-    naive, fast = timed("naive"), timed("fast")
-    return emit("sample_regression", naive, fast, images=args.n, patch=4, passes_naive=49, th=th, **settings,
-                **sample_fields(net, args.n, args.n, fast))
+    naive = timed("naive")
+    fast = best_of({dtype: lambda d=dtype: timed("fast", d) for dtype in DTYPES})
+    return sample_lines("sample_regression", net, args.n, args.n, naive, fast, images=args.n, patch=4,
+                        passes_naive=49, th=th, **settings)
 
 
 def case_fid(args):
-    """One FID set of the protocol (conf/fid/default.yaml) and the 10-set evaluation; floor = one dense decoder pass
-    over the generated set + the LeNet features of the generated set (the real images' are computed once)."""
+    """One FID set of the protocol (conf/fid/default.yaml) and the 10-set evaluation, float32; one set with bf16
+    sampling and features. Floor = one dense decoder pass over the generated set + the LeNet features of the
+    generated set (the real images' are computed once)."""
     from sarnet.data import real_images
     from sarnet.metrics.fid import FIDEvaluator, load_classifier
     fid_cfg = packaged_config("fid/default")
     model = SarNetVAE(128).eval()
     classifier = load_classifier("mnist", root=args.data)
     real = real_images(args.data, "mnist", [5], "test")
-    gen = lambda n, g: generate(model, n, generator=g)  # noqa: E731  (called with n <= fid.batch_size)
     protocol = dict(real_set=fid_cfg.real_set, seed=fid_cfg.seed, batch_size=fid_cfg.batch_size, n_gen=args.n)
-    times = {}
-    for n_sets in (1, fid_cfg.n_sets):
-        evaluator = FIDEvaluator(classifier, real, n_sets=n_sets, **protocol)
+    def timed(dtype, n_sets):
+        evaluator = FIDEvaluator(classifier, real, n_sets=n_sets, dtype=dtype, **protocol)
         t = time.perf_counter()
-        evaluator.evaluate(gen)
-        times[n_sets] = time.perf_counter() - t
+        evaluator.evaluate(lambda n, g: generate(model, n, generator=g, dtype=dtype))
+        return time.perf_counter() - t
+
+    times = {(d, 1): s for d, s in best_of({d: lambda d=d: timed(d, 1) for d in DTYPES}, rounds=2).items()}
+    times["float32", fid_cfg.n_sets] = timed("float32", fid_cfg.n_sets)
     _, decoder = dense_pass(model.decoder, args.n, fid_cfg.batch_size)
     features = measure_work(lambda: classifier(torch.rand(fid_cfg.batch_size, 1, 28, 28)))
     flops = decoder.flops + features.flops * args.n / fid_cfg.batch_size  # real features: once per evaluation
-    one, full = times[1], times[fid_cfg.n_sets]
-    return emit("fid", full, one, images=args.n, note=f"baseline_s = the {fid_cfg.n_sets}-set evaluation, project_s ="
-                f" one set; ratio = {fid_cfg.n_sets}-set / 1-set", one_set_s=round(one, 2), all_sets_s=round(full, 2),
-                **floor_fields(flops, sgemm_rate(decoder.shapes + features.shapes), one))
+    rate = rates(decoder.shapes + features.shapes)
+    one, one_bf16, full = times["float32", 1], times["bfloat16", 1], times["float32", fid_cfg.n_sets]
+    return [emit("fid", full, one, images=args.n, note=f"baseline_s = the {fid_cfg.n_sets}-set evaluation, project_s"
+                 f" = one set; ratio = {fid_cfg.n_sets}-set / 1-set", one_set_s=round(one, 2),
+                 all_sets_s=round(full, 2), **floor_fields(flops, rate, one)),
+            emit("fid_bf16", one, one_bf16, images=args.n, dtype="bfloat16", note="baseline_s = one float32 set, "
+                 "project_s = one set with sample.dtype = fid.dtype = bfloat16", **floor_fields(flops, rate, one_bf16))]
 
 
 def nll_test_images(root, n):
@@ -370,17 +456,24 @@ def case_nll(args):
 
 WHAT = {  # case -> (what is timed, baseline, goal)
     "reference": ("one training epoch, MNIST-5, SarNET-VAE L=128, batch 64", "the thesis notebook's loop", ""),
-    "train": ("the same epoch through train.py's Lightning path", "the thesis notebook's loop",
-              ">= 2x, >= 0.5 of floor"),
+    "reference_kept_memory": ("the same loop, freed memory kept (as sarnet keeps it)", "the notebook's loop", ""),
+    "train": ("the same epoch through train.py's Lightning path", "the thesis notebook's loop", ">= 2x"),
+    "train_bf16": ("the same, trainer.precision=bf16-mixed", "the thesis notebook's loop", ">= 2x"),
     "reference_vae": ("one training epoch of the conv VAE, L=128", "the thesis notebook's loop", ""),
+    "reference_vae_kept_memory": ("the same loop, freed memory kept", "the notebook's loop", ""),
     "train_vae": ("the same epoch through train.py's Lightning path", "the thesis notebook's loop", ""),
+    "train_vae_bf16": ("the same, trainer.precision=bf16-mixed", "the thesis notebook's loop", ""),
     "sample": ("10,000 SarNET-VAE samples, L=128, 4x4 patches", "naive sampler, 48 full passes",
-               ">= 40x, >= 0.5 of one dense pass"),
+               ">= 0.9 of a dense pass"),
+    "sample_bf16": ("the same, sample.dtype=bfloat16", "naive float32 sampler", ">= 80x"),
     "sample_pixel": ("10,000 samples, pixel-wise (1x1 patches)", "naive sampler, 783 passes (timed on 500 images)",
                      ">= 500x"),
+    "sample_pixel_bf16": ("the same, sample.dtype=bfloat16", "naive float32 sampler (500 images)", ""),
     "sample_regression": ("10,000 simple-SarNET samples, the reference's noisy scheme, 4x4 patches",
                           "naive: 48 full passes + refine", ""),
+    "sample_regression_bf16": ("the same, sample.dtype=bfloat16", "naive float32", ""),
     "fid": ("one FID set: 10k SarNET-VAE samples + LeNet features + FID", "the whole 10-set evaluation", ""),
+    "fid_bf16": ("one FID set, sample.dtype = fid.dtype = bfloat16", "one float32 FID set", ">= 2x"),
     "nll_exact": ("exact NLL of the binarized MNIST test split, strict SarNET 4x4", "naive: 49 passes per image",
                   ""),
     "nll_iwae": ("IWAE bound, SarNET-VAE L=32, k=100 (1000 images)", "the ELBO alone (k=1)", ""),
@@ -388,18 +481,22 @@ WHAT = {  # case -> (what is timed, baseline, goal)
 
 
 def markdown(rows) -> str:
-    """The speed table of docs/results/speed.md: one row per JSON line, times in seconds."""
-    lines = ["| case | what | baseline | baseline s | sarnet s | ratio | goal | floor s | of floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The speed table of docs/results/speed.md: one row per JSON line, times in seconds; floors at the fp32 sgemm
+    rate and at the machine's best."""
+    lines = ["| case | what | baseline | baseline s | sarnet s | ratio | goal | floor s | of floor | best floor s | "
+             "of best floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         what, baseline, goal = WHAT.get(r["case"], ("", "", ""))
-        floor = r.get("floor_s", "")
         of_floor = r.get("of_floor", "")
         if "of_dense_pass" in r:
             of_floor = f"{of_floor} (a dense pass: {r['dense_pass_s']} s, {r['of_dense_pass']})"
+        best = f"{r['best_floor_s']} ({r['best_dtype']})" if "best_floor_s" in r else ""
+        of_best = r.get("of_best_floor", "")
+        if "of_dense_pass_bf16" in r:
+            of_best = f"{of_best} (a bf16 dense pass: {r['dense_pass_bf16_s']} s, {r['of_dense_pass_bf16']})"
         ratio = "" if r["ratio"] is None else f"**{r['ratio']}x**"
         lines.append(f"| `{r['case']}` | {what} | {baseline} | {r['baseline_s'] or ''} | {r['project_s']} | {ratio} "
-                     f"| {goal} | {floor} | {of_floor} |")
+                     f"| {goal} | {r.get('floor_s', '')} | {of_floor} | {best} | {of_best} |")
     machine = {r["machine"] for r in rows}
     return "\n".join(lines) + "\n\n" + "; ".join(sorted(machine))
 
@@ -416,8 +513,10 @@ def run(args):
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    cases = args.cases or list(CASES)
+    keep_freed_memory()
     rows = []
-    for case in args.cases or list(CASES):
+    for case in cases:
         result = CASES[case](args)
         rows += result if isinstance(result, list) else [result]
     if args.out:

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sarnet.checkpoint import resume_path  # torch-free
 
 REAL_SETS = ("test_resampled", "train", "test")
+DTYPES = ("float32", "bfloat16")  # sample.dtype, fid.dtype: the matmuls' dtype (float32: the exact paths)
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. The fast
 # sampler makes ~1,300 images/s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~21 h.
 FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 1300
@@ -85,13 +86,14 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     "sample.method": _one_of("fast", "naive"), "sample.th": TH, "sample.z_scale": _num(0, strict=True),
     "sample.mode": _one_of("mean", "bernoulli", "categorical"), "sample.temperature": _num(0, strict=True),
     "sample.batch_size": BATCH, "sample.regression.alpha_max": _num(0), "sample.regression.p": _num(0, 1, closed=True),
-    "sample.regression.refine": FLAG,
+    "sample.regression.refine": FLAG, "sample.dtype": _one_of(*DTYPES),
     "fid.enabled": FLAG, "fid.seed": SEED, "fid.real_set": _one_of(*REAL_SETS), "fid.n_sets": _int(1),
     "fid.n_gen": _int(2, why=" (FID needs two samples per side)"), "fid.batch_size": BATCH,
     "fid.extra_th": (lambda v: v is None or isinstance(v, list) and all(TH[0](t) for t in v),
                      "null or a list of thresholds in [0, 1) or null, e.g. [0.105,null]"),
     "fid.knn.n": _int(0, 20_000, why=" (0: off; its distances grow as n^2)"), "fid.knn.k": _int(1),
-    "fid.knn.seed": SEED, "likelihood.enabled": FLAG, "likelihood.k": _int(1, 100_000, why=" (papers use 5000)"),
+    "fid.knn.seed": SEED, "fid.dtype": _one_of(*DTYPES), "likelihood.enabled": FLAG,
+    "likelihood.k": _int(1, 100_000, why=" (papers use 5000)"),
     "likelihood.batch_size": BATCH, "likelihood.seed": SEED, "likelihood.progress": FLAG,
     "likelihood.max_images": _int(1, null=True, why=" (null: the whole test split)"),
     "model.beta": _num(0), "model.batch_reduction": _one_of("sum", "mean"), "model.optimizer._partial_":

@@ -22,7 +22,8 @@ def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
     fid = cfg.fid
     evaluator = FIDEvaluator.from_dataset(datamodule.dataset, classes=datamodule.classes, real_set=fid.real_set,
                                           root=datamodule.root, n_gen=fid.n_gen, n_sets=fid.n_sets, seed=fid.seed,
-                                          batch_size=fid.batch_size, device=next(net.parameters()).device)
+                                          batch_size=fid.batch_size, device=next(net.parameters()).device,
+                                          dtype=fid.get("dtype", "float32"))
     sample_cfg = dict(cfg.sample)
     say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_key(sample_cfg.get('th'))})")
     result = evaluator.evaluate(lambda n, generator: sample_images(net, n, sample_cfg, generator), say)

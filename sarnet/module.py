@@ -4,6 +4,7 @@ import lightning as L
 import torch
 
 from sarnet.losses import ReconstructionLoss, kl_divergence
+from sarnet.nn.vae import fp32
 from sarnet.sampling import to_grayscale
 
 
@@ -66,13 +67,21 @@ class SarnetModule(L.LightningModule):
             out = self.net(x, eps=image_noise(index, self.net.latent_dim, self.eval_seed).to(x.device, x.dtype))
         else:
             out = self.net(x)
-        output = self.net.activate(out.logits)
-        recon = self.loss(out.logits, output, x)
-        terms = {"recon": recon}
-        if out.mu is not None:
-            terms["kld"] = kl_divergence(out.mu, out.logvar)
-        per_image = recon + self.beta * terms["kld"] if "kld" in terms else recon
-        objective = per_image.sum() if self.batch_reduction == "sum" else per_image.mean()
+        # trainer.precision=bf16-mixed runs the net's matmuls and convolutions in bf16 (Lightning's autocast); the
+        # loss is taken in float32 from the bf16 logits on: per-pixel terms, their sum over 784 pixels (a bf16
+        # sum keeps ~3 significant digits of ~100 nats), SSIM's E[x^2] - E[x]^2 (whose band-matrix matmuls autocast
+        # would otherwise run in bf16), the softmax of the classification nets, the KL and the batch reduction.
+        # mu and logvar come float32 from the encoder; the optimizer and its state are float32 (Lightning keeps
+        # float32 weights and steps them outside autocast); the masks are float32 buffers (0/1, exact anyway).
+        with torch.autocast(x.device.type, enabled=False):
+            logits = fp32(out.logits)
+            output = self.net.activate(logits)
+            recon = self.loss(logits, output, x)
+            terms = {"recon": recon}
+            if out.mu is not None:
+                terms["kld"] = kl_divergence(fp32(out.mu), fp32(out.logvar))
+            per_image = recon + self.beta * terms["kld"] if "kld" in terms else recon
+            objective = per_image.sum() if self.batch_reduction == "sum" else per_image.mean()
         if stage == "train" and not torch.isfinite(objective):
             bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
             raise NonFiniteLossError(f"non-finite training loss at epoch {self.current_epoch}, step "

@@ -7,13 +7,39 @@ Both samplers fill an image patch by patch in raster order; patches < `start` ar
 - fast:  every unit of every layer is computed exactly once, in degree order. Units are permuted so that degree
   (patch index) is sorted; then the rows of patch k only read a *prefix* of the columns, whose length comes from
   the layer's own mask. Each step is one small matmul per layer, and z's contribution is computed once per image.
+
+dtype="bfloat16" (`sample.dtype`) runs the matmuls in bf16, where the machine has fast bf16 units (AVX512-BF16 or
+AMX CPUs, Ampere-or-newer GPUs): no longer exact, so it has its own tolerance test against float32
+(tests/test_bf16.py). The fast sampler runs its large matmuls (z's term, the flushes) in bf16 and adds them to
+float32 pre-activations; the other paths run under torch.autocast. "float32" (the default) is the exact path, in the
+weights' own dtype (float64 for a .double() net).
 """
 
 from typing import NamedTuple
 
 import torch
 
+from sarnet.config import DTYPES  # sample.dtype's values
 from sarnet.nn import SarNet
+
+# bf16 against float32 fast sampling of one model on the same draws: the mean |pixel difference| stays below this
+# (measured 5e-4 on a trained SarNET-VAE L=128, th 0.105; tests/test_bf16.py and sarnet gpu-check check it).
+BF16_SAMPLE_BOUND = 2e-3
+
+
+def matmul_dtype(dtype) -> torch.dtype | None:
+    """sample.dtype (a name or a torch dtype; None = float32) -> None (the exact path, in the weights' own dtype) or
+    torch.bfloat16."""
+    name = "float32" if dtype is None else str(dtype).removeprefix("torch.")
+    if name not in (*DTYPES, "float64"):
+        raise ValueError(f"dtype={dtype!r}: must be one of {list(DTYPES)} (float32: the exact samplers, in the "
+                         f"weights' own dtype; bfloat16: bf16 matmuls)")
+    return torch.bfloat16 if name == "bfloat16" else None
+
+
+def autocast(device, dtype):
+    """Autocast to `dtype` (bf16) for the paths without their own bf16 code; a no-op context for None."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
 def decoder_of(model) -> SarNet:
@@ -149,17 +175,20 @@ def _check_temperature(mode, temperature):
 
 
 @torch.no_grad()
-def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
-    """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches."""
+def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
+    """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches.
+    dtype="bfloat16": the passes under autocast, pixels written in x's dtype."""
     check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)
     _check_uniforms(x, uniforms)
     _check_th(th)
     known = keep_mask(net, keep)
+    low = matmul_dtype(dtype)
     x = x.clone().flatten(1)
     for k in (~known).nonzero().squeeze(1).tolist():
-        logits = net.logits(x, z).flatten(1)
+        with autocast(x.device, low):
+            logits = net.logits(x, z).flatten(1).to(x.dtype)
         idx = patch_units(net, k)
         u = None if uniforms is None else uniforms[:, idx]
         x[:, idx] = _finish(net, logits[:, patch_units(net, k, out=True)], th, mode, temperature, u)
@@ -178,30 +207,35 @@ class SortedLayer(NamedTuple):
     perm_out: torch.Tensor
 
 
-def _sorted_layers(net: SarNet) -> list[SortedLayer]:
+def _sorted_layers(net: SarNet, dtype=None) -> tuple[list[SortedLayer], list[SortedLayer]]:
     """Per layer: units sorted by degree, so that the rows of patch k read only a prefix of the (sorted) inputs;
     the prefix length comes from the layer's own mask. Kept on the net, with a copy of the weights it was made
     from, until a weight changes: FID generates in many small calls. The copy is compared, not the tensors'
     version counters, which fused Adam's in-place step leaves unchanged (a stale sort would sample old weights).
+    Returns the layers and the same with their matmul weights in `dtype` (bf16; None: the same list), both checked
+    by one comparison.
     """
     params = [t for layer in net.layers for t in (layer.weight, layer.bias)]
     cached = getattr(net, "_sorted_cache", None)
-    if cached is not None and all(a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and
-                                  torch.equal(a, b) for a, b in zip(cached[0], params, strict=True)):
-        return cached[1]
-    out = []
-    for layer in net.layers:
-        w = layer.masked_weight()
-        perm_in = torch.argsort(layer.deg_in, stable=True)
-        perm_out = torch.argsort(layer.deg_out, stable=True)
-        mask = layer.mask[perm_out][:, perm_in]
-        ends = torch.bincount(layer.deg_out, minlength=layer.n_patches).cumsum(0).tolist()
-        rows = [(ends[k - 1] if k else 0, r1, int(mask[r1 - 1].sum())) for k, r1 in enumerate(ends)]
-        in_ends = torch.bincount(layer.deg_in, minlength=layer.n_patches).cumsum(0).tolist()
-        out.append(SortedLayer(w[perm_out][:, perm_in].contiguous(), rows, in_ends, w[perm_out, layer.in_image:],
-                               layer.bias[perm_out], perm_in, perm_out))
-    net._sorted_cache = ([t.detach().clone() for t in params], out)
-    return out
+    if cached is None or not all(a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and
+                                 torch.equal(a, b) for a, b in zip(cached[0], params, strict=True)):
+        out = []
+        for layer in net.layers:
+            w = layer.weight * layer.mask  # not masked_weight(): under an autocast it would be bf16
+            perm_in = torch.argsort(layer.deg_in, stable=True)
+            perm_out = torch.argsort(layer.deg_out, stable=True)
+            mask = layer.mask[perm_out][:, perm_in]
+            ends = torch.bincount(layer.deg_out, minlength=layer.n_patches).cumsum(0).tolist()
+            rows = [(ends[k - 1] if k else 0, r1, int(mask[r1 - 1].sum())) for k, r1 in enumerate(ends)]
+            in_ends = torch.bincount(layer.deg_in, minlength=layer.n_patches).cumsum(0).tolist()
+            out.append(SortedLayer(w[perm_out][:, perm_in].contiguous(), rows, in_ends,
+                                   w[perm_out, layer.in_image:], layer.bias[perm_out], perm_in, perm_out))
+        cached = net._sorted_cache = ([t.detach().clone() for t in params], {None: out})
+    by_dtype = cached[1]
+    if dtype not in by_dtype:
+        by_dtype[dtype] = [layer._replace(weight=layer.weight.to(dtype), w_z=layer.w_z.to(dtype))
+                           for layer in by_dtype[None]]
+    return by_dtype[None], by_dtype[dtype]
 
 
 # Sorted inputs summed into the pre-activations of all later rows at once, when at least this many are pending.
@@ -210,29 +244,35 @@ FLUSH_COLUMNS = 128
 
 
 @torch.no_grad()
-def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None):
+def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
     """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
 
     Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows. Each layer
     keeps the pre-activations `acc` of its rows: bias and z's term once per image, then the inputs that are final
     are added into every later row in one matmul once FLUSH_COLUMNS of them are pending. Step k then computes
-    patch k's rows from `acc` and the few pending inputs only."""
+    patch k's rows from `acc` and the few pending inputs only.
+
+    dtype="bfloat16": z's term and the flushes, the large matmuls (~all of the FLOPs at 4x4 patches), read bf16
+    weights and inputs, and their products are added to `acc` in x's dtype; the steps' small matmuls (a patch's
+    few rows) stay in x's dtype, where bf16 kernels are no faster (pixel-wise: 3x slower, measured)."""
     check_mode(mode, net)
     _check_temperature(mode, temperature)
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
     _check_uniforms(x, uniforms)
     _check_th(th)
+    low = matmul_dtype(dtype)
     known = keep_mask(net, keep).tolist()
-    layers = _sorted_layers(net)
+    layers, wide = _sorted_layers(net, low)  # wide: the weights of the flushes and of z's term
     perm = layers[0].perm_in
     # Patch k's inputs (sorted: rows in0:in1 of xs) are written from the last layer's patch-k rows r0:r1 (the same
     # rows, unless a probability net's C output channels fill 1 grey channel).
     in_rows = list(zip([0, *layers[0].in_ends], layers[0].in_ends))
     batch = x.shape[0]
-    xs = x.flatten(1)[:, perm].T.contiguous()  # the image, sorted by degree: (units, batch)
-    us = None if uniforms is None else uniforms[:, perm].T
+    # the image, sorted by degree: (units, batch); a row gather of the transpose (7x faster than x[:, perm].T)
+    xs = x.flatten(1).T.index_select(0, perm)
+    us = None if uniforms is None else uniforms.T.index_select(0, perm)
     acc = [layer.bias[:, None].expand(-1, batch).clone() if z is None else
-           torch.addmm(layer.bias[:, None], layer.w_z, z.T) for layer in layers]
+           _wide(layer.bias[:, None], w.w_z, z.T) for layer, w in zip(layers, wide)]
     hidden = [xs.new_empty(len(layer.perm_out), batch) for layer in layers[:-1]]
     inputs = [xs, *hidden]
     flushed = [0] * len(layers)  # per layer: sorted inputs already in `acc` (of every row not yet computed)
@@ -255,11 +295,22 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
         for i, layer in enumerate(layers):
             f, end, r1 = flushed[i], layer.in_ends[k], layer.rows[k][1]
             if end - f >= FLUSH_COLUMNS and r1 < len(layer.perm_out):
-                acc[i][r1:].addmm_(layer.weight[r1:, f:end], inputs[i][f:end])
+                _wide(acc[i][r1:], wide[i].weight[r1:, f:end], inputs[i][f:end], into=True)
                 flushed[i] = end
     out = torch.empty_like(xs)
     out[perm] = xs
     return out.T.reshape(-1, *net.image_shape)
+
+
+def _wide(acc, w, h, into=False):
+    """acc + w @ h in acc's dtype (into: added into acc): one addmm. With bf16 weights w the matmul runs in bf16;
+    its product is added into acc, or (z's term, once per image) the whole sum is taken in bf16 and cast: torch
+    has no bf16 x bf16 -> float32 matmul on CPU, and a mixed-dtype add of a fresh tensor costs a pass more."""
+    if w.dtype == acc.dtype:
+        return acc.addmm_(w, h) if into else torch.addmm(acc, w, h)
+    if into:
+        return acc.add_(w @ h.to(w.dtype))
+    return torch.addmm(acc.to(w.dtype), w, h.to(w.dtype)).to(acc.dtype)
 
 
 FILLERS = {"fast": fill_fast, "naive": fill_naive}
@@ -280,7 +331,7 @@ def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.floa
 
 @torch.no_grad()
 def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method="fast", mode="mean",
-             temperature=1.0, generator=None, batch_size=2000, progress=None):
+             temperature=1.0, generator=None, batch_size=2000, progress=None, dtype=None):
     """Generate n images (or one per row of z) from scratch, or complete `x` keeping `keep` patches.
 
     z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
@@ -290,9 +341,11 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
     mode="categorical" (softmax nets, the classification SarNET) draws every pixel's class from
     softmax(logits / temperature) and writes it one-hot: (n, C, H, W); `to_grayscale` makes images of them.
     progress(k), if given, hears of every k images done.
+    dtype: "float32" (None; the exact samplers) or "bfloat16" (bf16 matmuls; images in the weights' dtype).
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
+    low = matmul_dtype(dtype)
     check_mode(mode, model)
     _check_temperature(mode, temperature)
     _check_th(th)
@@ -325,11 +378,12 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         z = z.to(device, dtype)
     try:
         if model.ar_net is None:  # the conv VAE: one decoder pass
+            with autocast(device, low):
+                logits = model.decoder(z).to(dtype)
             if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
-                logits = model.decoder(z)
                 u = torch.rand(logits.shape, generator=generator).to(device, dtype)
                 return (u < torch.sigmoid(logits / temperature)).to(logits.dtype)
-            out = model.decode(z)
+            out = torch.sigmoid(logits)  # model.decode(z)
             return out if th is None else torch.where(out < th, torch.zeros_like(out), out)
         net = decoder_of(model)
         if x is None:
@@ -342,8 +396,9 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
         uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
         fill, parts = FILLERS[method], []
         for s in _batches(n, batch_size):
-            parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
-                              None if uniforms is None else uniforms[s]))
+            with autocast(device, None):  # an autocast around generate() leaves the exact path exact
+                parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
+                                  None if uniforms is None else uniforms[s], low))
             if progress is not None:
                 progress(len(parts[-1]))
         return torch.cat(parts)
@@ -389,7 +444,8 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast", progress=None):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast", progress=None,
+                        dtype=None):
     """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
@@ -403,9 +459,11 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     in `fill_fast`, but step idx only needs the units of degree <= idx + 1: with units sorted by degree, a prefix
     block of every layer's weights (and of the last layer only patch idx+1's rows), ~1/3 of the naive's work.
     progress(k), if given, hears of k images' worth of work after each step (n in all).
+    dtype="bfloat16": the passes under autocast, the image kept in the weights' dtype.
     """
     if method not in FILLERS:
         raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
+    low = matmul_dtype(dtype)
     if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
         raise ValueError(f"the noisy regression scheme is for simple SarNET (no latent); this net has latent_dim="
                          f"{net.latent_dim}: use generate()")
@@ -419,7 +477,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device, dtype)
     x = torch.zeros(n, units.numel(), device=device, dtype=dtype)
     if method == "fast":  # work on degree-sorted units: patch k's units, and all before them, are prefixes
-        layers = _sorted_layers(net)
+        layers, _ = _sorted_layers(net)
         perm = layers[0].perm_in
         units, noise = units[perm], noise[:, perm]
 
@@ -427,7 +485,8 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         v = v.clamp(max=1)
         return v.clamp(min=0) if th is None else torch.where(v < th, torch.zeros_like(v), v)
 
-    def predict(v, k):  # output patch k of the net at input v, (n, units of patch k)
+    @autocast(device, low)
+    def predict(v, k):  # output patch k of the net at input v, (n, units of patch k), in the autocast dtype
         if method == "naive":
             return net.logits(v).flatten(1)[:, units == k]
         h = v
@@ -450,7 +509,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         width = layers[0].rows[idx + 1][2] if method == "fast" else units.numel()  # the inputs patch idx+1 reads
         noisy = noisy_patches.gather(1, units[:width].expand(n, -1))
         cols = units == idx + 1
-        x[:, cols] = clip(predict(x[:, :width] + noise[:, :width] * noisy, idx + 1))
+        x[:, cols] = clip(predict(x[:, :width] + noise[:, :width] * noisy, idx + 1).to(dtype))
         new = (first_idx < 0) & (x[:, cols].sum(1) > 0.05)
         first_idx[new] = idx + 1
         first_val[new] = x[new][:, cols]
@@ -460,7 +519,8 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         x = torch.empty_like(x).index_copy_(1, perm, x)
         units = net.layers[0].deg_in.to(device)
     if refine:
-        x = clip(net.logits(x).flatten(1))
+        with autocast(device, low):
+            x = clip(net.logits(x).flatten(1).to(dtype))
         for i in (first_idx >= 0).nonzero().squeeze(1).tolist():
             x[i, units == first_idx[i]] = first_val[i]
     net.train(was_training)
@@ -493,8 +553,10 @@ def sample_images(model, n, sample_cfg=None, generator=None, z=None, progress=No
                              f"by the reference's noisy scheme, which needs {{'alpha_max', 'p', 'refine'}} (e.g. "
                              f"conf/recipe/sarnet.yaml's 0.65, 0.3, True)")
         return generate_regression(model, n, th=cfg.get("th"), generator=generator,
-                                   method=cfg.get("method", "fast"), progress=progress, **reg)
-    settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size") if k in cfg}
+                                   method=cfg.get("method", "fast"), progress=progress, dtype=cfg.get("dtype"),
+                                   **reg)
+    settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size", "dtype")
+                if k in cfg}
     images = generate(model, n=None if z is not None else n, z=z, generator=generator, progress=progress,
                       **settings)
     return to_grayscale(model, images)

@@ -3,10 +3,12 @@
     sarnet table multirun/fid_table [more dirs] [--out table] [--wandb]
 
 Reads every results.json below the dirs. Runs are only ever merged when everything a value depends on matches:
-one table per dataset/classes, eval weights and FID protocol (feature network + sha256, n_gen, n_sets, real set,
-seed); within it one row per model, latent dim, epochs and sampling settings, aggregating *distinct* training
-seeds (the same run given twice counts once; the same seed twice in one cell is refused). Per cell: mean over
-seeds, seed std (ddof 1), mean set std; per latent dim a Welch t-test of sarnet_vae vs vae over seeds. The thesis
+one table per dataset/classes, eval weights and FID protocol (feature network + sha256 + compute dtype, n_gen,
+n_sets, real set, seed); within it one row per model, latent dim, epochs, training precision and sampling settings
+(dtype included), aggregating *distinct* training seeds (the same run given twice counts once; the same seed twice in
+one cell is refused). Per cell: mean over seeds, seed std (ddof 1), mean set std; per latent dim (and precision) a
+Welch t-test of sarnet_vae vs vae over seeds; per model and latent dim trained at two precisions (e.g. a sweep over
+trainer.precision=32-true,bf16-mixed) a Welch t-test of their FIDs and test losses over seeds. The thesis
 column appears only in tables whose protocol is the thesis' (MNIST-5, 10 x 10k images vs the resampled test
 set, the LeNet features). Tables at matched thresholds (fid.extra_th) follow. Writes <out>.md, <out>.png (FID vs
 latent dim per model, its thesis line in the same colour) and <out>.json; --wandb logs the table and plot to a
@@ -34,7 +36,10 @@ MODELS = ["sarnet_vae", "vae", "sarnet"]  # the thesis' models, whose recipes (c
 COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature network's data: the FID's scale
-PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed")
+PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed", "dtype")
+# Fields results.json records since some version, with the value every run before it had: the features ran in
+# float32, the samplers in float32 and training at Lightning's default precision (or the run config's).
+RECORDED_LATER = {"dtype": "float32"}
 
 
 class TableError(ValueError):
@@ -62,7 +67,7 @@ def collect(dirs):
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
             good = r.get("status") == "ok" and "fid/mean" in r["metrics"]
             if good:
-                r["sampling_"] = sampling_of(r)
+                r["sampling_"], r["precision_"] = sampling_of(r), precision_of(r)
             (ok if good else failed).append(r)
     return ok, failed
 
@@ -86,7 +91,7 @@ def table_key(r):
     """What every value of one table must share. Runs written before results.json recorded it get None fields."""
     p, knn = r.get("fid_protocol") or {}, r.get("knn") or {}
     return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt", "best"),
-            *(p.get(k) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
+            *(p.get(k, RECORDED_LATER.get(k)) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
 
 
 def describe(key):
@@ -96,7 +101,7 @@ def describe(key):
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (f"{dataset} classes {list(classes) if classes else 'all'}, {weights} weights; FID: {proto['n_sets']} x "
             f"{proto['n_gen']} images vs {proto['real_set']}, seed {proto['seed']}, features {proto['features']} "
-            f"({str(proto['features_sha256'])[:12]})" +
+            f"({str(proto['features_sha256'])[:12]}{', ' + proto['dtype'] if proto['dtype'] != 'float32' else ''})" +
             (f"; kNN: n {knn[0]}, k {knn[1]}, seed {knn[2]}" if knn[0] else ""))
 
 
@@ -108,7 +113,8 @@ def thesis_protocol(key):
     dataset, classes, _, *p, _ = key
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (dataset == "mnist" and classes == (5,) and proto["features_sha256"] == SHIPPED_SHA256.get("mnist")
-            and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled")
+            and proto["n_gen"] == 10000 and (proto["n_sets"] or 0) >= 10 and proto["real_set"] == "test_resampled"
+            and proto["dtype"] == "float32")
 
 
 def recipe_epochs(model) -> int | None:
@@ -147,20 +153,36 @@ def strict(r) -> bool:
     return r.get("first_patch") == "predicted"
 
 
+def precision_of(r):
+    """trainer.precision of the run: results.json's, else its .hydra/config.yaml's, else Lightning's default."""
+    if "precision" in r:
+        return r["precision"]
+    path = Path(r["path"]) / ".hydra" / "config.yaml"
+    value = "32-true"
+    if path.exists():
+        from omegaconf import OmegaConf
+        value = str(OmegaConf.select(OmegaConf.load(path), "trainer.precision", default="32-true"))
+    return {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
+
+
 def cell_key(r):
+    """What one cell's runs share. Training precision and sampling dtype are last (the matched tables slice)."""
     s = r["sampling_"]
     regression = tuple(sorted((s.get("regression") or {}).items())) or None
     return (r.get("model"), r.get("latent_dim"), r.get("epochs"), strict(r), s.get("method"), s.get("th"),
-            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression)
+            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression, r["precision_"],
+            s.get("dtype", RECORDED_LATER["dtype"]))
 
 
 def draw_label(r):
-    """What sets a row apart from the reference's model and draw (a strict first patch; pixels not the sigmoid
-    means): shown beside the model name."""
+    """What sets a row apart from the reference's model, float32 training and draw (a strict first patch; pixels not
+    the sigmoid means; bf16 training or sampling): shown beside the model name."""
     s = r["sampling_"]
     parts = ["patch 0 predicted"] if strict(r) else []
     parts += [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
     parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
+    parts += [f"trained {r['precision_']}"] if r["precision_"] != "32-true" else []
+    parts += [f"sampled {s['dtype']}"] if s.get("dtype", "float32") != "float32" else []
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -195,7 +217,7 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
             "wall_time_s": sum(walls) / len(walls), "wall_time_range_s": [min(walls), max(walls)],
             # a mean over several machines (or runs that predate results.json's "device") would describe none
             "devices": sorted({str(r.get("device")) for r in runs}),
-            "test_loss": sum(losses) / len(losses) if losses else None,
+            "test_loss": sum(losses) / len(losses) if losses else None, "test_losses": losses,
             "knn_accuracy": sum(knn) / len(knn) if len(knn) == len(runs) else None, "paths": [r["path"] for r in runs]}
 
 
@@ -237,7 +259,8 @@ def welch(a, b):
 
 
 def build_tables(ok, failed):
-    """[{description, thesis_protocol, rows, welch, matched: {th: {rows, welch}}}] plus the failed runs."""
+    """[{description, thesis_protocol, rows, welch, precision_welch, matched: {th: {rows, welch}}}] plus the failed
+    runs."""
     tables = defaultdict(list)
     for r in ok:
         tables[table_key(r)].append(r)
@@ -249,7 +272,8 @@ def build_tables(ok, failed):
         for r in runs:
             cells[cell_key(r)].append(r)
         # the thesis' values beside cells of its protocol and its recipe only (a 3-epoch sweep is no comparison)
-        rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(v),
+        rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), "precision": k[-2],
+                 "sample_dtype": k[-1], **summarize(v),
                  "thesis": THESIS.get((k[0], k[1])) if thesis and k[2] == recipe_epochs(k[0]) else None}
                 for k, v in cells.items()]
         at_recipe = {r["model"] for r in rows if r["epochs"] == recipe_epochs(r["model"])}
@@ -271,13 +295,14 @@ def build_tables(ok, failed):
                     cell = cell_key(r)
                     m_cells[cell[:4] + cell[6:]].append(r)  # all but method (exact either way) and th (set here):
                     # z_scale and the draw still part cells
-            m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), **summarize(
-                v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
-                for k, v in m_cells.items()]
+            m_rows = [{"model": k[0], "latent_dim": k[1], "draw": draw_label(v[0]), "precision": k[-2],
+                       "sample_dtype": k[-1], **summarize(
+                           v, lambda r, th=th: (r["fid_matched"][th]["mean"], r["fid_matched"][th]["std"])), "th": th}
+                      for k, v in m_cells.items()]
             m_rows.sort(key=lambda r: (order.get(r["model"], 99), r["latent_dim"] or 0))
             matched[th] = {"rows": m_rows, "welch": welch_rows(m_rows)}
         out.append({"description": describe(key), "dataset": key[0], "thesis_protocol": thesis, "rows": rows,
-                    "welch": welch_rows(rows), "matched": matched})
+                    "welch": welch_rows(rows), "precision_welch": precision_welch(cells), "matched": matched})
     return out
 
 
@@ -296,6 +321,31 @@ def welch_rows(rows):
                 t, df, p = welch(a, b)
                 found.append({"latent_dim": latent, "a": a_model + a_draw, "b": b_model + b_draw,
                               "mean_a": stats(a)[0], "mean_b": stats(b)[0], "t": t, "df": df, "p": p,
+                              "seeds": [len(a), len(b)]})
+    return found
+
+
+def precision_welch(cells):
+    """Cells that differ only in training precision, float32 (32-true) against each other precision, where both
+    have >= 2 seeds: Welch t-tests over seeds of FID and of test loss (the VAEs' negative ELBO per image)."""
+    by_rest = defaultdict(dict)
+    for k, runs in cells.items():
+        by_rest[k[:-2] + k[-1:]][k[-2]] = runs
+    found = []
+    for rest, by_precision in sorted(by_rest.items(), key=lambda item: str(item[0])):
+        if "32-true" not in by_precision:
+            continue
+        base = summarize(by_precision["32-true"])
+        for precision, runs in sorted(by_precision.items()):
+            other = summarize(runs)
+            for metric, key in (("fid", "fid_seed_means"), ("test_loss", "test_losses")):
+                a, b = base[key], other[key]
+                if precision == "32-true" or len(a) < 2 or len(b) < 2 or len(a) != len(base["seeds"]) or \
+                        len(b) != len(other["seeds"]):
+                    continue
+                t, df, p = welch(a, b)
+                found.append({"model": rest[0], "latent_dim": rest[1], "precision": precision, "metric": metric,
+                              "32-true": stats(a)[0], "other": stats(b)[0], "t": t, "df": df, "p": p,
                               "seeds": [len(a), len(b)]})
     return found
 
@@ -348,11 +398,24 @@ def markdown_welch(found):
     return lines
 
 
+def markdown_precision_welch(found):
+    if not found:
+        return []
+    lines = ["", "Welch t-test over training seeds, float32 training (32-true) vs another trainer.precision, sampled "
+             "alike (two-sided):", "", "| model | L | metric | 32-true | other | precision | t | df | p | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for w in found:
+        lines.append(f"| {w['model']} | {w['latent_dim'] or '—'} | {w['metric']} | {w['32-true']:.3f} | "
+                     f"{w['other']:.3f} | {w['precision']} | {w['t']:.2f} | {w['df']:.1f} | {w['p']:.3g} | "
+                     f"{w['seeds'][0]} / {w['seeds'][1]} |")
+    return lines
+
+
 def markdown(tables, failed):
     lines = []
     for i, t in enumerate(tables, 1):
         lines += [f"### Table {i}: {t['description']}", ""] + markdown_rows(t["rows"], t["thesis_protocol"])
-        lines += markdown_welch(t["welch"])
+        lines += markdown_welch(t["welch"]) + markdown_precision_welch(t["precision_welch"])
         for th, m in t["matched"].items():
             lines += ["", f"Matched threshold th = {th} for every model (same z draws and real sets):", ""]
             lines += markdown_rows(m["rows"], False) + markdown_welch(m["welch"])

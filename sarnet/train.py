@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sarnet import tracking
+from sarnet import keep_freed_memory, tracking
 from sarnet.checkpoint import CheckpointError, read_checkpoint, resume_path, run_dir_of, stored_run  # no torch yet
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
@@ -272,9 +272,10 @@ def config_sha256(cfg: DictConfig) -> str:
 
 
 def sampling_record(sample: DictConfig, net) -> dict:
-    """The sampling settings the run's images (and FID) depend on: method, th and z_scale always; the draw's mode and
-    temperature when pixels are drawn; the noisy scheme's settings for a regression net (sampling.sample_images)."""
-    record = {k: sample.get(k) for k in ("method", "th", "z_scale")}
+    """The sampling settings the run's images (and FID) depend on: method, th, z_scale and dtype always; the draw's
+    mode and temperature when pixels are drawn; the noisy scheme's settings for a regression net
+    (sampling.sample_images)."""
+    record = {k: sample.get(k) for k in ("method", "th", "z_scale")} | {"dtype": sample.get("dtype", "float32")}
     if sample.get("mode", "mean") != "mean":
         record |= {"mode": sample.mode, "temperature": sample.get("temperature", 1.0)}
     if net.out_activation == "none" and sample.get("regression"):
@@ -373,6 +374,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
              output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
     L.seed_everything(cfg.seed, workers=True)
+    keep_freed_memory()  # training allocates weight-sized tensors every step: reuse them (sarnet/__init__.py)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
     if init_state is not None:
@@ -451,6 +453,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "params": count_parameters(module.net),
+        "precision": str(trainer.precision),  # trainer.precision as Lightning ran it: 32-true, bf16-mixed, ...
         # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
         "eval_ckpt": "best" if eval_ckpt else "last",
         "eval_epoch": eval_epoch,  # epochs trained when the evaluated weights were saved, counted as "epochs" is

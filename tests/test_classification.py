@@ -307,8 +307,8 @@ def test_smoke_run_probability_variant(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and results["model"] == "sarnet_prob" and results["epochs"] == 1
     # what its images depend on: the draw (a cell of scripts/fid_table.py), and the code that ran
-    assert results["sampling"] == {"method": "fast", "th": None, "z_scale": 1.0, "mode": "categorical",
-                                   "temperature": 0.3}
+    assert results["sampling"] == {"method": "fast", "th": None, "z_scale": 1.0, "dtype": "float32",
+                                   "mode": "categorical", "temperature": 0.3}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:  # a git checkout (CI's fresh clone is one)
         assert results["code"]["commit"] == head.stdout.strip() and isinstance(results["code"]["dirty"], bool)

@@ -206,7 +206,7 @@ def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
                              (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
         cfg = compose_config(*overrides)
         record = sampling_record(cfg.sample, validate(cfg))
-        assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, **extra}, overrides
+        assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, "dtype": "float32", **extra}, overrides
 
 
 def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_path):

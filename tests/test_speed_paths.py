@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from sarnet.bench import NaiveConvVAE, NaiveSarNetVAE, reference_step
 from sarnet.losses import ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvEncoder, ConvVAE, SarNetVAE, SemiDense
@@ -28,28 +29,16 @@ def test_conv_encoder_and_decoder_equal_their_sequential_forward():
 
 
 def plain_losses(net, x, steps):
-    """The reference's loop (docs/reference.md §4.3): W*M in every forward, plain convs, sigmoid + BCELoss(sum)
-    + KL(sum), torch.optim.Adam. The project's module is not involved."""
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    """The thesis notebook's loop, as sarnet bench times it (sarnet.bench.reference_step: W*M in every forward, plain
+    convs, sigmoid + BCELoss(sum) + KL(sum), torch.optim.Adam) on a copy of net's weights. The project's module is
+    not involved."""
+    plain = (NaiveSarNetVAE if isinstance(net, SarNetVAE) else NaiveConvVAE)(net)
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
     losses, grads = [], None
     for step in range(steps):
-        mu, logvar = plain_encoder(net.encoder, x)
-        torch.manual_seed(step)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        if isinstance(net, SarNetVAE):
-            h = x.flatten(1)
-            for i, layer in enumerate(net.decoder.layers):
-                h = torch.cat([h, z], 1) @ (layer.weight * layer.mask).T + layer.bias
-                h = torch.relu(h) if i < len(net.decoder.layers) - 1 else h
-        else:
-            h = nn.Sequential.forward(net.decoder, z)
-        recon = nn.BCELoss(reduction="sum")(torch.sigmoid(h).view_as(x), x)
-        loss = recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        opt.zero_grad()
-        loss.backward()
-        grads = grads if step else {n: p.grad.clone() for n, p in net.named_parameters()}
-        opt.step()
-        losses.append(loss.item())
+        torch.manual_seed(step)  # the reparameterisation noise, as project_losses draws it
+        losses.append(reference_step(plain, opt, x).item())
+        grads = grads if step else {n: p.grad.clone() for n, p in plain.named_parameters()}
     return losses, grads
 
 

@@ -81,7 +81,8 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
                                      if eval_ckpt == "best" else None)
     assert results["checkpoint"] == f"checkpoints/{eval_ckpt}.ckpt"
     assert results["dataset"] == "mnist" and results["classes"] == [5]
-    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0}
+    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0, "dtype": "float32"}
+    assert results["precision"] == "32-true"
     protocol = results["fid_protocol"]
     assert protocol["features"] == "slim-lenet-v1" and len(protocol["features_sha256"]) == 64
     assert (protocol["n_gen"], protocol["n_sets"], protocol["real_set"], protocol["seed"]) == \
@@ -173,9 +174,12 @@ def test_gpu_check_script_runs_its_checks_on_the_cpu():
                           env=dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["check"]: r for r in map(json.loads, proc.stdout.splitlines())}
-    assert set(rows) == {"device", "smoke_train", "fast_equals_naive", "train_epoch", "sample", "fid_set"}
+    assert set(rows) == {"device", "smoke_train", "smoke_train_bf16", "fast_equals_naive", "bf16_sampling",
+                         "train_epoch", "sample", "fid_set"}
     assert rows["smoke_train"]["ok"] and rows["fast_equals_naive"]["ok"]  # equal up to float summation order
-    assert rows["fid_set"]["fid"] > 0
+    assert rows["smoke_train_bf16"]["ok"] and rows["smoke_train_bf16"]["precision"] == "bf16-mixed"
+    assert rows["bf16_sampling"]["ok"]  # within its bound of float32 sampling
+    assert rows["fid_set"]["fid"] > 0 and rows["fid_set"]["bf16_fid"] > 0 and rows["train_epoch"]["bf16_s"] > 0
 
 
 # mode=max, patience 0: an epoch whose val/loss does not rise is a stall, so a short run (whose val/loss falls)

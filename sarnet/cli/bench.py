@@ -17,7 +17,8 @@ def main(argv=None, prog=None):
     p.add_argument("cases", nargs="*", default=[], help=f"any of {list(CASES)} (default: all)")
     p.add_argument("--data", default="data")
     p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
-    p.add_argument("--epochs", type=int, default=4, help="train case: epochs per path (the first is warm-up)")
+    p.add_argument("--epochs", type=int, default=3, help="train cases: timed epochs per line, one per round of "
+                   "every line (each after a warm-up epoch)")
     p.add_argument("--naive-images", type=int, default=500,
                    help="sample_pixel, nll: images timed on the naive path")
     p.add_argument("--fast-batch", type=int, default=None, help="sample, sample_pixel: images per fast-sampler "

@@ -21,7 +21,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
-from sarnet.config import REAL_SETS
+from sarnet.config import DTYPES, REAL_SETS
 from sarnet.data.datamodules import load_split, raw_split
 from sarnet.data.sources import FOLDERS, DataError
 from sarnet.io import atomic_write
@@ -221,24 +221,31 @@ class FIDFeatures(nn.Module):
     the FID in float64. Pinned to eval mode: torchmetrics makes this a child module, so a LightningModule's
     .train() would otherwise switch the LeNet's dropout on."""
 
-    def __init__(self, net):
+    def __init__(self, net, dtype=None):
         super().__init__()
-        self.net = net
+        self.net, self.dtype = net, dtype  # dtype: None (float32) or torch.bfloat16 (fid.dtype): autocast's
         self.num_features = net.num_features
 
     def forward(self, x):
-        return self.net((x - 0.5) * 2).double()
+        x = (x - 0.5) * 2
+        if x.dim() == 4:  # images (tests feed vectors to stand-in nets): channels-last, as make_fid's convs
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.net(x).double()
 
     def train(self, mode=True):
         return super().train(False)
 
 
-def make_fid(net, reset_real_features=False):
+def make_fid(net, reset_real_features=False, dtype=None):
     """sync_on_compute=False: one process scores every image of the protocol (rank 0 of a DDP run, whose other
-    ranks have nothing to add); torchmetrics would otherwise wait in compute() for ranks that never come."""
-    net.requires_grad_(False).eval()
+    ranks have nothing to add); torchmetrics would otherwise wait in compute() for ranks that never come.
+    Channels-last convolutions and pooling: 2.2x faster features on CPU in float32, 2.7x in bf16 (measured on 500
+    images; NCHW pooling alone was two thirds of a bf16 pass); the same values up to float rounding (~1e-5 of a
+    logit)."""
+    net.requires_grad_(False).eval().to(memory_format=torch.channels_last)
     device = next(net.parameters(), torch.empty(0)).device
-    return FrechetInceptionDistance(feature=FIDFeatures(net), reset_real_features=reset_real_features,
+    return FrechetInceptionDistance(feature=FIDFeatures(net, dtype), reset_real_features=reset_real_features,
                                     sync_on_compute=False).to(device)
 
 
@@ -279,14 +286,18 @@ class FIDEvaluator:
     frozen classifier inside never reaches the module's parameters(), optimizer, state_dict or checkpoints.
     """
 
-    def __init__(self, classifier, real_images, real_set, n_gen, n_sets, seed, batch_size=500, device=None):
+    def __init__(self, classifier, real_images, real_set, n_gen, n_sets, seed, batch_size=500, device=None,
+                 dtype="float32"):
         if real_set not in REAL_SETS:
             raise ValueError(f"real_set={real_set!r} must be one of {REAL_SETS}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} must be one of {DTYPES} (the features' compute dtype)")
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
         self.features = getattr(classifier, "meta", {})  # which feature network scored: recorded with every FID
-        self.resample = real_set == "test_resampled"
-        self.fid = make_fid(classifier.to(device) if device else classifier, reset_real_features=self.resample)
+        self.resample, self.dtype = real_set == "test_resampled", dtype
+        self.fid = make_fid(classifier.to(device) if device else classifier, reset_real_features=self.resample,
+                            dtype=torch.bfloat16 if dtype == "bfloat16" else None)  # real and generated alike
         self.device = self.fid.real_features_sum.device
         if self.resample:  # each set draws from the same few real images: their features once, then indexed
             self.real_features = torch.cat([self.fid.inception(to_float(real_images[i:i + batch_size]).to(self.device))
@@ -304,7 +315,7 @@ class FIDEvaluator:
         """Everything an FID value depends on besides the generator: results.json records it, tables group by it."""
         return {"features": self.features.get("arch"), "features_sha256": self.features.get("sha256"),
                 "features_dataset": self.features.get("dataset"), "n_gen": self.n_gen, "n_sets": self.n_sets,
-                "real_set": self.real_set, "seed": self.seed}
+                "real_set": self.real_set, "seed": self.seed, "dtype": self.dtype}
 
     def evaluate(self, generate_fn, progress=None):
         """generate_fn(n, generator) -> float [n,1,28,28] in [0,1], called with n <= batch_size; progress(line), if

@@ -15,8 +15,17 @@ class Output(NamedTuple):
     logvar: torch.Tensor | None = None
 
 
+def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t in float32 where autocast (trainer.precision=bf16-mixed) made it a 16-bit float; else t itself (a float64
+    net's tensors stay float64)."""
+    return t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-    """z = mu + eps * sigma; eps ~ N(0, I) from the global RNG unless given (evaluation draws it per image)."""
+    """z = mu + eps * sigma; eps ~ N(0, I) from the global RNG unless given (evaluation draws it per image). In
+    float32 under bf16-mixed too: the noise is drawn as in a float32 run (the same draws), and z is rounded to bf16
+    once, where the decoder's matmul reads it."""
+    mu, logvar = fp32(mu), fp32(logvar)
     return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
 
 
@@ -42,7 +51,11 @@ class ConvEncoder(nn.Module):
         h = F.relu(conv1(x.contiguous(memory_format=torch.channels_last)))
         h = F.relu(conv2(h))
         h = F.linear(h.flatten(1), conv3.weight.flatten(1), conv3.bias)
-        return self.fc_mu(h), self.fc_logvar(h)
+        # The heads stay float32 under bf16-mixed: mu and logvar enter the KL and z, and exp(logvar) of an 8-bit
+        # mantissa is off by up to 0.4 % x |logvar|; two 128 x 128 matmuls are not worth that.
+        with torch.autocast(h.device.type, enabled=False):
+            h = fp32(h)
+            return self.fc_mu(h), self.fc_logvar(h)
 
 
 class ConvDecoder(nn.Sequential):
