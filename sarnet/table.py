@@ -51,6 +51,8 @@ def collect(dirs):
     seen, ok, failed = set(), [], []
     for d in dirs:
         for path in sorted(Path(d).rglob("results.json")):
+            if "wandb" in path.relative_to(d).parts:  # the copy a W&B run keeps of its run's results.json
+                continue
             real = path.resolve()
             if real in seen:
                 print(f"warning: {path.parent} given twice: counted once", file=sys.stderr)

@@ -321,7 +321,7 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
     assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))
     refused = train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
                     f"hydra.run.dir={tmp_path / 'given'}", check=False)
-    assert refused.returncode == 1 and "first_patch='given'" in refused.stderr + refused.stdout
+    assert refused.returncode == 2 and "first_patch='given'" in refused.stderr + refused.stdout
 
 
 # ---- scripts/likelihood.py -----------------------------------------------------------------------------------

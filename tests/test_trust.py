@@ -464,8 +464,8 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_a_damaged_best_checkpoint_is_refused_before_test(tmp_path):
-    rc, out, _ = train("trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", f"hydra.run.dir={tmp_path}",
-                       "+callbacks.fault._target_=tests.faults.DamageBest", timeout=600)
+    rc, out, _ = train("trainer=smoke", "fid=off", "logger=csv", "latent_dim=8", "eval_ckpt=best",
+                       f"hydra.run.dir={tmp_path}", "+callbacks.fault._target_=tests.faults.DamageBest", timeout=600)
     assert rc == 1 and "Traceback" not in out
     message = error_line(out, "sarnet.checkpoint.CheckpointError")
     assert message.startswith(f"{tmp_path / 'checkpoints' / 'best.ckpt'}: cannot be read as a checkpoint"), message
