@@ -1,12 +1,14 @@
 """Hydra callback: after a multirun, report which jobs failed (their results.json says why), make the FID table
 (when the sweep computed FIDs) and exit non-zero if any job failed."""
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -53,8 +55,9 @@ def fid_table(sweep: Path, wandb: bool):
 class StopWorkersOnSigterm(Callback):
     """A sweep whose jobs run in worker processes (hydra/launcher=joblib): SIGTERM to the sweep (scancel, a
     preempted node, `kill`) would end the parent alone, and its workers would train on, orphaned and unseen. Pass
-    the signal on to them instead, so that each records its job as stopped (results.json) as a single run does,
-    wait for them, and end the sweep with 128 + SIGTERM without starting another job."""
+    the signal on to the workers that hold a job instead, so that each records its job as stopped (results.json)
+    as a single run does, wait until every one has, and end the sweep with 128 + SIGTERM without starting another
+    job. A worker that is signalled itself records its job and signals the parent, which then stops the others."""
 
     def on_multirun_start(self, config, **kwargs):
         if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
@@ -62,15 +65,24 @@ class StopWorkersOnSigterm(Callback):
 
 
 def _stop_workers(sweep_dir):
-    workers = multiprocessing.active_children()  # joblib's loky workers are multiprocessing processes
-    from sarnet.rundir import relaunch_command
+    from sarnet.rundir import relaunch_command, running_jobs
 
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: scancel signals every process, a stopped worker us too
+    jobs = running_jobs(sweep_dir)  # {run dir lock: worker pid}; an idle worker is left alone (see below)
     log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped; to resume the "
-              "sweep: %s", len(workers), relaunch_command(sweep_dir=sweep_dir))
-    for worker in workers:
-        os.kill(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        worker.join(timeout=300)  # a job stops at its next training batch, or a test or FID set later
+              "sweep: %s", len(jobs), relaunch_command(sweep_dir=sweep_dir))
+    for pid in jobs.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for _ in range(3000):  # a job stops at its next training batch, or a test or FID set later; 5 min at most
+        if not running_jobs(sweep_dir):  # every job has written results.json and released its run dir
+            break
+        time.sleep(0.1)
+    # Only now may any worker end: joblib's executor kills every other worker (SIGKILL) the moment one ends, so a
+    # worker that ended early would cut the others' records short. A recorded worker waits for this.
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signal.SIGKILL)  # loky's processes have no .kill()
+        worker.join()
     os._exit(128 + signal.SIGTERM)  # not SystemExit: joblib would go on to hand out the remaining jobs
 
 

@@ -75,6 +75,19 @@ def unlock_run_dir(lock):
         os.close(lock[0])
 
 
+def running_jobs(sweep_dir) -> dict:
+    """{lock file: pid} of the sweep's jobs that hold their run dir now (a live owner; unlock_run_dir removes it)."""
+    jobs = {}
+    for path in Path(sweep_dir).glob("*/.lock"):
+        try:
+            pid = int(path.read_text().strip())
+            os.kill(pid, 0)  # alive?
+        except (OSError, ValueError):  # gone, released meanwhile, or not yet written
+            continue
+        jobs[path] = pid
+    return jobs
+
+
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     """This launch's command as it was typed (python train.py ..., sarnet train ...), continuing its run
     (ckpt_path=<run dir>: the dir must hold a checkpoint) or its sweep (hydra.sweep.dir=<dir>: finished jobs are

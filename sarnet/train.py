@@ -208,13 +208,13 @@ def run_job(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     found = set(os.listdir(output_dir)) if output_dir.is_dir() else set()  # Hydra's .hydra, an earlier launch's
     lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
+    _sigterm.seen, previous = False, signal.signal(signal.SIGTERM, _sigterm)
     try:
         lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
-        unlock_run_dir(lock)
-        lock = None
-        stopped(cfg)
+        lock, held = None, lock
+        stopped(cfg, held)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):
             return failed(cfg, e, 1)
@@ -224,9 +224,22 @@ def run_job(cfg: DictConfig) -> float | None:
         return failed(cfg, e, 2)
     finally:
         unlock_run_dir(lock)
+        signal.signal(signal.SIGTERM, previous)
 
 
-def stopped(cfg: DictConfig):
+def _sigterm(signum, frame):
+    """SIGTERM while Lightning's own handler is not installed (set-up, FID, writing results) stops the run as it does
+    inside fit and test, where it calls this one after its own. Only the first signal counts: a second one (scancel
+    signals every process of a step; a sweep passes its own on) must not cut the record short."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if not _sigterm.seen:
+        _sigterm.seen = True
+        if signal.getsignal(signal.SIGTERM) is _sigterm:
+            raise SIGTERMException
+
+
+def stopped(cfg: DictConfig, lock):
     """SIGTERM (preemption, scancel, kill): the run is recorded as stopped with the command that resumes it, and the
     process ends with 128 + SIGTERM, in a sweep too: a preempted node must not go on to start the next job."""
     hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -238,9 +251,14 @@ def stopped(cfg: DictConfig):
         how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
             f"no checkpoint was written yet; to start again: {relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
-    failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
+    try:
+        failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
+    finally:
+        unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
     if worker:  # SystemExit would end this job only, and the worker would take the next one
         logging.shutdown()
+        os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (hydra_callbacks.py)
+        multiprocessing.parent_process().join()  # which ends every worker once all have recorded their jobs
         os._exit(128 + signal.SIGTERM)
     sys.exit(128 + signal.SIGTERM)
 
