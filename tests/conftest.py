@@ -76,6 +76,25 @@ def epochs_with(rows, key) -> list[int]:
     return sorted(int(r["epoch"]) for r in rows if r.get(key))
 
 
+
+def same(a, b) -> bool:
+    """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+def assert_same_run(ref: Path, run: Path):
+    """`run`, stopped and resumed, ended as the uninterrupted `ref` did: results.json's metrics, epochs and steps, the
+    last checkpoint's weights and optimizer state down to the bit, and the rows of metrics.csv."""
+    a, b = results(ref), results(run)
+    assert b["metrics"] == a["metrics"] and (b["epochs"], b["steps"]) == (a["epochs"], a["steps"])
+    ca, cb = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (ref, run))
+    assert same(ca["state_dict"], cb["state_dict"]) and same(ca["optimizer_states"], cb["optimizer_states"])
+    assert csv_rows(run) == csv_rows(ref)
+
 # Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
 RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
              "latent_dim=8"]
