@@ -82,7 +82,7 @@ def test_validate_accepts_only_autoregressive_nets_and_refuses_with_config_error
         # callbacks=none: the image grids' keep_patches=24 is (rightly) refused for nets of fewer patches
         composed = {m: compose("config", overrides=[f"model={m}", "callbacks=none"]) for m in ("sarnet", "sarnet_vae")}
 
-    @settings(max_examples=50, deadline=None, derandomize=True)
+    @settings(max_examples=80, deadline=None, derandomize=True)  # a fixed stream: 29 accepted, 51 refused
     @given(net_fields())
     def check(example):
         model, fields = example
