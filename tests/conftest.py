@@ -1,6 +1,7 @@
 """What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess or in this
 process, the scripts in this process, the session's smoke runs, the real Hydra composition, tiny fake datasets in
-torchvision's raw layout and fake checkpoints, and small nets of every kind the model configs build."""
+torchvision's raw layout, fake checkpoints and fabricated runs for the FID table, small nets of every kind the model
+configs build and the autoregressive rule they must follow."""
 
 import csv
 import fcntl
@@ -280,3 +281,42 @@ def assert_autoregressive(dep, first_patch):
     allowed[0, 0] = first_patch == "given"
     assert not (dep & ~allowed).any(), f"leak: outputs read inputs >= themselves: {(dep & ~allowed).nonzero()}"
     assert all(dep[k, k - 1] for k in range(1, len(dep))) and dep[0, 0] == allowed[0, 0], "context unused"
+
+
+RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
+
+
+def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
+             first_patch=None, epochs=None, **protocol):
+    """A fabricated run's results.json in `dir`, as train.py writes it (ok or failed), for the FID-table tests; its
+    FID protocol the thesis' table's unless `protocol` changes some of it."""
+    from sarnet.metrics.fid import SHIPPED_SHA256
+
+    thesis = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
+              "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
+    dir.mkdir(parents=True)
+    r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
+    if first_patch:
+        r["first_patch"] = first_patch
+    if status == "ok":
+        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
+              "params": {"dense": 2_958_648, "effective": 1_898_808},
+              "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
+              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
+              "fid_protocol": thesis | protocol,
+              "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
+              "knn": {"n": 1000, "k": 4, "seed": 42},
+              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
+    else:
+        r["error"] = "ConfigError: latent_dim=0 is invalid"
+    (dir / "results.json").write_text(json.dumps(r))
+
+
+def table(tmp_path, *dirs, check=True):
+    """`sarnet table` on run dirs -> (its JSON, Markdown, output path), or with check=False (status, stdout, stderr)."""
+    out = tmp_path / "table"
+    status, stdout, stderr = run_script("fid_table.py", *dirs, "--out", out)
+    if check:
+        assert status == 0, stderr
+        return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
+    return status, stdout, stderr

@@ -1,46 +1,9 @@
 """scripts/fid_table.py on fabricated sweep dirs: seeds, duplicates, protocols and datasets never merged."""
 
 import json
-from pathlib import Path
 
 from sarnet.metrics.fid import SHIPPED_SHA256
-from tests.conftest import run_script
-
-ROOT = Path(__file__).resolve().parents[1]
-THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
-                   "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
-
-
-RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
-
-
-def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
-             first_patch=None, epochs=None, **protocol):
-    dir.mkdir(parents=True)
-    r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
-    if first_patch:
-        r["first_patch"] = first_patch
-    if status == "ok":
-        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
-              "params": {"dense": 2_958_648, "effective": 1_898_808},
-              "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
-              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
-              "fid_protocol": THESIS_PROTOCOL | protocol,
-              "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
-              "knn": {"n": 1000, "k": 4, "seed": 42},
-              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
-    else:
-        r["error"] = "ConfigError: latent_dim=0 is invalid"
-    (dir / "results.json").write_text(json.dumps(r))
-
-
-def table(tmp_path, *dirs, check=True):
-    out = tmp_path / "table"
-    status, stdout, stderr = run_script("fid_table.py", *dirs, "--out", out)
-    if check:
-        assert status == 0, stderr
-        return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
-    return status, stdout, stderr
+from tests.conftest import ROOT, fake_run, table
 
 
 def rows_of(t):
