@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(VENV)/bin/sarnet data --root $(DATA)
 
-# The fast suite on every core (pytest-xdist workers; worksteal: an idle worker takes queued tests from the other).
+# The fast suite on every core (pytest-xdist workers; worksteal: an idle worker takes queued tests from the other),
+# in a random order (pytest-randomly prints its seed; --randomly-seed=N repeats an order, -p no:randomly keeps none).
 test: install
 	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal
 

@@ -1,14 +1,19 @@
 """What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess or in this
-process, the scripts in this process, the session's smoke runs, the real Hydra composition, and tiny fake datasets
-in torchvision's raw layout."""
+process, the scripts in this process, the session's smoke runs, the real Hydra composition, tiny fake datasets in
+torchvision's raw layout, fake checkpoints and fabricated runs for the FID table, small nets of every kind the model
+configs build and the autoregressive rule they must follow."""
 
+import csv
 import fcntl
 import io
+import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -22,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, no oversubscription
     torch.set_num_threads(1)
-needs_data = pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists(),
-                                reason="run `make data` first")
+DATA_READY = (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists()
+needs_data = pytest.mark.skipif(not DATA_READY, reason="run `make data` first")
 
 
 def run_train(*overrides, check=True, timeout=600) -> subprocess.CompletedProcess:
@@ -34,6 +39,90 @@ def run_train(*overrides, check=True, timeout=600) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def train(*overrides, timeout=600):
+    """train.py as a subprocess -> (returncode, stdout + stderr, None)."""
+    proc = run_train(*overrides, check=False, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr, None
+
+
+def ok(*overrides, timeout=600) -> str:
+    """train.py as a subprocess that must succeed -> its output."""
+    rc, out, _ = train(*overrides, timeout=timeout)
+    assert rc == 0, f"train.py {' '.join(overrides)} failed:\n{out[-4000:]}"
+    return out
+
+
+def error_line(out: str, kind: str) -> str:
+    """The message of the last `kind: message` line in a run's output (kind: the error's qualified class name)."""
+    lines = [line.split(f"{kind}: ", 1)[1] for line in out.splitlines() if f"{kind}: " in line]
+    assert lines, f"no {kind} in the output:\n{out[-3000:]}"
+    return lines[-1]
+
+
+def results(run_dir: Path) -> dict:
+    """A run dir's results.json."""
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    """The rows of a run's csv/metrics.csv."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def epochs_with(rows, key) -> list[int]:
+    """The epochs of the metrics.csv rows that hold `key`."""
+    return sorted(int(r["epoch"]) for r in rows if r.get(key))
+
+
+
+def same(a, b) -> bool:
+    """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+def assert_same_run(ref: Path, run: Path):
+    """`run`, stopped and resumed, ended as the uninterrupted `ref` did: results.json's metrics, epochs and steps, the
+    last checkpoint's weights and optimizer state down to the bit, and the rows of metrics.csv."""
+    a, b = results(ref), results(run)
+    assert b["metrics"] == a["metrics"] and (b["epochs"], b["steps"]) == (a["epochs"], a["steps"])
+    ca, cb = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (ref, run))
+    assert same(ca["state_dict"], cb["state_dict"]) and same(ca["optimizer_states"], cb["optimizer_states"])
+    assert csv_rows(run) == csv_rows(ref)
+
+# Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
+RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
+             "latent_dim=8"]
+
+
+def kill_after_checkpoint(run_dir: Path, epoch: int, delay: float, *extra) -> str:
+    """Start train.py, SIGKILL it `delay` s after checkpoints/last.ckpt first holds `epoch`; -> its output."""
+    log = run_dir.parent / f"{run_dir.name}.{epoch}.log"
+    last, seen = run_dir / "checkpoints" / "last.ckpt", None
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={run_dir}", *extra],
+                                cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                inode = last.stat().st_ino if last.exists() else None
+                if inode != seen and inode is not None:  # a new last.ckpt (written by rename: never partial)
+                    seen = inode
+                    if torch.load(last, weights_only=True, mmap=True)["epoch"] >= epoch:
+                        break
+                time.sleep(0.005)
+            time.sleep(delay)
+            assert proc.poll() is None, f"train.py ended before it could be killed:\n{log.read_text()[-3000:]}"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    return log.read_text()
 
 
 def train_inprocess(*overrides) -> tuple[int, str]:
@@ -80,7 +169,7 @@ def smoke_run(tmp_path_factory):
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: basetemp/popen-gwN
 
     def get(model):
-        if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
+        if not DATA_READY:
             pytest.skip("MNIST is not prepared: run `make data` first")
         run_dir = shared / f"smoke_{model}"
         with open(shared / f"smoke_{model}.lock", "w") as lock:
@@ -107,3 +196,127 @@ def fake_idx(root, folder="MNIST", n_train=200, n_test=50, seed=0):
         write_idx(Path(root) / folder / "raw" / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         write_idx(Path(root) / folder / "raw" / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     return Path(root)
+
+
+def fake_checkpoint(path, net, config=None):
+    """A sarnet checkpoint of `net` as sarnet.checkpoint.load_model reads it; config: the stored net config
+    (default: the net's own)."""
+    torch.save({"sarnet": {"net": net.config if config is None else config, "format": 1},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+# Every kind of net the model configs build (conf/model/), small: the cases of the fast == naive and the
+# autoregressive tests, each in both layer modes. name -> (geometry, out_activation). A sigmoid net is built with z
+# as a SarNET-VAE (model=sarnet_vae), without as a Bernoulli SarNET (sarnet_bernoulli); "none" is the regression
+# SarNET (sarnet); a softmax net with C image channels the one-hot classification SarNET (sarnet_cls,
+# sarnet_cls_p2), with one the "probability" net (sarnet_prob). Pixel-wise and patches of 2, 4 and 7; compressed
+# and expanded hidden layers; the reference's 28x28 geometries, wide enough for the fast sampler's FLUSH_COLUMNS.
+REFERENCE = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
+NETS = {
+    "pixel": ([[4, 1, 1], [4, 2, 1], [4, 1, 1]], "sigmoid"),
+    "pixel-3ch": ([[4, 3, 1], [4, 2, 1], [4, 3, 1]], "sigmoid"),
+    "patch2": ([[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]], "sigmoid"),
+    "2ch": ([[12, 2, 4], [6, 1, 2], [12, 2, 4]], "sigmoid"),
+    "reference": (REFERENCE, "sigmoid"),
+    "patch7": ([[28, 1, 7], [4, 2, 1], [28, 1, 7]], "sigmoid"),
+    "regression-pixel": ([[6, 1, 1], [6, 2, 1], [6, 1, 1]], "none"),
+    "regression-patch2": ([[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]], "none"),
+    "regression": (REFERENCE, "none"),
+    "cls-pixel-c2": ([[6, 2, 1], [6, 2, 1], [6, 2, 1]], "softmax"),
+    "cls-pixel-c4": ([[4, 4, 1], [4, 3, 1], [4, 4, 1]], "softmax"),
+    "cls-patch2-c2": ([[8, 2, 2], [4, 3, 1], [8, 2, 2], [8, 2, 2]], "softmax"),
+    "cls-patch2-c4": ([[8, 4, 2], [4, 3, 1], [8, 2, 2], [8, 4, 2]], "softmax"),
+    "cls-patch4-c2": ([[12, 2, 4], [6, 1, 2], [12, 2, 4]], "softmax"),
+    "cls-c4": ([[28, 4, 4], [14, 2, 2], [28, 2, 4], [28, 4, 4]], "softmax"),  # sarnet_cls with data.quantize=4
+    "prob-pixel": ([[6, 1, 1], [6, 2, 1], [6, 2, 1]], "softmax"),
+    "prob-patch2": ([[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 2, 2]], "softmax"),
+    "prob": ([[12, 1, 4], [12, 1, 4], [12, 2, 4], [12, 2, 4]], "softmax"),  # sarnet_prob's shape: the side kept
+}
+MODES = ["given", "predicted"]
+
+
+def latents(name) -> tuple:
+    """The latent sizes a NETS case is tested with: sigmoid nets without and with z, the others without."""
+    return (0, 3) if NETS[name][1] == "sigmoid" else (0,)
+
+
+def make_net(name, mode, latent=0, seed=0):
+    """NETS[name] in layer mode `mode` (first_patch), with `latent` z dims: a SarNET-VAE for a sigmoid net with z
+    (its `ar_net` is the SarNet), else a SarNet."""
+    from sarnet.nn import SarNet, SarNetVAE
+
+    geometry, activation = NETS[name]
+    torch.manual_seed(seed)
+    if latent and activation == "sigmoid":
+        return SarNetVAE(latent, geometry, first_patch=mode)
+    return SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation=activation)
+
+
+def images(net, n, seed=0, dtype=torch.float32):
+    """n data-like inputs of a net: one-hot classes for a classification net, grey levels in [0, 1) otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    channels, side = net.image_shape[:2]
+    if not getattr(net.ar_net, "one_hot_input", False):
+        return torch.rand(n, *net.image_shape, generator=g, dtype=dtype)
+    level = torch.randint(0, channels, (n, 1, side, side), generator=g)
+    return (level == torch.arange(channels).view(1, -1, 1, 1)).to(dtype)
+
+
+def dependence(f, x, out_deg, in_deg, n_patches) -> torch.Tensor:
+    """dep[k, j]: the sum of f(x)'s output units of patch k (out_deg: their patches) has a non-zero gradient wrt
+    some input unit of patch j (in_deg: those of x's units)."""
+    one_hot = torch.nn.functional.one_hot
+    patch_sums = lambda v: f(v).flatten(1).sum(0) @ one_hot(out_deg, n_patches).to(x.dtype)
+    jac = torch.autograd.functional.jacobian(patch_sums, x, vectorize=True)  # (output patches, *x.shape)
+    touched = jac.reshape(n_patches, len(x), -1).ne(0).any(1).float()  # (output patches, input units)
+    return touched @ one_hot(in_deg, n_patches).float() > 0
+
+
+def assert_autoregressive(dep, first_patch):
+    """The rule a net's masks must make: output patch k reads input patches < k only, and patch k - 1 among them
+    (it uses its context). Output patch 0 reads input patch 0 in "given" mode (the reference copies it,
+    docs/reference.md §2.1), nothing in "predicted" mode."""
+    allowed = torch.ones_like(dep).tril(-1)
+    allowed[0, 0] = first_patch == "given"
+    assert not (dep & ~allowed).any(), f"leak: outputs read inputs >= themselves: {(dep & ~allowed).nonzero()}"
+    assert all(dep[k, k - 1] for k in range(1, len(dep))) and dep[0, 0] == allowed[0, 0], "context unused"
+
+
+RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
+
+
+def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
+             first_patch=None, epochs=None, **protocol):
+    """A fabricated run's results.json in `dir`, as train.py writes it (ok or failed), for the FID-table tests; its
+    FID protocol the thesis' table's unless `protocol` changes some of it."""
+    from sarnet.metrics.fid import SHIPPED_SHA256
+
+    thesis = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
+              "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
+    dir.mkdir(parents=True)
+    r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
+    if first_patch:
+        r["first_patch"] = first_patch
+    if status == "ok":
+        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
+              "params": {"dense": 2_958_648, "effective": 1_898_808},
+              "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
+              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
+              "fid_protocol": thesis | protocol,
+              "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
+              "knn": {"n": 1000, "k": 4, "seed": 42},
+              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
+    else:
+        r["error"] = "ConfigError: latent_dim=0 is invalid"
+    (dir / "results.json").write_text(json.dumps(r))
+
+
+def table(tmp_path, *dirs, check=True):
+    """`sarnet table` on run dirs -> (its JSON, Markdown, output path), or with check=False (status, stdout, stderr)."""
+    out = tmp_path / "table"
+    status, stdout, stderr = run_script("fid_table.py", *dirs, "--out", out)
+    if check:
+        assert status == 0, stderr
+        return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
+    return status, stdout, stderr

@@ -15,8 +15,7 @@ from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import BF16_SAMPLE_BOUND, generate, generate_regression
-from tests.conftest import ROOT, compose_config, needs_data, train_inprocess
-from tests.test_fid_table import fake_run, table
+from tests.conftest import ROOT, compose_config, fake_run, needs_data, table, train_inprocess
 
 NETS = {
     "sarnet_vae": (lambda: SarNetVAE(8), ReconstructionLoss()),

@@ -1,6 +1,5 @@
 """Binarized MNIST: one fixed evaluation binarization (pinned by sha256), dynamic training draws, static .amat files."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,9 +7,8 @@ import torch
 
 from sarnet.data import DataError, MNISTDataModule
 from sarnet.data.binarized import STATIC_FILES, TEST_SEED, fixed_bernoulli, read_amat, read_static, split_sha256
-from tests.test_data import fake_raw
+from tests.conftest import ROOT, fake_idx, needs_data
 
-ROOT = Path(__file__).resolve().parents[1] / "data"
 # sha256 of np.packbits of the binarized MNIST test split (10,000 x 784, original order, seed TEST_SEED = 0), and
 # of its 892 fives. If this changes, every NLL measured before is on other images: do not update it lightly.
 MNIST_TEST_SHA256 = "dc5c95f3b45ba721b3a5f0843c2f8c673891c7f52883e1391b0f206455311a0b"
@@ -36,21 +34,23 @@ def test_fixed_bernoulli_does_not_depend_on_torch_random_state():
 
 
 def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(tmp_path):
-    root = fake_raw(tmp_path)
+    root = fake_idx(tmp_path)
     dm = MNISTDataModule(root, binarize="dynamic", val_size=0, batch_size=1000)
     dm.setup()
-    fives = MNISTDataModule(root, classes=[5], binarize="dynamic", val_size=0)
-    fives.setup()
+    fives, grey = MNISTDataModule(root, classes=[5], binarize="dynamic"), MNISTDataModule(root)
+    fives.setup(), grey.setup()
     assert set(dm.test_x.unique().tolist()) <= {0.0, 1.0} and dm.val_x is dm.test_x
+    assert set(fives.val_x.unique().tolist()) <= {0.0, 1.0}  # a validation split carved from train, too
     assert torch.equal(fives.test_x, dm.test_x[dm.test_y == 5])  # binarized before the class filter
+    assert abs(dm.test_x.mean() - grey.test_x.mean()) < 0.02
     torch.manual_seed(0)
     (a, _), (b, _) = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
     assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # a fresh draw every epoch
 
 
-@pytest.mark.skipif(not (ROOT / "MNIST" / "raw" / ".sarnet-ok.json").is_file(), reason="run `make data` first")
+@needs_data
 def test_binarized_mnist_test_split_is_the_same_bits_on_every_machine():
-    dm = MNISTDataModule(ROOT, binarize="dynamic", val_size=0)
+    dm = MNISTDataModule(ROOT / "data", binarize="dynamic", val_size=0)
     dm.setup()
     assert dm.test_x.shape == (10000, 1, 28, 28)
     assert split_sha256(dm.test_x) == MNIST_TEST_SHA256

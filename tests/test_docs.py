@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ENV, ROOT, run_train
+from tests.conftest import DATA_READY, ENV, ROOT, run_train
 
 USAGE = ROOT / "docs" / "usage.md"
 PLACEHOLDER = re.compile(r'^(\w+) = "outputs/<date>/<time>"$', re.M)  # a run dir the reader fills in
@@ -30,7 +30,7 @@ def blocks(text: str, lang: str) -> list[str]:
 @pytest.fixture(scope="module")
 def nll_run(tmp_path_factory):
     """A strict SarNET-VAE on binarized MNIST-5 (experiment=nll_sarnet_vae), trained for a few batches."""
-    if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
+    if not DATA_READY:
         pytest.skip("MNIST is not prepared: run `make data` first")
     run_dir = tmp_path_factory.mktemp("nll_run")
     run_train("experiment=nll_sarnet_vae", "data=mnist5", "trainer=smoke", "logger=csv", "latent_dim=8",

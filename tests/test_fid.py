@@ -107,11 +107,18 @@ def test_stale_cache_is_refused(cached):
         F.load_classifier("mnist", root=root)
 
 
-def test_truncated_cache_is_refused(cached):
+@pytest.mark.parametrize("damage", ["truncated", "bitflip"])
+def test_damaged_cache_is_refused(cached, damage):
     root, path = cached
-    path.write_bytes(path.read_bytes()[:1000])
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del data[1000:]
+    else:  # one flipped bit in a weight: same size, still a readable file
+        weight = F.load_classifier("mnist", root=root, train_if_missing=False).fc4.weight
+        data[data.find(weight[0, :4].half().numpy().tobytes())] ^= 0x10
+    path.write_bytes(bytes(data))
     with pytest.raises(F.ClassifierCacheError, match=r"refused.*delete it and run"):
-        F.load_classifier("mnist", root=root)
+        F.load_classifier("mnist", root=root, train_if_missing=False)
 
 
 def test_missing_data_says_make_data(tmp_path, monkeypatch):

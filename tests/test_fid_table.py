@@ -1,49 +1,9 @@
 """scripts/fid_table.py on fabricated sweep dirs: seeds, duplicates, protocols and datasets never merged."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from sarnet.metrics.fid import SHIPPED_SHA256
-from tests.conftest import run_script
-
-ROOT = Path(__file__).resolve().parents[1]
-THESIS_PROTOCOL = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
-                   "n_sets": 10, "real_set": "test_resampled", "seed": 2024}
-
-
-RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, the thesis' training lengths
-
-
-def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
-             first_patch=None, epochs=None, **protocol):
-    dir.mkdir(parents=True)
-    r = {"status": status, "model": model, "latent_dim": latent, "seed": seed}
-    if first_patch:
-        r["first_patch"] = first_patch
-    if status == "ok":
-        r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
-              "params": {"dense": 2_958_648, "effective": 1_898_808},
-              "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
-              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
-              "fid_protocol": THESIS_PROTOCOL | protocol,
-              "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
-              "knn": {"n": 1000, "k": 4, "seed": 42},
-              "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
-    else:
-        r["error"] = "ConfigError: latent_dim=0 is invalid"
-    (dir / "results.json").write_text(json.dumps(r))
-
-
-def table(tmp_path, *dirs, check=True):
-    out = tmp_path / "table"
-    status, stdout, stderr = run_script("fid_table.py", *dirs, "--out", out)
-    if check:
-        assert status == 0, stderr
-        return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
-    return status, stdout, stderr
+from tests.conftest import ROOT, fake_run, table
 
 
 def rows_of(t):
@@ -158,20 +118,6 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
     assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
 
 
-def test_fid_table_logs_a_wandb_table_offline(tmp_path):
-    sweep = tmp_path / "sweep"
-    fake_run(sweep / "0_a", "sarnet_vae", 8, 1234, fid=2.0)
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, "scripts/fid_table.py", str(sweep), "--out", str(tmp_path / "t"),
-                           "--wandb"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    tables = list(sweep.glob("wandb/offline-run-*/files/media/table/fid_table_*.table.json"))
-    assert len(tables) == 1, sorted(p.relative_to(sweep) for p in sweep.rglob("*"))[:40]
-    table = json.loads(tables[0].read_text())
-    assert table["columns"][:4] == ["model", "latent_dim", "status", "fid_mean"]
-    cells = {(row[0], row[1]): row for row in table["data"]}
-    assert cells[("sarnet_vae", 8)][3] == 2.0 and cells[("sarnet_vae", 16)][2] == "missing"
-    assert ("vae", 8) not in cells  # no VAE run was given: no VAE rows
 
 
 def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
@@ -232,19 +178,9 @@ def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_pat
     assert "sarnet (alpha_max 0.5, p 0.3, refine True)" in md and "sarnet (alpha_max 0.65, p 0.3, refine True)" in md
 
 
-def test_fashion_table_config_is_the_mnist5_protocol_on_fashion_mnist():
-    """experiment=fid_table_fashion: all 60k FashionMNIST images validated on the test split, the last weights, 22
-    epochs for both models, the reference's thresholds plus matched 0.05 and none; the sweep over L x model x seed."""
+def test_fashion_table_sweeps_l_model_and_seed():  # what one of its jobs composes to: test_train_smoke.py
     from omegaconf import OmegaConf
 
-    from sarnet.config import validate
-    from tests.conftest import compose_config
-    for model, th in (("sarnet_vae", 0.105), ("vae", None)):
-        cfg = compose_config("experiment=fid_table_fashion", f"model={model}", "latent_dim=16")
-        validate(cfg)
-        assert cfg.data._target_ == "sarnet.data.FashionMNISTDataModule" and cfg.data.classes is None
-        assert cfg.data.val_size == 0 and cfg.eval_ckpt == "last" and cfg.trainer.max_epochs == 22
-        assert cfg.sample.th == th and list(cfg.fid.extra_th) == [0.05, None] and cfg.fid.n_gen == 10000
     sweep = OmegaConf.load(ROOT / "conf" / "experiment" / "fid_table_fashion.yaml").hydra.sweeper.params
     assert {k: str(v).split(",") for k, v in sweep.items()} == {
         "latent_dim": ["32", "8", "128", "16", "64"], "model": ["sarnet_vae", "vae"], "seed": ["1234", "1235", "1236"]}

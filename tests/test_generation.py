@@ -15,12 +15,11 @@ import pytest
 import torch
 
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
-from sarnet.explain import candidates, gradient_importance, importance_overlay, patch_importance
+from sarnet.explain import candidates, importance_overlay, patch_importance
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import complete, patch_units
-from tests.conftest import ENV, run_script
+from tests.conftest import ENV, ROOT, fake_checkpoint, run_script
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
 
 
@@ -83,21 +82,6 @@ def test_overlay_paints_target_white_and_keeps_the_rest_grey():
     assert not torch.equal(rgb[:, 0:2, 0:2], image[0, 0:2, 0:2].expand(3, -1, -1))
 
 
-# ---- (e) gradient importance ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("model", [SarNet(TINY), SarNetVAE(latent_dim=4, geometry=TINY)])
-def test_gradient_importance_is_autoregressive(model):
-    torch.manual_seed(0)
-    net = model.decoder if isinstance(model, SarNetVAE) else model
-    drifted(net, positive=True)  # positive weights and pixels: no dead ReLU, every allowed path is live
-    image = torch.rand(1, 8, 8) + 0.1  # no black pixel: a zero score can only come from a zero gradient
-    for o in (1, 4, 10, 15):
-        s = gradient_importance(model, image, o)
-        assert s.shape == (16,) and s.max() == 1 and s.min() >= 0
-        assert (s[o:] == 0).all(), f"target {o}: patches >= target must not matter"
-        assert (s[:o] > 0).all()
-
-
 # ---- (b) completion -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["fast", "naive"])
@@ -118,12 +102,6 @@ def test_completion_keeps_given_patches_bit_exact(method):
 
 
 # ---- (d) checkpoint loading -----------------------------------------------------------------------------
-
-def fake_checkpoint(path, net, config):
-    torch.save({"sarnet": {"net": config, "format": 1},
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
-
 
 SMALL = {"_target_": "sarnet.nn.SarNet", "geometry": TINY, "latent_dim": 0, "first_patch": "given",
          "out_activation": "none"}
@@ -178,17 +156,8 @@ def ckpts(smoke_run):
     return lambda kind: smoke_run(kind) / "checkpoints" / "last.ckpt"
 
 
-def cli(script, ckpt, *args):
-    """A script as a real subprocess, run from another directory: it finds the data via the run's config."""
-    cmd = [sys.executable, str(REPO / "scripts" / f"{script}.py"), "--ckpt", str(ckpt), "--device", "cpu",
-           *args]
-    done = subprocess.run(cmd, check=False, cwd=ckpt.parent, env=ENV, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 def cli_inprocess(script, ckpt, *args):
-    """The same script in this process (no interpreter start-up): -> (exit status, stderr)."""
+    """A script on a checkpoint, run from its folder (in this process: no interpreter start-up) -> (status, stderr)."""
     status, _, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent)
     return status, err
 
@@ -283,7 +252,11 @@ def test_cli_refusals(script, args, model, message, ckpts, tmp_path):
 
 
 def test_wandb_flag_logs_offline(sarnet_vae_ckpt, tmp_path):
-    cli("sample", sarnet_vae_ckpt, "--n", "4", "--wandb", "--out", str(tmp_path / "w.png"))
+    # run from another directory: the data comes from the run's config
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(sarnet_vae_ckpt),
+                           "--device", "cpu", "--n", "4", "--wandb", "--out", str(tmp_path / "w.png")],
+                          cwd=sarnet_vae_ckpt.parent, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert list((sarnet_vae_ckpt.parents[1] / "wandb").glob("offline-run-*/files/media/images/sample_*.png"))
 
 

@@ -3,7 +3,6 @@
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,7 @@ from sarnet.likelihood import (
     vae_bounds,
 )
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-from tests.test_semidense import GEOMETRIES
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import NETS, ROOT, fake_checkpoint, needs_data, run_train
 
 
 def all_binary_images(side: int) -> torch.Tensor:
@@ -78,11 +75,10 @@ def test_non_sigmoid_output_and_non_binary_data_are_refused():
         score(ConvVAE(2, side=4), torch.zeros(3, 1, 4, 4), k=0)
 
 
-@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[0][0] <= 12],
-                         ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
+@pytest.mark.parametrize("name", [n for n, (g, act) in NETS.items() if act == "sigmoid" and g[0][0] <= 12])
 @pytest.mark.parametrize("latent", [0, 3])
-def test_exact_nll_equals_the_sum_of_per_patch_conditionals_of_naive_passes(geometry, latent):
-    net = strict_net(geometry, latent, seed=1)
+def test_exact_nll_equals_the_sum_of_per_patch_conditionals_of_naive_passes(name, latent):
+    net = strict_net(NETS[name][0], latent, seed=1)
     torch.manual_seed(2)
     x = torch.bernoulli(torch.full((5, *net.image_shape), 0.4, dtype=torch.float64))
     z = torch.randn(5, latent, dtype=torch.float64) if latent else None
@@ -246,19 +242,7 @@ def test_log_weights_split_k_larger_than_the_batch():
     assert (log_px < 0).all()
 
 
-# ---- sampling binarized models: Bernoulli draws with a temperature, fast == naive ---------------------------
-
-@pytest.mark.parametrize("geometry", [[[6, 1, 1], [6, 2, 1], [6, 1, 1]], [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]],
-                         ids=["pixel", "patch2"])
-@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
-def test_bernoulli_generate_fast_equals_naive_and_is_binary(geometry, temperature):
-    from sarnet.sampling import generate
-    net = strict_net(geometry, latent=3, seed=5).float()
-    kw = dict(mode="bernoulli", temperature=temperature, th=None)
-    fast = generate(net, 50, method="fast", generator=torch.Generator().manual_seed(0), **kw)
-    naive = generate(net, 50, method="naive", generator=torch.Generator().manual_seed(0), **kw)
-    assert torch.equal(fast, naive) and set(fast.unique().tolist()) <= {0.0, 1.0}
-
+# ---- sampling binarized models: Bernoulli draws with a temperature (fast == naive: test_sampling.py) ---------
 
 def test_low_temperature_draws_are_the_rounded_means_of_a_strict_model():
     from sarnet.sampling import fill_naive
@@ -285,33 +269,12 @@ def test_sample_config_mode_and_temperature_reach_the_sampler():
     assert set(draws.unique().tolist()) <= {0.0, 1.0}
 
 
-# ---- configs: the issue-14 experiments, fail-fast refusals, one smoke run ------------------------------------
-
-EXPERIMENTS = ["nll_sarnet_pixel", "nll_sarnet_vae_pixel", "nll_sarnet_vae", "nll_vae"]
-
-
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("data, classes", [("mnist", None), ("mnist5", [5])])
-def test_experiment_configs_are_strict_binarized_and_score_the_likelihood(experiment, data, classes):
-    from sarnet.config import validate
-    from tests.test_train_smoke import compose_config
-    cfg = compose_config(f"experiment={experiment}", *([] if data == "mnist" else [f"data={data}"]))
-    net = validate(cfg)
-    assert cfg.data.classes == (None if classes is None else classes) and cfg.data.binarize == "dynamic"
-    assert cfg.likelihood.enabled and cfg.loss.kind == "bce" and cfg.sample.mode == "bernoulli"
-    assert cfg.sample.th is None and not cfg.fid.enabled
-    if experiment != "nll_vae":
-        sarnet = getattr(net, "decoder", net)
-        assert sarnet.first_patch == "predicted" and sarnet.out_activation == "sigmoid"
-        assert sarnet.patch == (1 if "pixel" in experiment else 4)
-
+# ---- configs (what the experiments compose to: test_train_smoke.py): fail-fast refusals, one smoke run ------
 
 @pytest.mark.slow  # two train.py processes: ~25 s each on a loaded 2-core CPU
-@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
-                    reason="run `make data` first")
+@needs_data
 def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
-    from tests.test_train_smoke import train
-    proc = train("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
+    proc = run_train("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
     done = (proc.stdout + proc.stderr).split("done: ")[1].splitlines()[0]  # the end-of-run line names it
@@ -319,7 +282,7 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
     assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))
-    refused = train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
+    refused = run_train("experiment=nll_sarnet_vae", "trainer=smoke", "model.net.first_patch=given",
                     f"hydra.run.dir={tmp_path / 'given'}", check=False)
     assert refused.returncode == 2 and "first_patch='given'" in refused.stderr + refused.stdout
 
@@ -327,21 +290,13 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
 # ---- scripts/likelihood.py -----------------------------------------------------------------------------------
 
 def script_checkpoint(tmp_path, first_patch, kind="sarnet"):
-    from tests.test_generation import fake_checkpoint
     geometry = [[28, 1, 4], [14, 1, 2], [28, 1, 4]]
-    if kind == "sarnet":
-        config = {"_target_": "sarnet.nn.SarNet", "geometry": geometry, "latent_dim": 0, "first_patch": first_patch,
-                  "out_activation": "sigmoid"}
-        net = SarNet(geometry, 0, first_patch, "sigmoid")
-    else:
-        config = {"_target_": "sarnet.nn.SarNetVAE", "latent_dim": 2, "geometry": geometry, "first_patch": first_patch}
-        net = SarNetVAE(2, geometry, first_patch)
+    net = SarNet(geometry, 0, first_patch, "sigmoid") if kind == "sarnet" else SarNetVAE(2, geometry, first_patch)
     (tmp_path / "checkpoints").mkdir(exist_ok=True)
-    return fake_checkpoint(tmp_path / "checkpoints" / f"{kind}_{first_patch}.ckpt", net, config)
+    return fake_checkpoint(tmp_path / "checkpoints" / f"{kind}_{first_patch}.ckpt", net)
 
 
-@pytest.mark.skipif(not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").is_file(),
-                    reason="run `make data` first")
+@needs_data
 @pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae"])
 def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind, tmp_path, monkeypatch, capsys):
     from sarnet.cli import likelihood as script

@@ -3,30 +3,9 @@
 import pytest
 import torch
 
+from sarnet.explain import gradient_importance
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense, patch_degrees, semidense_mask
-
-# (geometry, description): pixel-wise (patch 1) and patch-wise (2, 4, 7), several channel counts.
-GEOMETRIES = [
-    [[6, 1, 1], [6, 2, 1], [6, 1, 1]],                       # pixel-wise
-    [[4, 3, 1], [4, 2, 1], [4, 3, 1]],                       # pixel-wise, 3 channels
-    [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]],            # patch 2 with a compressed hidden layer
-    [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]],        # the reference, patch 4
-    [[28, 1, 7], [4, 2, 1], [28, 1, 7]],                     # patch 7 (16 patches)
-    [[12, 2, 4], [6, 1, 2], [12, 2, 4]],                     # 2 image channels
-]
-MODES = ["given", "predicted"]
-
-
-def dependence(f, x, out_deg, in_deg, n_patches):
-    """dep[k, j] = True when some output unit of patch k has a non-zero gradient wrt some input of patch j."""
-    dep = torch.zeros(n_patches, n_patches, dtype=torch.bool)
-    for k in range(n_patches):
-        x_ = x.clone().requires_grad_(True)
-        y = f(x_).flatten(1)
-        (grad,) = torch.autograd.grad(y[:, out_deg == k].sum(), x_)
-        touched = grad.flatten(1).abs().sum(0) > 0
-        dep[k] = torch.zeros(n_patches, dtype=torch.bool).index_put_((in_deg[touched],), torch.tensor(True))
-    return dep
+from tests.conftest import MODES, NETS, assert_autoregressive, dependence, images, latents, make_net
 
 
 def randomize(net):
@@ -37,34 +16,38 @@ def randomize(net):
         layer.weight.data.normal_(0, layer.weight.shape[1] ** -0.5).mul_(layer.mask)
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
+# every NETS case, with no z, a z, and 4 z per image (the importance-sampling path) where it takes one
+CASES = [(name, latent, draws) for name in NETS for latent in latents(name) for draws in ((1, 4) if latent else (1,))]
+
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("latent, draws", [(0, 1), (3, 1), (3, 4)], ids=["no-z", "z", "4-z-per-image"])
-def test_stack_is_autoregressive(geometry, mode, latent, draws):
-    net = SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation="sigmoid")
+@pytest.mark.parametrize("name, latent, draws", CASES, ids=[f"{n}-z{lat}x{d}" for n, lat, d in CASES])
+def test_net_is_autoregressive(name, latent, draws, mode):
+    """conftest.assert_autoregressive's rule, on the outputs (weighted at random: a softmax pixel's probabilities
+    sum to 1, whose gradient is 0 whatever they read) and on explain.gradient_importance (a SarNET-VAE's z from its
+    encoder, held fixed)."""
+    model = make_net(name, mode, latent)
+    net = model.ar_net
     randomize(net)
-    z = torch.randn(2 * draws, latent) if latent else None  # draws > 1: the importance-sampling path
-    x = torch.rand(2, *net.image_shape)
-    deg = net.layers[0].deg_in
-    dep = dependence(lambda v: net.logits(v, z), x, deg, deg, net.n_patches)
-    strict = torch.ones(net.n_patches, net.n_patches).tril(-1).bool()  # output k sees inputs j < k only
-    if mode == "given":
-        # The reference: output patch 0 is a copy path from input patch 0 (docs/reference.md §2.1); k >= 1 stays strict.
-        strict[0, 0] = True
-    assert not (dep & ~strict).any(), f"leak: output patches see inputs >= themselves:\n{(dep & ~strict).nonzero()}"
-    # and the stack does use its context: every output patch k >= 1 depends on input patch k - 1
-    assert all(dep[k, k - 1] for k in range(1, net.n_patches))
-    if mode == "predicted":
-        assert not dep[0].any()  # strictly autoregressive: patch 0 is predicted from z and biases alone
+    x, n = images(net, 2), net.n_patches
+    z = torch.randn(2 * draws, latent) if latent else None
+    weights = torch.rand(1, *net.out_shape, generator=torch.Generator().manual_seed(0))
+    dep = dependence(lambda v: net.activate(net.logits(v, z)) * weights, x, net.layers[-1].deg_out,
+                     net.layers[0].deg_in, n)
+    assert_autoregressive(dep, mode)
+    if draws == 1:
+        for o in (1, n // 2, n - 1):
+            s = gradient_importance(model, x[0], o)
+            assert s.shape == (n,) and s.max() == 1 and (s[o:] == 0).all() and (s[:o] > 0).all(), o
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=lambda g: "-".join("x".join(map(str, t)) for t in g))
-def test_several_latents_per_image_equal_the_image_repeated(geometry):
+@pytest.mark.parametrize("name", ["pixel", "pixel-3ch", "patch2"])
+def test_several_latents_per_image_equal_the_image_repeated(name):
     # SemiDense's importance-sampling path computes an image's part once for all its z draws: the same logits as
     # repeating the image once per draw
-    net = SarNet(geometry, latent_dim=3, first_patch="predicted", out_activation="sigmoid")
+    net = make_net(name, "predicted", 3).ar_net
     randomize(net)
-    x, z = torch.rand(2, *net.image_shape), torch.randn(8, 3)
+    x, z = images(net, 2), torch.randn(8, 3)
     torch.testing.assert_close(net.logits(x, z), net.logits(x.repeat_interleave(4, 0), z), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="z has 7 rows for 2 inputs: must be a multiple"):
         net.logits(x, z[:7])

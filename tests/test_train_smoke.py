@@ -8,28 +8,61 @@ import sys
 import time
 
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sarnet.config import validate
 from tests.conftest import ROOT, compose_config, needs_data, run_script, train_inprocess
 from tests.conftest import run_train as train
 
+NLL = {"data.binarize": "dynamic", "likelihood.enabled": True, "loss.kind": "bce", "sample.mode": "bernoulli",
+       "sample.th": None, "fid.enabled": False}
+STRICT = {"net.first_patch": "predicted", "net.out_activation": "sigmoid"}
+CLS = {"model.optimizer._target_": "torch.optim.SGD", "model.optimizer.lr": 0.001, "model.optimizer.momentum": 0.95,
+       "trainer.max_epochs": 500, "sample.mode": "categorical", "loss._target_": "sarnet.losses.CrossEntropyLoss",
+       "net.out_activation": "softmax", "net.latent_dim": 0}
+FASHION = {"data._target_": "sarnet.data.FashionMNISTDataModule", "data.classes": None, "data.val_size": 0,
+           "eval_ckpt": "last", "trainer.max_epochs": 22, "fid.extra_th": [0.05, None], "fid.n_gen": 10_000}
+SHIPPED = [  # (overrides, what they compose to: config keys, and net.<attribute> of the net validate builds)
+    ("latent_dim=16", {"trainer.max_epochs": 200, "sample.th": 0.105, "seed": 1234, "data.batch_size": 64,
+                       "fid.n_gen": 10_000, "net.latent_dim": 16}),
+    ("latent_dim=8", {"sample.th": 0.095}),  # the reference's threshold follows latent_dim
+    ("latent_dim=64", {"sample.th": 0.105}),
+    ("model=vae latent_dim=16", {"trainer.max_epochs": 250, "sample.th": None, "net.latent_dim": 16}),
+    ("model=sarnet", {"trainer.max_epochs": 500, "loss.ssim_weight": 1.0, "model.optimizer._target_": "torch.optim.SGD",
+                      "net.latent_dim": 0}),
+    ("trainer=smoke", {"trainer.max_epochs": 1, "fid.n_gen": 200, "fid.n_sets": 2}),  # shrinks training and FID
+    *[(f"experiment={experiment}{data}", NLL | {"data.classes": classes} | net)
+      for experiment, net in [("nll_sarnet_pixel", STRICT | {"net.patch": 1}),
+                              ("nll_sarnet_vae_pixel", STRICT | {"net.patch": 1}),
+                              ("nll_sarnet_vae", STRICT | {"net.patch": 4}), ("nll_vae", {})]
+      for data, classes in (("", None), (" data=mnist5", [5]))],
+    ("experiment=cls_sarnet", CLS | {"net.image_shape": (2, 28, 28), "net.patch": 4}),
+    ("experiment=cls_sarnet data.quantize=4", CLS | {"net.image_shape": (4, 28, 28), "net.patch": 4}),
+    ("experiment=cls_sarnet model=sarnet_cls_p2", CLS | {"net.image_shape": (2, 28, 28), "net.patch": 2}),
+    ("experiment=cls_sarnet data.quantize=4 model=sarnet_cls_p2",
+     CLS | {"net.image_shape": (4, 28, 28), "net.patch": 2}),
+    ("experiment=cls_sarnet_prob", CLS | {"net.image_shape": (1, 28, 28), "net.out_shape": (2, 28, 28), "net.patch": 4,
+                                          "model.net.geometry": [[28, 1, 4], [28, 1, 4], [28, 2, 4], [28, 2, 4]],
+                                          "loss.ssim_weight": 1.0, "data.quantize": None}),  # no compression
+    # FashionMNIST's FID table: all 60k images validated on the test split, the last weights, 22 epochs
+    ("experiment=fid_table_fashion model=sarnet_vae latent_dim=16", FASHION | {"sample.th": 0.105}),
+    ("experiment=fid_table_fashion model=vae latent_dim=16", FASHION | {"sample.th": None}),
+]
 
-@pytest.mark.parametrize("model, epochs", [("sarnet_vae", 200), ("vae", 250), ("sarnet", 500)])
-def test_real_configs_compose_and_build(model, epochs):
-    cfg = compose_config(f"model={model}", "latent_dim=16")
-    assert cfg.trainer.max_epochs == epochs and cfg.seed == 1234 and cfg.data.batch_size == 64
-    net = instantiate(cfg.model.net)
-    if model != "sarnet":
-        assert net.latent_dim == 16
-    if model == "sarnet":
-        assert cfg.loss.ssim_weight == 1.0 and cfg.model.optimizer._target_ == "torch.optim.SGD"
 
+@pytest.mark.parametrize("overrides, expected", SHIPPED, ids=[s[0] for s in SHIPPED])
+def test_shipped_configs_compose_and_build(overrides, expected):
+    cfg = compose_config(*overrides.split())
+    net = validate(cfg)
+    net = net.ar_net or net  # a SarNET-VAE's patches, mode and shapes are its decoder's
 
-def test_reference_threshold_follows_latent_dim():
-    assert compose_config("latent_dim=8").sample.th == 0.095
-    assert compose_config("latent_dim=64").sample.th == 0.105
-    assert compose_config("model=vae").sample.th is None
+    def value(key):
+        if key.startswith("net."):
+            return getattr(net, key[len("net."):])
+        found = OmegaConf.select(cfg, key)
+        return OmegaConf.to_container(found) if OmegaConf.is_config(found) else found
+
+    assert {key: value(key) for key in expected} == expected
 
 
 @needs_data
@@ -134,20 +167,12 @@ def test_the_five_latent_sweep_as_the_user_types_it(tmp_path):
     assert len(list(tmp_path.glob("*/results.json"))) == 5
 
 
-def test_smoke_trainer_shrinks_training_and_fid():
-    cfg = compose_config("trainer=smoke")
-    assert cfg.trainer.max_epochs == 1 and cfg.fid.n_gen == 200 and cfg.fid.n_sets == 2
-    assert compose_config().fid.n_gen == 10_000
-
-
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("debug", ["smoke", "fdr", "limit", "overfit", "profiler"])
 def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, trainer):
     """debug=<name> changes the training length and evaluations only: the trainer's accelerator, devices and
     strategy stay the trainer's; it comes after experiments (their epochs and likelihood settings too); and
     trainer=smoke is debug=smoke on the CPU."""
-    from sarnet.config import validate
-
     plain = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae")
     cfg = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae", f"debug={debug}")
     for key in ("accelerator", "devices", "strategy"):

@@ -28,25 +28,24 @@ from sarnet.config import ConfigError
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
-from tests.conftest import run_script
-from tests.test_reliability import (
+from tests.conftest import (
     ENV,
     RESUMABLE,
     ROOT,
+    assert_same_run,
     csv_rows,
     epochs_with,
     error_line,
+    fake_checkpoint,
+    fake_idx,
     kill_after_checkpoint,
     needs_data,
     ok,
     results,
+    run_script,
     train,
 )
-
-
-def composed(*overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+from tests.conftest import compose_config as composed
 
 
 def fake_ckpt(cfg) -> dict:
@@ -57,27 +56,25 @@ def fake_ckpt(cfg) -> dict:
 
 # ---- 6 and 8: data files ------------------------------------------------------------------------------------
 
-def linked_raw(tmp_path) -> Path:
+@needs_data
+@pytest.mark.parametrize("md5_list", ["make data's", "published"])
+def test_a_label_changed_to_another_is_refused_by_the_md5s(tmp_path, md5_list):
+    """A test label changed to another valid one (the IDX checks cannot see it): refused by the md5 list `make data`
+    wrote, or without that list by the published md5s (the files have the original size)."""
+    from sarnet.data import MNISTDataModule
+
     src, raw = ROOT / "data" / "MNIST" / "raw", tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for p in src.iterdir():
-        if p.name != ".sarnet-ok.json":
+        if p.name != ".sarnet-ok.json" or md5_list == "make data's":
             (raw / p.name).symlink_to(p)
-    return raw
-
-
-@needs_data
-def test_corrupted_data_is_refused_even_without_the_md5_list(tmp_path):
-    from sarnet.data.datamodules import raw_split
-
-    raw = linked_raw(tmp_path)  # no .sarnet-ok.json: files of the original size are checked against its md5s
     labels = raw / "t10k-labels-idx1-ubyte"
     data = bytearray(labels.read_bytes())
     labels.unlink()
-    data[100] = (data[100] + 1) % 10  # another valid label: the IDX checks cannot see it
+    data[100] = (data[100] + 1) % 10
     labels.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=f"{labels}: does not match the md5 published"):
-        raw_split(tmp_path, "mnist", "test")
+    with pytest.raises(DataError, match=f"{labels}: does not match the md5 "):
+        MNISTDataModule(tmp_path).setup()
 
 
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"x": 3}'])
@@ -290,9 +287,8 @@ def test_wall_time_counts_every_launch():
 
 def test_data_order_is_in_the_datamodule_state(tmp_path):
     from sarnet.data import MNISTDataModule
-    from tests.test_data import fake_raw
 
-    fake_raw(tmp_path)
+    fake_idx(tmp_path)
 
     def first_batches(dm, epochs):
         return [next(iter(dm.train_dataloader()))[0] for _ in range(epochs)]
@@ -328,21 +324,31 @@ def test_checkpoint_paths_follow_a_moved_run_dir(tmp_path):
 
 # ---- 8: faults of the disk and of the process --------------------------------------------------------------
 
-def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
-    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+@pytest.mark.parametrize("fault", ["killed", "disk full"])
+def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_part(tmp_path, monkeypatch, fault):
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"  # the folder made too
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, path)
     before = path.read_bytes()
 
-    def full(obj, f):  # what torch.save does on a full disk: its zip writer's error, the OSError chained
-        try:
+    def fails(obj, f):
+        f.write(before[: len(before) // 2])
+        if fault == "killed":  # half the bytes, then the process is gone
+            raise KeyboardInterrupt
+        try:  # torch.save on a full disk: its zip writer's error, the OSError chained
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as e:
             raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from e
 
-    monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(RunDirError, match=f"{path}: cannot write the checkpoint \\(No space left on device\\)"):
+    monkeypatch.setattr(torch, "save", fails)
+    refused = pytest.raises(KeyboardInterrupt) if fault == "killed" else pytest.raises(
+        RunDirError, match=f"{path}: cannot write the checkpoint \\(No space left on device\\)")
+    with refused:
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
-    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    monkeypatch.undo()
+    (path.parent / ".last.ckpt.12345.part").write_bytes(before[:10])  # SIGKILL mid-write: no cleanup ran
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"] and torch.load(path)["epoch"] == 1
 
 
 @pytest.fixture
@@ -446,11 +452,8 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
 def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
     from sarnet.nn import SarNet
 
-    net = SarNet(out_activation="sigmoid")
-    config = {"_target_": "sarnet.nn.SarNet", "out_activation": "sigmoid"}
     (tmp_path / "checkpoints").mkdir()
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"sarnet": {"net": config, "format": 1}, "state_dict": state}, tmp_path / "checkpoints" / "last.ckpt")
+    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", SarNet(out_activation="sigmoid"))
     outs = []
     for _ in range(2):
         status, stdout, stderr = run_script("sample.py", "--ckpt", tmp_path, "--n", "2", "--device", "cpu")
@@ -472,35 +475,27 @@ def test_a_damaged_best_checkpoint_is_refused_before_test(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
-def weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-
-
 @pytest.mark.slow
 @needs_data
 def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
     ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
     run = tmp_path / "run"
-    kill_after_checkpoint(run, 0, 0.0)  # right after a checkpoint
-    kill_after_checkpoint(run, 1, 0.3)  # mid-epoch
+    # Killed right after epoch 0's checkpoint: Lightning logs that epoch's train row only after it, so the row is
+    # not in metrics.csv yet (it is in the checkpoint). Then killed mid-epoch, and after a checkpoint again.
+    kill_after_checkpoint(run, 0, 0.0)
+    out = kill_after_checkpoint(run, 1, 0.3)  # re-run into the same dir: resumes by itself
+    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
     kill_after_checkpoint(run, 2, 0.0)
-    ok(*RESUMABLE, f"hydra.run.dir={run}")
+    out = ok(*RESUMABLE, f"ckpt_path={run}")  # ckpt_path=<run dir>: continued there, not in a new dir
+    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in out
+    assert_same_run(tmp_path / "ref", run)
     ref, got = results(tmp_path / "ref"), results(run)
-    assert got["metrics"] == ref["metrics"] and (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"])
-    a, b = weights(tmp_path / "ref"), weights(run)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = [{k: v for k, v in r.items()} for r in csv_rows(run)]
-    assert strip == csv_rows(tmp_path / "ref")  # the same rows, logged once each
-    assert epochs_with(strip, "val/loss") == [0, 1, 2, 3]
-
-
-def same(a, b) -> bool:
-    """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+    assert (got["epochs"], got["steps"]) == (4, 80)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 80
+    assert (got["eval_epoch"], got["eval_score"]) == (ref["eval_epoch"], ref["eval_score"])  # the same weights tested
+    rows = csv_rows(run)  # each logged once: none lost with the killed runs, none twice by the reruns
+    assert epochs_with(rows, "val/loss") == epochs_with(rows, "train/loss") == [0, 1, 2, 3]
+    assert epochs_with(rows, "test/loss") == [4]
 
 
 @pytest.mark.slow
@@ -533,11 +528,7 @@ def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(work.glob("outputs/*/*")) == [run] and not (run / ".lock").exists()  # in its own dir, no other
-    ref, got = results(tmp_path / "ref"), results(run)
-    assert got["metrics"] == ref["metrics"] and (got["epochs"], got["steps"]) == (ref["epochs"], ref["steps"])
-    a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (tmp_path / "ref", run))
-    assert same(a["state_dict"], b["state_dict"]) and same(a["optimizer_states"], b["optimizer_states"])
-    assert csv_rows(run) == csv_rows(tmp_path / "ref")
+    assert_same_run(tmp_path / "ref", run)
 
 
 @pytest.mark.slow

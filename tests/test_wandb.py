@@ -301,7 +301,12 @@ def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
     assert {"fid_table", "fid_plot"} <= run["history"] and run["summary"]["fid/sarnet_vae-L8"] == 2.0
     (plot,) = run_dir.glob("files/media/images/fid_plot_*.png")
     assert np.array_equal(np.asarray(Image.open(plot)), np.asarray(Image.open(sweep / "fid_table.png")))
-    assert list(run_dir.glob("files/media/table/fid_table_*.table.json"))
+    (table,) = run_dir.glob("files/media/table/fid_table_*.table.json")
+    table = json.loads(table.read_text())
+    assert table["columns"][:4] == ["model", "latent_dim", "status", "fid_mean"]
+    cells = {(row[0], row[1]): row for row in table["data"]}
+    assert cells[("sarnet_vae", 8)][3] == cells[("sarnet_vae", 16)][3] == 2.0
+    assert ("vae", 8) not in cells  # no VAE run was given: no VAE rows
 
 
 @pytest.mark.slow
