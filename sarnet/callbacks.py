@@ -11,8 +11,9 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from sarnet.nn import to_grayscale
 from sarnet.progress import duration
-from sarnet.sampling import complete, draw_z, sample_images, to_grayscale
+from sarnet.sampling import complete, draw_z, sample_images
 
 
 def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = ""):

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sarnet.checkpoint import resume_path  # torch-free
+from sarnet.settings import DTYPES, MAX_BATCH, SampleSettings, SettingsError
 
-REAL_SETS = ("test_resampled", "train", "test")
-DTYPES = ("float32", "bfloat16")  # sample.dtype, fid.dtype: the matmuls' dtype (float32: the exact paths)
+REAL_SETS = ("test_resampled", "train", "test")  # fid.real_set; here, not in metrics/fid.py, to be checked torch-free
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. The fast
 # sampler makes ~1,300 images/s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~21 h.
 FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 1300
@@ -58,7 +58,7 @@ PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16
               "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
 PROFILERS = ("simple", "advanced", "pytorch", "xla")
 FLAG, SEED, TH = _one_of(True, False), _int(0, 2**32 - 1), _num(0, 1, null=True)
-BATCH = _int(1, 100_000, why=" (images per sampler call: ~10 kB of activations each)")
+BATCH = _int(1, MAX_BATCH, why=" (images per sampler call: ~10 kB of activations each)")
 FIELDS = {  # field -> (test, what it takes); absent fields are not checked. callbacks.*: every callback.
     "latent_dim": _int(1), "seed": SEED, "run_test": FLAG, "resume_override_optimizer": FLAG,
     "eval_ckpt": _one_of("best", "last"), "data_dir": _text(), "wandb_project": _text(),
@@ -83,10 +83,6 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
                      all(type(c) is int and 0 <= c <= 9 for c in v), "null or a list of distinct labels 0..9"),
     "data.val_size": (lambda v: type(v) is int and v >= 0 or type(v) is float and 0 <= v < 1,
                       "an int count >= 0 or a float fraction in [0, 1) (0: validate on the test split)"),
-    "sample.method": _one_of("fast", "naive"), "sample.th": TH, "sample.z_scale": _num(0, strict=True),
-    "sample.mode": _one_of("mean", "bernoulli", "categorical"), "sample.temperature": _num(0, strict=True),
-    "sample.batch_size": BATCH, "sample.regression.alpha_max": _num(0), "sample.regression.p": _num(0, 1, closed=True),
-    "sample.regression.refine": FLAG, "sample.dtype": _one_of(*DTYPES),
     "fid.enabled": FLAG, "fid.seed": SEED, "fid.real_set": _one_of(*REAL_SETS), "fid.n_sets": _int(1),
     "fid.n_gen": _int(2, why=" (FID needs two samples per side)"), "fid.batch_size": BATCH,
     "fid.extra_th": (lambda v: v is None or isinstance(v, list) and all(TH[0](t) for t in v),
@@ -130,6 +126,10 @@ def check_fields(cfg: DictConfig):
     for key, (test, allowed) in FIELDS.items():
         for name, value in _matches(cfg, key):
             _check(test(value), name, value, f"must be {allowed}")
+    try:
+        SampleSettings.of(cfg.sample)
+    except SettingsError as e:
+        _check(False, f"sample.{e.field}", e.value, e.allowed)
     fid, data = cfg.fid, cfg.data
     images = fid.n_gen * fid.n_sets * (1 + len(fid.get("extra_th") or []))
     _check(images <= FID_IMAGES_CAP, "fid.n_gen", fid.n_gen, f"fid.n_gen x fid.n_sets x (1 + len(fid.extra_th)) "
@@ -175,7 +175,6 @@ def validate(cfg: DictConfig):
 
     from sarnet.data.sources import DataError
     from sarnet.likelihood import LikelihoodError, check_density_model
-    from sarnet.sampling import check_mode
 
     # train.py trains this net: its initial weights are drawn from cfg.seed's stream (and nothing else's), and the
     # global RNG is left as it was, for seed_everything to set before the data and training draws.
@@ -191,7 +190,7 @@ def validate(cfg: DictConfig):
                           f"{' x '.join(map(str, net.image_shape))}: its geometry must start with [28, {c}, patch]" +
                           "; or use data.quantize=null" * bool(q))
     try:
-        check_mode(cfg.sample.mode, net)
+        SampleSettings.of(cfg.sample).check_fits(net.out_activation)
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
     validates = OmegaConf.select(cfg, "trainer.limit_val_batches") != 0

@@ -19,7 +19,8 @@ def body(args, model, run):
 
     from sarnet.cli import common
     from sarnet.data.datamodules import quantize
-    from sarnet.sampling import complete, decoder_of, to_grayscale
+    from sarnet.nn import to_grayscale
+    from sarnet.sampling import complete, decoder_of
     common.require_autoregressive(model, "completion")
     net = decoder_of(model)
     per_row = net.image_shape[-1] // net.patch

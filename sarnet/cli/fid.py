@@ -18,8 +18,9 @@ import sys
 
 from sarnet import cli, packaged_config
 from sarnet.checkpoint import CheckpointError
-from sarnet.config import DTYPES, FID_IMAGES_CAP, FID_IMAGES_PER_S, REAL_SETS
+from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S, REAL_SETS
 from sarnet.io import atomic_write
+from sarnet.settings import DTYPES
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
 PROTOCOL_KEYS = ("n_gen", "n_sets", "real_set", "seed", "batch_size", "dtype")
