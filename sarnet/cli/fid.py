@@ -18,7 +18,8 @@ import sys
 
 from sarnet import cli, packaged_config
 from sarnet.checkpoint import CheckpointError
-from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S, REAL_SETS
+from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S
+from sarnet.fields import REAL_SETS
 from sarnet.io import atomic_write
 from sarnet.settings import DTYPES
 

@@ -21,9 +21,9 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
-from sarnet.config import REAL_SETS
 from sarnet.data.datamodules import load_split, raw_split
 from sarnet.data.sources import FOLDERS, DataError
+from sarnet.fields import REAL_SETS
 from sarnet.io import atomic_write
 from sarnet.progress import Progress, say
 from sarnet.settings import DTYPES
