@@ -22,9 +22,6 @@ FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 1300
 def check_fields(cfg: DictConfig):
     """The torch-free checks: the fields (sarnet.fields), the rules between plain fields, the files."""
     check_nodes_and_fields(cfg)
-    geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
-    check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
-           "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
     fid, data = cfg.fid, cfg.data
     images = fid.n_gen * fid.n_sets * (1 + len(fid.get("extra_th") or []))
     check(images <= FID_IMAGES_CAP, "fid.n_gen", fid.n_gen, f"fid.n_gen x fid.n_sets x (1 + len(fid.extra_th)) "
@@ -69,7 +66,7 @@ def validate(cfg: DictConfig):
     import torch
 
     from sarnet.data.sources import DataError
-    from sarnet.likelihood import LikelihoodError, check_density_model
+    from sarnet.likelihood import LikelihoodError, check_setup
 
     # train.py trains this net: its initial weights are drawn from cfg.seed's stream (and nothing else's), and the
     # global RNG is left as it was, for seed_everything to set before the data and training draws.
@@ -104,11 +101,9 @@ def validate(cfg: DictConfig):
                    f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
     if OmegaConf.select(cfg, "likelihood.enabled"):
         try:
-            check_density_model(net)
+            check_setup(net, data)
         except LikelihoodError as e:
             raise ConfigError(f"likelihood.enabled=true: {e}") from None
-        check(data.binarize != "none" or data.static_dir is not None, "data.binarize", "none", "has no Bernoulli "
-               "likelihood (grey levels) but likelihood.enabled=true: use data.binarize=dynamic or data.static_dir")
     return net
 
 

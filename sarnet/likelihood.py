@@ -51,6 +51,15 @@ def check_density_model(model):
                               f"{net.out_activation!r}; train with model.net.out_activation=sigmoid and loss=bce")
 
 
+def check_setup(model, data):
+    """A run's likelihood.enabled=true, refused before any work (validate asks here): the model defines a density,
+    and the data module gives binary images."""
+    check_density_model(model)
+    if data.binarize == "none" and data.static_dir is None:
+        raise LikelihoodError("data.binarize='none' has no Bernoulli likelihood (grey levels): use "
+                              "data.binarize=dynamic or data.static_dir")
+
+
 def check_binary(x: torch.Tensor, what: str = "the data"):
     if not ((x == 0) | (x == 1)).all():
         raise LikelihoodError(f"{what} is not binary (values other than 0 and 1): a Bernoulli likelihood needs "
