@@ -25,29 +25,29 @@ def check_fields(cfg: DictConfig):
     fid, data = cfg.fid, cfg.data
     images = fid.n_gen * fid.n_sets * (1 + len(fid.get("extra_th") or []))
     check(images <= FID_IMAGES_CAP, "fid.n_gen", fid.n_gen, f"fid.n_gen x fid.n_sets x (1 + len(fid.extra_th)) "
-           f"= {images:.3g} images would take ~{images / FID_IMAGES_PER_S / 3600:.3g} h at {FID_IMAGES_PER_S} "
-           f"images/s (the fast sampler on one CPU thread); at most {FID_IMAGES_CAP:.0e} (the thesis: 10 x 10000)")
+          f"= {images:.3g} images would take ~{images / FID_IMAGES_PER_S / 3600:.3g} h at {FID_IMAGES_PER_S} "
+          f"images/s (the fast sampler on one CPU thread); at most {FID_IMAGES_CAP:.0e} (the thesis: 10 x 10000)")
     check(fid.knn.n == 0 or fid.knn.n >= 2 * fid.knn.k, "fid.knn.n", fid.knn.n, "must be 0 (off) or >= 2 * k")
     on_test = data.get("val_size") == 0 and OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
     check(not on_test or cfg.get("eval_ckpt") != "best", "eval_ckpt", "best", "picks the weights with the lowest "
-           "val/loss, and data.val_size=0 validates on the test split: use eval_ckpt=last")
+          "val/loss, and data.val_size=0 validates on the test split: use eval_ckpt=last")
     check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
-           f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
-           f"starts a new run from a checkpoint's weights; give one of them")
+          f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
+          f"starts a new run from a checkpoint's weights; give one of them")
     for key in ("ckpt_path", "init_ckpt"):  # ckpt_path may name a run dir: its checkpoints/last.ckpt
         path = cfg.get(key)
         check(path is None or isinstance(path, str) and (resume_path(path) if key == "ckpt_path" else Path(path))
-               .is_file(), key, path, "is not a checkpoint file: give an existing .ckpt" +
-               ", or a run dir holding checkpoints/last.ckpt" * (key == "ckpt_path"))
+              .is_file(), key, path, "is not a checkpoint file: give an existing .ckpt" +
+              ", or a run dir holding checkpoints/last.ckpt" * (key == "ckpt_path"))
     metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
     likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))  # likelihood's
     computed = {"train": True, "val": OmegaConf.select(cfg, "trainer.limit_val_batches") != 0, "knn": fid.enabled,
                 "test": cfg.get("run_test"), "likelihood": OmegaConf.select(cfg, "likelihood.enabled"),
                 "fid": fid.enabled}
     check(metric is None or isinstance(metric, str) and computed.get("likelihood" if likely else metric.split("/")[0]
-           .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
-           " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
-           "on), knn/accuracy")
+          .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
+          " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
+          "on), knn/accuracy")
     from sarnet.data.sources import FOLDERS, DataError, check_raw  # the data's raw files, unless fetched or not read
 
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST
@@ -87,18 +87,18 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"sample.{e}") from None
     validates = OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
     check(validates or "ReduceLROnPlateau" not in str(OmegaConf.select(cfg, "model.scheduler._target_")),
-           "model.scheduler", OmegaConf.select(cfg, "model.scheduler._target_"), "steps on val/loss, which "
-           "trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
+          "model.scheduler", OmegaConf.select(cfg, "model.scheduler._target_"), "steps on val/loss, which "
+          "trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
     logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *["kld"] * bool(
         net.latent_dim))} | {"val/mse", "step", "epoch"}  # the last two: Lightning's own counters
     for name, node in (cfg.get("callbacks") or {}).items():  # they would fail after training
         if node is not None and node.get("monitor") is not None:
             check(node.monitor in logged and (validates or not node.monitor.startswith("val/")),
-                   f"callbacks.{name}.monitor", node.monitor, f"must be a metric this model logs: {sorted(logged)} "
-                   f"(val/ ones need trainer.limit_val_batches != 0)")
+                  f"callbacks.{name}.monitor", node.monitor, f"must be a metric this model logs: {sorted(logged)} "
+                  f"(val/ ones need trainer.limit_val_batches != 0)")
         if node is not None and "keep_patches" in node and net.ar_net is not None:
             check(node.keep_patches <= net.ar_net.n_patches, f"callbacks.{name}.keep_patches", node.keep_patches,
-                   f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
+                  f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
     if OmegaConf.select(cfg, "likelihood.enabled"):
         try:
             check_setup(net, data)

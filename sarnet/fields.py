@@ -110,12 +110,12 @@ def check_nodes_and_fields(cfg: DictConfig):
     for key, may_be_null in NODES.items():
         for name, node in _matches(cfg, key):
             check(node is None and may_be_null or OmegaConf.is_dict(node) and isinstance(node.get("_target_"), str),
-                   name, node, "must be a config node with a _target_" + " (or null)" * may_be_null)
+                  name, node, "must be a config node with a _target_" + " (or null)" * may_be_null)
             check(node is None or _defined(node._target_), f"{name}._target_", node and node._target_,
-                   "names no class or function that exists: check its spelling")
+                  "names no class or function that exists: check its spelling")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
-          "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
+         "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
     for key, (test, allowed) in FIELDS.items():
         for name, value in _matches(cfg, key):
             check(test(value), name, value, f"must be {allowed}")

@@ -16,9 +16,10 @@ def body(args, model, run):
     try:
         s = SampleSettings.of(run["sample"], z_scale=args.z_scale, method=args.method, mode=args.mode,
                               temperature=args.temperature) | {"th": common.resolve_th(args.th, run)}
-        s.check_fits(model.out_activation)
     except SettingsError as e:
         raise cli.UsageError(f"--{e.field.replace('_', '-')} {e.value}: {e.allowed}") from None
+    try:
+        s.check_fits(model.out_activation)
     except ValueError as e:
         raise cli.UsageError(f"--mode {s.mode}: {e}") from None
     # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
