@@ -23,6 +23,8 @@ import torch
 from sarnet.nn import SarNet, to_grayscale
 from sarnet.settings import DTYPES, SampleSettings
 
+DEFAULTS = SampleSettings()  # the defaults of the functions below that take single settings
+
 # bf16 against float32 fast sampling of one model on the same draws: the mean |pixel difference| stays below this
 # (measured 5e-4 on a trained SarNET-VAE L=128, th 0.105; tests/test_bf16.py and sarnet gpu-check check it).
 BF16_SAMPLE_BOUND = 2e-3
@@ -154,7 +156,8 @@ def _check_inputs(net: SarNet, x, z):
 
 
 @torch.no_grad()
-def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
+def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode=DEFAULTS.mode, temperature=DEFAULTS.temperature,
+               uniforms=None, dtype=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches.
     dtype="bfloat16": the passes under autocast, pixels written in x's dtype."""
     _draw(net, th, mode, temperature)
@@ -221,7 +224,8 @@ FLUSH_COLUMNS = 128
 
 
 @torch.no_grad()
-def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
+def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode=DEFAULTS.mode, temperature=DEFAULTS.temperature,
+              uniforms=None, dtype=None):
     """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
 
     Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows. Each layer
@@ -296,7 +300,7 @@ def _batches(n, batch_size):
         yield slice(i, min(n, i + batch_size))
 
 
-def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.float32):
+def draw_z(model, n, z_scale=DEFAULTS.z_scale, generator=None, device="cpu", dtype=torch.float32):
     latent = model.latent_dim
     if not latent:
         return None
@@ -421,8 +425,8 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast", progress=None,
-                        dtype=None):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method=DEFAULTS.method,
+                        progress=None, dtype=None):
     """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
