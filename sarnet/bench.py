@@ -56,9 +56,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from sarnet import keep_freed_memory, packaged_config
-from sarnet.config import DTYPES
 from sarnet.nn import REFERENCE_GEOMETRY, ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import autocast, generate, generate_regression, matmul_dtype
+from sarnet.settings import DTYPES
 
 aten = torch.ops.aten
 

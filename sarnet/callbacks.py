@@ -11,8 +11,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from sarnet.nn import to_grayscale
 from sarnet.progress import duration
-from sarnet.sampling import complete, draw_z, sample_images, to_grayscale
+from sarnet.sampling import complete, draw_z, sample_images
+from sarnet.settings import SampleSettings
 
 
 def log_grid(trainer, key: str, grid: torch.Tensor, path: Path, caption: str = ""):
@@ -33,7 +35,7 @@ class ImageGrids(L.Callback):
     def __init__(self, every_n_epochs: int = 10, n: int = 16, keep_patches: int = 24, sample: dict | None = None,
                  seed: int = 0):
         self.every_n_epochs, self.n, self.keep_patches, self.seed = every_n_epochs, n, keep_patches, seed
-        self.sample = dict(sample or {})
+        self.sample = SampleSettings.of(sample)
         self.z = None
 
     def on_validation_epoch_end(self, trainer, module):
@@ -54,14 +56,14 @@ class ImageGrids(L.Callback):
             log_grid(trainer, "reconstructions", make_grid(pair, nrow=self.n),
                      out_dir / f"reconstructions_epoch{epoch:03d}.png", "top: data, bottom: reconstruction")
             if self.z is None:  # the same z every time: the grids show the model changing, not the noise
-                self.z = draw_z(net, self.n, self.sample.get("z_scale", 1.0), gen)
+                self.z = draw_z(net, self.n, self.sample.z_scale, gen)
             z = None if self.z is None else self.z.to(module.device)
             samples = sample_images(net, self.n, self.sample, gen, z=z)
             log_grid(trainer, "samples", make_grid(samples, nrow=self.n), out_dir / f"samples_epoch{epoch:03d}.png",
                      "fixed z")
             if net.latent_dim and net.ar_net is not None:
                 k = min(4, self.n)
-                filled, masked = complete(net, x[:k], self.keep_patches, n=6, th=self.sample.get("th"),
+                filled, masked = complete(net, x[:k], self.keep_patches, n=6, th=self.sample.th,
                                           generator=torch.Generator().manual_seed(self.seed))
                 rows = to_grayscale(net, torch.cat([x[:k, None], masked[:, None], filled], dim=1).flatten(0, 1))
                 log_grid(trainer, "completions", make_grid(rows, nrow=8), out_dir / f"completions_epoch{epoch:03d}.png",

@@ -4,6 +4,7 @@ import logging
 
 from sarnet.progress import Progress
 from sarnet.sampling import sample_images
+from sarnet.settings import SampleSettings
 
 log = logging.getLogger("sarnet")
 
@@ -24,21 +25,20 @@ def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
                                           root=datamodule.root, n_gen=fid.n_gen, n_sets=fid.n_sets, seed=fid.seed,
                                           batch_size=fid.batch_size, device=next(net.parameters()).device,
                                           dtype=fid.get("dtype", "float32"))
-    sample_cfg = dict(cfg.sample)
-    say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_key(sample_cfg.get('th'))})")
-    result = evaluator.evaluate(lambda n, generator: sample_images(net, n, sample_cfg, generator), say)
+    settings = SampleSettings.of(cfg.sample)
+    say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_key(settings.th)})")
+    result = evaluator.evaluate(lambda n, generator: sample_images(net, n, settings, generator), say)
     result |= {"protocol": evaluator.protocol(), "matched": {}, "knn": None}
     for th in fid.get("extra_th") or []:
-        if th == sample_cfg.get("th"):
+        if th == settings.th:
             result["matched"][th_key(th)] = {k: result[k] for k in ("mean", "std", "values")}
             continue
         say(f"FID at th={th_key(th)} (same z draws and real sets)")
-        cfg_th = sample_cfg | {"th": th}
         result["matched"][th_key(th)] = evaluator.evaluate(
-            lambda n, generator, c=cfg_th: sample_images(net, n, c, generator), say)
+            lambda n, generator, s=settings | {"th": th}: sample_images(net, n, s, generator), say)
     if fid.knn.n:
-        result["knn"] = evaluate_knn(evaluator.real_images, lambda n, generator: sample_images(net, n, sample_cfg,
-                                                                                               generator), fid, say)
+        draw = lambda n, generator: sample_images(net, n, settings, generator)  # noqa: E731
+        result["knn"] = evaluate_knn(evaluator.real_images, draw, fid, say)
     return result
 
 

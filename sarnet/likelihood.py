@@ -51,6 +51,15 @@ def check_density_model(model):
                               f"{net.out_activation!r}; train with model.net.out_activation=sigmoid and loss=bce")
 
 
+def check_setup(model, data):
+    """A run's likelihood.enabled=true, refused before any work (validate asks here): the model defines a density,
+    and the data module gives binary images."""
+    check_density_model(model)
+    if data.binarize == "none" and data.static_dir is None:
+        raise LikelihoodError("data.binarize='none' has no Bernoulli likelihood (grey levels): use "
+                              "data.binarize=dynamic or data.static_dir")
+
+
 def check_binary(x: torch.Tensor, what: str = "the data"):
     if not ((x == 0) | (x == 1)).all():
         raise LikelihoodError(f"{what} is not binary (values other than 0 and 1): a Bernoulli likelihood needs "
@@ -207,20 +216,9 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     CPU). A file written for other weights, images, k, batch_size or seed is refused. A finished file is kept: it
     holds every image's log-likelihood (for paired comparisons), and scoring again just reads it.
     """
-    check_density_model(model)
-    check_binary(x)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise LikelihoodError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
-    exact = model.ar_net is model  # a SarNet: exact; the VAEs: bounds
-    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
-        raise LikelihoodError(f"refine_steps={refine_steps!r} is invalid: must be an int >= 0 (0 = the encoder's q)")
-    if refine_steps and exact:
-        raise LikelihoodError("refine_steps is for the VAEs (it refines q(z|x)); SarNET's NLL is exact: use 0")
-    if refine_steps and not refine_lr > 0:
-        raise LikelihoodError(f"refine_lr={refine_lr!r} is invalid: must be > 0")
+    exact = _check_scoring(model, x, k, refine_steps, refine_lr)
     gen = torch.Generator().manual_seed(seed)
-    parts = {"ll": [], "elbo": [], "kl": []}
-    done, q = 0, None
+    parts, done, q, key = {"ll": [], "elbo": [], "kl": []}, 0, None, None
     if resume is not None:
         key = {"model": _fingerprint(model.state_dict().values()), "images": _fingerprint([x]),
                "k": None if exact else k, "batch_size": batch_size, "seed": seed}
@@ -230,9 +228,6 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pixels = x[0].numel()
-    images = batch_size if exact else max(1, batch_size // k)
-    bar = None
     try:
         if refine_steps and q is None:  # every image first (batch_size rows a step); saved with the progress
             bar = Progress(len(x), f"refining q(z|x), {refine_steps} steps", enabled=progress)
@@ -244,26 +239,13 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
         what = "exact NLL" if exact else f"IWAE k={k}"
         bar = Progress(len(x) - done, what if not done else f"{what}, the {len(x) - done} images left",
                        enabled=progress)
-        saved = time.monotonic()
-        for i in range(done, len(x), images):
-            xb = x[i:i + images].to(device)
-            if exact:
-                parts["ll"].append(exact_log_prob(model, xb).cpu())
-            else:
-                qb = None if q is None else (q[0][i:i + images].to(device), q[1][i:i + images].to(device))
-                b = vae_bounds(model, xb, k, gen, batch_size, qb)
-                parts["ll"].append(b["iwae"])
-                parts["elbo"].append(b["elbo"])
-                parts["kl"].append(b["kl"])
-            bar.update(len(xb))
-            done = i + len(xb)
-            if resume is not None and (done == len(x) or time.monotonic() - saved > SAVE_EVERY_S):
-                _save_progress(resume, key, gen, parts, done, q)
-                saved = time.monotonic()
-    finally:
-        if bar is not None:
+        try:
+            _score_batches(model, x, None if exact else k, batch_size, gen, parts, done, q, bar, (resume, key))
+        finally:
             bar.close()
+    finally:
         model.train(was_training)
+    pixels = x[0].numel()
     out = {"kind": "exact" if exact else "bound", "n_images": len(x), "pixels": pixels,
            "nll": summary(torch.cat(parts["ll"]), pixels)}
     if not exact:
@@ -271,6 +253,46 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
         if refine_steps:
             out["refine"] = {"steps": refine_steps, "lr": float(refine_lr)}
     return out
+
+
+def _check_scoring(model, x, k, refine_steps, refine_lr) -> bool:
+    """score's refusals, one line each -> whether the likelihood is exact (a SarNet; the VAEs: bounds)."""
+    check_density_model(model)
+    check_binary(x)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise LikelihoodError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")
+    exact = model.ar_net is model
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise LikelihoodError(f"refine_steps={refine_steps!r} is invalid: must be an int >= 0 (0 = the encoder's q)")
+    if refine_steps and exact:
+        raise LikelihoodError("refine_steps is for the VAEs (it refines q(z|x)); SarNET's NLL is exact: use 0")
+    if refine_steps and not refine_lr > 0:
+        raise LikelihoodError(f"refine_lr={refine_lr!r} is invalid: must be > 0")
+    return exact
+
+
+def _score_batches(model, x, k, batch_size, gen, parts, done, q, bar, resume):
+    """score's loop from image `done` on: per-image values appended to `parts`; k None: exact. resume = (file or
+    None, its key): saved every SAVE_EVERY_S seconds and at the end."""
+    path, key = resume
+    device = next(model.parameters()).device
+    images = batch_size if k is None else max(1, batch_size // k)
+    saved = time.monotonic()
+    for i in range(done, len(x), images):
+        xb = x[i:i + images].to(device)
+        if k is None:
+            parts["ll"].append(exact_log_prob(model, xb).cpu())
+        else:
+            qb = None if q is None else (q[0][i:i + images].to(device), q[1][i:i + images].to(device))
+            b = vae_bounds(model, xb, k, gen, batch_size, qb)
+            parts["ll"].append(b["iwae"])
+            parts["elbo"].append(b["elbo"])
+            parts["kl"].append(b["kl"])
+        bar.update(len(xb))
+        done = i + len(xb)
+        if path is not None and (done == len(x) or time.monotonic() - saved > SAVE_EVERY_S):
+            _save_progress(path, key, gen, parts, done, q)
+            saved = time.monotonic()
 
 
 SAVE_EVERY_S = 60.0

@@ -4,8 +4,8 @@ import lightning as L
 import torch
 
 from sarnet.losses import ReconstructionLoss, kl_divergence
+from sarnet.nn import to_grayscale
 from sarnet.nn.vae import fp32
-from sarnet.sampling import to_grayscale
 
 
 class NonFiniteLossError(RuntimeError):

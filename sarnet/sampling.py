@@ -15,12 +15,15 @@ float32 pre-activations; the other paths run under torch.autocast. "float32" (th
 weights' own dtype (float64 for a .double() net).
 """
 
+from dataclasses import asdict
 from typing import NamedTuple
 
 import torch
 
-from sarnet.config import DTYPES  # sample.dtype's values
-from sarnet.nn import SarNet
+from sarnet.nn import SarNet, to_grayscale
+from sarnet.settings import DTYPES, SampleSettings
+
+DEFAULTS = SampleSettings()  # the defaults of the functions below that take single settings
 
 # bf16 against float32 fast sampling of one model on the same draws: the mean |pixel difference| stays below this
 # (measured 5e-4 on a trained SarNET-VAE L=128, th 0.105; tests/test_bf16.py and sarnet gpu-check check it).
@@ -79,6 +82,11 @@ def keep_mask(net: SarNet, keep) -> torch.Tensor:
     return known
 
 
+def threshold(value, th):
+    """Pixels < th -> 0 (th None: none), the reference's threshold on generated pixels, wherever they are made."""
+    return value if th is None else torch.where(value < th, torch.zeros_like(value), value)
+
+
 def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
     """Turn output logits of some pixels into written pixel values (mean or a Bernoulli draw, then threshold; or a
     categorical draw). logits: (B, units) of whole patches in flattened (C, H, W) order, i.e. channel-major: all
@@ -90,10 +98,7 @@ def _finish(net: SarNet, logits, th, mode, temperature, uniforms):
         return one_hot
     if mode == "bernoulli":
         return (uniforms < torch.sigmoid(logits / temperature)).to(logits.dtype)
-    value = net.activate(logits).clamp(0, 1)
-    if th is not None:
-        value = torch.where(value < th, torch.zeros_like(value), value)
-    return value
+    return threshold(net.activate(logits).clamp(0, 1), th)
 
 
 def _categorical(logits, classes, temperature, uniforms):
@@ -109,27 +114,9 @@ def _categorical(logits, classes, temperature, uniforms):
     return (classes_ == level).to(logits.dtype).reshape(batch, -1)
 
 
-MODES = ("mean", "bernoulli", "categorical")
-
-
-def check_mode(mode, net=None):
-    """The draw `mode`, and whether it fits the net's output (train.py's config check asks here too)."""
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} must be 'mean' (sigmoid means, the reference), 'bernoulli' or "
-                         f"'categorical' (softmax nets)")
-    # A softmax net's outputs are class logits: only a categorical draw turns them into a valid one-hot image.
-    if net is not None and (mode == "categorical") != (net.out_activation == "softmax"):
-        raise ValueError(f"mode={mode!r} does not fit out_activation={net.out_activation!r}: mode='categorical' "
-                         f"is for softmax (classification) nets, and they need it")
-    if net is not None and mode == "bernoulli" and net.out_activation != "sigmoid":
-        raise ValueError(f"mode='bernoulli' needs a sigmoid output (a likelihood-trained model), not "
-                         f"out_activation={net.out_activation!r}: use mode='mean'")
-
-
-def _check_th(th):
-    if th is not None and not (isinstance(th, (int, float)) and not isinstance(th, bool) and 0 <= th < 1):
-        raise ValueError(f"th={th!r}: must be None (no threshold) or in [0, 1) (pixels are in [0, 1]: th >= 1 "
-                         f"blanks every image)")
+def _draw(net, th, mode, temperature) -> SampleSettings:
+    """A filler's settings, checked: their ranges, and the draw's fit to the net's output (SampleSettings' rule)."""
+    return SampleSettings(th=th, mode=mode, temperature=temperature).check_fits(net.out_activation)
 
 
 def _check_uniforms(x, uniforms):
@@ -168,21 +155,14 @@ def _check_inputs(net: SarNet, x, z):
         raise ValueError("z holds NaN or infinite values")
 
 
-def _check_temperature(mode, temperature):
-    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-    if mode in ("bernoulli", "categorical") and not (number and 0 < temperature < float("inf")):
-        raise ValueError(f"temperature={temperature!r}: must be a finite number > 0")
-
-
 @torch.no_grad()
-def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
+def fill_naive(net: SarNet, x, z=None, keep=0, th=None, mode=DEFAULTS.mode, temperature=DEFAULTS.temperature,
+               uniforms=None, dtype=None):
     """Reference sampler: one full forward pass per patch to generate. x: (B, C, H, W) holding the given patches.
     dtype="bfloat16": the passes under autocast, pixels written in x's dtype."""
-    check_mode(mode, net)
-    _check_temperature(mode, temperature)
+    _draw(net, th, mode, temperature)
     _check_inputs(net, x, z)
     _check_uniforms(x, uniforms)
-    _check_th(th)
     known = keep_mask(net, keep)
     low = matmul_dtype(dtype)
     x = x.clone().flatten(1)
@@ -244,7 +224,8 @@ FLUSH_COLUMNS = 128
 
 
 @torch.no_grad()
-def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=1.0, uniforms=None, dtype=None):
+def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode=DEFAULTS.mode, temperature=DEFAULTS.temperature,
+              uniforms=None, dtype=None):
     """Exact fast sampler: same images as `fill_naive` (up to float summation order), one pass over the units.
 
     Activations are kept feature-major, (units, batch), so that a patch's units are contiguous rows. Each layer
@@ -255,11 +236,9 @@ def fill_fast(net: SarNet, x, z=None, keep=0, th=None, mode="mean", temperature=
     dtype="bfloat16": z's term and the flushes, the large matmuls (~all of the FLOPs at 4x4 patches), read bf16
     weights and inputs, and their products are added to `acc` in x's dtype; the steps' small matmuls (a patch's
     few rows) stay in x's dtype, where bf16 kernels are no faster (pixel-wise: 3x slower, measured)."""
-    check_mode(mode, net)
-    _check_temperature(mode, temperature)
+    _draw(net, th, mode, temperature)
     _check_inputs(net, x, z)  # z=None on a latent net would silently mean z = 0 here
     _check_uniforms(x, uniforms)
-    _check_th(th)
     low = matmul_dtype(dtype)
     known = keep_mask(net, keep).tolist()
     layers, wide = _sorted_layers(net, low)  # wide: the weights of the flushes and of z's term
@@ -321,7 +300,7 @@ def _batches(n, batch_size):
         yield slice(i, min(n, i + batch_size))
 
 
-def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.float32):
+def draw_z(model, n, z_scale=DEFAULTS.z_scale, generator=None, device="cpu", dtype=torch.float32):
     latent = model.latent_dim
     if not latent:
         return None
@@ -330,26 +309,41 @@ def draw_z(model, n, z_scale=1.0, generator=None, device="cpu", dtype=torch.floa
 
 
 @torch.no_grad()
-def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method="fast", mode="mean",
-             temperature=1.0, generator=None, batch_size=2000, progress=None, dtype=None):
+def generate(model, n=None, z=None, x=None, keep=0, generator=None, progress=None, **settings):
     """Generate n images (or one per row of z) from scratch, or complete `x` keeping `keep` patches.
 
-    z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated pixels, None
-    for no threshold) and ConvVAE (decode(z), `th` applied too if given; the reference used none for the VAE).
-    mode="bernoulli" (sigmoid-output models, e.g. trained on binarized data) draws every pixel from
+    settings: SampleSettings' fields (method, th, z_scale, mode, temperature, batch_size, dtype); the defaults for
+    those not given. z ~ N(0, z_scale^2 I) unless given. Works for SarNet, SarNetVAE (threshold `th` on generated
+    pixels, None for no threshold) and ConvVAE (decode(z), `th` applied too if given; the reference used none for
+    the VAE). mode="bernoulli" (sigmoid-output models, e.g. trained on binarized data) draws every pixel from
     Bernoulli(sigmoid(logit / temperature)) instead of writing its mean; `th` is then not used.
     mode="categorical" (softmax nets, the classification SarNET) draws every pixel's class from
     softmax(logits / temperature) and writes it one-hot: (n, C, H, W); `to_grayscale` makes images of them.
     progress(k), if given, hears of every k images done.
-    dtype: "float32" (None; the exact samplers) or "bfloat16" (bf16 matmuls; images in the weights' dtype).
+    dtype: "float32" (the exact samplers) or "bfloat16" (bf16 matmuls; images in the weights' dtype).
     """
-    if method not in FILLERS:
-        raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
-    low = matmul_dtype(dtype)
-    check_mode(mode, model)
-    _check_temperature(mode, temperature)
-    _check_th(th)
-    _check_count("batch_size", batch_size)
+    s = SampleSettings.of(**settings).check_fits(model.out_activation)
+    low = matmul_dtype(s.dtype)
+    n = _count_images(model, n, z, x)
+    was_training = model.training
+    model.eval()
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype  # a .double() net: float64
+    z = draw_z(model, n, s.z_scale, generator, device, dtype) if z is None else z.to(device, dtype)
+    try:
+        if model.ar_net is None:  # the conv VAE: one decoder pass
+            with autocast(device, low):
+                logits = model.decoder(z).to(dtype)
+            if s.mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
+                u = torch.rand(logits.shape, generator=generator).to(device, dtype)
+                return (u < torch.sigmoid(logits / s.temperature)).to(logits.dtype)
+            return threshold(torch.sigmoid(logits), s.th)  # model.decode(z)
+        return _fill_batches(decoder_of(model), n, z, x, keep, s, low, generator, progress)
+    finally:
+        model.train(was_training)
+
+
+def _count_images(model, n, z, x) -> int:
+    """The number of images asked for, by n, z or x; they must agree, and z must fit the model."""
     if n is not None:
         _check_count("n", n)
     rows = {name: t.shape[0] for name, t in (("z", z), ("x", x)) if isinstance(t, torch.Tensor) and t.ndim >= 1}
@@ -364,46 +358,33 @@ def generate(model, n=None, z=None, x=None, keep=0, z_scale=1.0, th=None, method
                              f"{latent}), got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
         if not torch.isfinite(z).all():
             raise ValueError("z holds NaN or infinite values")
-    was_training = model.training
-    model.eval()
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype  # a .double() net: float64
-    if z is None:
-        if n is None:
-            n = x.shape[0] if x is not None else None
-        if n is None:
-            raise ValueError("generate needs n, z or x")
-        z = draw_z(model, n, z_scale, generator, device, dtype)
-    else:
-        n = z.shape[0]
-        z = z.to(device, dtype)
-    try:
-        if model.ar_net is None:  # the conv VAE: one decoder pass
-            with autocast(device, low):
-                logits = model.decoder(z).to(dtype)
-            if mode == "bernoulli":  # pixels are independent given z: one draw each, uniforms from `generator`
-                u = torch.rand(logits.shape, generator=generator).to(device, dtype)
-                return (u < torch.sigmoid(logits / temperature)).to(logits.dtype)
-            out = torch.sigmoid(logits)  # model.decode(z)
-            return out if th is None else torch.where(out < th, torch.zeros_like(out), out)
-        net = decoder_of(model)
-        if x is None:
-            x = torch.zeros(n, *net.image_shape, device=device, dtype=dtype)
-            if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
-                x[:, 0] = 1
-        # float images take the net's dtype; anything else goes on as it is, for the filler to refuse in one line
-        x = x.to(device, dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-        draws = mode in ("bernoulli", "categorical")
-        uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
-        fill, parts = FILLERS[method], []
-        for s in _batches(n, batch_size):
-            with autocast(device, None):  # an autocast around generate() leaves the exact path exact
-                parts.append(fill(net, x[s], None if z is None else z[s], keep, th, mode, temperature,
-                                  None if uniforms is None else uniforms[s], low))
-            if progress is not None:
-                progress(len(parts[-1]))
-        return torch.cat(parts)
-    finally:
-        model.train(was_training)
+        return z.shape[0]
+    if n is None and x is not None:
+        n = x.shape[0]
+    if n is None:
+        raise ValueError("generate needs n, z or x")
+    return n
+
+
+def _fill_batches(net: SarNet, n, z, x, keep, s: SampleSettings, low, generator, progress):
+    """generate's autoregressive part: the images filled by s.method's filler, s.batch_size at a time."""
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    if x is None:
+        x = torch.zeros(n, *net.image_shape, device=device, dtype=dtype)
+        if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
+            x[:, 0] = 1
+    # float images take the net's dtype; anything else goes on as it is, for the filler to refuse in one line
+    x = x.to(device, dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    draws = s.mode in ("bernoulli", "categorical")
+    uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
+    fill, parts = FILLERS[s.method], []
+    for b in _batches(n, s.batch_size):
+        with autocast(device, None):  # an autocast around generate() leaves the exact path exact
+            parts.append(fill(net, x[b], None if z is None else z[b], keep, s.th, s.mode, s.temperature,
+                              None if uniforms is None else uniforms[b], low))
+        if progress is not None:
+            progress(len(parts[-1]))
+    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -444,8 +425,8 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
 
 
 @torch.no_grad()
-def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method="fast", progress=None,
-                        dtype=None):
+def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None, method=DEFAULTS.method,
+                        progress=None, dtype=None):
     """The reference's generation for simple (regression) SarNET (docs/reference.md §3), kept as the reference wrote it.
 
     Per image: alpha = alpha_max * U[0,1]; a fixed noise vector |N(0, I)| * alpha (half-normal: non-negative,
@@ -461,44 +442,40 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     progress(k), if given, hears of k images' worth of work after each step (n in all).
     dtype="bfloat16": the passes under autocast, the image kept in the weights' dtype.
     """
-    if method not in FILLERS:
-        raise ValueError(f"method={method!r}: must be one of {sorted(FILLERS)}")
+    SampleSettings(method=method, th=th, regression={"alpha_max": alpha_max, "p": p, "refine": refine})  # ranges
     low = matmul_dtype(dtype)
     if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
         raise ValueError(f"the noisy regression scheme is for simple SarNET (no latent); this net has latent_dim="
                          f"{net.latent_dim}: use generate()")
     _check_count("n", n)
-    _check_th(th)
     was_training = net.training
     net.eval()
+    try:
+        x, first_idx, first_val = _noisy_steps(net, n, alpha_max, p, th, generator, method, progress, low)
+        units = net.layers[0].deg_in.to(x.device)
+        if refine:
+            with autocast(x.device, low):
+                x = threshold(net.logits(x).flatten(1).to(x.dtype).clamp(0, 1), th)
+            for i in (first_idx >= 0).nonzero().squeeze(1).tolist():
+                x[i, units == first_idx[i]] = first_val[i]
+    finally:
+        net.train(was_training)
+    return x.view(-1, *net.image_shape)
+
+
+def _noisy_steps(net: SarNet, n, alpha_max, p, th, generator, method, progress, low):
+    """generate_regression's steps -> (the (n, units) images in unit order, per image the first non-empty
+    generated patch (-1: none) and its pixels)."""
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     P, units = net.n_patches, net.layers[0].deg_in.to(device)
     alpha = alpha_max * torch.rand(n, 1, generator=generator)
     noise = (torch.randn(n, units.numel(), generator=generator).abs() * alpha).to(device, dtype)
     x = torch.zeros(n, units.numel(), device=device, dtype=dtype)
+    layers = None
     if method == "fast":  # work on degree-sorted units: patch k's units, and all before them, are prefixes
         layers, _ = _sorted_layers(net)
         perm = layers[0].perm_in
         units, noise = units[perm], noise[:, perm]
-
-    def clip(v):
-        v = v.clamp(max=1)
-        return v.clamp(min=0) if th is None else torch.where(v < th, torch.zeros_like(v), v)
-
-    @autocast(device, low)
-    def predict(v, k):  # output patch k of the net at input v, (n, units of patch k), in the autocast dtype
-        if method == "naive":
-            return net.logits(v).flatten(1)[:, units == k]
-        h = v
-        for i, layer in enumerate(layers):
-            r0, r1, ncols = layer.rows[k]
-            if i < len(layers) - 1:  # every row of degree <= k: the later layers' patch-k rows read them
-                r0 = 0
-            h = torch.addmm(layer.bias[r0:r1], h[:, :ncols], layer.weight[r0:r1, :ncols].T)
-            if i < len(layers) - 1:
-                h.relu_()
-        return h
-
     first_idx = torch.full((n,), -1, dtype=torch.long, device=device)
     first_val = torch.zeros(n, (units == 0).sum(), device=device, dtype=dtype)
     for idx in range(P - 1):
@@ -506,57 +483,51 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
         noisy_patches[:, 0] = False
         noisy_patches[:, idx + 1:] = False
         noisy_patches[:, idx] = True
-        width = layers[0].rows[idx + 1][2] if method == "fast" else units.numel()  # the inputs patch idx+1 reads
+        width = layers[0].rows[idx + 1][2] if layers else units.numel()  # the inputs patch idx+1 reads
         noisy = noisy_patches.gather(1, units[:width].expand(n, -1))
         cols = units == idx + 1
-        x[:, cols] = clip(predict(x[:, :width] + noise[:, :width] * noisy, idx + 1).to(dtype))
+        with autocast(device, low):
+            out = _predict(net, layers, units, x[:, :width] + noise[:, :width] * noisy, idx + 1)
+        x[:, cols] = threshold(out.to(dtype).clamp(0, 1), th)  # the reference's clip
         new = (first_idx < 0) & (x[:, cols].sum(1) > 0.05)
         first_idx[new] = idx + 1
         first_val[new] = x[new][:, cols]
         if progress is not None:
             progress(n / (P - 1))
-    if method == "fast":  # back to the image's own unit order
+    if layers:  # back to the image's own unit order
         x = torch.empty_like(x).index_copy_(1, perm, x)
-        units = net.layers[0].deg_in.to(device)
-    if refine:
-        with autocast(device, low):
-            x = clip(net.logits(x).flatten(1).to(dtype))
-        for i in (first_idx >= 0).nonzero().squeeze(1).tolist():
-            x[i, units == first_idx[i]] = first_val[i]
-    net.train(was_training)
-    return x.view(-1, *net.image_shape)
+    return x, first_idx, first_val
 
 
-def to_grayscale(model, images):
-    """Images of a model's channels -> (B, 1, H, W) grey levels in [0, 1], for FID, kNN and grids.
+def _predict(net: SarNet, layers, units, v, k):
+    """Output patch k of the net at input v: (n, units of patch k). layers None: a whole pass (naive); else the
+    degree-sorted layers, of which patch k needs every row of degree <= k, and of the last layer patch k's rows."""
+    if layers is None:
+        return net.logits(v).flatten(1)[:, units == k]
+    h = v
+    for i, layer in enumerate(layers):
+        r0, r1, ncols = layer.rows[k]
+        if i < len(layers) - 1:  # every row of degree <= k: the later layers' patch-k rows read them
+            r0 = 0
+        h = torch.addmm(layer.bias[r0:r1], h[:, :ncols], layer.weight[r0:r1, :ncols].T)
+        if i < len(layers) - 1:
+            h.relu_()
+    return h
 
-    A softmax (classification) net's C channels are one-hot classes: class c of C is the grey level c / (C - 1)
-    (0 black, C - 1 white; the quantisation's levels, evenly spread). For class probabilities (reconstructions) this
-    is the expected grey level. Every other model's images (a probability net's samples too) are grey levels already."""
-    if model.out_activation != "softmax" or images.shape[1] == 1:
-        return images
-    classes = images.shape[1]
-    levels = torch.arange(classes, dtype=images.dtype, device=images.device) / (classes - 1)
-    return (images * levels.view(-1, *(1,) * (images.ndim - 2))).sum(1, keepdim=True)  # (B, C, ...): any trailing dims
 
-
-def sample_images(model, n, sample_cfg=None, generator=None, z=None, progress=None):
-    """Generate n grey images (n, 1, H, W) in [0, 1] as configured (`sample` config node): the one entry point used
-    by the image callback, FID and sarnet sample. Regression SarNET (linear output, no latent) uses the
-    reference's noisy scheme; a classification SarNET draws one-hot classes, returned as grey levels. progress(k):
-    as generate's."""
-    cfg = dict(sample_cfg or {})
+def sample_images(model, n, settings=None, generator=None, z=None, progress=None):
+    """Generate n grey images (n, 1, H, W) in [0, 1] as `settings` say (a SampleSettings, or the `sample` config
+    node or a dict of its fields): the one entry point used by the image callback, FID and sarnet sample. Regression
+    SarNET (linear output, no latent) uses the reference's noisy scheme; a classification SarNET draws one-hot
+    classes, returned as grey levels. progress(k): as generate's."""
+    s = settings if isinstance(settings, SampleSettings) else SampleSettings.of(settings)
     if model.out_activation == "none":  # regression SarNET (linear output)
-        reg = dict(cfg.get("regression") or {})
-        if set(reg) != {"alpha_max", "p", "refine"}:
-            raise ValueError(f"sample_cfg['regression']={reg or None}: a regression SarNet (linear output) samples "
-                             f"by the reference's noisy scheme, which needs {{'alpha_max', 'p', 'refine'}} (e.g. "
-                             f"conf/recipe/sarnet.yaml's 0.65, 0.3, True)")
-        return generate_regression(model, n, th=cfg.get("th"), generator=generator,
-                                   method=cfg.get("method", "fast"), progress=progress, dtype=cfg.get("dtype"),
-                                   **reg)
-    settings = {k: cfg[k] for k in ("z_scale", "th", "method", "mode", "temperature", "batch_size", "dtype")
-                if k in cfg}
-    images = generate(model, n=None if z is not None else n, z=z, generator=generator, progress=progress,
-                      **settings)
+        if s.regression is None:
+            raise ValueError("regression=None: a regression SarNet (linear output) samples by the reference's noisy "
+                             "scheme, which needs {'alpha_max', 'p', 'refine'} (e.g. conf/recipe/sarnet.yaml's 0.65, "
+                             "0.3, True)")
+        return generate_regression(model, n, th=s.th, generator=generator, method=s.method, progress=progress,
+                                   dtype=s.dtype, **s.regression)
+    kw = {k: v for k, v in asdict(s).items() if k != "regression"}
+    images = generate(model, n=None if z is not None else n, z=z, generator=generator, progress=progress, **kw)
     return to_grayscale(model, images)

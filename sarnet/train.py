@@ -290,15 +290,9 @@ def config_sha256(cfg: DictConfig) -> str:
 
 
 def sampling_record(sample: DictConfig, net) -> dict:
-    """The sampling settings the run's images (and FID) depend on: method, th, z_scale and dtype always; the draw's
-    mode and temperature when pixels are drawn; the noisy scheme's settings for a regression net
-    (sampling.sample_images)."""
-    record = {k: sample.get(k) for k in ("method", "th", "z_scale")} | {"dtype": sample.get("dtype", "float32")}
-    if sample.get("mode", "mean") != "mean":
-        record |= {"mode": sample.mode, "temperature": sample.get("temperature", 1.0)}
-    if net.out_activation == "none" and sample.get("regression"):
-        record["regression"] = OmegaConf.to_container(sample.regression)
-    return record
+    """The sampling settings the run's images (and FID) depend on (SampleSettings.record)."""
+    from sarnet.settings import SampleSettings
+    return SampleSettings.of(sample).record(net.out_activation)
 
 
 def code_version() -> dict | None:

@@ -15,8 +15,8 @@ from sarnet.data import DataError, MNISTDataModule
 from sarnet.data.datamodules import quantize
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
 from sarnet.module import SarnetModule
-from sarnet.nn import GeometryError, SarNet
-from sarnet.sampling import fill_fast, generate, patch_units, sample_images, to_grayscale
+from sarnet.nn import GeometryError, SarNet, to_grayscale
+from sarnet.sampling import fill_fast, generate, patch_units, sample_images
 from tests.conftest import fake_idx, images, make_net, needs_data, run_script, train_inprocess
 
 ROOT = Path(__file__).resolve().parents[1]

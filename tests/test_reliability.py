@@ -48,7 +48,7 @@ def test_the_precisions_config_accepts_are_lightnings():
 
     from lightning.fabric.connector import _PRECISION_INPUT
 
-    from sarnet.config import PRECISIONS
+    from sarnet.fields import PRECISIONS
 
     def flat(t):
         return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]

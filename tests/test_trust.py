@@ -557,7 +557,7 @@ def test_train_py_refuses_drift_on_resume_before_training(tmp_path):
     digest = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
     rc, out, _ = train(*base, "trainer.max_epochs=2", "model.net.first_patch=predicted", timeout=300)
     assert rc == 2 and "Traceback" not in out
-    assert "model.net.first_patch: 'given' -> 'predicted'" in error_line(out, "sarnet.config.ConfigError")
+    assert "model.net.first_patch: 'given' -> 'predicted'" in error_line(out, "sarnet.fields.ConfigError")
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == digest
     out = ok(*base, "trainer.max_epochs=2", "model.optimizer.lr=5e-4", "resume_override_optimizer=true")
     assert "model.optimizer.lr 0.001 -> 0.0005" in out

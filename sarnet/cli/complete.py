@@ -19,7 +19,9 @@ def body(args, model, run):
 
     from sarnet.cli import common
     from sarnet.data.datamodules import quantize
-    from sarnet.sampling import complete, decoder_of, to_grayscale
+    from sarnet.nn import to_grayscale
+    from sarnet.sampling import complete, decoder_of
+    from sarnet.settings import SampleSettings
     common.require_autoregressive(model, "completion")
     net = decoder_of(model)
     per_row = net.image_shape[-1] // net.patch
@@ -31,7 +33,7 @@ def body(args, model, run):
     draw = {}
     if net.out_activation == "softmax":  # a classification SarNET draws classes (and reads them one-hot: quantise)
         image = quantize(image, net.image_shape[0]) if net.one_hot_input else image
-        draw = {"mode": "categorical", "temperature": run["sample"].get("temperature", 1.0)}
+        draw = {"mode": "categorical", "temperature": SampleSettings.of(run["sample"]).temperature}
     n = 1 if args.panels == "masked" else args.n  # the masked image alone: one (unshown) completion makes it
     filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=n, z_scale=args.z_scale,
                               th=th, method=args.method, generator=run["generator"], **draw)

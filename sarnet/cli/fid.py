@@ -18,8 +18,10 @@ import sys
 
 from sarnet import cli, packaged_config
 from sarnet.checkpoint import CheckpointError
-from sarnet.config import DTYPES, FID_IMAGES_CAP, FID_IMAGES_PER_S, REAL_SETS
+from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S
+from sarnet.fields import REAL_SETS
 from sarnet.io import atomic_write
+from sarnet.settings import DTYPES
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
 PROTOCOL_KEYS = ("n_gen", "n_sets", "real_set", "seed", "batch_size", "dtype")
@@ -47,7 +49,7 @@ def thresholds(s: str):
     return [cli.threshold(v) for v in s.split(",")]
 
 
-def main(argv=None, prog=None):
+def parser(prog):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
                    "(<run>/checkpoints/*.ckpt)")
@@ -65,24 +67,34 @@ def main(argv=None, prog=None):
     p.add_argument("--json", default=None, help="also write the list of results to this file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cli.wandb_flag(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def protocol_of(args, run) -> dict:
+    """The run's FID protocol, the flags given over it."""
+    fid_cfg = run["fid"] or packaged_config("fid/default")
+    protocol = {k: fid_cfg.get(k, "float32" if k == "dtype" else None) for k in PROTOCOL_KEYS}
+    given = {"n_gen": args.n_gen, "n_sets": args.n_sets, "real_set": args.real_set, "seed": args.seed,
+             "dtype": args.features_dtype}
+    return protocol | {k: v for k, v in given.items() if v is not None}
+
+
+def main(argv=None, prog=None):
+    args = parser(prog).parse_args(argv)
     from sarnet import keep_freed_memory
     from sarnet.cli import common  # torch: after the arguments are parsed
     from sarnet.data import DataError
     from sarnet.metrics.fid import FIDEvaluator
     from sarnet.sampling import sample_images
+    from sarnet.settings import SampleSettings
 
     keep_freed_memory()
     try:
         model, run, device = common.load_run(args.ckpt, args.device)
-        fid_cfg = run["fid"] or packaged_config("fid/default")
-        protocol = {k: fid_cfg.get(k, "float32" if k == "dtype" else None) for k in PROTOCOL_KEYS}
-        given = {"n_gen": args.n_gen, "n_sets": args.n_sets, "real_set": args.real_set, "seed": args.seed,
-                 "dtype": args.features_dtype}
-        protocol.update({k: v for k, v in given.items() if v is not None})
-        settings = [(th, z, d) for th in args.th or [None] for z in args.z_scale or [None]
-                    for d in args.dtype or [None]]
-        images = protocol["n_gen"] * protocol["n_sets"] * len(settings)
+        protocol = protocol_of(args, run)
+        grid = [SampleSettings.of(run["sample"], z_scale=z, dtype=d) | {"th": common.resolve_th(th, run)}
+                for th in args.th or [None] for z in args.z_scale or [None] for d in args.dtype or [None]]
+        images = protocol["n_gen"] * protocol["n_sets"] * len(grid)
         if images > FID_IMAGES_CAP:
             raise cli.UsageError(f"{images:.3g} images to generate (n_gen x n_sets x settings): at most "
                                  f"{FID_IMAGES_CAP:.0e}, about {FID_IMAGES_CAP / FID_IMAGES_PER_S / 3600:.0f} h at "
@@ -92,17 +104,11 @@ def main(argv=None, prog=None):
         evaluator = FIDEvaluator.from_dataset(data["dataset"], classes=data["classes"], root=data["root"],
                                               device=device, **protocol)
         results = []
-        for i, (th, z_scale, dtype) in enumerate(settings):
-            cfg = dict(run["sample"])
-            cfg["th"] = common.resolve_th(th, run)
-            if z_scale is not None:
-                cfg["z_scale"] = z_scale
-            cfg["dtype"] = dtype or cfg.get("dtype", "float32")
-            label = (f"setting {i + 1}/{len(settings)} (th={cfg['th']}, z_scale={cfg.get('z_scale', 1.0)}, "
-                     f"dtype={cfg['dtype']}):")
-            fid = evaluator.evaluate(lambda n, generator, cfg=cfg: sample_images(model, n, cfg, generator),
+        for i, s in enumerate(grid):
+            label = f"setting {i + 1}/{len(grid)} (th={s.th}, z_scale={s.z_scale}, dtype={s.dtype}):"
+            fid = evaluator.evaluate(lambda n, generator, s=s: sample_images(model, n, s, generator),
                                      lambda line, label=label: progress("%s %s", label, line))
-            row = {"ckpt": str(args.ckpt), "th": cfg["th"], "z_scale": cfg.get("z_scale", 1.0), "dtype": cfg["dtype"],
+            row = {"ckpt": str(args.ckpt), "th": s.th, "z_scale": s.z_scale, "dtype": s.dtype,
                    **{k: protocol[k] for k in ("n_gen", "n_sets", "real_set")}, "features_dtype": protocol["dtype"],
                    "fid_mean": fid["mean"], "fid_std": fid["std"], "fid_values": fid["values"]}
             print(json.dumps(row), flush=True)
@@ -117,4 +123,3 @@ def main(argv=None, prog=None):
     scores = {f"{key}/{stat}": r[f"fid_{stat}"] for key, r in zip(keys, results) for stat in ("mean", "std")}
     common.log_wandb("fid", args, run, {**protocol, **scores})
     return results
-

@@ -12,31 +12,24 @@ def body(args, model, run):
     from sarnet.cli import common
     from sarnet.progress import Progress
     from sarnet.sampling import sample_images
-    cfg = dict(run["sample"])
-    cfg["th"] = common.resolve_th(args.th, run)
-    for key, value in (("z_scale", args.z_scale), ("method", args.method)):
-        if value is not None:
-            cfg[key] = value
-    for key, value in (("mode", args.mode), ("temperature", args.temperature)):
-        if value is not None:
-            cfg[key] = value
-    args.mode, args.temperature = cfg.get("mode", "mean"), cfg.get("temperature", 1.0)
-    out = model.out_activation
-    if (args.mode == "categorical") != (out == "softmax"):
-        raise cli.UsageError(f"--mode {args.mode}: categorical is for softmax (classification) models, and they "
-                             f"need it; this model's output is {out}")
-    if out == "none" and (args.mode != "mean" or args.temperature != 1.0):
-        raise cli.UsageError("--mode bernoulli (or --temperature) needs a sigmoid (likelihood-trained) output; "
-                             "this regression SarNet has a linear one")
+    from sarnet.settings import SampleSettings, SettingsError
+    try:
+        s = SampleSettings.of(run["sample"], z_scale=args.z_scale, method=args.method, mode=args.mode,
+                              temperature=args.temperature) | {"th": common.resolve_th(args.th, run)}
+    except SettingsError as e:
+        raise cli.UsageError(f"--{e.field.replace('_', '-')} {e.value}: {e.allowed}") from None
+    try:
+        s.check_fits(model.out_activation)
+    except ValueError as e:
+        raise cli.UsageError(f"--mode {s.mode}: {e}") from None
     # the configured route, as the image callback and FID take it (regression SarNET: the noisy scheme)
     bar = Progress(args.n, "sampling")
-    images = sample_images(model, args.n, cfg, run["generator"], progress=bar.update)
+    images = sample_images(model, args.n, s, run["generator"], progress=bar.update)
     bar.close()
-    caption = (f"{args.n} samples, th={cfg.get('th')}, z_scale={cfg.get('z_scale', 1.0)}, "
-               f"method={cfg.get('method', 'fast')}, mode={args.mode}, T={args.temperature}")
-    draw = "" if args.mode == "mean" else f", {args.mode} T={args.temperature:g}"
-    title = (f"{common.run_label(model, run)}: {args.n} samples, {common.z_label(model, cfg.get('z_scale', 1.0))}"
-             f"th {cfg.get('th')}{draw}")
+    caption = (f"{args.n} samples, th={s.th}, z_scale={s.z_scale}, method={s.method}, mode={s.mode}, "
+               f"T={s.temperature}")
+    draw = "" if s.mode == "mean" else f", {s.mode} T={s.temperature:g}"
+    title = f"{common.run_label(model, run)}: {args.n} samples, {common.z_label(model, s.z_scale)}th {s.th}{draw}"
     return common.figure(images, args.nrow, args.scale, common.title_of(args, title)), caption
 
 

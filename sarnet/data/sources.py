@@ -127,14 +127,22 @@ def check_raw(raw: Path):
                             f"{fix}") from None
         if not isinstance(md5s, dict) or not all(isinstance(v, str) for v in md5s.values()):
             raise DataError(f"{manifest}: not an md5 list (expected {{file name: md5}}); delete it and {fix}")
-    for name, expected in md5s.items():
-        path = raw / name
-        if not path.is_file():
-            raise DataError(f"missing data file {path}: {fix}")
-        if file_hash(path) != expected:
-            source = "recorded by `make data`" if key[1] is not None else "published for this file"
-            raise DataError(f"{path}: does not match the md5 {source} (corrupted or replaced); delete it and {fix}")
+    if bad := md5_mismatch(raw, md5s):
+        if bad[1] == "missing":
+            raise DataError(f"missing data file {bad[0]}: {fix}")
+        source = "recorded by `make data`" if key[1] is not None else "published for this file"
+        raise DataError(f"{bad[0]}: does not match the md5 {source} (corrupted or replaced); delete it and {fix}")
     _verified.add(key)
+
+
+def md5_mismatch(raw_dir, md5s):
+    """The first file of `md5s` that is missing or has another md5: (its path, its md5 or "missing"); None if none."""
+    for name, expected in md5s.items():
+        path = Path(raw_dir) / name
+        actual = file_hash(path) if path.is_file() else "missing"
+        if actual != expected:
+            return path, actual
+    return None
 
 
 def is_prepared(raw_dir, md5s):
@@ -142,19 +150,16 @@ def is_prepared(raw_dir, md5s):
     # Re-hashing 110 MB costs ~0.17 s, cheap enough to catch a corrupted file on every `make data`.
     try:
         manifest = json.loads((Path(raw_dir) / MANIFEST).read_text())
-        return manifest == md5s and all(file_hash(Path(raw_dir) / n) == h for n, h in md5s.items())
+        return manifest == md5s and md5_mismatch(raw_dir, md5s) is None
     except (OSError, ValueError):
         return False
 
 
 def finish(raw_dir, md5s):
     """Verify every raw file against its md5, then write the manifest that makes the next run a no-op."""
-    for name, expected in md5s.items():
-        path = Path(raw_dir) / name
-        actual = file_hash(path) if path.is_file() else "missing"
-        if actual != expected:
-            raise DataError(f"{path}: md5 {actual}, expected {expected}; "
-                            f"delete {raw_dir} and re-run `make data`")
+    if bad := md5_mismatch(raw_dir, md5s):
+        raise DataError(f"{bad[0]}: md5 {bad[1]}, expected {md5s[bad[0].name]}; delete {raw_dir} and re-run "
+                        f"`make data`")
     atomic_write(Path(raw_dir) / MANIFEST, json.dumps(md5s, indent=1).encode())
     for tmp in Path(raw_dir).glob(".*.part"):  # left behind by an earlier, interrupted run
         tmp.unlink(missing_ok=True)

@@ -21,11 +21,12 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from sarnet.checkpoint import zip_crc_error
-from sarnet.config import DTYPES, REAL_SETS
 from sarnet.data.datamodules import load_split, raw_split
 from sarnet.data.sources import FOLDERS, DataError
+from sarnet.fields import REAL_SETS
 from sarnet.io import atomic_write
 from sarnet.progress import Progress, say
+from sarnet.settings import DTYPES
 
 # slim's train_lenet_on_mnist.sh: plain SGD, constant lr 0.01, 20,000 steps of batch 50, no weight decay; dropout
 # (keep 0.5) before fc4 in training. The shipped weights are the 10,000-step, init-seed-1 variant: of the variants

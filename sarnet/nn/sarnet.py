@@ -124,6 +124,19 @@ class SarNetVAE(nn.Module):
         return self.decoder.effective_parameters() + sum(p.numel() for p in self.encoder.parameters())
 
 
+def to_grayscale(model, images):
+    """Images of a model's channels -> (B, 1, H, W) grey levels in [0, 1], for FID, kNN and grids.
+
+    A softmax (classification) net's C channels are one-hot classes: class c of C is the grey level c / (C - 1)
+    (0 black, C - 1 white; the quantisation's levels, evenly spread). For class probabilities (reconstructions) this
+    is the expected grey level. Every other model's images (a probability net's samples too) are grey levels already."""
+    if model.out_activation != "softmax" or images.shape[1] == 1:
+        return images
+    classes = images.shape[1]
+    levels = torch.arange(classes, dtype=images.dtype, device=images.device) / (classes - 1)
+    return (images * levels.view(-1, *(1,) * (images.ndim - 2))).sum(1, keepdim=True)  # (B, C, ...): any trailing dims
+
+
 def _rows(geometry):
     """geometry as plain lists (Hydra passes a ListConfig), None kept: the form a checkpoint stores."""
     return None if geometry is None else [list(g) for g in geometry]
