@@ -1,5 +1,5 @@
-"""Hydra callback: after a multirun, report which jobs failed (their results.json says why), make the FID table
-(when the sweep computed FIDs) and exit non-zero if any job failed."""
+"""Hydra callbacks (conf/config.yaml): a writable output dir before Hydra writes into it, a sweep's report and FID
+table, and a SIGTERMed sweep of worker processes that records every running job."""
 
 import contextlib
 import json
@@ -18,13 +18,16 @@ log = logging.getLogger("sarnet")
 
 
 class SweepReport(Callback):
+    """After a multirun: which jobs failed (their results.json says why), the FID table when the sweep computed FIDs,
+    and exit status 1 if any job failed."""
+
     def on_multirun_end(self, config, **kwargs):
-        sweep = Path(config.hydra.sweep.dir)
-        rows = []
+        from sarnet.rundir import relaunch_command
+
+        sweep, rows = Path(config.hydra.sweep.dir), []
         for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):
-            path = job / "results.json"
             try:
-                rows.append(json.loads(path.read_text()) | {"dir": job.name})
+                rows.append(json.loads((job / "results.json").read_text()) | {"dir": job.name})
             except (OSError, ValueError) as e:  # killed, refused (another process held the dir) or unreadable
                 rows.append({"dir": job.name, "status": "failed", "error": f"no readable results.json ({e})"})
         failed = [r for r in rows if r.get("status") != "ok"]
@@ -32,24 +35,18 @@ class SweepReport(Callback):
         for r in failed:
             log.error("  failed: %s: %s", r["dir"], r.get("error"))
         if OmegaConf.select(config, "fid.enabled") and len(rows) > len(failed):
-            fid_table(sweep, wandb=OmegaConf.select(config, "logger.wandb") is not None)
+            from sarnet import table
+
+            wandb = OmegaConf.select(config, "logger.wandb") is not None
+            log.info("sweep %s: FID table -> %s", sweep, sweep / "fid_table.md")
+            try:
+                table.write([sweep], wandb=wandb)
+            except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
+                log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
+                          " --wandb" if wandb else "")
         if failed:
-            from sarnet.rundir import relaunch_command
             log.error("to resume or retry them (finished jobs are skipped): %s", relaunch_command(sweep_dir=sweep))
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
-
-
-def fid_table(sweep: Path, wandb: bool):
-    """sarnet.table on the sweep: <sweep>/fid_table.{md,png,json}, and a W&B run in the sweep's group. A failure
-    here costs no job's results: it is logged with the command that retries it."""
-    from sarnet import table
-
-    log.info("sweep %s: FID table -> %s", sweep, sweep / "fid_table.md")
-    try:
-        table.write([sweep], wandb=wandb)
-    except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
-        log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
-                  " --wandb" if wandb else "")
 
 
 class StopWorkersOnSigterm(Callback):

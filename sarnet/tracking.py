@@ -1,9 +1,8 @@
-"""W&B around a run: online only when it can work, readable names and groups, one W&B run per job (also on resume),
-and what the run leaves there: summary, results.json, the resolved config and its checkpoints as an artifact.
+"""W&B around a run: online only when it can work, one W&B run per job (also on resume) with a readable name and
+group, and what the run leaves there: summary, results.json, the resolved config, its checkpoints as an artifact.
+wandb is imported inside the functions: train.py refuses a bad config before any heavy import."""
 
-Nothing here imports wandb at module level: train.py must refuse a bad config before any heavy import.
-"""
-
+import contextlib
 import functools
 import json
 import logging
@@ -21,32 +20,17 @@ PROBE_TIMEOUT_S = 3.0
 SYNC_HINT = "upload it later with `wandb sync <run dir>/wandb/offline-run-*` (a sweep: `make wandb-sync SWEEP=...`)"
 
 
-def base_url() -> str:
-    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-
-
-def has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    host = urlparse(base_url()).hostname or "api.wandb.ai"
-    return netrc.exists() and host in netrc.read_text(errors="ignore")
-
-
 @functools.cache  # once per process: the jobs of a multirun share the answer instead of probing each time
 def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """A TCP connection to the W&B server within `timeout` s. In a daemon thread, because the DNS lookup inside
     create_connection ignores the socket timeout; without this probe wandb.init stalls ~100 s, then raises."""
-    parsed = urlparse(url)
+    parsed, answer = urlparse(url), []
     address = (parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80))
-    answer = []
 
     def probe():
-        try:
+        with contextlib.suppress(OSError):
             socket.create_connection(address, timeout=timeout).close()
             answer.append(True)
-        except OSError:
-            pass
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
@@ -56,38 +40,32 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 def choose_mode(offline: bool | None = None) -> str:
     """'online' only with an API key and a reachable server, else 'offline' (or WANDB_MODE=disabled), with one
-    line saying why when online was wanted. W&B never prompts, hangs, or loses a run to the network.
+    line saying why when online was wanted: W&B never prompts, hangs, or loses a run to the network.
     offline: the config's logger.wandb.offline (null = decide from the key and WANDB_MODE)."""
-    env = os.environ.get("WANDB_MODE", "").lower()
+    env, url = os.environ.get("WANDB_MODE", "").lower(), os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     if offline is True or env in ("offline", "dryrun", "disabled"):
         return "disabled" if env == "disabled" else "offline"
-    if not (env == "online" or offline is False or has_api_key()):
+    netrc = Path.home() / ".netrc"  # where `wandb login` keeps the key
+    key = bool(os.environ.get("WANDB_API_KEY")) or netrc.exists() and \
+        str(urlparse(url).hostname) in netrc.read_text(errors="ignore")
+    if not (env == "online" or offline is False or key):
         return "offline"  # nobody asked for online: no message
-    if not has_api_key():
-        log.warning("W&B: online mode asked for but no API key is configured (WANDB_API_KEY or `wandb login`): "
-                    "logging offline; %s", SYNC_HINT)
-        return "offline"
-    if not reachable(base_url()):
-        log.warning("W&B: %s is not reachable (no answer in %.0f s): logging offline; %s", base_url(),
-                    PROBE_TIMEOUT_S, SYNC_HINT)
-        return "offline"
-    return "online"
+    why = "online mode asked for but no API key is configured (WANDB_API_KEY or `wandb login`)" if not key else \
+        None if reachable(url) else f"{url} is not reachable (no answer in {PROBE_TIMEOUT_S:.0f} s)"
+    if why:
+        log.warning("W&B: %s: logging offline; %s", why, SYNC_HINT)
+    return "offline" if why else "online"
 
 
 def sweep_group(sweep_dir) -> str:
-    """A sweep's readable W&B group: its dir's path under multirun/ ("2026-11-25/13-01-58", "fid_table"), or the
-    dir's own name when it is elsewhere."""
+    """A sweep's W&B group: its dir's path under multirun/ ("2026-11-25/13-01-58", "fid_table"), else its name."""
     parts = Path(os.path.abspath(sweep_dir)).parts
-    if "multirun" in parts[:-1]:
-        i = len(parts) - 1 - parts[::-1].index("multirun")
-        return "/".join(parts[i + 1:])
-    return parts[-1]
+    return "/".join(parts[len(parts) - parts[::-1].index("multirun"):]) if "multirun" in parts[:-1] else parts[-1]
 
 
 def run_name(choices: dict, latent_dim, seed, task_overrides, exclude=()) -> str:
     """<model>-L<latent>-s<seed>, then the command-line overrides that say something else ("data=mnist")."""
-    model = choices.get("model") or "model"
-    name = f"{model}-L{latent_dim}-s{seed}" if latent_dim else f"{model}-s{seed}"
+    name = f"{choices.get('model') or 'model'}-" + (f"L{latent_dim}-" if latent_dim else "") + f"s{seed}"
     shown = {"model", "latent_dim", "seed", *exclude}
     extra = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") not in shown and not o.startswith("hydra")]
     return " ".join([name, *extra])[:128]
@@ -100,93 +78,81 @@ def read_run_file(run_dir) -> dict:
         return {}
 
 
-def write_run_file(run_dir, info: dict):
-    from sarnet.io import atomic_write
-    atomic_write(Path(run_dir) / RUN_FILE, json.dumps(info, indent=2).encode())
-
-
 def sweep_wandb(dirs) -> dict:
     """{project, group} of the W&B runs of the jobs under dirs (from their run files), else the defaults."""
-    for d in dirs:
-        for path in sorted(Path(d).rglob(RUN_FILE)):
-            info = read_run_file(path.parent)
-            if info.get("group"):
-                return {"project": info.get("project") or "sarnet", "group": info["group"]}
+    for info in (read_run_file(p.parent) for d in dirs for p in sorted(Path(d).rglob(RUN_FILE))):
+        if info.get("group"):
+            return {"project": info.get("project") or "sarnet", "group": info["group"]}
     return {"project": "sarnet", "group": sweep_group(dirs[0])}
 
 
 def make_logger(cfg, node, output_dir: Path, net):
-    """One W&B run per job with a readable name, group, tags and config; a relaunch into the same run dir resumes
-    the same W&B run (its id is kept in the run dir). Falls back to offline if going online fails."""
+    """logger.wandb's _target_ (Lightning's WandbLogger) with a readable name, group, tags and config; a relaunch
+    into the same run dir resumes the same W&B run (its id is kept there). Offline if going online fails."""
     import wandb
     from hydra.core.hydra_config import HydraConfig
-    from lightning.pytorch.loggers import WandbLogger
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from sarnet.io import atomic_write
     from sarnet.module import count_parameters
     from sarnet.rundir import _rank
 
-    hc = HydraConfig.get()
-    choices, sweep = hc.runtime.choices, hc.mode.name == "MULTIRUN"
-    mode = choose_mode(node.get("offline"))
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
+    hc, params, previous = HydraConfig.get(), count_parameters(net), read_run_file(output_dir)
+    choices, sweep, mode = hc.runtime.choices, hc.mode.name == "MULTIRUN", choose_mode(node.get("offline"))
     name = node.get("name") or run_name(choices, net.latent_dim, cfg.seed, hc.overrides.task,
                                         hc.job.config.override_dirname.exclude_keys)
     # a sweep's jobs share the sweep's group; a single run has its own, which `sarnet fid --wandb` & co. join
     group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)
-    previous = read_run_file(output_dir)
     # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
     run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
-    params = count_parameters(net)
+    if _rank() == 0:  # DDP: rank 0 writes it, once
+        atomic_write(output_dir / RUN_FILE, json.dumps({"id": run_id, "project": node.get("project"), "group": group,
+                                                        "name": name, "mode": mode}, indent=2).encode())
     config = OmegaConf.to_container(cfg, resolve=True) | {
         "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
         "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
         "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
         "resumed": bool(previous)}
-    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-              if k not in ("_target_", "offline", "group", "name", "log_model")}  # log_model: finish() does it
-    kwargs.setdefault("job_type", "train")
-    if _rank() == 0:  # DDP: rank 0 writes it, once
-        write_run_file(output_dir, {"id": run_id, "project": kwargs.get("project"), "group": group, "name": name,
-                                    "mode": mode})
     tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
 
-    def make(mode):
-        logger = WandbLogger(**kwargs, name=name, group=group, id=run_id, resume="allow", tags=tags, config=config,
-                             mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
+    def make(mode):  # offline and log_model are sarnet's (mode; finish() logs the checkpoints), not Lightning's
+        if mode == "offline":
+            os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
+        logger = instantiate({**OmegaConf.to_container(node, resolve=True), "config": config}, _recursive_=False,
+                             _convert_="all", offline=False, log_model=False, name=name, group=group, id=run_id,
+                             tags=tags, mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
         logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
         return logger
 
-    logger = make(mode)
-    if mode == "online":
-        try:
-            logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
-        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
-            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
-            os.environ["WANDB_MODE"] = "offline"
-            logger = make("offline")
-    return logger
+    if mode != "online":
+        return make(mode)
+    try:
+        logger = make(mode)
+        logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
+        return logger
+    except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
+        log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
+        return make("offline")
 
 
-def finish(loggers, cfg, results: dict, fid: dict | None, output_dir: Path, checkpoints):
-    """What the run leaves in W&B, then the run is closed (one W&B run per job, also in a multirun): the summary a
-    person looks for first in the runs table (test metrics, FID mean, std and per set, status); results.json and
-    the resolved config as files of the run; with logger.wandb.log_model the checkpoints as a `model` artifact."""
+def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
+    """What the run leaves in W&B, then the run is closed: the summary a person looks for first in the runs table
+    (test metrics, FID mean, std and per set, status), results.json and the resolved config as files of the run,
+    and with logger.wandb.log_model its checkpoints as an artifact."""
     from lightning.pytorch.loggers import WandbLogger
     from omegaconf import OmegaConf
 
-    for lg in (lg for lg in loggers if isinstance(lg, WandbLogger)):
-        run = lg.experiment
-        summary = dict(results["metrics"]) | {f"fid/set_{i + 1}": v for i, v in enumerate(fid["values"] if fid else [])}
-        run.summary.update(summary | {k: results[k] for k in ("status", "wall_time_s", "eval_ckpt", "epochs")})
-        files = Path(run.dir)
+    for run in (lg.experiment for lg in loggers if isinstance(lg, WandbLogger)):
+        sets = {f"fid/set_{i + 1}": v for i, v in enumerate(results["fid_values"] or [])}
+        run.summary.update(results["metrics"] | sets | {k: results[k] for k in ("status", "wall_time_s", "eval_ckpt",
+                                                                                "epochs")})
         try:
-            (files / "results.json").write_bytes((output_dir / "results.json").read_bytes())
-            (files / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            (Path(run.dir) / "results.json").write_bytes((output_dir / "results.json").read_bytes())
+            (Path(run.dir) / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             for name in ("results.json", "resolved_config.yaml"):
-                run.save(str(files / name), base_path=str(files), policy="now")
+                run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
             if OmegaConf.select(cfg, "logger.wandb.log_model", default=False):
                 log_checkpoints(run, [Path(p) for p in checkpoints if Path(p).is_file()], results)
         except Exception as e:  # noqa: BLE001 -- the run is done and its results.json written: W&B must not undo it
@@ -196,10 +162,9 @@ def finish(loggers, cfg, results: dict, fid: dict | None, output_dir: Path, chec
 
 
 def log_checkpoints(run, paths: list[Path], results: dict):
-    """The checkpoints as one version of the artifact model-<run id> (files best.ckpt, last.ckpt; metadata: the
-    evaluated weights, epochs and metrics). Each is hard-linked into the W&B run's dir, not copied: checkpoints are
-    replaced by rename, never rewritten in place, so the link keeps this version's bytes until it is uploaded
-    (`wandb sync` of an offline run included) at no extra disk."""
+    """The checkpoints as one version of the artifact model-<run id>. Each is hard-linked into the W&B run's dir,
+    not copied: checkpoints are replaced by rename, never rewritten in place, so the link keeps this version's
+    bytes until it is uploaded (`wandb sync` of an offline run included) at no extra disk."""
     import wandb
 
     art = wandb.Artifact(f"model-{run.id}", type="model", metadata={
@@ -207,8 +172,7 @@ def log_checkpoints(run, paths: list[Path], results: dict):
     kept = Path(run.dir).parent / "checkpoints"
     kept.mkdir(exist_ok=True)
     for path in paths:
-        link = kept / path.name
-        link.unlink(missing_ok=True)
+        (link := kept / path.name).unlink(missing_ok=True)
         try:
             os.link(path, link)
         except OSError:  # a filesystem without hard links: a copy

@@ -1,4 +1,4 @@
-"""What train.py does: compose -> validate -> seed -> instantiate -> fit -> test -> evaluate -> results.json."""
+"""What train.py does: validate, then prepare -> build -> fit -> evaluate -> record (results.json)."""
 
 import hashlib
 import json
@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet import keep_freed_memory, tracking
-from sarnet.checkpoint import CheckpointError, read_checkpoint, resume_path, run_dir_of, stored_run  # no torch yet
+from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
@@ -32,168 +33,6 @@ class TrainingStopped(RuntimeError):
 
 # bad config, checkpoint, data or run dir, faults of the disk and a stopped training: one line, no traceback
 USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, TrainingStopped)
-
-
-# ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
-
-# (message regex, why it is filtered): warnings that say nothing a sarnet user can or should act on.
-FILTERED_WARNINGS = [
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6.6's own code, on torch 2.14's pytree
-     "Lightning's _pytree.py calls a torch API that torch deprecates; nothing in sarnet calls it"),
-    (r"The number of training batches \(\d+\) is smaller than the logging interval",
-     "sarnet logs epoch means only (module.py: on_step=False), so the step logging interval never matters"),
-    (r".*does not have many workers",
-     "the splits are tensors in memory served by indexing (data/datamodules.py): workers would only add start-up"),
-    (r"Experiment logs directory .* exists and is not empty",
-     "a resumed run continues its CSV log on purpose (resume.continue_csv puts the earlier rows back)"),
-    (r"Checkpoint directory .* exists and is not empty",
-     "a resumed run writes its checkpoints into its own run dir's checkpoints/ on purpose"),
-]
-
-
-class _NoAdvertisements(logging.Filter):
-    def filter(self, record):  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
-        return not str(record.msg).startswith("💡 Tip")
-
-
-NO_ADVERTISEMENTS = _NoAdvertisements()
-
-
-def quiet_console():
-    """Lightning and torchmetrics add console handlers of their own, so each of their messages came twice (theirs
-    and Hydra's): drop theirs, so that their messages go once, through Hydra's console and train.log. Warnings go
-    there too (logging.captureWarnings), less the ones FILTERED_WARNINGS lists."""
-    import warnings
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NO_ADVERTISEMENTS)  # idempotent
-    for pattern, _ in FILTERED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    warnings.formatwarning = one_line_warning
-    logging.captureWarnings(True)
-
-
-def quiet_other_ranks():
-    """DDP's ranks above 0 repeat rank 0's messages: they log only warnings and errors, except into a log file of
-    their own (Lightning's train_ddp_process_<rank>.log; under srun every rank shares the job's train.log)."""
-    if process_rank() == 0:
-        return
-    for handler in logging.getLogger().handlers:
-        if "_ddp_process_" not in getattr(handler, "baseFilename", ""):
-            handler.setLevel(logging.WARNING)
-
-
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
-
-
-def console_handlers() -> list:
-    """The root logger's handlers that write to a stream other than a file: Hydra's console handler."""
-    return [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and
-            not isinstance(h, logging.FileHandler)]
-
-
-def trainer_settings(node: DictConfig) -> tuple[DictConfig, list]:
-    """The Trainer's arguments without the nulls (conf/trainer/default.yaml: null = Lightning's default) and the
-    console callbacks: a live progress bar on a terminal, else none, and a line per epoch (EpochLine), which goes
-    to train.log always and to the console when no bar is live (nohup, SLURM, CI: one line per epoch)."""
-    from sarnet.callbacks import EpochLine, ProgressBar
-
-    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
-    live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
-    settings["enable_progress_bar"] = live
-    for handler in console_handlers() if live else []:
-        handler.addFilter(EPOCH_LINES_OFF)  # the bar shows them; idempotent
-    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]
-
-
-class _EpochLinesOff(logging.Filter):
-    def filter(self, record):
-        return record.name != "sarnet.epochs"
-
-
-EPOCH_LINES_OFF = _EpochLinesOff()
-
-
-def build_loggers(cfg: DictConfig, output_dir: Path, net) -> list:
-    loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None:
-            continue
-        loggers.append(tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node))
-    return loggers
-
-
-def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
-    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
-    path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
-    if path is None:
-        path = output_dir / "checkpoints" / "last.ckpt"
-        if not path.exists():
-            return None
-        why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
-    elif run_dir_of(path) != output_dir.resolve():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
-                          f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
-                          f"from its weights with init_ckpt")
-    else:
-        why = f"given as ckpt_path={cfg.ckpt_path}"
-    check_checkpoint(path, why)
-    return str(path)
-
-
-def init_weights(cfg: DictConfig, net, resuming: bool) -> dict | None:
-    """init_ckpt: a new run that starts from another run's weights (fine-tuning, a warm restart of a schedule) with a
-    fresh optimizer, lr schedule and epoch count. -> the net's state dict, checked before any data or model work."""
-    path = cfg.get("init_ckpt")
-    if path is None or resuming:  # a resumed run's own checkpoint already holds what init_ckpt started it from
-        return None
-    ckpt = check_checkpoint(path, f"given as init_ckpt={path}")
-    if ckpt["sarnet"]["net"] != net.config:  # equal shapes are not enough: the masks follow the geometry
-        theirs, ours = ckpt["sarnet"]["net"], net.config
-        fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
-                           if theirs.get(k) != ours.get(k))
-        raise ConfigError(f"init_ckpt={path} holds another net than model.net builds ({fields}): give that "
-                          f"checkpoint's model.net, or drop init_ckpt")
-    return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-
-
-def check_checkpoint(path, why: str) -> dict:
-    """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
-    try:
-        return read_checkpoint(path)  # also checks the zip's CRC32s
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} ({why})") from None
-
-
-def checkpoint_files(cfg) -> list[Path]:
-    """The files the checkpoint callbacks write (best.ckpt, last.ckpt), from their dirpath and filename."""
-    out = []
-    for node in (cfg.get("callbacks") or {}).values():
-        if node is not None and node.get("dirpath") and node.get("filename"):
-            out.append(Path(node.dirpath) / f"{node.filename}.ckpt")
-    return out
-
-
-def write_json(path: Path, payload: dict):
-    atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
-
-
-def best_score(callback) -> dict | None:
-    """The monitored value the best checkpoint was chosen by (e.g. {"monitor": "val/loss", "value": 87.65})."""
-    if callback is None or callback.best_model_score is None:
-        return None
-    return {"monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
-
-
-def scalar_metrics(metrics: dict) -> dict:
-    import torch
-
-    return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1 or
-            isinstance(v, (int, float))}
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -282,98 +121,57 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     return float("nan")  # a sweeper (Optuna) records a failed trial and goes on
 
 
-def config_sha256(cfg: DictConfig) -> str:
-    """The resolved config a run was launched with, where it resumed from aside, as one hash: results.json has it."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("ckpt_path", None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def sampling_record(sample: DictConfig, net) -> dict:
-    """The sampling settings the run's images (and FID) depend on (SampleSettings.record)."""
-    from sarnet.settings import SampleSettings
-    return SampleSettings.of(sample).record(net.out_activation)
-
-
-def code_version() -> dict | None:
-    """The git commit of the code that ran and whether tracked files had uncommitted changes (new, untracked files
-    are not counted), None unless the package sits at the top of a git checkout: a seed's initial weights, for one,
-    depend on the code's order of random draws, not on the config alone."""
-    import subprocess
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args):
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    try:
-        top, commit = git("rev-parse", "--show-toplevel"), git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if top is None or Path(top).resolve() != root or commit is None or status is None:
-        return None
-    return {"commit": commit, "dirty": bool(status)}
-
-
-def device_record(trainer) -> str:
-    """What the run's wall time was spent on: the GPU's name, or the CPU and the threads torch used."""
-    import platform
-
-    import torch
-    device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{device.type} {platform.machine()}, {threads} thread{'s' * (threads != 1)}"
-
-
-def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
-    """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
-    the job instead of testing and scoring its FID again (minutes per finished job)."""
-    try:
-        results = json.loads((output_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    ok = results.get("status") == "ok" and results.get("config_sha256") == config_sha256(cfg)
-    return results if ok else None
-
+# ---- the run, step by step -----------------------------------------------------------------------------------
 
 def run(cfg: DictConfig, net, progress: dict) -> float | None:
-    """Train, test and evaluate `net`, the network validate(cfg) built."""
-    start = time.time()
-    quiet_other_ranks()
-    output_dir = Path(cfg.paths.output_dir)
+    """Train, test and evaluate `net`, the network validate(cfg) built; progress["fit"]: training has started."""
+    start, output_dir = time.time(), Path(cfg.paths.output_dir)
+    quiet_console()
     done = finished_before(cfg, output_dir)
     if done is not None:
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
         return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
-    ckpt_path = resolve_ckpt(cfg, output_dir)  # a damaged checkpoint fails here, before any data or model work
-    init_state = init_weights(cfg, net, resuming=ckpt_path is not None)
-    choices = HydraConfig.get().runtime.choices
+    ckpt_path, optimizer_override, earlier = prepare(cfg, net, output_dir)
+    trainer, module, datamodule, resume_state = build_run(cfg, net, ckpt_path, optimizer_override)
+    progress["fit"] = True
+    # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
+    metrics = earlier["metrics"] | fit(cfg, trainer, module, datamodule, ckpt_path)
+    evaluated = evaluate(cfg, trainer, module, datamodule, metrics)
+    wall_time_s = resume_state.earlier_s + time.time() - start  # every launch of this run, not just this one
+    return record(cfg, trainer, datamodule, module.net, evaluated, code, wall_time_s)
 
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
-    quiet_console()
-    from sarnet import resume
-    from sarnet.module import NonFiniteLossError, count_parameters
-    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, check_drift, continue_csv
+def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, dict]:
+    """The checkpoints this launch reads, checked before any data or model work: the one it resumes (-> its path,
+    the optimizer settings to apply to it, what it stored of its run), or init_ckpt's weights, loaded into `net`."""
+    from sarnet.resume import check_drift
 
-    optimizer_override, earlier = {}, {"config": {}, "metrics": {}}
-    if ckpt_path:
-        ckpt = read_checkpoint(ckpt_path)
-        optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
-        # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
-        cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
+    ckpt_path = resolve_ckpt(cfg, output_dir)
+    if ckpt_path is None:
+        init_weights(cfg, net)
+        return None, {}, {"config": {}, "metrics": {}}
+    ckpt = read_checkpoint(ckpt_path)
+    optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
+    # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
+    cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
     for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
-        if ckpt_path and path.exists():
+        if path.exists():
             check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-    # Everything that can refuse its arguments is built before any data is read or anything is written.
-    # the net validate() built, not a second one from model.net; evaluation noise from the run's seed
-    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)
+    return ckpt_path, optimizer_override, earlier
+
+
+def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: dict):
+    """Everything that can refuse its arguments is built before any data is read or anything is written; then the
+    data are read and checked, and the loggers start writing into the run dir. -> trainer, module, data, ResumeState"""
+    import lightning as L
+
+    from sarnet.module import count_parameters
+    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, continue_csv
+
+    output_dir, choices = Path(cfg.paths.output_dir), HydraConfig.get().runtime.choices
+    module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)  # evaluation noise from the run's seed
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build(cfg.data, "data", DataError)
     if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
@@ -389,106 +187,232 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     keep_freed_memory()  # training allocates weight-sized tensors every step: reuse them (sarnet/__init__.py)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
-    if init_state is not None:
-        net.load_state_dict(init_state, strict=True)  # the weights only: the optimizer and schedule start afresh
-        log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
     params = count_parameters(net)
     log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
              params["effective"] / 1e6)
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
-    loggers = build_loggers(cfg, output_dir, module.net)
+    # the W&B logger is sarnet.tracking's (a name, a group, a resumable id, offline when online cannot work)
+    trainer.loggers = [tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node)
+                       for name, node in (cfg.get("logger") or {}).items() if node is not None]
     if ckpt_path:
-        continue_csv(loggers, ckpt_path)
-    trainer.loggers = loggers  # as Trainer(logger=loggers) would: the W&B and CSV loggers write into the run dir
+        continue_csv(trainer.loggers, ckpt_path)
+    return trainer, module, datamodule, resume_state
 
-    progress["fit"] = True
+
+def fit(cfg: DictConfig, trainer, module, datamodule, ckpt_path: str | None) -> dict:
+    from sarnet.module import NonFiniteLossError
+    from sarnet.resume import NonFiniteWeightsError
+
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except (NonFiniteLossError, resume.NonFiniteWeightsError) as e:
-        last = output_dir / "checkpoints" / "last.ckpt"
+    except (NonFiniteLossError, NonFiniteWeightsError) as e:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
-    # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
-    metrics = {**earlier["metrics"], **scalar_metrics(trainer.callback_metrics)}
-    # Test and FID evaluate the same weights: the best checkpoint by val/loss, or the weights training ended with.
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    want_best = cfg.get("eval_ckpt", "last") == "best"
-    if want_best and not best:
-        log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
-    eval_ckpt = best if want_best and best else None
-    eval_epoch = trainer.current_epoch
-    if eval_ckpt:  # written during this fit or an earlier one: check it as every other checkpoint is checked
-        eval_epoch = check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and "
-                                                 "relaunch with eval_ckpt=last, or re-train")["epoch"] + 1
-    if eval_ckpt and not cfg.run_test:
-        module.load_state_dict(read_checkpoint(eval_ckpt)["state_dict"])
+    return scalar_metrics(trainer.callback_metrics)
+
+
+def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dict:
+    """Test, FID, kNN and likelihood, all of the same weights (evaluated_weights). -> results.json's fields of what
+    was evaluated and how, the metrics included."""
+    eval_ckpt, eval_epoch = evaluated_weights(cfg, trainer, module)
     if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
-
-    fid = None
+    fid, scores = None, {}
     if cfg.fid.enabled and trainer.is_global_zero:
         from sarnet.evaluate import evaluate_fid
         fid = evaluate_fid(module.net, datamodule, cfg, say=log.info)
-        metrics.update({"fid/mean": fid["mean"], "fid/std": fid["std"]})
+        scores = {"fid/mean": fid["mean"], "fid/std": fid["std"]}
         for th, r in fid["matched"].items():
-            metrics.update({f"fid@th={th}/mean": r["mean"], f"fid@th={th}/std": r["std"]})
+            scores |= {f"fid@th={th}/mean": r["mean"], f"fid@th={th}/std": r["std"]}
         if fid["knn"]:
-            metrics["knn/accuracy"] = fid["knn"]["accuracy"]
-        for lg in loggers:
-            lg.log_metrics({k: v for k, v in metrics.items() if k.startswith(("fid", "knn"))},
-                           step=trainer.global_step)
-
-    if cfg.get("likelihood") is not None and cfg.likelihood.enabled and trainer.is_global_zero:
+            scores["knn/accuracy"] = fid["knn"]["accuracy"]
+    if cfg.likelihood.enabled and trainer.is_global_zero:
         from sarnet.likelihood import evaluate_likelihood  # test NLL / bits/dim on the same weights as test
-        likelihood = evaluate_likelihood(module.net, datamodule, cfg.likelihood)["metrics"]
-        metrics.update(likelihood)
-        for lg in loggers:
-            lg.log_metrics(likelihood, step=trainer.global_step)
+        scores |= evaluate_likelihood(module.net, datamodule, cfg.likelihood)["metrics"]
+    metrics.update(scores)
+    for lg in trainer.loggers if scores else []:
+        lg.log_metrics(scores, step=trainer.global_step)
+        lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush these
+    output_dir, callback = Path(cfg.paths.output_dir), trainer.checkpoint_callback
+    path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
+    return {  # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
+        "eval_ckpt": "best" if eval_ckpt else "last",
+        "eval_epoch": eval_epoch,  # epochs trained when the evaluated weights were saved, counted as "epochs" is
+        # metrics["val/loss"] is the last epoch's; the evaluated checkpoint's own score is this one
+        "eval_score": {"monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
+        if eval_ckpt and callback.best_model_score is not None else None,
+        "checkpoint": os.path.relpath(path, output_dir) if path.exists() else None,
+        "sampling": sampling_record(cfg.sample, module.net),
+        **{f"fid_{k}": fid[k] if fid else None for k in ("protocol", "values", "matched")},
+        "knn": fid["knn"] if fid else None,
+        "metrics": metrics}
 
-    for lg in loggers:
-        if isinstance(lg, CSVLogger):
-            lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush FID/NLL
 
-    eval_path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
+def evaluated_weights(cfg: DictConfig, trainer, module) -> tuple[str | None, int]:
+    """The checkpoint test and FID evaluate: the best by val/loss with eval_ckpt=best, else None, the weights training
+    ended with. -> (it, the epochs trained when they were saved)."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.eval_ckpt != "best":
+        return None, trainer.current_epoch
+    if not best:
+        log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
+        return None, trainer.current_epoch
+    # written during this fit or an earlier one: checked as every other checkpoint is
+    ckpt = check_checkpoint(best, "the best checkpoint, which test and FID evaluate; delete it and relaunch with "
+                                  "eval_ckpt=last, or re-train")
+    if not cfg.run_test:  # else trainer.test loads it
+        module.load_state_dict(ckpt["state_dict"])
+    return best, ckpt["epoch"] + 1
+
+
+def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wall_time_s: float) -> float | None:
+    """results.json (rank 0), the run's W&B summary and files, and the line that ends the run."""
+    from sarnet.module import count_parameters
+
+    choices, output_dir = HydraConfig.get().runtime.choices, Path(cfg.paths.output_dir)
     results = {
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "loss": choices.get("loss"),
+        **{k: choices.get(k) for k in ("model", "data", "loss")},
         "dataset": datamodule.dataset,
         "classes": datamodule.classes,
-        "latent_dim": module.net.latent_dim or None,
+        "latent_dim": net.latent_dim or None,
         # patch 0 copied from the input ("given", the reference's) or generated ("predicted"): tables never merge them
-        "first_patch": module.net.ar_net.first_patch if module.net.ar_net is not None else None,
+        "first_patch": net.ar_net.first_patch if net.ar_net is not None else None,
         "seed": cfg.seed,
         "init_ckpt": cfg.get("init_ckpt"),  # the weights this run started from (null: a fresh initialisation)
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
-        "params": count_parameters(module.net),
+        "params": count_parameters(net),
         "precision": str(trainer.precision),  # trainer.precision as Lightning ran it: 32-true, bf16-mixed, ...
-        # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
-        "eval_ckpt": "best" if eval_ckpt else "last",
-        "eval_epoch": eval_epoch,  # epochs trained when the evaluated weights were saved, counted as "epochs" is
-        # metrics["val/loss"] is the last epoch's; the evaluated checkpoint's own score is this one
-        "eval_score": best_score(trainer.checkpoint_callback) if eval_ckpt else None,
-        "checkpoint": os.path.relpath(eval_path, output_dir) if eval_path.exists() else None,
-        "sampling": sampling_record(cfg.sample, module.net),
-        "fid_protocol": fid["protocol"] if fid else None,
-        "fid_values": fid["values"] if fid else None,
-        "fid_matched": fid["matched"] if fid else None,
-        "knn": fid["knn"] if fid else None,
-        "metrics": metrics,
+        **evaluated,
         "config_sha256": config_sha256(cfg),
         "code": code,
-        "wall_time_s": resume_state.earlier_s + time.time() - start,  # every launch of this run, not just this one
+        "wall_time_s": wall_time_s,
         "device": device_record(trainer),  # wall times of different machines do not compare
         "status": "ok",
     }
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
-        tracking.finish(loggers, cfg, results, fid, output_dir, checkpoint_files(cfg))
+        tracking.finish(trainer.loggers, cfg, results, output_dir, checkpoint_files(cfg))
         log.info("done: %s", summary_line(results, output_dir))
-    return optimized(cfg, metrics)
+    return optimized(cfg, results["metrics"])
+
+
+# ---- the checkpoints a launch reads --------------------------------------------------------------------------
+
+def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
+    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
+    path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
+    if path is None:
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            return None
+        why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
+    elif run_dir_of(path) != output_dir.resolve():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
+                          f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
+                          f"from its weights with init_ckpt")
+    else:
+        why = f"given as ckpt_path={cfg.ckpt_path}"
+    check_checkpoint(path, why)
+    return str(path)
+
+
+def init_weights(cfg: DictConfig, net):
+    """init_ckpt: a new run that starts from another run's weights (fine-tuning, a warm restart of a schedule) with a
+    fresh optimizer, lr schedule and epoch count. A resumed run's checkpoint holds what init_ckpt started it from."""
+    path = cfg.get("init_ckpt")
+    if path is None:
+        return
+    theirs, ours = check_checkpoint(path, f"given as init_ckpt={path}")["sarnet"]["net"], net.config
+    if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
+        fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+                           if theirs.get(k) != ours.get(k))
+        raise ConfigError(f"init_ckpt={path} holds another net than model.net builds ({fields}): give that "
+                          f"checkpoint's model.net, or drop init_ckpt")
+    net.load_state_dict(load_model(path).state_dict(), strict=True)  # the weights only
+    log.info("starting from the weights of init_ckpt=%s", path)
+
+
+def check_checkpoint(path, why: str) -> dict:
+    """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
+    try:
+        return read_checkpoint(path)  # also checks the zip's CRC32s
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} ({why})") from None
+
+
+def checkpoint_files(cfg) -> list[Path]:
+    """The files the checkpoint callbacks write (best.ckpt, last.ckpt), from their dirpath and filename."""
+    return [Path(node.dirpath) / f"{node.filename}.ckpt" for node in (cfg.get("callbacks") or {}).values()
+            if node is not None and node.get("dirpath") and node.get("filename")]
+
+
+# ---- what results.json says ----------------------------------------------------------------------------------
+
+def write_json(path: Path, payload: dict):
+    atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    import torch
+
+    return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1 or
+            isinstance(v, (int, float))}
+
+
+def config_sha256(cfg: DictConfig) -> str:
+    """The resolved config a run was launched with, where it resumed from aside, as one hash: results.json has it."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("ckpt_path", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
+    """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
+    the job instead of testing and scoring its FID again (minutes per finished job)."""
+    try:
+        results = json.loads((output_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = results.get("status") == "ok" and results.get("config_sha256") == config_sha256(cfg)
+    return results if ok else None
+
+
+def sampling_record(sample: DictConfig, net) -> dict:
+    """The sampling settings the run's images (and FID) depend on (SampleSettings.record)."""
+    from sarnet.settings import SampleSettings
+    return SampleSettings.of(sample).record(net.out_activation)
+
+
+def code_version() -> dict | None:
+    """The git commit of the code that ran and whether tracked files had uncommitted changes (new, untracked files
+    are not counted), None unless the package sits at the top of a git checkout: a seed's initial weights, for one,
+    depend on the code's order of random draws, not on the config alone."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head, status = (subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+                        for args in (["rev-parse", "--show-toplevel", "HEAD"], ["status", "--porcelain", "-uno"]))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = head.stdout.splitlines()
+    if head.returncode or status.returncode or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return None
+    return {"commit": lines[1], "dirty": bool(status.stdout.strip())}
+
+
+def device_record(trainer) -> str:
+    """What the run's wall time was spent on: the GPU's name, or the CPU and the threads torch used."""
+    import platform
+
+    import torch
+    device, threads = trainer.strategy.root_device, torch.get_num_threads()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} {platform.machine()}, {threads} thread{'s' * (threads != 1)}"
 
 
 def optimized(cfg: DictConfig, metrics: dict) -> float | None:
@@ -505,11 +429,63 @@ def summary_line(results: dict, output_dir: Path) -> str:
         parts.append(f"test/nll {m['test/nll']:.2f} ± {m['test/nll_se']:.2f} nats ({m['test/bpd']:.4f} bits/dim)")
     if "fid/mean" in m:
         parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
-    for th, r in (results.get("fid_matched") or {}).items():
-        if r["mean"] != m.get("fid/mean"):
-            parts.append(f"FID@th={th} {r['mean']:.3f} ± {r['std']:.3f}")
+    parts += [f"FID@th={th} {r['mean']:.3f} ± {r['std']:.3f}" for th, r in (results.get("fid_matched") or {}).items()
+              if r["mean"] != m.get("fid/mean")]
     if "knn/accuracy" in m:
         parts.append(f"kNN {100 * m['knn/accuracy']:.1f} %")
     parts.append(f"{results['eval_ckpt']} weights (epoch {results['eval_epoch']}), {results['epochs']} epochs in "
                  f"{results['wall_time_s']:.0f} s")
     return ", ".join(parts) + f"; run dir {output_dir}"
+
+
+# ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
+
+FILTERED_WARNINGS = [  # warnings that say nothing a sarnet user can or should act on, each with why
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own _pytree.py, on a torch API torch deprecates
+    # sarnet logs epoch means only (module.py: on_step=False), so the step logging interval never matters
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r".*does not have many workers",  # the splits are tensors in memory (data/datamodules.py): workers add start-up
+    # a resumed run continues its CSV log (resume.continue_csv) and writes into its own checkpoints/ on purpose
+    r"(Experiment logs|Checkpoint) directory .* exists and is not empty",
+]
+
+
+def no_tips(record) -> bool:  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def no_epoch_lines(record) -> bool:  # a live progress bar shows them
+    return record.name != "sarnet.epochs"
+
+
+def quiet_console():
+    """Lightning and torchmetrics add console handlers of their own, so each of their messages came twice (theirs
+    and Hydra's): drop theirs, so that their messages go once, through Hydra's console and train.log. Warnings go
+    there too, one line each, less FILTERED_WARNINGS. DDP's ranks above 0 repeat rank 0's messages: they log only
+    warnings and errors, except into a log file of their own (Lightning's train_ddp_process_<rank>.log)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tips)  # idempotent
+    for pattern in FILTERED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: \
+        f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
+    logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers if process_rank() != 0 else []:  # under srun every rank shares
+        if "_ddp_process_" not in getattr(handler, "baseFilename", ""):            # the job's train.log
+            handler.setLevel(logging.WARNING)
+
+
+def trainer_settings(node: DictConfig) -> tuple[DictConfig, list]:
+    """The Trainer's arguments without the nulls (conf/trainer/default.yaml: null = Lightning's default) and the
+    console callbacks: a live progress bar on a terminal, else none, and a line per epoch (EpochLine), which goes
+    to train.log always and to the console when no bar is live (nohup, SLURM, CI: one line per epoch)."""
+    from sarnet.callbacks import EpochLine, ProgressBar
+
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
+    settings["enable_progress_bar"] = live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
+    for handler in logging.getLogger().handlers if live else []:  # Hydra's console handler: not its file's
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(no_epoch_lines)  # idempotent
+    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]
