@@ -237,17 +237,16 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
         lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush these
     output_dir, callback = Path(cfg.paths.output_dir), trainer.checkpoint_callback
     path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
-    return {  # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured
-        "eval_ckpt": "best" if eval_ckpt else "last",
-        "eval_epoch": eval_epoch,  # epochs trained when the evaluated weights were saved, counted as "epochs" is
-        # metrics["val/loss"] is the last epoch's; the evaluated checkpoint's own score is this one
-        "eval_score": {"monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
+    # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured.
+    # eval_epoch: epochs trained when the evaluated weights were saved, counted as "epochs" is; eval_score: the
+    # evaluated checkpoint's own score (metrics["val/loss"] is the last epoch's)
+    return {"eval_ckpt": "best" if eval_ckpt else "last", "eval_epoch": eval_epoch, "eval_score": {
+        "monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
         if eval_ckpt and callback.best_model_score is not None else None,
         "checkpoint": os.path.relpath(path, output_dir) if path.exists() else None,
         "sampling": sampling_record(cfg.sample, module.net),
         **{f"fid_{k}": fid[k] if fid else None for k in ("protocol", "values", "matched")},
-        "knn": fid["knn"] if fid else None,
-        "metrics": metrics}
+        "knn": fid["knn"] if fid else None, "metrics": metrics}
 
 
 def evaluated_weights(cfg: DictConfig, trainer, module) -> tuple[str | None, int]:
@@ -273,25 +272,16 @@ def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wal
 
     choices, output_dir = HydraConfig.get().runtime.choices, Path(cfg.paths.output_dir)
     results = {
-        **{k: choices.get(k) for k in ("model", "data", "loss")},
-        "dataset": datamodule.dataset,
-        "classes": datamodule.classes,
-        "latent_dim": net.latent_dim or None,
+        **{k: choices.get(k) for k in ("model", "data", "loss")}, "dataset": datamodule.dataset,
+        "classes": datamodule.classes, "latent_dim": net.latent_dim or None,
         # patch 0 copied from the input ("given", the reference's) or generated ("predicted"): tables never merge them
-        "first_patch": net.ar_net.first_patch if net.ar_net is not None else None,
-        "seed": cfg.seed,
-        "init_ckpt": cfg.get("init_ckpt"),  # the weights this run started from (null: a fresh initialisation)
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "params": count_parameters(net),
-        "precision": str(trainer.precision),  # trainer.precision as Lightning ran it: 32-true, bf16-mixed, ...
-        **evaluated,
-        "config_sha256": config_sha256(cfg),
-        "code": code,
-        "wall_time_s": wall_time_s,
+        "first_patch": net.ar_net.first_patch if net.ar_net is not None else None, "seed": cfg.seed,
+        "init_ckpt": cfg.init_ckpt,  # the weights this run started from (null: a fresh initialisation)
+        "epochs": trainer.current_epoch, "steps": trainer.global_step, "params": count_parameters(net),
+        "precision": str(trainer.precision),  # as Lightning ran it: 32-true, bf16-mixed, ...
+        **evaluated, "config_sha256": config_sha256(cfg), "code": code, "wall_time_s": wall_time_s,
         "device": device_record(trainer),  # wall times of different machines do not compare
-        "status": "ok",
-    }
+        "status": "ok"}
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
         tracking.finish(trainer.loggers, cfg, results, output_dir, checkpoint_files(cfg))
@@ -323,7 +313,7 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
 def init_weights(cfg: DictConfig, net):
     """init_ckpt: a new run that starts from another run's weights (fine-tuning, a warm restart of a schedule) with a
     fresh optimizer, lr schedule and epoch count. A resumed run's checkpoint holds what init_ckpt started it from."""
-    path = cfg.get("init_ckpt")
+    path = cfg.init_ckpt
     if path is None:
         return
     theirs, ours = check_checkpoint(path, f"given as init_ckpt={path}")["sarnet"]["net"], net.config
@@ -357,10 +347,7 @@ def write_json(path: Path, payload: dict):
 
 
 def scalar_metrics(metrics: dict) -> dict:
-    import torch
-
-    return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1 or
-            isinstance(v, (int, float))}
+    return {k: float(v) for k, v in metrics.items() if not hasattr(v, "numel") or v.numel() == 1}
 
 
 def config_sha256(cfg: DictConfig) -> str:
