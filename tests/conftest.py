@@ -125,10 +125,12 @@ def kill_after_checkpoint(run_dir: Path, epoch: int, delay: float, *extra) -> st
     return log.read_text()
 
 
-def train_inprocess(*overrides) -> tuple[int, str]:
+def train_inprocess(*overrides, check=False) -> tuple[int, str]:
     """`python train.py overrides` in this process (Hydra's own main, the run's exit status): for runs whose test
-    needs neither W&B (use logger=csv) nor signals, which run_train keeps in a real subprocess -> (status, output)."""
+    needs neither W&B (use logger=csv) nor signals, which run_train keeps in a real subprocess -> (status, output).
+    check: fail the test, showing the output, unless the status is 0."""
     status, out, err = run_path(ROOT / "train.py", *overrides)
+    assert status == 0 or not check, (out + err)[-3000:]
     return status, out + err
 
 
@@ -287,9 +289,10 @@ RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, 
 
 
 def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
-             first_patch=None, epochs=None, **protocol):
+             first_patch=None, epochs=None, extra=None, **protocol):
     """A fabricated run's results.json in `dir`, as train.py writes it (ok or failed), for the FID-table tests; its
-    FID protocol the thesis' table's unless `protocol` changes some of it."""
+    FID protocol the thesis' table's unless `protocol` changes some of it; extra: fields added, a dict's keys
+    merged into the field's ({"sampling": {"dtype": "bfloat16"}} keeps the other sampling settings)."""
     from sarnet.metrics.fid import SHIPPED_SHA256
 
     thesis = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,
@@ -309,6 +312,8 @@ def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", c
               "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}
     else:
         r["error"] = "ConfigError: latent_dim=0 is invalid"
+    for key, value in (extra or {}).items():
+        r[key] = r[key] | value if isinstance(r.get(key), dict) and isinstance(value, dict) else value
     (dir / "results.json").write_text(json.dumps(r))
 
 

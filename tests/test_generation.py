@@ -6,7 +6,6 @@ start-up each time); sample.py with --wandb runs as a real subprocess (W&B's ser
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +42,8 @@ def test_importance_candidates_follow_the_mask(first_patch):
         assert candidates(net.layers[0], o).tolist() == expected
         patches, _ = patch_importance(net, torch.rand(1, 8, 8), o, top_k=net.n_patches)
         assert sorted(patches.tolist()) == expected
+    with pytest.raises(TypeError, match="not autoregressive"):
+        patch_importance(ConvVAE(latent_dim=4), torch.rand(1, 28, 28), 3)
 
 
 def test_importance_matches_brute_force():
@@ -62,15 +63,10 @@ def test_importance_matches_brute_force():
         raw = torch.tensor([brute[j] for j in top])
         if len(top) > 1:
             torch.testing.assert_close(scores, (raw - raw.min()) / (raw.max() - raw.min()))
-        assert scores.min() >= 0 and scores.max() <= 1 and scores[0] == 1
+        assert scores.min() >= 0 and scores.max() <= 1 and scores[0] == 1  # o = 1: patch 0 alone, scoring 1
         assert len(top) == 1 or scores[-1] == 0
-
-
-def test_importance_single_candidate_scores_one_and_zero_scores_are_dropped():
-    net = SarNet(TINY)
-    assert patch_importance(net, torch.rand(1, 8, 8), 1)[1].tolist() == [1.0]  # only patch 0
-    patches, scores = patch_importance(net, torch.zeros(1, 8, 8), 9)  # a black image: all raw scores 0
-    assert len(patches) == 0 and len(scores) == 0
+    patches, scores = patch_importance(SarNet(TINY), torch.zeros(1, 8, 8), 9)  # a black image: all raw scores 0
+    assert len(patches) == 0 and len(scores) == 0  # are dropped
 
 
 def test_overlay_paints_target_white_and_keeps_the_rest_grey():
@@ -107,33 +103,19 @@ SMALL = {"_target_": "sarnet.nn.SarNet", "geometry": TINY, "latent_dim": 0, "fir
          "out_activation": "none"}
 
 
-def test_load_model_round_trip(tmp_path):
+def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_path):
+    """(Damaged files: test_reliability.test_check_checkpoint_refuses_damaged_files.)"""
     net = drifted(SarNet(TINY))
     loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net, SMALL))
     assert isinstance(loaded, SarNet) and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
     run = load_run_config(tmp_path / "a.ckpt")  # no .hydra/ next to it: the fallbacks
     assert run["data"]["dataset"] == "mnist" and run["sample"] == {}
-
-
-def test_load_model_refuses_bad_files(tmp_path):
-    path = fake_checkpoint(tmp_path / "good.ckpt", SarNet(TINY), SMALL)
     with pytest.raises(CheckpointError, match="no such"):
         load_model(tmp_path / "missing.ckpt")
-    truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupted.*re-train or pick another checkpoint"):
-        load_model(truncated)
-    (tmp_path / "junk.ckpt").write_bytes(os.urandom(1000))
-    with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        load_model(tmp_path / "junk.ckpt")
     torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a sarnet checkpoint"):
         load_model(tmp_path / "other.ckpt")
-
-
-def test_load_model_refuses_mismatched_weights_and_masks(tmp_path):
-    net = SarNet(TINY)
     other = {**SMALL, "geometry": [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]}  # 3 hidden channels, not 2
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(fake_checkpoint(tmp_path / "shape.ckpt", net, other))
@@ -150,12 +132,6 @@ def sarnet_vae_ckpt(smoke_run):
     return smoke_run("sarnet_vae") / "checkpoints" / "last.ckpt"
 
 
-@pytest.fixture
-def ckpts(smoke_run):
-    """Checkpoints by model kind, trained only when a test asks for that kind."""
-    return lambda kind: smoke_run(kind) / "checkpoints" / "last.ckpt"
-
-
 def cli_inprocess(script, ckpt, *args):
     """A script on a checkpoint, run from its folder (in this process: no interpreter start-up) -> (status, stderr)."""
     status, _, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent)
@@ -170,49 +146,43 @@ def png_ok(path, min_bytes=500):
     assert hi > lo, f"{path} is blank"
 
 
-def test_load_model_on_a_real_checkpoint(sarnet_vae_ckpt):
-    model = load_model(sarnet_vae_ckpt)
-    assert isinstance(model, SarNetVAE) and model.latent_dim == 8 and not model.training
-    run = load_run_config(sarnet_vae_ckpt)
-    assert run["data"]["classes"] == [5] and run["data"]["dataset"] == "mnist"
-    assert run["sample"]["th"] == pytest.approx(0.095)  # the reference's threshold at L=8, from the run
-    assert Path(run["data"]["root"]).is_absolute()
-
-
 def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, tmp_path):
     """The checkpoint carries its run's sampling settings, data and FID protocol: a copy in an empty dir (no
-    .hydra/ beside it) draws the same images and scores the same FID as the original in its run dir."""
+    .hydra/ beside it) draws the same images and scores the same FID as the original in its run dir; fid.py scores
+    a grid of thresholds, the run's own (0.095 at L=8) when none is given."""
     copy = tmp_path / "elsewhere" / "model.ckpt"
     copy.parent.mkdir()
     copy.write_bytes(sarnet_vae_ckpt.read_bytes())
+    model = load_model(copy)
+    assert isinstance(model, SarNetVAE) and model.latent_dim == 8 and not model.training
     original, copied = load_run_config(sarnet_vae_ckpt), load_run_config(copy)
     assert copied["run_dir"] == copy.parent and copied["sample"]["th"] == pytest.approx(0.095)
     assert {k: copied[k] for k in ("sample", "fid", "data")} == {k: original[k] for k in ("sample", "fid", "data")}
-    assert copied["data"]["classes"] == [5] and copied["fid"]["n_gen"] == 200  # the smoke run's protocol
-    images, scores = [], []
+    assert copied["data"]["classes"] == [5] and copied["data"]["dataset"] == "mnist" and copied["fid"]["n_gen"] == 200
+    assert Path(copied["data"]["root"]).is_absolute()
+    images = []
     for ckpt in (sarnet_vae_ckpt, copy):
         status, err = cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / "s.png"))
         assert status == 0, err
         images.append((tmp_path / "s.png").read_bytes())
-        status, out, err = run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", "--n-gen", "32", cwd=tmp_path)
-        assert status == 0, err[-2000:]
-        scores.append(json.loads(out)["fid_values"])
-    assert images[0] == images[1] and scores[0] == scores[1] and len(scores[0]) == 2  # n_sets: the run's 2
+    assert images[0] == images[1]
+    fid = ["--device", "cpu", "--n-gen", "32"]
+    status, out, err = run_script("fid.py", "--ckpt", sarnet_vae_ckpt, *fid, cwd=tmp_path)
+    assert status == 0, err[-2000:]
+    status, grid, err = run_script("fid.py", "--ckpt", copy, *fid, "--th", "0.095,none", "--json", tmp_path / "f.json",
+                                   cwd=tmp_path)
+    assert status == 0, err[-2000:]
+    rows = [json.loads(line) for line in grid.splitlines()]
+    assert [r["th"] for r in rows] == [0.095, None] and json.loads((tmp_path / "f.json").read_text()) == rows
+    assert all(r["n_gen"] == 32 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)  # the run's 2 sets
+    assert rows[0]["fid_values"] == json.loads(out)["fid_values"]
 
 
-@pytest.mark.parametrize("script, args", [
-    ("sample", ["--n", "8"]), ("complete", ["--n", "3", "--keep-rows", "3"]),
-    ("interpolate", ["--steps", "4"]), ("importance", ["--targets", "2,9"])])
-def test_cli_default_out(script, args, sarnet_vae_ckpt):
-    status, out, err = run_script(f"{script}.py", "--ckpt", sarnet_vae_ckpt, "--device", "cpu", *args,
-                                  cwd=sarnet_vae_ckpt.parent)
-    assert status == 0, err[-3000:]
-    written = Path(out.split(" -> ")[-1].strip())  # the default --out: <run>/images/<script>_last[_N].png
-    assert written.parent == sarnet_vae_ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
-    png_ok(written)
+DEFAULT_OUT = [("complete", ["--n", "3", "--keep-rows", "3"], "sarnet_vae"),  # no --out: under the run's images/
+               ("interpolate", ["--steps", "4"], "sarnet_vae"), ("importance", ["--targets", "2,9"], "sarnet_vae")]
 
 
-@pytest.mark.parametrize("script, args, model", [
+@pytest.mark.parametrize("script, args, model", [*DEFAULT_OUT,
     ("sample", ["--n", "4", "--method", "naive"], "sarnet_vae"),
     ("sample", ["--n", "4", "--mode", "bernoulli", "--temperature", "0.8"], "sarnet_vae"),
     ("sample", ["--n", "8", "--th", "none"], "vae"),
@@ -224,11 +194,15 @@ def test_cli_default_out(script, args, sarnet_vae_ckpt):
     ("sample", ["--n", "4", "--th", "0"], "sarnet"),  # regression SarNET; th 0.15 blanks a smoke model
     ("complete", ["--n", "2"], "sarnet"),
     ("importance", ["--targets", "4,30"], "sarnet")])
-def test_cli_variants(script, args, model, ckpts, tmp_path):
-    ckpt = ckpts(model)
-    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "x.png"))
-    assert status == 0, err
-    png_ok(tmp_path / "x.png")
+def test_cli_variants(script, args, model, smoke_run, tmp_path):
+    ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
+    out = [] if (script, args, model) in DEFAULT_OUT else ["--out", str(tmp_path / "x.png")]
+    status, stdout, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, *out, cwd=ckpt.parent)
+    assert status == 0, err[-3000:]
+    written = Path(stdout.split(" -> ")[-1].strip())
+    if not out:  # sample's default: test_trust.test_scripts_take_a_run_dir_and_never_overwrite_their_output
+        assert written.parent == ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
+    png_ok(written)
 
 
 @pytest.mark.parametrize("script, args, model, message", [
@@ -239,9 +213,9 @@ def test_cli_variants(script, args, model, ckpts, tmp_path):
     ("interpolate", [], "sarnet", "needs a model with an encoder"),
     ("sample", ["--mode", "bernoulli"], "sarnet", "needs a sigmoid"),
     ("sample", [], "broken", "re-train or pick another checkpoint")])
-def test_cli_refusals(script, args, model, message, ckpts, tmp_path):
+def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):
     if model != "broken":
-        ckpt = ckpts(model)
+        ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     else:
         ckpt = tmp_path / "checkpoints" / "bad.ckpt"
         ckpt.parent.mkdir()
@@ -258,25 +232,6 @@ def test_wandb_flag_logs_offline(sarnet_vae_ckpt, tmp_path):
                           cwd=sarnet_vae_ckpt.parent, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list((sarnet_vae_ckpt.parents[1] / "wandb").glob("offline-run-*/files/media/images/sample_*.png"))
-
-
-def test_conv_vae_is_not_autoregressive():
-    with pytest.raises(TypeError, match="not autoregressive"):
-        patch_importance(ConvVAE(latent_dim=4), torch.rand(1, 28, 28), 3)
-
-
-def test_fid_script_scores_a_grid_of_sampling_settings(sarnet_vae_ckpt, tmp_path):
-    out = tmp_path / "fid.json"
-    args = ["--ckpt", sarnet_vae_ckpt, "--device", "cpu", "--n-gen", "64", "--n-sets", "2"]
-    status, stdout, err = run_script("fid.py", *args, "--th", "0.095,none", "--json", out, cwd=tmp_path)
-    assert status == 0, err[-3000:]
-    rows = [json.loads(line) for line in stdout.splitlines()]
-    assert [r["th"] for r in rows] == [0.095, None] and json.loads(out.read_text()) == rows
-    assert all(r["n_gen"] == 64 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)
-    # no --th: the run's own threshold (0.095 at L=8), scored with the same seed -> the same numbers
-    status, stdout, err = run_script("fid.py", *args, cwd=tmp_path)
-    assert status == 0 and json.loads(stdout)["fid_values"] == rows[0]["fid_values"], err[-3000:]
-
 
 
 # ---- (f) the figures: the seed's layouts at a readable scale ----------------------------------------------
