@@ -31,12 +31,6 @@ def closed_form(mu1, s1, mu2, s2):
     return ((mu1 - mu2) ** 2).sum() + torch.trace(s1 + s2 - 2 * sqrtm(r @ s2 @ r))
 
 
-def test_identical_sets_give_zero():
-    x = torch.randn(500, 6, generator=torch.Generator().manual_seed(0))
-    v = F.fid_between(Identity(6), x, x)
-    assert isinstance(v, float) and 0.0 <= v < 1e-9
-
-
 def test_fid_matches_closed_form_on_gaussians():
     g = torch.Generator().manual_seed(0)
     d, n = 4, 200_000
@@ -55,20 +49,18 @@ def test_fid_matches_closed_form_on_gaussians():
     # the sample statistics themselves give the closed form exactly (tfgan: unbiased covariance)
     exact = closed_form(x1.mean(0), x1.T.cov(), x2.mean(0), x2.T.cov()).item()
     assert got.item() == pytest.approx(exact, rel=1e-8)
+    same = F.fid_between(Identity(d), x1[:500], x1[:500])  # identical sets: zero
+    assert isinstance(same, float) and 0.0 <= same < 1e-9
 
 
 # -----------------------------------------------------------------------------
 # classifier + cache, on a tiny fake dataset written in torchvision's raw MNIST layout
 
-def write_fake_mnist(root, seed=0):
-    fake_idx(root, "MNIST", 64, 64, seed)
-
-
 @pytest.fixture
 def cached(tmp_path, monkeypatch):
     """A first-use cache (the path every dataset without shipped weights takes), trained for 3 steps."""
     monkeypatch.setattr(F, "SHIPPED_SHA256", {})
-    write_fake_mnist(tmp_path)
+    fake_idx(tmp_path, "MNIST", 64, 64)
     path, _ = F.train_classifier("mnist", root=tmp_path, steps=3, progress=False)
     return tmp_path, path
 
@@ -102,7 +94,7 @@ def test_cache_roundtrip_frozen_and_pinned_to_eval(cached):
 
 def test_stale_cache_is_refused(cached):
     root, _ = cached
-    write_fake_mnist(root, seed=1)  # the data changed under the cache
+    fake_idx(root, "MNIST", 64, 64, seed=1)  # the data changed under the cache
     with pytest.raises(F.ClassifierCacheError, match=r"other data.*delete it and run sarnet train-classifier"):
         F.load_classifier("mnist", root=root)
 
@@ -138,27 +130,17 @@ def test_shipped_weights_load_without_data_or_training(tmp_path, dataset, min_ac
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 @pytest.mark.parametrize("where", ["header", "weights"])
-def test_tampered_shipped_weights_are_refused(tmp_path, where, dataset):
+def test_tampered_shipped_weights_are_refused_naming_the_file_and_the_fix(tmp_path, where, dataset, monkeypatch):
+    """One flipped bit in the package's copy. (A command stopping on it in one line, before training:
+    test_bad_inputs.test_a_damaged_fid_feature_network_is_one_line_before_training.)"""
     path = F.classifier_path(dataset)
     data = bytearray(path.read_bytes())
-    data[100 if where == "header" else len(data) // 2] ^= 0x01  # one flipped bit
-    bad = tmp_path / path.name
-    bad.write_bytes(bytes(data))
-    with pytest.raises(F.ClassifierCacheError, match=rf"lenet_{dataset}.pt is refused .*sha256.*pinned.*re-train"):
-        F.read_lenet(bad, F.SHIPPED_SHA256[dataset], "re-train it")
-
-
-def test_tampered_shipped_weights_stop_a_command_in_one_line(tmp_path, monkeypatch):
-    """The package's copy damaged: the command that loads it refuses in one line, naming the file and the fix."""
-    path = F.classifier_path("fashion_mnist")
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    data[100 if where == "header" else len(data) // 2] ^= 0x01
     (tmp_path / path.name).write_bytes(bytes(data))
     monkeypatch.setattr(F, "WEIGHTS_DIR", tmp_path)
-    status, out, err = run_script("calibrate_fid.py", "--dataset", "fashion_mnist", "--root", tmp_path / "no-data",
-                                  cwd=tmp_path)
-    assert status == 2 and err.count("\n") == 1 and not out, err
-    assert "lenet_fashion_mnist.pt is refused" in err and "sha256" in err and "git checkout" in err
+    with pytest.raises(F.ClassifierCacheError, match=rf"lenet_{dataset}.pt is refused .*sha256.*pinned.*"
+                                                      rf"git checkout .*re-train it: sarnet train-classifier"):
+        F.load_classifier(dataset, root=tmp_path / "no-data", train_if_missing=False)
 
 
 # -----------------------------------------------------------------------------
@@ -180,9 +162,14 @@ def test_protocol_reproducible_and_population_std():
     assert r1["values"][0] != r1["values"][1]  # fresh generated and real draws per set
     r3 = F.FIDEvaluator(net, pool, "test_resampled", seed=7, **kw).evaluate(toy_generate)
     assert r3["values"] != r1["values"]
-    fixed = F.FIDEvaluator(net, pool, "train", seed=2024, **kw)
-    assert fixed.evaluate(toy_generate) == fixed.evaluate(toy_generate)  # real stats kept across evaluations
+    fixed, lines = F.FIDEvaluator(net, pool, "train", seed=2024, **kw), []
+    result = fixed.evaluate(toy_generate, lines.append)  # with a line of progress per set
+    assert fixed.evaluate(toy_generate) == result  # real stats kept across evaluations
     assert fixed.fid.real_features_num_samples.item() == 50
+    assert [line.split(":")[0] for line in lines] == ["FID set 1/3", "FID set 2/3", "FID set 3/3"]
+    assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fixed.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
 
 
 def test_resampled_real_sets_use_features_computed_once_with_the_same_fid():
@@ -197,12 +184,6 @@ def test_resampled_real_sets_use_features_computed_once_with_the_same_fid():
         fake = torch.cat([toy_generate(25, g_gen), toy_generate(25, g_gen), toy_generate(10, g_gen)])
         # up to float32 summation order: the LeNet's features of an image vary in the last bits with its batch
         assert value == pytest.approx(F.fid_between(net, real, fake, batch_size=25), rel=1e-6)
-
-
-def test_protocol_rejects_out_of_range_images():
-    ev = F.FIDEvaluator(F.LeNet(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1, seed=0)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ev.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
 
 
 def test_classifier_stays_out_of_lightning_module():

@@ -3,7 +3,7 @@
 import json
 
 from sarnet.metrics.fid import SHIPPED_SHA256
-from tests.conftest import ROOT, fake_run, table
+from tests.conftest import ROOT, compose_config, fake_run, table
 
 
 def rows_of(t):
@@ -30,6 +30,8 @@ def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
     assert "FID (thesis)" in md and "1.580" in md and "Welch" in md and "Matched threshold th = none" in md
     assert cell["knn_accuracy"] == 0.6 and "| 60.0 % |" in md
     assert out.with_suffix(".png").stat().st_size > 5000
+    result, _, _ = table(tmp_path, sweep, sweep)  # the same runs given twice count once
+    assert rows_of(result["tables"][0])[("sarnet_vae", 32)] == cell
 
 
 def test_wall_time_is_a_mean_on_one_device_and_a_range_across_devices(tmp_path):
@@ -42,14 +44,6 @@ def test_wall_time_is_a_mean_on_one_device_and_a_range_across_devices(tmp_path):
     rows = rows_of(result["tables"][0])
     assert rows[("vae", 32)]["devices"] == ["NVIDIA H100 80GB HBM3", "None", "cpu x86_64, 1 threads"]
     assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
-
-
-def test_the_same_run_given_twice_counts_once(tmp_path):
-    sweep = tmp_path / "sweep"
-    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)
-    result, _, _ = table(tmp_path, sweep, sweep)
-    cell = rows_of(result["tables"][0])[("sarnet_vae", 32)]
-    assert cell["seeds"] == [1234] and cell["fid_seed_std"] is None
 
 
 def test_the_same_seed_twice_in_a_cell_is_refused(tmp_path):
@@ -119,22 +113,15 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
 
 
 
-
 def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
     """Runs that drew their pixels differently are never one cell; a results.json from before the draw's mode was
     recorded (no "mode") is a mean-mode run."""
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)                                   # old format
-    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=2.0)
-    new = json.loads((sweep / "1" / "results.json").read_text())
-    new["code"] = {"commit": "0" * 40, "dirty": False}
-    (sweep / "1" / "results.json").write_text(json.dumps(new))
+    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=2.0, extra={"code": {"commit": "0" * 40, "dirty": False}})
     for i, (seed, temperature, fid) in enumerate([(1234, 0.3, 5.0), (1235, 1.0, 6.0)]):
-        fake_run(sweep / f"{i + 2}", "sarnet_vae", 32, seed, fid=fid)
-        path = sweep / f"{i + 2}" / "results.json"
-        r = json.loads(path.read_text())
-        r["sampling"] |= {"mode": "bernoulli", "temperature": temperature}
-        path.write_text(json.dumps(r))
+        fake_run(sweep / f"{i + 2}", "sarnet_vae", 32, seed, fid=fid,
+                 extra={"sampling": {"mode": "bernoulli", "temperature": temperature}})
     result, _, _ = table(tmp_path, sweep)
     (t,) = result["tables"]
     means = sorted(r["fid_mean"] for r in t["rows"] if r["model"] == "sarnet_vae" and r["status"] == "ok")
@@ -146,7 +133,6 @@ def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
 def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
     from sarnet.config import validate
     from sarnet.train import sampling_record
-    from tests.conftest import compose_config
     for overrides, extra in [((), {}),
                              (("model=sarnet",), {"regression": {"alpha_max": 0.65, "p": 0.3, "refine": True}}),
                              (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
@@ -161,17 +147,13 @@ def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_pat
     sweep = tmp_path / "sweep"
     scheme = {"alpha_max": 0.65, "p": 0.3, "refine": True}
     for i, (seed, alpha, new) in enumerate([(1234, 0.65, False), (1235, 0.65, True), (1236, 0.5, False)]):
-        fake_run(sweep / f"{i}", "sarnet", None, seed, fid=40.0 + i)
-        path = sweep / f"{i}" / "results.json"
-        r = json.loads(path.read_text())
-        if new:
-            r |= {"code": {"commit": "0" * 40, "dirty": False}, "sampling": r["sampling"] | {"regression": scheme}}
-        else:
+        fake_run(sweep / f"{i}", "sarnet", None, seed, fid=40.0 + i, extra={
+            "code": {"commit": "0" * 40, "dirty": False}, "sampling": {"regression": scheme}} if new else None)
+        if not new:
             (sweep / f"{i}" / ".hydra").mkdir()
             (sweep / f"{i}" / ".hydra" / "config.yaml").write_text(json.dumps(  # JSON is YAML
                 {"model": {"net": {"out_activation": "none"}}, "sample": {"mode": "mean", "regression":
                                                                           scheme | {"alpha_max": alpha}}}))
-        path.write_text(json.dumps(r))
     result, md, _ = table(tmp_path, sweep)
     rows = [r for r in result["tables"][0]["rows"] if r["model"] == "sarnet" and r["status"] == "ok"]
     assert sorted((r["fid_mean"], len(r["seeds"])) for r in rows) == [(40.5, 2), (42.0, 1)]

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
 from sarnet import tracking
-from tests.conftest import ROOT, needs_data
+from tests.conftest import ROOT, compose_config, fake_run, needs_data
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
@@ -154,7 +153,6 @@ def test_the_wandb_sweep_example_gives_overrides_train_py_takes():
     them into overrides that compose and validate, and the sweep's metric is one train.py logs."""
     from sarnet.cli.train import hydra_args
     from sarnet.config import validate
-    from tests.conftest import compose_config
 
     sweep = OmegaConf.to_container(OmegaConf.load(ROOT / "docs" / "wandb_sweep.yaml"))
     assert sweep["program"] == "train.py" and "${args}" in sweep["command"]
@@ -190,22 +188,19 @@ def test_a_key_without_a_reachable_server_trains_offline(tmp_path):
     assert len(offline_runs(tmp_path)) == 1
 
 
-def test_online_without_a_key_falls_back_offline_with_one_line(monkeypatch, tmp_path, caplog):
+def test_online_without_a_key_or_a_server_falls_back_offline_with_one_line(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_MODE", "online")
-    with caplog.at_level(logging.WARNING, logger="sarnet"):
-        assert tracking.choose_mode() == "offline"
+    caplog.set_level(logging.WARNING, logger="sarnet")
+    assert tracking.choose_mode() == "offline"
     assert len(caplog.records) == 1 and "no API key" in caplog.records[0].message
-
-
-def test_an_unreachable_server_is_told_in_one_line(monkeypatch, caplog):
+    caplog.clear()
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setattr(tracking, "reachable", lambda url: False)
-    with caplog.at_level(logging.WARNING, logger="sarnet"):
-        assert tracking.choose_mode() == "offline"
-        assert tracking.choose_mode(offline=True) == "offline"  # the config's choice: nothing to say
+    assert tracking.choose_mode() == "offline"
+    assert tracking.choose_mode(offline=True) == "offline"  # the config's choice: nothing to say
     assert len(caplog.records) == 1 and "not reachable" in caplog.records[0].message
 
 
@@ -247,16 +242,6 @@ def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_pat
 
 # ---- progress ------------------------------------------------------------------------------------------------
 
-def test_fid_progress_says_each_set():
-    from sarnet.metrics.fid import FIDEvaluator, LeNet
-
-    lines = []
-    evaluator = FIDEvaluator(LeNet(), torch.rand(30, 1, 28, 28), "test", n_gen=20, n_sets=3, seed=0, batch_size=10)
-    result = evaluator.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g), lines.append)
-    assert [line.split(":")[0] for line in lines] == ["FID set 1/3", "FID set 2/3", "FID set 3/3"]
-    assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
-
-
 def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monkeypatch, caplog):
     """nohup, SLURM, CI: no bar but a line every `every` seconds (none in the first `delay`), each with the time
     spent and the time left at the rate so far; results on the way (note) carry them too."""
@@ -281,19 +266,12 @@ def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monke
 
 # ---- sweeps --------------------------------------------------------------------------------------------------
 
-def fake_job(d: Path, latent: int, group: str):
-    d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({
-        "status": "ok", "model": "sarnet_vae", "latent_dim": latent, "seed": 1234, "epochs": 1,
-        "params": {"dense": 10, "effective": 5}, "wall_time_s": 1.0,
-        "metrics": {"fid/mean": 2.0, "fid/std": 0.1, "test/loss": 100.0}}))
-    (d / tracking.RUN_FILE).write_text(json.dumps({"id": f"id{latent}", "project": "proj", "group": group}))
-
-
 def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
     sweep = tmp_path / "sweep"
-    fake_job(sweep / "0_latent_dim=8", 8, "my sweep")
-    fake_job(sweep / "1_latent_dim=16", 16, "my sweep")
+    for i, latent in enumerate((8, 16)):  # two jobs of a sweep, each with its W&B run's id and group
+        fake_run(sweep / f"{i}_latent_dim={latent}", "sarnet_vae", latent, 1234, fid=2.0)
+        (sweep / f"{i}_latent_dim={latent}" / tracking.RUN_FILE).write_text(
+            json.dumps({"id": f"id{latent}", "project": "proj", "group": "my sweep"}))
     run_py(["scripts/fid_table.py", str(sweep), "--wandb"], timeout=300)
     (run_dir,) = offline_runs(sweep)
     run = read_run(run_dir)
