@@ -161,12 +161,17 @@ def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+# The smoke runs' models: a model config, or the experiment that trains it.
+SMOKE = {"sarnet_cls": ["experiment=cls_sarnet", "data.quantize=4"], "sarnet_prob": ["experiment=cls_sarnet_prob"]}
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """model -> the run dir of one real `python train.py model=<model> trainer=smoke fid=off latent_dim=8` run (W&B
-    offline and CSV), trained on first request and shared by the session's tests: the smoke-run checks and the
-    CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run), never change what training wrote.
-    Under pytest-xdist the workers share it too: the first to ask trains it, under a file lock, the others wait."""
+    offline and CSV; SMOKE's experiment for a model it names), trained on first request and shared by the session's
+    tests: the smoke-run checks and the CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run),
+    never change what training wrote. Under pytest-xdist the workers share it too: the first to ask trains it, under
+    a file lock, the others wait."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: basetemp/popen-gwN
 
@@ -178,7 +183,8 @@ def smoke_run(tmp_path_factory):
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (run_dir / "results.json").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)  # a run that failed under another worker: again
-                run_train(f"model={model}", "trainer=smoke", "fid=off", "latent_dim=8", f"hydra.run.dir={run_dir}")
+                run_train(*SMOKE.get(model, [f"model={model}"]), "trainer=smoke", "fid=off", "latent_dim=8",
+                          f"hydra.run.dir={run_dir}")
         return run_dir
     return get
 

@@ -1,26 +1,19 @@
 """The classification SarNET (issue 16, docs/reference.md §3.1): pixels quantised to C classes, one-hot as C
 channels, softmax outputs, per-pixel cross-entropy, categorical sampling, grey images out. Their fast == naive and
-autoregressive checks are the shared ones (test_sampling.py, test_semidense.py)."""
-
-import json
-import subprocess
-from pathlib import Path
+autoregressive checks are the shared ones (test_sampling.py, test_semidense.py); their smoke runs
+test_train_smoke.py's, the scripts on their checkpoints test_generation.py's."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sarnet import sampling
-from sarnet.data import DataError, MNISTDataModule
+from sarnet.data import MNISTDataModule
 from sarnet.data.datamodules import quantize
-from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
-from sarnet.module import SarnetModule
-from sarnet.nn import GeometryError, SarNet, to_grayscale
+from sarnet.losses import CrossEntropyLoss, ssim
+from sarnet.nn import SarNet, to_grayscale
 from sarnet.sampling import fill_fast, generate, patch_units, sample_images
-from tests.conftest import fake_idx, images, make_net, needs_data, run_script, train_inprocess
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.conftest import fake_idx, images, make_net
 
 # ---- sampling: a valid categorical draw (fast == naive: tests/test_sampling.py) ----------------------------------
 
@@ -49,18 +42,6 @@ def test_generate_and_sample_images_give_grey_levels():
     naive = sample_images(net, 5, {"mode": "categorical", "temperature": 0.3, "method": "naive"},
                           torch.Generator().manual_seed(0))
     assert torch.equal(naive, grey)
-
-
-def test_mode_and_output_must_fit():
-    net = make_net("cls-pixel-c2", "given")
-    for mode in ("mean", "bernoulli"):
-        with pytest.raises(ValueError, match="mode='categorical' is for softmax"):
-            generate(net, 2, mode=mode)
-    sigmoid = SarNet([[6, 1, 1], [6, 2, 1], [6, 1, 1]], out_activation="sigmoid")
-    with pytest.raises(ValueError, match="mode='categorical' is for softmax"):
-        generate(sigmoid, 2, mode="categorical")
-    with pytest.raises(GeometryError, match="softmax"):
-        SarNet([[6, 1, 1], [6, 2, 1], [6, 1, 1]], out_activation="softmax")
 
 
 # ---- loss and data ------------------------------------------------------------------------------------------
@@ -97,27 +78,7 @@ def test_datamodule_serves_one_hot_batches(tmp_path):
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (64, 4, 28, 28) and torch.equal(x.sum(1), torch.ones(64, 28, 28))
-    assert dm.val_x is dm.test_x and dm.val_x.shape[1] == 4
-    for bad in (3, True, "2"):
-        with pytest.raises(DataError, match="data.quantize"):
-            MNISTDataModule(root=root, quantize=bad)
-    with pytest.raises(DataError, match="data.binarize=none"):
-        MNISTDataModule(root=root, quantize=2, binarize="dynamic")
-
-
-def test_module_trains_a_step_and_refuses_a_mismatched_loss():
-    net = SarNet([[28, 2, 4], [14, 2, 2], [28, 2, 4], [28, 2, 4]], out_activation="softmax")
-    module = SarnetModule(net, CrossEntropyLoss(), lambda params: torch.optim.SGD(params, lr=1e-3),
-                          beta=0.0, batch_reduction="mean")
-    assert torch.isfinite(module._step((images(net, 4), None), "val"))
-    prob = SarNet([[28, 1, 4], [28, 1, 4], [28, 2, 4], [28, 2, 4]], out_activation="softmax")  # sarnet_prob's
-    module = SarnetModule(prob, CrossEntropyLoss(ssim_weight=1.0), lambda params: torch.optim.SGD(params, lr=1e-3),
-                          beta=0.0, batch_reduction="mean")
-    assert torch.isfinite(module._step((images(prob, 4), None), "val"))
-    with pytest.raises(ValueError, match="loss=ce"):
-        SarnetModule(net, ReconstructionLoss("power"), None)
-    with pytest.raises(ValueError, match="loss=ce"):
-        SarnetModule(SarNet(out_activation="sigmoid"), CrossEntropyLoss(), None)
+    assert dm.val_x is dm.test_x and dm.val_x.shape[1] == 4  # (bad data.quantize: test_api_edges.py)
 
 
 # ---- the "probability" variant: grey image in, 2 classes per pixel out ---------------------------------------
@@ -147,30 +108,3 @@ def test_grey_target_is_the_soft_target_one_minus_x_x():
     assert torch.allclose(CrossEntropyLoss(ssim_weight=1.0)(logits, probs, x), with_ssim, atol=1e-6)
     net = SarNet([[28, 1, 4], [28, 2, 4]], out_activation="softmax")
     assert torch.equal(to_grayscale(net, probs), probs[:, 1:2])  # the grey level logged as val/mse's output
-
-
-# ---- the real train.py --------------------------------------------------------------------------------------
-
-@needs_data
-@pytest.mark.parametrize("overrides, model", [(["experiment=cls_sarnet", "data.quantize=4"], "sarnet_cls"),
-                                              (["experiment=cls_sarnet_prob"], "sarnet_prob")])
-def test_smoke_run(overrides, model, tmp_path):
-    status, out = train_inprocess(*overrides, "trainer=smoke", "fid=off", "logger=csv", f"hydra.run.dir={tmp_path}")
-    assert status == 0, out[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"] == "ok" and results["model"] == model and results["epochs"] == 1
-    assert {"val/loss", "test/loss", "train/loss"} <= set(results["metrics"])
-    # what its images depend on: the draw (a cell of the FID table), and the code that ran
-    assert results["sampling"] == {"method": "fast", "th": None, "z_scale": 1.0, "dtype": "float32",
-                                   "mode": "categorical", "temperature": 0.3}
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    if head.returncode == 0:  # a git checkout (CI's fresh clone is one)
-        assert results["code"]["commit"] == head.stdout.strip() and isinstance(results["code"]["dirty"], bool)
-    for grid in ("samples", "reconstructions"):
-        assert list((tmp_path / "images").glob(f"{grid}_epoch*.png"))
-    # the scripts read the checkpoint, draw categorically (the run's sample.mode) and write grey grids
-    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
-    for script in ("sample.py", "complete.py"):
-        out = tmp_path / f"{script}.png"
-        status, _, stderr = run_script(script, "--ckpt", ckpt, "--n", "4", "--out", out, "--device", "cpu")
-        assert status == 0 and out.exists(), stderr[-2000:]

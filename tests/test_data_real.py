@@ -41,19 +41,22 @@ def test_mnist_counts_order_and_stats(mnist):
     assert hashlib.sha256(pixels).hexdigest().startswith("741c988805d008ac")  # NOTES-environment.md §8
 
 
-def test_fashion_counts_and_stats(fashion):
+def test_fashion_counts_stats_and_datamodule(fashion):
     (x, y), (xt, yt) = fashion["train"], fashion["test"]
     assert (len(x), len(xt)) == (60000, 10000)
     assert torch.bincount(y).tolist() == [6000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
     assert y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5] and yt[:5].tolist() == [9, 2, 1, 1, 6]
     assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == (0.2860, 0.3530)
+    dm = FashionMNISTDataModule(ROOT)
+    dm.setup()
+    assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (54000, 6000, 10000)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
 
 
-@pytest.mark.parametrize("cls, folder, md5s", [("MNIST", "MNIST", sources.MNIST_MD5),
-                                                ("FashionMNIST", "FashionMNIST", sources.FASHION_MD5)])
-def test_torchvision_loads_the_layout(cls, folder, md5s, mnist, fashion):
-    train = getattr(torchvision.datasets, cls)(str(ROOT), train=True, download=False)
-    test = getattr(torchvision.datasets, cls)(str(ROOT), train=False, download=False)
+@pytest.mark.parametrize("cls", ["MNIST", "FashionMNIST"])
+def test_torchvision_loads_the_layout(cls, mnist, fashion):
+    train, test = (getattr(torchvision.datasets, cls)(str(ROOT), train=t, download=False) for t in (True, False))
     assert (len(train), len(test)) == (60000, 10000)
     ours = (mnist if cls == "MNIST" else fashion)["test"]
     assert torch.equal(test.data.float().div(255), ours[0][:, 0]) and torch.equal(test.targets, ours[1])
@@ -68,11 +71,3 @@ def test_mnist5_datamodule_reference_protocol(mnist):
     carved = MNISTDataModule(ROOT, classes=[5])  # default val_size=0.1
     carved.setup()
     assert (len(carved.train_x), len(carved.val_x)) == (4879, 542)
-
-
-def test_fashion_datamodule(fashion):
-    dm = FashionMNISTDataModule(ROOT)
-    dm.setup()
-    assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (54000, 6000, 10000)
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64

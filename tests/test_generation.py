@@ -193,7 +193,9 @@ DEFAULT_OUT = [("complete", ["--n", "3", "--keep-rows", "3"], "sarnet_vae"),  # 
     ("importance", ["--method", "gradient", "--targets", "5,20"], "sarnet_vae"),
     ("sample", ["--n", "4", "--th", "0"], "sarnet"),  # regression SarNET; th 0.15 blanks a smoke model
     ("complete", ["--n", "2"], "sarnet"),
-    ("importance", ["--targets", "4,30"], "sarnet")])
+    ("importance", ["--targets", "4,30"], "sarnet"),
+    # classification nets: categorical draws (their runs' sample.mode), grey images
+    *[(script, ["--n", "4"], model) for script in ("sample", "complete") for model in ("sarnet_cls", "sarnet_prob")]])
 def test_cli_variants(script, args, model, smoke_run, tmp_path):
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     out = [] if (script, args, model) in DEFAULT_OUT else ["--out", str(tmp_path / "x.png")]

@@ -1,10 +1,10 @@
-"""The autoregressive property (by gradients), masks, parameter counts and geometry errors."""
+"""The autoregressive property (by gradients), masks and parameter counts (geometry errors: test_api_edges.py)."""
 
 import pytest
 import torch
 
 from sarnet.explain import gradient_importance
-from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense, patch_degrees, semidense_mask
+from sarnet.nn import ConvVAE, SarNet, SarNetVAE, SemiDense, patch_degrees, semidense_mask
 from tests.conftest import MODES, NETS, assert_autoregressive, dependence, images, latents, make_net
 
 
@@ -115,28 +115,6 @@ def test_masked_weights_stay_exactly_zero_after_training_steps(optimizer):
     for layer in model.decoder.layers:
         assert torch.count_nonzero(layer.weight[~layer.mask.bool()]) == 0
         assert torch.count_nonzero(layer.weight[layer.mask.bool()]) > 0.99 * layer.mask.sum()
-
-
-@pytest.mark.parametrize("args, message", [
-    ((28, 1, 3, 14, 2, 2), "patch_in=3 does not divide side_in=28"),
-    ((28, 1, 4, 14, 2, 1), "input has 49 patches"),
-    ((28, 1, 4, 14, 2, 5), "patch_out=5 does not divide side_out=14"),
-    ((28, 0, 4, 14, 2, 2), "channels_in=0 must be a positive int"),
-])
-def test_bad_geometry_fails_at_construction_with_a_clear_message(args, message):
-    with pytest.raises(GeometryError, match=message):
-        SemiDense(*args)
-
-
-def test_bad_model_configs():
-    with pytest.raises(GeometryError, match="first_patch='first' is not one of"):
-        SarNet(first_patch="first")
-    with pytest.raises(GeometryError, match="latent_dim=0 must be a positive int"):
-        SarNetVAE(0)
-    with pytest.raises(GeometryError, match="same side and channels"):
-        SarNet([[28, 1, 4], [14, 2, 2]])
-    with pytest.raises(GeometryError, match="out_activation='tanh'"):
-        SarNet(out_activation="tanh")
 
 
 def test_mask_is_a_buffer_that_moves_and_is_saved_as_bool():

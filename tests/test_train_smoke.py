@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sarnet.config import validate
-from tests.conftest import ROOT, compose_config, needs_data, run_script, train_inprocess
+from tests.conftest import ROOT, assert_same_run, compose_config, csv_rows, needs_data, run_script, train_inprocess
 from tests.conftest import run_train as train
 
 NLL = {"data.binarize": "dynamic", "likelihood.enabled": True, "loss.kind": "bce", "sample.mode": "bernoulli",
@@ -24,7 +24,7 @@ FASHION = {"data._target_": "sarnet.data.FashionMNISTDataModule", "data.classes"
            "eval_ckpt": "last", "trainer.max_epochs": 22, "fid.extra_th": [0.05, None], "fid.n_gen": 10_000}
 SHIPPED = [  # (overrides, what they compose to: config keys, and net.<attribute> of the net validate builds)
     ("latent_dim=16", {"trainer.max_epochs": 200, "sample.th": 0.105, "seed": 1234, "data.batch_size": 64,
-                       "fid.n_gen": 10_000, "net.latent_dim": 16}),
+                       "fid.n_gen": 10_000, "net.latent_dim": 16, "trainer.precision": "32-true"}),
     ("latent_dim=8", {"sample.th": 0.095}),  # the reference's threshold follows latent_dim
     ("latent_dim=64", {"sample.th": 0.105}),
     ("model=vae latent_dim=16", {"trainer.max_epochs": 250, "sample.th": None, "net.latent_dim": 16}),
@@ -66,19 +66,22 @@ def test_shipped_configs_compose_and_build(overrides, expected):
 
 
 @needs_data
-@pytest.mark.parametrize("model", ["sarnet_vae", "vae", "sarnet"])
+@pytest.mark.parametrize("model", ["sarnet_vae", "vae", "sarnet", "sarnet_cls", "sarnet_prob"])
 def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run):
     tmp_path = smoke_run(model)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and results["model"] == model and results["epochs"] == 1
     assert results["steps"] == 3 and results["params"]["dense"] >= results["params"]["effective"] > 0
     assert re.fullmatch(r"cpu \S+, (1 thread|\d+ threads)", results["device"]), results["device"]
-    assert results["latent_dim"] == (None if model == "sarnet" else 8)
+    assert results["latent_dim"] == (8 if "vae" in model else None)
     assert results["first_patch"] == (None if model == "vae" else "given")  # the tables keep "predicted" apart
-    for key in ["val/loss", "test/loss", "train/loss"]:
-        assert key in results["metrics"]
+    assert {"val/loss", "test/loss", "train/loss"} <= set(results["metrics"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI's fresh clone is one): the code that ran
+        assert results["code"]["commit"] == head.stdout.strip() and isinstance(results["code"]["dirty"], bool)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "checkpoints" / "best.ckpt").exists()
     assert "val/loss" in (tmp_path / "csv" / "metrics.csv").read_text()
+    assert all(list((tmp_path / "images").glob(f"{grid}_epoch*.png")) for grid in ("samples", "reconstructions"))
     # one W&B run for the training (a script's --wandb may add its own run beside it: no samples_ panels)
     runs = [r for r in (tmp_path / "wandb").glob("offline-run-*") if list(r.glob("files/media/images/samples_*"))]
     assert len(runs) == 1
@@ -97,25 +100,20 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     # monitor=step, mode=min makes "best" the first epoch's checkpoint, whatever the losses; last.ckpt must still
     # follow every epoch (Lightning's own save_last would have left it at the best epoch)
     began = time.time()
-    status, out = train_inprocess("trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "logger=csv",
-                                  "callbacks.checkpoint.monitor=step", "callbacks.checkpoint.mode=min",
-                                  f"eval_ckpt={eval_ckpt}", f"run_test={run_test}", "fid.extra_th=[0.9]",
-                                  f"hydra.run.dir={tmp_path}")
+    train_inprocess("trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "logger=csv", "fid.extra_th=[0.9]",
+                    "callbacks.checkpoint.monitor=step", "callbacks.checkpoint.mode=min", f"eval_ckpt={eval_ckpt}",
+                    f"run_test={run_test}", f"hydra.run.dir={tmp_path}", check=True)
     took = time.time() - began
-    assert status == 0, out[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0 < results["wall_time_s"] <= took  # one launch: testing best.ckpt must not add its saved wall time
-    fid = results["metrics"]["fid/mean"]
-    assert results["eval_ckpt"] == eval_ckpt and results["epochs"] == 2
-    # everything a table cell depends on is recorded, the checkpoint relative to the run dir
-    assert results["eval_epoch"] == (1 if eval_ckpt == "best" else 2)
-    steps_per_epoch = results["steps"] // 2  # monitor=step: the best checkpoint's score is the step it was saved at
-    assert results["eval_score"] == ({"monitor": "step", "mode": "min", "value": steps_per_epoch}
-                                     if eval_ckpt == "best" else None)
-    assert results["checkpoint"] == f"checkpoints/{eval_ckpt}.ckpt"
-    assert results["dataset"] == "mnist" and results["classes"] == [5]
-    assert results["sampling"] == {"method": "fast", "th": 0.095, "z_scale": 1.0, "dtype": "float32"}
-    assert results["precision"] == "32-true"
+    fid, best = results["metrics"]["fid/mean"], eval_ckpt == "best"
+    # everything a table cell depends on is recorded, the checkpoint relative to the run dir; monitor=step: the
+    # best checkpoint's score is the step it was saved at
+    expected = {"eval_ckpt": eval_ckpt, "epochs": 2, "eval_epoch": 1 if best else 2, "dataset": "mnist",
+                "eval_score": {"monitor": "step", "mode": "min", "value": results["steps"] // 2} if best else None,
+                "checkpoint": f"checkpoints/{eval_ckpt}.ckpt", "classes": [5], "precision": "32-true",
+                "sampling": {"method": "fast", "th": 0.095, "z_scale": 1.0, "dtype": "float32"}}
+    assert {k: results[k] for k in expected} == expected
     protocol = results["fid_protocol"]
     assert protocol["features"] == "slim-lenet-v1" and len(protocol["features_sha256"]) == 64
     assert (protocol["n_gen"], protocol["n_sets"], protocol["real_set"], protocol["seed"]) == \
@@ -160,13 +158,6 @@ def test_multirun_over_latent_dim_yields_one_result_per_job(tmp_path):
     assert len(wandb_runs) == 2  # one W&B run per job
 
 
-@pytest.mark.slow
-@needs_data
-def test_the_five_latent_sweep_as_the_user_types_it(tmp_path):
-    train("-m", "latent_dim=8,16,32,64,128", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
-    assert len(list(tmp_path.glob("*/results.json"))) == 5
-
-
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("debug", ["smoke", "fdr", "limit", "overfit", "profiler"])
 def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, trainer):
@@ -179,8 +170,9 @@ def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, tr
         assert cfg.trainer.get(key) == plain.trainer.get(key)
     assert cfg.fid.n_gen == 200 and cfg.likelihood.k == 2 and cfg.trainer.max_epochs < plain.trainer.max_epochs
     validate(cfg)
-    smoke, alias = compose_config("trainer=cpu", "debug=smoke"), compose_config("trainer=smoke")
-    assert OmegaConf.to_container(smoke) == OmegaConf.to_container(alias)
+    if (debug, trainer) == ("smoke", "cpu"):  # trainer=smoke is debug=smoke on the CPU
+        smoke, alias = compose_config("trainer=cpu", "debug=smoke"), compose_config("trainer=smoke")
+        assert OmegaConf.to_container(smoke) == OmegaConf.to_container(alias)
 
 
 def test_trainer_flags_need_no_plus_and_default_to_lightnings():
@@ -214,16 +206,12 @@ STALLING = ["trainer=smoke", "trainer.limit_train_batches=5", "fid=off", "logger
 
 
 def logged(run_dir, key) -> list[float]:
-    import csv
-
-    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
-        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
+    return [float(r[key]) for r in csv_rows(run_dir) if r.get(key)]
 
 
 @needs_data
 def test_plateau_scheduler_divides_the_lr_after_each_epoch_without_improvement(tmp_path):
-    status, out = train_inprocess(*STALLING, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path}")
-    assert status == 0, out[-3000:]
+    train_inprocess(*STALLING, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path}", check=True)
     val, lr = logged(tmp_path, "val/loss"), logged(tmp_path, "train/lr")
     assert len(val) == len(lr) == 4
     expected, best = [1e-3], float("-inf")
@@ -236,9 +224,7 @@ def test_plateau_scheduler_divides_the_lr_after_each_epoch_without_improvement(t
 
 @needs_data
 def test_cosine_scheduler_anneals_the_lr_over_max_epochs(tmp_path):
-    status, out = train_inprocess(*STALLING[:5], "scheduler=cosine", "trainer.max_epochs=3",
-                                  f"hydra.run.dir={tmp_path}")
-    assert status == 0, out[-3000:]
+    train_inprocess(*STALLING[:5], "scheduler=cosine", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}", check=True)
     lr = logged(tmp_path, "train/lr")  # epoch e trains at 1e-3 (1 + cos(pi e / 3)) / 2
     assert lr == pytest.approx([1e-3, 7.5e-4, 2.5e-4], rel=1e-6)
 
@@ -251,18 +237,13 @@ def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp
     # image grids of a run's last epoch drew from the training RNG (every case), and Lightning skips, resuming,
     # the plateau step of the checkpoint's epoch (sarnet/resume.py, ResumeState). The cosine run pins T_max to
     # the full 4 epochs in both launches (its default, max_epochs, would be config drift).
-    import torch
-
     from sarnet.checkpoint import read_checkpoint
 
     overrides = {"plateau": STALLING, "none": STALLING[:5],
                  "cosine": [*STALLING[:5], "scheduler=cosine", "model.scheduler.T_max=4"]}[scheduler]
     for run, stops in (("ref", [4]), ("run", [2, 4])):
         for epochs in stops:
-            status, out = train_inprocess(*overrides, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path / run}")
-            assert status == 0, out[-3000:]
+            train_inprocess(*overrides, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path / run}", check=True)
+    assert_same_run(tmp_path / "ref", tmp_path / "run")  # weights, optimizer state, metrics and metrics.csv
     ref, got = (read_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("ref", "run"))
     assert got["lr_schedulers"] == ref["lr_schedulers"]
-    assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
-    for key in ("val/loss", "train/loss", *(["train/lr"] * (scheduler != "none"))):
-        assert logged(tmp_path / "run", key) == logged(tmp_path / "ref", key)
