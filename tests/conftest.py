@@ -161,8 +161,10 @@ def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-# The smoke runs' models: a model config, or the experiment that trains it.
-SMOKE = {"sarnet_cls": ["experiment=cls_sarnet", "data.quantize=4"], "sarnet_prob": ["experiment=cls_sarnet_prob"]}
+# The smoke runs' models: a model config, or the experiment that trains it (nll_vae: a density model, a conv VAE on
+# binarized MNIST-5 whose checkpoint the likelihood tests score).
+SMOKE = {"sarnet_cls": ["experiment=cls_sarnet", "data.quantize=4"], "sarnet_prob": ["experiment=cls_sarnet_prob"],
+         "nll_vae": ["experiment=nll_vae", "data=mnist5", "likelihood=off"]}
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,7 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
-from tests.conftest import DATA_READY, ENV, ROOT, run_train
+from tests.conftest import ENV, ROOT
 
 USAGE = ROOT / "docs" / "usage.md"
 PLACEHOLDER = re.compile(r'^(\w+) = "outputs/<date>/<time>"$', re.M)  # a run dir the reader fills in
@@ -27,21 +25,10 @@ def blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
 
 
-@pytest.fixture(scope="module")
-def nll_run(tmp_path_factory):
-    """A strict SarNET-VAE on binarized MNIST-5 (experiment=nll_sarnet_vae), trained for a few batches."""
-    if not DATA_READY:
-        pytest.skip("MNIST is not prepared: run `make data` first")
-    run_dir = tmp_path_factory.mktemp("nll_run")
-    run_train("experiment=nll_sarnet_vae", "data=mnist5", "trainer=smoke", "logger=csv", "latent_dim=8",
-              "likelihood=off", f"hydra.run.dir={run_dir}")
-    return run_dir
-
-
-def test_python_api_snippets_run(smoke_run, nll_run, tmp_path, monkeypatch):
+def test_python_api_snippets_run(smoke_run, tmp_path, monkeypatch):
     code = blocks(section("Python API"), "python")
     assert len(code) >= 7, "load, sample, complete, interpolate, importance, FID and likelihood each need a snippet"
-    runs = {"run": smoke_run("sarnet_vae"), "nll_run": nll_run}
+    runs = {"run": smoke_run("sarnet_vae"), "nll_run": smoke_run("nll_vae")}
     found = set()
 
     def fill(match):

@@ -7,25 +7,19 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from sarnet.losses import ReconstructionLoss, kl_divergence, ssim
 
 
-def test_ssim_equals_the_unpadded_part_of_torchmetrics_ssim_map():
+@pytest.mark.parametrize("shape, dtype, noise, atol", [((8, 1, 28, 28), torch.float64, 0.3, 1e-12),
+                                                        ((4, 3, 20, 33), torch.float32, 0.1, 1e-5)])
+def test_ssim_equals_the_unpadded_part_of_torchmetrics_ssim_map(shape, dtype, noise, atol):
     # torchmetrics reflect-pads by 5 and filters with a full 11x11 conv2d; away from the pad its map is the
-    # valid-window SSIM map pytorch_msssim (the reference) averages. Same maths, independent code.
+    # valid-window SSIM map pytorch_msssim (the reference) averages. Same maths, independent code; multichannel
+    # and non-square too.
     torch.manual_seed(0)
-    x = torch.rand(8, 1, 28, 28, dtype=torch.float64)
-    y = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    x = torch.rand(shape, dtype=dtype)
+    y = (x + noise * torch.randn_like(x)).clamp(0, 1)
     _, full = tm_ssim(x, y, data_range=1.0, reduction="none", return_full_image=True)
-    expected = full[..., 5:-5, 5:-5].flatten(1).mean(1)
-    torch.testing.assert_close(ssim(x, y), expected, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ssim(x, x), torch.ones(8, dtype=torch.float64), rtol=0, atol=1e-12)
-    assert (ssim(x, y) < 0.9).all()
-
-
-def test_ssim_float32_multichannel_non_square_and_half_precision():
-    torch.manual_seed(3)
-    x = torch.rand(4, 3, 20, 33)
-    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
-    _, full = tm_ssim(x, y, data_range=1.0, reduction="none", return_full_image=True)
-    torch.testing.assert_close(ssim(x, y), full[..., 5:-5, 5:-5].flatten(1).mean(1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ssim(x, y), full[..., 5:-5, 5:-5].flatten(1).mean(1), rtol=0, atol=atol)
+    torch.testing.assert_close(ssim(x, x), torch.ones(len(x), dtype=dtype), rtol=0, atol=atol)
+    assert (ssim(x, y) < 1 - noise / 2).all()  # the noise shows: 0.76 and 0.95 at most
     half = ssim(x.bfloat16(), y.bfloat16())  # computed in float32 from the bfloat16 inputs
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, ssim(x.bfloat16().float(), y.bfloat16().float()))

@@ -128,17 +128,15 @@ def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
     assert not (tmp_path / ".lock").exists()  # a finished run leaves no lock file
 
 
-@needs_data
-def test_fid_and_likelihood_log_eval_runs_beside_their_training_run(tmp_path):
-    run_py(["train.py", "experiment=nll_vae", "data=mnist5", "trainer=smoke", "likelihood=off", "latent_dim=8",
-            f"hydra.run.dir={tmp_path}"])
-    run_py(["-m", "sarnet", "fid", "--ckpt", str(tmp_path), "--n-gen", "32", "--n-sets", "2", "--device", "cpu",
+def test_fid_and_likelihood_log_eval_runs_beside_their_training_run(smoke_run):
+    run_dir = smoke_run("nll_vae")
+    run_py(["-m", "sarnet", "fid", "--ckpt", str(run_dir), "--n-gen", "32", "--n-sets", "2", "--device", "cpu",
             "--wandb"])
-    run_py(["-m", "sarnet", "likelihood", "--ckpt", str(tmp_path), "--k", "2", "--max-images", "16", "--device",
+    run_py(["-m", "sarnet", "likelihood", "--ckpt", str(run_dir), "--k", "2", "--max-images", "16", "--device",
             "cpu", "--no-progress", "--wandb"])
-    runs = {r["job_type"] + ":" + r["tags"][0]: r for r in map(read_run, offline_runs(tmp_path))}
+    runs = {r["job_type"] + ":" + r["tags"][0]: r for r in map(read_run, offline_runs(run_dir))}
     train = runs.pop("train:vae")
-    assert train["name"] == train["group"] == "vae-L8-s1234 experiment=nll_vae data=mnist5 likelihood=off"
+    assert train["name"] == train["group"] == "vae-L8-s1234 experiment=nll_vae data=mnist5 likelihood=off fid=off"
     assert sorted(runs) == ["eval:fid", "eval:likelihood"]
     for command in ("fid", "likelihood"):
         run = runs[f"eval:{command}"]

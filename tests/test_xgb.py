@@ -61,12 +61,17 @@ def test_save_load_generates_the_same_images(model, tmp_path):
     assert torch.equal(loaded.generate(16, 5), model.generate(16, 5))
 
 
-def test_load_refuses_a_folder_without_a_model(tmp_path):
+def test_load_refuses_a_folder_without_a_model_and_bad_settings_name_the_field(tmp_path):
     with pytest.raises(xgb.XGBError, match="meta.json"):
         xgb.GenerativeXGB.load(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(xgb.XGBError, match="format"):
         xgb.GenerativeXGB.load(tmp_path)
+    x = fake_fives(10)
+    for settings, field in (({"max_patches": 196}, "max_patches=196"), ({"rounds": 0}, "rounds=0"),
+                            ({"order": "diagonal"}, "order='diagonal'")):
+        with pytest.raises(xgb.XGBError, match=field):
+            xgb.GenerativeXGB.train(x, **{"max_patches": 1, **settings}, threads=1)
 
 
 def test_model_of_patch_k_reads_only_earlier_patches(model):
@@ -79,16 +84,6 @@ def test_model_of_patch_k_reads_only_earlier_patches(model):
         earlier = patches.copy()
         earlier[:, :k] = rng.random(earlier[:, :k].shape)  # while earlier patches matter
         assert not np.array_equal(model.predict_patch(patches, k), model.predict_patch(earlier, k))
-
-
-def test_bad_settings_name_the_field():
-    x = fake_fives(10)
-    with pytest.raises(xgb.XGBError, match="max_patches=196"):
-        xgb.GenerativeXGB.train(x, max_patches=196, threads=1)
-    with pytest.raises(xgb.XGBError, match="rounds=0"):
-        xgb.GenerativeXGB.train(x, max_patches=1, rounds=0, threads=1)
-    with pytest.raises(xgb.XGBError, match="order='diagonal'"):
-        xgb.GenerativeXGB.train(x, order="diagonal", max_patches=1, threads=1)
 
 
 def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
