@@ -2,12 +2,10 @@
 
 The CLI tests use the session's smoke runs of the real train.py (conftest.smoke_run: SarNET-VAE, conv VAE,
 regression SarNET, ~10 s each, shared with test_train_smoke) and run the scripts in-process (no interpreter
-start-up each time); sample.py with --wandb runs as a real subprocess (W&B's service stays out of the test process).
+start-up each time); `sample --wandb`: test_wandb.py.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from sarnet.checkpoint import CheckpointError, load_model, load_run_config
 from sarnet.explain import candidates, importance_overlay, patch_importance
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import complete, patch_units
-from tests.conftest import ENV, ROOT, fake_checkpoint, run_script
+from tests.conftest import fake_checkpoint, run_script
 
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
 
@@ -225,15 +223,6 @@ def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):
     status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"))
     assert status == 2 and message in err and err.count("\n") == 1, err  # one line, no traceback
     assert not (tmp_path / "no.png").exists()
-
-
-def test_wandb_flag_logs_offline(sarnet_vae_ckpt, tmp_path):
-    # run from another directory: the data comes from the run's config
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(sarnet_vae_ckpt),
-                           "--device", "cpu", "--n", "4", "--wandb", "--out", str(tmp_path / "w.png")],
-                          cwd=sarnet_vae_ckpt.parent, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert list((sarnet_vae_ckpt.parents[1] / "wandb").glob("offline-run-*/files/media/images/sample_*.png"))
 
 
 # ---- (f) the figures: the seed's layouts at a readable scale ----------------------------------------------
