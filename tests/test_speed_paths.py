@@ -28,35 +28,39 @@ def test_conv_encoder_and_decoder_equal_their_sequential_forward():
     assert fast.is_contiguous() and fast.shape == (5, 1, 28, 28)
 
 
-def plain_losses(net, x, steps):
+def trajectory(model, step, steps=6):
+    """The losses of `steps` calls of step(i), each with the same reparameterisation noise in either loop, and the
+    gradients of the first."""
+    losses, grads = [], None
+    for i in range(steps):
+        torch.manual_seed(i)
+        losses.append(step(i).item())
+        grads = grads or {n: p.grad.clone() for n, p in model.named_parameters()}
+    return losses, grads
+
+
+def plain_losses(net, x):
     """The thesis notebook's loop, as sarnet bench times it (sarnet.bench.reference_step: W*M in every forward, plain
     convs, sigmoid + BCELoss(sum) + KL(sum), torch.optim.Adam) on a copy of net's weights. The project's module is
     not involved."""
     plain = (NaiveSarNetVAE if isinstance(net, SarNetVAE) else NaiveConvVAE)(net)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
-    losses, grads = [], None
-    for step in range(steps):
-        torch.manual_seed(step)  # the reparameterisation noise, as project_losses draws it
-        losses.append(reference_step(plain, opt, x).item())
-        grads = grads if step else {n: p.grad.clone() for n, p in plain.named_parameters()}
-    return losses, grads
+    return trajectory(plain, lambda i: reference_step(plain, opt, x))
 
 
-def project_losses(net, x, steps):
+def project_losses(net, x):
     """What train.py runs: SarnetModule, the fast convs, BCE on logits, fused Adam."""
     module = SarnetModule(net, ReconstructionLoss(), partial(torch.optim.Adam, lr=1e-2, fused=True))
     module.log = lambda *a, **k: None
     opt = module.configure_optimizers()
-    losses, grads = [], None
-    for step in range(steps):
-        torch.manual_seed(step)  # the same reparameterisation noise as the plain loop
-        loss = module.training_step((x, None), step)
+
+    def step(i):
+        loss = module.training_step((x, None), i)
         opt.zero_grad()
         loss.backward()
-        grads = grads if step else {n: p.grad.clone() for n, p in net.named_parameters()}
         opt.step()
-        losses.append(loss.item())
-    return losses, grads
+        return loss
+    return trajectory(net, step)
 
 
 @pytest.mark.parametrize("make", [lambda: SarNetVAE(8), lambda: ConvVAE(8)], ids=["sarnet_vae", "vae"])
@@ -65,7 +69,7 @@ def test_fast_training_path_follows_the_plain_loss_trajectory(make):
     x = torch.rand(16, 1, 28, 28)
     plain, fast = make(), make()
     fast.load_state_dict(plain.state_dict())
-    (expected, plain_grads), (got, fast_grads) = plain_losses(plain, x, 6), project_losses(fast, x, 6)
+    (expected, plain_grads), (got, fast_grads) = plain_losses(plain, x), project_losses(fast, x)
     assert expected[0] != expected[-1]  # it trains: the trajectory is not flat
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=0)
     # Gradients (of the first step, same weights) rather than weights after several steps: Adam moves a weight
