@@ -1,20 +1,14 @@
-"""Load a trained network back from a checkpoint written by train.py: no Lightning, no optimizer, no trainer.
+"""A train.py checkpoint read back without Lightning: `checkpoint["sarnet"] = {"net": <net.config: _target_ and
+arguments>, "format": 1}` and the module's `state_dict` (keys `net.*`); the net is rebuilt from its config by today's
+code, so the SemiDense masks in the file must equal the rebuilt ones. And what a checkpoint keeps of its run."""
 
-A checkpoint carries `checkpoint["sarnet"] = {"net": <net.config: _target_ and arguments>, "format": 1}` and the
-module's `state_dict` (keys prefixed `net.`). The net is rebuilt from its config by today's code (and mask rule), so
-the persistent SemiDense masks in the file must equal the rebuilt ones.
-"""
-
-import json
-import zipfile
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
 
-# torch is imported inside the functions that use it: train.py imports this module (for CheckpointError) before the
-# config is validated, and a bad override should be refused without paying for torch's import.
+from sarnet.io import zip_crc_error
 
-FORMAT = 1
+# torch is imported where it is used: train.py imports this module before a bad override is refused, without torch.
 HINT = "re-train or pick another checkpoint"
 
 
@@ -22,23 +16,12 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def zip_crc_error(path) -> str | None:
-    """torch.save files are zips; torch.load does not check their CRC32s, so a flipped bit would load as a wrong
-    weight. Returns a description of the first damaged member (or of an unreadable zip), None if all is well."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        return f"{type(e).__name__}: {e}"
-    return None if bad is None else f"CRC mismatch in {bad}"
-
-
 def read_checkpoint(path, map_location="cpu") -> dict:
     path, damaged = Path(path), f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if zip_crc_error(path):
-        raise CheckpointError(f"{damaged}: {zip_crc_error(path)}; {HINT}")
+    if damage := zip_crc_error(path):
+        raise CheckpointError(f"{damaged}: {damage}; {HINT}")
     import torch
 
     try:  # weights_only: the file holds tensors and primitives only, so nothing in it gets to run code
@@ -46,9 +29,9 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     except Exception as e:  # a sound zip whose pickle is not (torch's own text would suggest weights_only=False)
         raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}") from None
     sarnet = ckpt.get("sarnet") if isinstance(ckpt, dict) else None
-    if not isinstance(sarnet, dict) or sarnet.get("format") != FORMAT or not isinstance(sarnet.get("net"), dict) \
+    if not isinstance(sarnet, dict) or sarnet.get("format") != 1 or not isinstance(sarnet.get("net"), dict) \
             or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a sarnet checkpoint of format {FORMAT} (its 'sarnet' entry is written by "
+        raise CheckpointError(f"{path}: not a sarnet checkpoint of format 1 (its 'sarnet' entry is written by "
                               f"train.py's SarnetModule); {HINT}")
     return ckpt
 
@@ -94,10 +77,9 @@ def resume_path(ckpt_path) -> Path | None:
 
 
 def stored_run(ckpt: dict) -> dict:
-    """What train.py keeps of its run in every checkpoint (sarnet.resume.ResumeState), with "config" (the resolved
-    config of sarnet.resume.run_config) decoded and "metrics"; both empty in a checkpoint that has none."""
-    run = dict(ckpt.get("sarnet_run") or {})
-    return run | {"config": json.loads(run.get("config") or "{}"), "metrics": dict(run.get("metrics") or {})}
+    """What train.py keeps of its run in every checkpoint (sarnet.resume.ResumeState): "config" (of
+    sarnet.resume.run_config), "metrics" and more; the first two empty in a checkpoint that has none."""
+    return {"config": {}, "metrics": {}} | (ckpt.get("sarnet_run") or {})
 
 
 def load_run_config(path) -> dict:

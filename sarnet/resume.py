@@ -2,7 +2,6 @@
 each, a relaunch that would train something else refused, metrics.csv continued."""
 
 import csv
-import json
 import logging
 import os
 import time
@@ -105,13 +104,12 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     old, new = _flat(stored_run(ckpt)["config"]), _flat(run_config(cfg))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}
-    optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER) and k != OPTIMIZER + "_target_"}
-    override = bool(cfg.get("resume_override_optimizer", False))
-    drift = {k: v for k, v in diff.items() if k not in optimizer or not override}
+    optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER)}
+    same_class = OPTIMIZER + "_target_" not in diff  # else its state would not fit
+    drift = {k: v for k, v in diff.items() if k not in optimizer or not (cfg.resume_override_optimizer and same_class)}
     if drift:
         fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in drift.items())
-        hint = "; optimizer settings may change with resume_override_optimizer=true" \
-            if optimizer and not override and OPTIMIZER + "_target_" not in drift else ""
+        hint = "; optimizer settings may change with resume_override_optimizer=true" if optimizer and same_class else ""
         raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
                           f"({fields}); revert it, or start a new run in a new dir (init_ckpt={ckpt_path} "
                           f"starts one from its weights){hint}")
@@ -143,7 +141,7 @@ class ResumeState(L.Callback):
     """
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
-        self.config = json.dumps(run_config(cfg)) if cfg is not None else None
+        self.config = run_config(cfg) if cfg is not None else {}
         self.override, self.earlier, self.ended = optimizer_override or {}, earlier or {}, None
         self.started, self.earlier_s = time.time(), self.earlier.get("wall_time_s", 0.0)
 
@@ -166,11 +164,10 @@ class ResumeState(L.Callback):
             for config in trainer.lr_scheduler_configs:  # last_epoch counts the steps taken, one per epoch
                 if config.reduce_on_plateau and config.scheduler.last_epoch < trainer.current_epoch:
                     pl_module.lr_scheduler_step(config.scheduler, self.earlier["metrics"][config.monitor])
-        for key, (_, value) in self.override.items():
-            for group in (g for optimizer in trainer.optimizers for g in optimizer.param_groups):
-                name = key[len(OPTIMIZER):]
-                if name in group:
-                    group[name] = tuple(value) if isinstance(group[name], tuple) else value
+        for key, (_, value) in self.override.items():  # check_drift's, resume_override_optimizer=true
+            name = key[len(OPTIMIZER):]
+            for group in (g for optimizer in trainer.optimizers for g in optimizer.param_groups if name in g):
+                group[name] = tuple(value) if isinstance(group[name], tuple) else value
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -34,13 +34,9 @@ def lock_run_dir(run_dir):
     a live owner. Two launches of a sweep's job (an orphaned worker and its relaunch) would mix their CSV rows."""
     if _rank() != 0:
         return None
+    check_writable(run_dir)
     path = Path(run_dir) / ".lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise RunDirError(f"{path.parent}: cannot write into the run dir ({e.strerror}); pick a writable "
-                          f"hydra.run.dir") from None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,9 +64,9 @@ def running_jobs(sweep_dir) -> dict:
     jobs = {}
     for path in Path(sweep_dir).glob("*/.lock"):
         try:
-            jobs[path] = int(path.read_text().strip())
+            jobs[path] = int(path.read_text())
             os.kill(jobs[path], 0)  # alive?
-        except (OSError, ValueError):  # gone, released meanwhile, or not yet written
+        except (OSError, ValueError):  # gone, released, or not yet written
             jobs.pop(path, None)
     return jobs
 
@@ -78,7 +74,7 @@ def running_jobs(sweep_dir) -> dict:
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     """This launch's command as it was typed (python train.py ..., sarnet train ...), continuing its run
     (ckpt_path=<run dir>: the dir must hold a checkpoint) or its sweep (hydra.sweep.dir=<dir>: finished jobs are
-    skipped, the others resume or start); neither given: unchanged."""
+    skipped, the others resume or start); neither given: unchanged. init_ckpt goes: the checkpoint holds it."""
     from sarnet.cli.train import hydra_args
 
     def shown(exe, name):  # an interpreter or command inside the working dir (make's .venv/bin/python): its path
@@ -87,12 +83,10 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     prog, args, python = sys.argv[0], hydra_args(sys.argv[1:]), shown(sys.executable, "python")
     head = [python, "-m", "sarnet"] if prog.endswith("__main__.py") else \
         [python, prog] if prog.endswith(".py") else [shown(prog, Path(prog).name)]
-    if sweep_dir is not None:
-        args = [a for a in args if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep_dir}"]
-    elif run_dir is not None:  # init_ckpt: the checkpoint holds the weights it started from
-        args = [a for a in args if not a.startswith(("hydra.run.dir=", "ckpt_path=", "init_ckpt="))]
-        args.append(f"ckpt_path={run_dir}")
-    return shlex.join([*head, *args])
+    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={sweep_dir}"]
+    if sweep_dir is None:
+        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={run_dir}"]) if run_dir else ((), [])
+    return shlex.join([*head, *(a for a in args if not a.startswith(drop)), *add])
 
 
 def check_writable(*dirs):

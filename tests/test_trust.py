@@ -52,7 +52,7 @@ from tests.conftest import compose_config as composed
 def fake_ckpt(cfg) -> dict:
     """What check_drift reads from a checkpoint written by a run with config `cfg`."""
     return {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
-            "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}}}
+            "sarnet_run": {"config": run_config(cfg), "metrics": {}}}
 
 
 # ---- 6 and 8: data files ------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_real_full_and_read_only_disks(tmpfs):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write \\(Read-only file system\\)"):
         check_writable(tmpfs)
-    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write into the run dir \\(Read-only file system\\)"):
+    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write \\(Read-only file system\\)"):
         lock_run_dir(tmpfs)
 
 
