@@ -131,14 +131,12 @@ def set_rng_state(state: dict):
 
 
 class ResumeState(L.Callback):
-    """What a resumed run needs to go on as if never stopped, kept in every checkpoint's "sarnet_run" and handed back
-    by train.py (`earlier`: sarnet.checkpoint.stored_run): the RNG streams, put back when training restarts (after
-    seed_everything and the sanity check; the data order is in the DataModule's state); the drift-relevant config
-    (check_drift); the metrics, which a finished run relaunched reports again; the seconds of all launches so far; the
-    epoch's train row, which Lightning logs only after the end-of-epoch checkpoint (continue_csv; the CSV logger's
-    buffer is flushed at each save, so a checkpoint covers its epoch's other rows). And the ReduceLROnPlateau step of
-    the checkpoint's epoch, which Lightning takes after that checkpoint and skips on resume (an lr drop an epoch late).
-    """
+    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run" (train.py's `earlier`):
+    the RNG streams, put back after seed_everything and the sanity check (the data order is the DataModule's state);
+    the config (check_drift); the metrics, which a finished run relaunched reports again; the seconds of all launches;
+    the epoch's train row, logged by Lightning only after the epoch's checkpoint (continue_csv; the other rows are in
+    the file: the CSV buffer is flushed at each save). And the ReduceLROnPlateau step of that epoch, which Lightning
+    takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
         self.config = run_config(cfg) if cfg is not None else {}
