@@ -2,6 +2,7 @@
 arguments>, "format": 1}` and the module's `state_dict` (keys `net.*`); the net is rebuilt from its config by today's
 code, so the SemiDense masks in the file must equal the rebuilt ones. And what a checkpoint keeps of its run."""
 
+import json
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
@@ -78,8 +79,9 @@ def resume_path(ckpt_path) -> Path | None:
 
 def stored_run(ckpt: dict) -> dict:
     """What train.py keeps of its run in every checkpoint (sarnet.resume.ResumeState): "config" (of
-    sarnet.resume.run_config), "metrics" and more; the first two empty in a checkpoint that has none."""
-    return {"config": {}, "metrics": {}} | (ckpt.get("sarnet_run") or {})
+    sarnet.resume.run_config, stored as JSON), "metrics" and more; the first two empty in a checkpoint that has none."""
+    run = ckpt.get("sarnet_run") or {}
+    return {"metrics": {}} | run | {"config": json.loads(run.get("config") or "{}")}
 
 
 def load_run_config(path) -> dict:

@@ -2,6 +2,7 @@
 each, a relaunch that would train something else refused, metrics.csv continued."""
 
 import csv
+import json
 import logging
 import os
 import time
@@ -101,6 +102,9 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     """Refuse, in one line naming the fields, a resume whose config trains something else than the checkpoint did.
     Optimizer settings may change with resume_override_optimizer=true, its class never (its state would not fit).
     -> {field: (old, new)} of the optimizer settings ResumeState applies to the restored optimizer."""
+    if "rng" not in stored_run(ckpt):  # without it the run would go on, but not as if never stopped
+        raise ConfigError(f"resume refused: {ckpt_path} lacks the RNG state of an exact resume (not written by this "
+                          f"train.py's ResumeState); start a new run from its weights: init_ckpt={ckpt_path}")
     old, new = _flat(stored_run(ckpt)["config"]), _flat(run_config(cfg))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}
@@ -139,7 +143,7 @@ class ResumeState(L.Callback):
     takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
-        self.config = run_config(cfg) if cfg is not None else {}
+        self.config = json.dumps(run_config(cfg)) if cfg is not None else None
         self.override, self.earlier, self.ended = optimizer_override or {}, earlier or {}, None
         self.started, self.earlier_s = time.time(), self.earlier.get("wall_time_s", 0.0)
 

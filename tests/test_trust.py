@@ -52,7 +52,7 @@ from tests.conftest import compose_config as composed
 def fake_ckpt(cfg) -> dict:
     """What check_drift reads from a checkpoint written by a run with config `cfg`."""
     return {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
-            "sarnet_run": {"config": run_config(cfg), "metrics": {}}}
+            "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}, "rng": {}}}
 
 
 # ---- 6 and 8: data files ------------------------------------------------------------------------------------
@@ -206,6 +206,8 @@ def test_resume_refuses_config_drift_naming_the_fields(change, fields):
 
 def test_resume_allows_what_does_not_change_the_model_or_data():
     ckpt = fake_ckpt(composed("latent_dim=8"))
+    with pytest.raises(ConfigError, match="^resume refused: x lacks the RNG state of an exact resume"):
+        check_drift(composed("latent_dim=8"), {"sarnet_run": {"config": ckpt["sarnet_run"]["config"]}}, "x")
     assert check_drift(composed("latent_dim=8", "trainer.max_epochs=300", "data.num_workers=2", "data_dir=elsewhere",
                                 "fid=off", "logger=csv"), ckpt, "x") == {}
 
