@@ -285,8 +285,9 @@ def fake_job(d: Path, latent: int, group: str):
     d.mkdir(parents=True)
     (d / "results.json").write_text(json.dumps({
         "status": "ok", "model": "sarnet_vae", "latent_dim": latent, "seed": 1234, "epochs": 1,
-        "params": {"dense": 10, "effective": 5}, "wall_time_s": 1.0,
-        "metrics": {"fid/mean": 2.0, "fid/std": 0.1, "test/loss": 100.0}}))
+        "params": {"dense": 10, "effective": 5}, "wall_time_s": 1.0, "eval_ckpt": "last", "precision": "32-true",
+        "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0, "dtype": "float32"},
+        "fid_protocol": {"dtype": "float32"}, "metrics": {"fid/mean": 2.0, "fid/std": 0.1, "test/loss": 100.0}}))
     (d / tracking.RUN_FILE).write_text(json.dumps({"id": f"id{latent}", "project": "proj", "group": group}))
 
 
