@@ -1,22 +1,15 @@
-"""Load a trained network back from a checkpoint written by train.py: no Lightning, no optimizer, no trainer.
-
-A checkpoint carries `checkpoint["sarnet"] = {"net": <net.config: _target_ and arguments>, "format": 1}` and
-the module's `state_dict` (keys prefixed `net.`). The net is rebuilt from its config, so the code that builds
-it (and the mask rule) is today's: the persistent SemiDense masks in the file must equal the rebuilt ones.
-"""
+"""A train.py checkpoint read back without Lightning: `checkpoint["sarnet"] = {"net": <net.config: _target_ and
+arguments>, "format": 1}` and the module's `state_dict` (keys `net.*`); the net is rebuilt from its config by today's
+code, so the SemiDense masks in the file must equal the rebuilt ones. And what a checkpoint keeps of its run."""
 
 import json
-import warnings
-import zipfile
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 
-# torch is imported inside the functions that use it: train.py imports this module (for CheckpointError) before the
-# config is validated, and a bad override should be refused without paying for torch's import.
+from sarnet.io import zip_crc_error
 
-FORMAT = 1
+# torch is imported where it is used: train.py imports this module before a bad override is refused, without torch.
 HINT = "re-train or pick another checkpoint"
 
 
@@ -24,44 +17,23 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def zip_crc_error(path) -> str | None:
-    """torch.save files are zips; torch.load does not check their CRC32s, so a flipped bit would load as a wrong
-    weight. Returns a description of the first damaged member (or of an unreadable zip), None if all is well."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        return f"{type(e).__name__}: {e}"
-    return None if bad is None else f"CRC mismatch in {bad}"
-
-
 def read_checkpoint(path, map_location="cpu") -> dict:
-    path = Path(path)
+    path, damaged = Path(path), f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    damage = zip_crc_error(path)
-    if damage:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupted?): {damage}; {HINT}")
+    if damage := zip_crc_error(path):
+        raise CheckpointError(f"{damaged}: {damage}; {HINT}")
     import torch
 
-    try:
-        with warnings.catch_warnings():  # junk can pass for an old pickle protocol: one error is plenty
-            warnings.simplefilter("ignore")
-            # weights_only: the file holds tensors and primitives only, so nothing in it gets to run code.
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # damaged bytes make the unpickler fail in many ways (EOF, zip, IndexError, ...)
-        detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-        if "Weights only load failed" in detail:  # torch's text suggests weights_only=False: not for us
-            detail = "not tensors and primitives only"
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupted?): "
-                              f"{type(e).__name__}: {detail}; {HINT}") from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("sarnet"), dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a sarnet checkpoint (no 'sarnet' entry, i.e. not written by "
+    try:  # weights_only: the file holds tensors and primitives only, so nothing in it gets to run code
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a sound zip whose pickle is not (torch's own text would suggest weights_only=False)
+        raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}") from None
+    sarnet = ckpt.get("sarnet") if isinstance(ckpt, dict) else None
+    if not isinstance(sarnet, dict) or sarnet.get("format") != 1 or not isinstance(sarnet.get("net"), dict) \
+            or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a sarnet checkpoint of format 1 (its 'sarnet' entry is written by "
                               f"train.py's SarnetModule); {HINT}")
-    fmt = ckpt["sarnet"].get("format")
-    if fmt != FORMAT or not isinstance(ckpt["sarnet"].get("net"), dict):
-        raise CheckpointError(f"{path}: sarnet checkpoint format {fmt!r} is not supported "
-                              f"(expected {FORMAT}); {HINT}")
     return ckpt
 
 
@@ -77,15 +49,12 @@ def load_model(path, map_location="cpu"):
         raise CheckpointError(f"{path}: cannot rebuild the net from its stored config {config}: {e}; "
                               f"{HINT}") from e
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    own = net.state_dict()
-    for key, value in own.items():
-        # load_state_dict would silently overwrite a mask of the right shape: compare them first.
-        if key.endswith("mask") and key in state and state[key].shape == value.shape and \
-                not torch.equal(state[key].to(value.device, value.dtype), value):
-            diff = int((state[key].to(value.device, value.dtype) != value).sum())
-            raise CheckpointError(f"{path}: mask {key} differs from the one the config {config} builds "
-                                  f"today ({diff} entries): the mask rule or geometry changed since "
-                                  f"training; {HINT}")
+    for key, ours in net.state_dict().items():  # load_state_dict would silently overwrite a mask of the right shape
+        theirs = state[key].to(ours) if key.endswith("mask") and key in state else ours
+        if theirs.shape == ours.shape and not torch.equal(theirs, ours):
+            raise CheckpointError(f"{path}: mask {key} differs from the one the config {config} builds today "
+                                  f"({int((theirs != ours).sum())} entries): the mask rule or geometry changed "
+                                  f"since training; {HINT}")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -109,23 +78,18 @@ def resume_path(ckpt_path) -> Path | None:
 
 
 def stored_run(ckpt: dict) -> dict:
-    """What train.py stores of its run in every checkpoint (sarnet.resume.ResumeState): {"config": the resolved
-    config of sarnet.resume.run_config, "metrics": the metrics at the save}."""
+    """What train.py keeps of its run in every checkpoint (sarnet.resume.ResumeState): "config" (of
+    sarnet.resume.run_config, stored as JSON), "metrics" and more; the first two empty in a checkpoint that has none."""
     run = ckpt.get("sarnet_run") or {}
-    return {"config": json.loads(run.get("config") or "{}"), "metrics": dict(run.get("metrics") or {})}
+    return {"metrics": {}} | run | {"config": json.loads(run.get("config") or "{}")}
 
 
 def load_run_config(path) -> dict:
-    """What the commands need of the run that wrote a checkpoint, read from the checkpoint itself (train.py stores
-    it there: sarnet.resume.run_config), so that a copy samples and scores as in its run. Checkpoints written before
-    they carried it: their run dir's .hydra/config.yaml; neither: MNIST, all classes, default sampling and FID.
+    """What the commands need of the run that wrote a checkpoint, read from the checkpoint itself, so that a copy
+    samples and scores as in its run; a checkpoint that stores none: MNIST, all classes, default sampling and FID.
     -> {"run_dir", "data": {"root", "dataset", "classes", "node"}, "sample": dict, "fid": dict | None}.
     """
     config = stored_run(read_checkpoint(path))["config"]
-    hydra_file = run_dir_of(path) / ".hydra" / "config.yaml"
-    if "sample" not in config and hydra_file.is_file():
-        cfg = OmegaConf.load(hydra_file)
-        config = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "sample", "fid") if k in cfg}
     node = config.get("data") or {}
     dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None
     root = node.get("root", "data")  # stored absolute; elsewhere (another machine) ./data

@@ -1,11 +1,11 @@
-"""Writing files so that readers see the old file or the whole new one, never half of it.
+"""Writing files so that readers see the old file or the whole new one, never half of it; finding damaged ones.
 
-Every file the project writes for others to read (data, manifests, results.json, classifier weights, run files)
-goes through atomic_write; checkpoints stream through the same temp-file-and-rename in
-sarnet.resume.AtomicCheckpointIO."""
+Every file the project writes for others to read (data, manifests, results.json, classifier weights, run files,
+checkpoints: sarnet.resume.AtomicCheckpointIO) goes through atomic_write."""
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 
@@ -24,3 +24,14 @@ def atomic_write(path, data: bytes):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def zip_crc_error(path) -> str | None:
+    """torch.save files are zips; torch.load does not check their CRC32s, so a flipped bit would load as a wrong
+    weight. Returns a description of the first damaged member (or of an unreadable zip), None if all is well."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if bad is None else f"CRC mismatch in {bad}"

@@ -1,24 +1,26 @@
-"""Resume safety: atomic checkpoint writes that refuse non-finite weights, and CSV logs that continue exactly
-where a killed run's last checkpoint left them."""
+"""Resume exactly or not at all: whole checkpoints with finite weights, the run's config, RNG streams and metrics in
+each, a relaunch that would train something else refused, metrics.csv continued."""
 
 import csv
 import json
 import logging
 import os
-import random
 import time
+from io import BytesIO
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import stored_run
 from sarnet.config import ConfigError
+from sarnet.io import atomic_write
 from sarnet.rundir import RunDirError
 
 log = logging.getLogger("sarnet")
@@ -29,12 +31,9 @@ class NonFiniteWeightsError(RuntimeError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written as a temp file beside the target, fsynced, then renamed over it.
-
-    Lightning writes to a temp file in $TMPDIR and shutil.move()s it: a plain copy, so not atomic, when $TMPDIR
-    is another filesystem (usual on clusters), and a SIGKILL mid-copy leaves a truncated last.ckpt. It would also
-    overwrite the last good checkpoint with NaN weights; this refuses to.
-    """
+    """Checkpoints through sarnet.io.atomic_write. Lightning's own writer moves a temp file from $TMPDIR, a plain copy
+    when that is another filesystem (usual on clusters), so a SIGKILL mid-copy leaves a truncated last.ckpt; and it
+    would overwrite the last good checkpoint with NaN weights, which this refuses."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         bad = [k for k, v in checkpoint.get("state_dict", {}).items()
@@ -43,81 +42,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise NonFiniteWeightsError(f"non-finite weights at epoch {checkpoint.get('epoch')}, step "
                                         f"{checkpoint.get('global_step')} ({', '.join(bad[:3])}): not writing "
                                         f"{path}, the last good checkpoint is kept; lower the learning rate")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer, path = BytesIO(), Path(path)
+        torch.save(checkpoint, buffer)
         for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except (OSError, RuntimeError) as e:
-            # torch.save reports a full disk as a RuntimeError from its zip writer ("file write failed"), the
-            # OSError only chained: name the cause and the file in one line; the old checkpoint is untouched.
-            raise RunDirError(f"{path}: cannot write the checkpoint ({write_failure(e, path.parent)}); the last "
-                              f"good checkpoint is kept: free space or pick a writable hydra.run.dir") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+            atomic_write(path, buffer.getbuffer())
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot write the checkpoint ({e.strerror}); the last good checkpoint is "
+                              f"kept: free space or pick a writable hydra.run.dir") from None
 
 
-def write_failure(e: BaseException, folder) -> str:
-    """The OS-level reason of a failed write: the chained OSError's text, or a full disk found by statvfs."""
-    while e is not None:
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
-        e = e.__cause__ or e.__context__
-    try:
-        if os.statvfs(folder).f_bavail == 0:
-            return "No space left on device"
-    except OSError:
-        pass
-    return "write failed"
-
-
-class FlushLogs(L.Callback):
-    """Make a checkpoint cover the log rows of its epoch, so that a run killed at any moment resumes with
-    every epoch logged once (see continue_csv).
-
-    The CSV logger buffers rows for 100 steps: flush them when a checkpoint is written. And Lightning logs an
-    epoch's train metrics only after its end-of-epoch checkpoint: keep that row in the checkpoint itself.
-    """
-
-    epoch_ended = None
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self.epoch_ended = None
-        for lg in trainer.loggers:
-            lg.save()
-
-    def on_train_epoch_end(self, trainer, pl_module):  # runs before ModelCheckpoint's (Lightning orders them)
-        self.epoch_ended = trainer.current_epoch
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        for lg in trainer.loggers:
-            lg.save()
-        if self.epoch_ended == trainer.current_epoch:  # callback_metrics now hold this epoch's train values
-            train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-            checkpoint["sarnet_train_row"] = {**train, "epoch": trainer.current_epoch,
-                                              "step": trainer.global_step - 1}  # Lightning's epoch-end step
-
-
-def continue_csv(loggers, ckpt_path: str):
-    """CSVLogger deletes an existing metrics.csv: on resume, put back the rows up to the checkpoint's epoch.
-
-    Rows of later epochs came from the epoch being redone after the kill, so dropping them logs every epoch once.
-    A train row killed before it reached the file comes from the checkpoint (FlushLogs).
-    """
+def continue_csv(loggers, ckpt_path):
+    """CSVLogger deletes the metrics.csv it finds: a resumed run puts back its rows up to the checkpoint's epoch (later
+    ones are of the epoch being redone), and that epoch's train row from the checkpoint if it missed the file."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    epoch, pending = ckpt.get("epoch"), ckpt.get("sarnet_train_row")
-    for lg in loggers if epoch is not None else []:
-        path = Path(lg.log_dir) / "metrics.csv" if isinstance(lg, CSVLogger) else None
-        if path is None or not path.is_file():
-            continue
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("epoch") and int(float(r["epoch"])) <= epoch]
+    epoch, pending = ckpt["epoch"], stored_run(ckpt).get("train_row")
+    for lg in (lg for lg in loggers if isinstance(lg, CSVLogger)):
+        path = Path(lg.log_dir) / "metrics.csv"
+        rows = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
+        rows = [r for r in rows if r.get("epoch") and int(float(r["epoch"])) <= epoch]
         if pending and not any(int(float(r["epoch"])) == epoch and r.get(k) for r in rows for k in pending
                                if k.startswith("train/")):
             rows.append(dict(pending))
@@ -128,60 +72,48 @@ def continue_csv(loggers, ckpt_path: str):
         lg.save()
 
 
-# ---- resume: the config it was trained with, its RNG streams, its best.ckpt ------------------------------
-
-# What a resumed run may not change: the model, the loss, the data and the trainer settings that shape each
-# step. Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run).
+# What a resumed run may not change: the model, the loss, the data and the trainer settings that shape each step.
+# Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run); model.loss is
+# ${loss}, checked as `loss`. Each checkpoint also carries how its run samples and scores FID (a copy anywhere scores
+# as in its run: sarnet.checkpoint.load_run_config) and the weights it started from (kept by a resume).
 DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
               "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
-FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download",
-             "model.loss")  # model.loss is ${loss}: checked once, as `loss`
-# What else every checkpoint carries of its run's config: how it samples and how its FID is measured (with the data
-# above: the commands score a checkpoint copied anywhere as in its run, sarnet.checkpoint.load_run_config), and the
-# weights the run started from (a run resumed with ckpt_path= reports its init_ckpt still).
+FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download", "model.loss")
 CARRIED_KEYS = ("sample", "fid", "init_ckpt")
-OPTIMIZER = "model.optimizer"
+OPTIMIZER = "model.optimizer."
 
 
 def run_config(cfg) -> dict:
     """The resolved config a checkpoint carries: DRIFT_KEYS and CARRIED_KEYS, the data root made absolute."""
-    out = {}
-    for key in DRIFT_KEYS + CARRIED_KEYS:
-        value = OmegaConf.select(cfg, key, default=None)
-        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    out = {key: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+           for key in DRIFT_KEYS + CARRIED_KEYS for v in [OmegaConf.select(cfg, key, default=None)]}
     if (out["data"] or {}).get("root"):
         out["data"]["root"] = os.path.abspath(out["data"]["root"])
     return out
 
 
-def _flatten(value, prefix=""):
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
+def _flat(value, prefix=""):
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
-    """Refuse a resume whose config trains something else than the checkpoint did, in one line naming the fields.
-
-    Optimizer settings may change only with resume_override_optimizer=true (returned, then applied to the
-    restored optimizer by ResumeState; its class cannot change, its state would not fit).
-    -> {field: (old, new)} of the optimizer settings to apply.
-    """
-    old, new = _flatten(stored_run(ckpt)["config"]), _flatten(run_config(cfg))
+    """Refuse, in one line naming the fields, a resume whose config trains something else than the checkpoint did.
+    Optimizer settings may change with resume_override_optimizer=true, its class never (its state would not fit).
+    -> {field: (old, new)} of the optimizer settings ResumeState applies to the restored optimizer."""
+    if "rng" not in stored_run(ckpt):  # without it the run would go on, but not as if never stopped
+        raise ConfigError(f"resume refused: {ckpt_path} lacks the RNG state of an exact resume (not written by this "
+                          f"train.py's ResumeState); start a new run from its weights: init_ckpt={ckpt_path}")
+    old, new = _flat(stored_run(ckpt)["config"]), _flat(run_config(cfg))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}
-    optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER + ".")}
-    drift = {k: v for k, v in diff.items() if k not in optimizer}
-    override = bool(cfg.get("resume_override_optimizer", False))
-    if f"{OPTIMIZER}._target_" in optimizer or optimizer and not override:
-        drift.update(optimizer)
+    optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER)}
+    same_class = OPTIMIZER + "_target_" not in diff  # else its state would not fit
+    drift = {k: v for k, v in diff.items() if k not in optimizer or not (cfg.resume_override_optimizer and same_class)}
     if drift:
         fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in drift.items())
-        hint = ("; optimizer settings may change with resume_override_optimizer=true" if optimizer and
-                f"{OPTIMIZER}._target_" not in optimizer else "")
+        hint = "; optimizer settings may change with resume_override_optimizer=true" if optimizer and same_class else ""
         raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
                           f"({fields}); revert it, or start a new run in a new dir (init_ckpt={ckpt_path} "
                           f"starts one from its weights){hint}")
@@ -190,102 +122,63 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     return optimizer
 
 
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            # plain ints and tensors: checkpoints are read with weights_only=True
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate()}
+def rng_state() -> dict:
+    state = _collect_rng_states()  # numpy's keys as a tensor: checkpoints are read with weights_only
+    kind, keys, *rest = state["numpy"]
+    return state | {"numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest]}
 
 
-def _set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
+def set_rng_state(state: dict):
+    kind, keys, *rest = state["numpy"]
+    cuda = state["torch.cuda"] if len(state["torch.cuda"]) == torch.cuda.device_count() else []  # another machine
+    _set_rng_states(state | {"numpy": (kind, keys.numpy().astype(np.uint32), *rest), "torch.cuda": cuda})
 
 
 class ResumeState(L.Callback):
-    """What a resumed run needs to go on exactly as if never stopped, stored in every checkpoint:
+    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run" (train.py's `earlier`):
+    the RNG streams, put back after seed_everything and the sanity check (the data order is the DataModule's state);
+    the config (check_drift); the metrics, which a finished run relaunched reports again; the seconds of all launches;
+    the epoch's train row, logged by Lightning only after the epoch's checkpoint (continue_csv; the other rows are in
+    the file: the CSV buffer is flushed at each save). And the ReduceLROnPlateau step of that epoch, which Lightning
+    takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
 
-    - the RNG streams (torch, CUDA, numpy, python) at the moment of the save, put back when training restarts,
-      after seed_everything and the sanity check, so that the VAE's noise and dynamic binarisation continue
-      where they were (the data order has its own generator, in the DataModule's state);
-    - the drift-relevant config (check_drift compares a relaunch against it);
-    - the metrics at the save, so that relaunching a finished run reports them again instead of none;
-    - the seconds spent in earlier launches up to the save (`earlier_s` after a resume), so that a run's
-      wall time counts every launch, not only the last;
-    - the ReduceLROnPlateau step of the checkpoint's epoch (scheduler=plateau): Lightning takes it after the
-      epoch's checkpoint is written and, resuming, skips it (it keeps no metrics), so a resumed run would drop
-      its lr one epoch late; it is taken here, on the monitored value the checkpoint stored.
-    """
-
-    def __init__(self, cfg=None, optimizer_override: dict | None = None):
+    def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
         self.config = json.dumps(run_config(cfg)) if cfg is not None else None
-        self.optimizer_override = optimizer_override or {}
-        self.restored, self.restored_metrics = None, None
-        self.started, self.earlier_s = time.time(), 0.0
-        self.trained = False  # set when fit ends: testing a checkpoint restores callbacks too, and must not
-        # replace earlier_s with that checkpoint's wall time (which counts this launch already)
+        self.override, self.earlier, self.ended = optimizer_override or {}, earlier or {}, None
+        self.started, self.earlier_s = time.time(), self.earlier.get("wall_time_s", 0.0)
 
-    def state_dict(self):
-        return {"rng": _rng_state(), "wall_time_s": self.earlier_s + time.time() - self.started}
-
-    def load_state_dict(self, state_dict):
-        if self.trained:  # trainer.test(ckpt_path=...) after fit: nothing of a resume to restore
-            return
-        self.restored = state_dict.get("rng")
-        self.earlier_s = state_dict.get("wall_time_s", 0.0)  # checkpoints written before it was recorded: 0
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
-        if not self.trained:
-            self.restored_metrics = (checkpoint.get("sarnet_run") or {}).get("metrics")
-
-    def on_train_end(self, trainer, pl_module):
-        self.trained = True
+    def on_train_epoch_end(self, trainer, pl_module):  # before ModelCheckpoint's: Lightning runs those last
+        self.ended = trainer.current_epoch
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        for lg in trainer.loggers:
+            lg.save()
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-        metrics.update({k: v for k, v in (checkpoint.get("sarnet_train_row") or {}).items()
-                        if k.startswith("train/")})
-        checkpoint["sarnet_run"] = {"config": self.config, "metrics": metrics}
+        row = {k: v for k, v in metrics.items() if k.startswith("train/")} | {
+            "epoch": trainer.current_epoch, "step": trainer.global_step - 1}  # Lightning's epoch-end step
+        checkpoint["sarnet_run"] = {"config": self.config, "metrics": metrics, "rng": rng_state(),
+                                    "train_row": row if self.ended == trainer.current_epoch else None,
+                                    "wall_time_s": self.earlier_s + time.time() - self.started}
 
     def on_train_start(self, trainer, pl_module):
-        if self.restored is not None:
-            _set_rng_state(self.restored)
-            self.restored = None
-        for config in trainer.lr_scheduler_configs if self.restored_metrics is not None else []:
-            # last_epoch counts the steps taken: one per finished epoch, unless the last one's was skipped
-            if config.reduce_on_plateau and config.scheduler.last_epoch < trainer.current_epoch:
-                pl_module.lr_scheduler_step(config.scheduler, self.restored_metrics[config.monitor])
-        self.restored_metrics = None
-        for key, (_, value) in self.optimizer_override.items():
-            name = key[len(OPTIMIZER) + 1:]
-            for optimizer in trainer.optimizers:
-                for group in optimizer.param_groups:
-                    if name in group:
-                        group[name] = tuple(value) if isinstance(group[name], tuple) else value
+        if "rng" in self.earlier:  # resuming
+            set_rng_state(self.earlier["rng"])
+            for config in trainer.lr_scheduler_configs:  # last_epoch counts the steps taken, one per epoch
+                if config.reduce_on_plateau and config.scheduler.last_epoch < trainer.current_epoch:
+                    pl_module.lr_scheduler_step(config.scheduler, self.earlier["metrics"][config.monitor])
+        for key, (_, value) in self.override.items():  # check_drift's, resume_override_optimizer=true
+            name = key[len(OPTIMIZER):]
+            for group in (g for optimizer in trainer.optimizers for g in optimizer.param_groups if name in g):
+                group[name] = tuple(value) if isinstance(group[name], tuple) else value
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose saved paths follow the run dir when it is moved or copied.
-
-    Lightning stores absolute paths (best_model_path, best_k_models): resumed from a copy, the copy would test
-    the original's best.ckpt (or fail if it is gone) and write best-v1.ckpt beside its own stale best.ckpt.
-    The checkpoints lie directly in dirpath: each stored path is taken as the same name in today's dirpath.
-    """
-
-    @property
-    def state_key(self) -> str:  # the same key as a plain ModelCheckpoint: checkpoints stay interchangeable
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+    """ModelCheckpoint whose restored paths follow a moved or copied run dir: Lightning keeps absolute ones, so a copy
+    resumed would test the original's best.ckpt (or none) and write best-v1.ckpt beside its own stale best.ckpt."""
 
     def load_state_dict(self, state_dict):
-        def here(path):
+        def here(path):  # the checkpoints lie directly in dirpath
             return str(Path(self.dirpath) / Path(path).name) if path else path
-        paths = {k: here(state_dict[k]) for k in ("best_model_path", "kth_best_model_path", "last_model_path")
-                 if k in state_dict}
-        best_k = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
-        super().load_state_dict({**state_dict, **paths, "best_k_models": best_k, "dirpath": self.dirpath})
+        state = {k: here(v) if k.endswith("_path") else v for k, v in state_dict.items()}
+        state["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict({**state, "dirpath": self.dirpath})

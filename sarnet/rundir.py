@@ -1,14 +1,14 @@
-"""One writer per run dir, and a run dir that can be written: checked before any work, in one line each.
-
-Kept free of Lightning and torch: train.py and Hydra's start-up callback use it before the heavy imports."""
+"""One writer per run dir, and a run dir that can be written: checked before any work, in one line each. Free of
+Lightning and torch: train.py and Hydra's start-up callback use it before the heavy imports."""
 
 import fcntl
 import logging
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
+
+from sarnet.io import atomic_write
 
 log = logging.getLogger("sarnet")
 
@@ -22,76 +22,59 @@ class RunDirBusy(RunDirError):
 
 
 def _rank() -> int:
-    # Lightning's DDP launcher starts ranks 1.. as copies of train.py on the same run dir, with these variables
-    # set; srun sets SLURM_PROCID. Only rank 0 writes checkpoints and results, so only rank 0 takes the lock.
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return 0
+    """This process's rank: Lightning's DDP launcher starts ranks 1.. as copies of train.py with RANK or LOCAL_RANK
+    set, srun sets SLURM_PROCID. Rank 0 alone writes checkpoints and results."""
+    ranks = (os.environ.get(k, "") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    return next((int(r) for r in ranks if r.isdigit()), 0)
 
 
-def lock_run_dir(run_dir: Path):
-    """Take <run>/.lock (flock, our pid inside) or refuse with one line. -> (fd, path) for unlock_run_dir, or None
-    off rank 0.
-
-    flock, not the pid alone: the kernel drops the lock when its process dies (also on SIGKILL), so a dead
-    owner's lock is free to take, and a recycled pid cannot pass for a live owner. Two launches of one sweep
-    (an orphaned joblib worker and its relaunch) would otherwise train into one dir and mix their CSV rows.
-    """
+def lock_run_dir(run_dir):
+    """Take <run>/.lock (flock, our pid inside) or refuse in one line. -> the lock for unlock_run_dir; None off rank 0.
+    flock, not a pid file: the kernel drops it when its owner dies (on SIGKILL too), and a recycled pid cannot pass for
+    a live owner. Two launches of a sweep's job (an orphaned worker and its relaunch) would mix their CSV rows."""
     if _rank() != 0:
         return None
+    check_writable(run_dir)
     path = Path(run_dir) / ".lock"
-    while True:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunDirError(f"{path.parent}: cannot write into the run dir ({e.strerror}); pick a writable "
-                              f"hydra.run.dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunDirBusy(f"{path.parent} is in use by another train.py (pid {owner}, holding {path}): one run "
-                             f"dir has one writer; wait for it to end or stop it, or pick another hydra.run.dir") \
-                from None
-        if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
-            break
-        os.close(fd)  # its owner removed the file between our open and flock (unlock_run_dir): open the new one
-    old = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    if old and old != str(os.getpid()):
-        log.warning("%s: taking over the lock of pid %s, which is gone", path, old)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirBusy(f"{path.parent} is in use by another train.py (pid {owner or 'unknown'}, holding {path}): "
+                         f"one run dir has one writer; wait for it to end or stop it, or pick another "
+                         f"hydra.run.dir") from None
+    if owner:  # unlock_run_dir empties the file: a pid left in it is of an owner that died holding the lock
+        log.warning("%s: taking over the lock of pid %s, which is gone", path, owner)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd, path
+    return fd
 
 
 def unlock_run_dir(lock):
-    """Remove the lock file, then release it: a run dir that ended keeps no .lock. A process that opened the file
-    just before the removal gets the lock on a file that is gone, and lock_run_dir makes it open the new one."""
+    """Empty the lock file (running_jobs then sees no owner), then release it."""
     if lock is not None:
-        lock[1].unlink(missing_ok=True)
-        os.close(lock[0])
+        os.ftruncate(lock, 0)
+        os.close(lock)
 
 
 def running_jobs(sweep_dir) -> dict:
-    """{lock file: pid} of the sweep's jobs that hold their run dir now (a live owner; unlock_run_dir removes it)."""
+    """{lock file: pid} of the sweep's jobs that hold their run dir now (a live owner; unlock_run_dir empties it)."""
     jobs = {}
     for path in Path(sweep_dir).glob("*/.lock"):
         try:
-            pid = int(path.read_text().strip())
-            os.kill(pid, 0)  # alive?
-        except (OSError, ValueError):  # gone, released meanwhile, or not yet written
-            continue
-        jobs[path] = pid
+            jobs[path] = int(path.read_text())
+            os.kill(jobs[path], 0)  # alive?
+        except (OSError, ValueError):  # gone, released, or not yet written
+            jobs.pop(path, None)
     return jobs
 
 
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     """This launch's command as it was typed (python train.py ..., sarnet train ...), continuing its run
     (ckpt_path=<run dir>: the dir must hold a checkpoint) or its sweep (hydra.sweep.dir=<dir>: finished jobs are
-    skipped, the others resume or start); neither given: unchanged."""
+    skipped, the others resume or start); neither given: unchanged. init_ckpt goes: the checkpoint holds it."""
     from sarnet.cli.train import hydra_args
 
     def shown(exe, name):  # an interpreter or command inside the working dir (make's .venv/bin/python): its path
@@ -100,28 +83,19 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     prog, args, python = sys.argv[0], hydra_args(sys.argv[1:]), shown(sys.executable, "python")
     head = [python, "-m", "sarnet"] if prog.endswith("__main__.py") else \
         [python, prog] if prog.endswith(".py") else [shown(prog, Path(prog).name)]
-    if sweep_dir is not None:
-        args = [a for a in args if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep_dir}"]
-    elif run_dir is not None:  # init_ckpt: the checkpoint holds the weights it started from
-        args = [a for a in args if not a.startswith(("hydra.run.dir=", "ckpt_path=", "init_ckpt="))]
-        args.append(f"ckpt_path={run_dir}")
-    return shlex.join([*head, *args])
+    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={sweep_dir}"]
+    if sweep_dir is None:
+        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={run_dir}"]) if run_dir else ((), [])
+    return shlex.join([*head, *(a for a in args if not a.startswith(drop)), *add])
 
 
 def check_writable(*dirs):
-    """Create and remove a probe file in every dir the run writes to: a read-only or full disk fails here, in
-    one line, before any training, not at the first checkpoint."""
-    for d in dirs:
-        d = Path(d)
+    """Write and remove a probe file in every dir the run writes to: a read-only or full disk fails here, in one
+    line, before any training, not at the first checkpoint."""
+    for d in map(Path, dirs):
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".probe.")
-            try:
-                os.write(fd, b"x" * 4096)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-                os.unlink(tmp)
+            atomic_write(d / f".probe.{os.getpid()}", bytes(4096))  # the dir made too
+            (d / f".probe.{os.getpid()}").unlink()
         except OSError as e:
-            raise RunDirError(f"{d}: cannot write ({e.strerror}); free space or pick a writable "
-                              f"hydra.run.dir") from None
+            raise RunDirError(f"{d}: cannot write ({e.strerror}); free space or pick a writable hydra.run.dir") \
+                from None

@@ -37,9 +37,6 @@ COLORS = {"sarnet_vae": "tab:blue", "vae": "tab:orange", "sarnet": "tab:green"}
 LATENTS = [8, 16, 32, 64, 128]
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature network's data: the FID's scale
 PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed", "dtype")
-# Fields results.json records since some version, with the value every run before it had: the features ran in
-# float32, the samplers in float32 and training at Lightning's default precision (or the run config's).
-RECORDED_LATER = {"dtype": "float32"}
 
 
 class TableError(ValueError):
@@ -68,8 +65,6 @@ def collect(dirs):
                 continue
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
             good = r.get("status") == "ok" and "fid/mean" in r["metrics"]
-            if good:
-                r["sampling_"], r["precision_"] = sampling_of(r), precision_of(r)
             (ok if good else failed).append(r)
     return ok, failed
 
@@ -86,20 +81,20 @@ def _malformed(r) -> str | None:
         return f"status ok but its metrics are not an object whose {', '.join(read)} are numbers"
     if "fid/mean" in metrics and not (isinstance(params, dict) and {"dense", "effective"} <= set(params)):
         return "status ok but its params lack dense and effective counts"
+    if "fid/mean" in metrics and not ({"precision", "eval_ckpt"} <= set(r) and "dtype" in (r.get("sampling") or {})):
+        return "status ok but it lacks precision, eval_ckpt or sampling.dtype (a results.json of an older format)"
     return None
 
 
 def table_key(r):
-    """What every value of one table must share. Runs written before results.json recorded it get None fields."""
+    """What every value of one table must share."""
     p, knn = r.get("fid_protocol") or {}, r.get("knn") or {}
-    return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt", "best"),
-            *(p.get(k, RECORDED_LATER.get(k)) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
+    return (r.get("dataset"), tuple(r["classes"]) if r.get("classes") else None, r.get("eval_ckpt"),
+            *(p.get(k) for k in PROTOCOL_KEYS), tuple(knn.get(k) for k in ("n", "k", "seed")))
 
 
 def describe(key):
     dataset, classes, weights, *p, knn = key
-    if dataset is None:
-        return "protocol not recorded (results.json from an older version): not comparable with the others"
     proto = dict(zip(PROTOCOL_KEYS, p))
     return (f"{dataset} classes {list(classes) if classes else 'all'}, {weights} weights; FID: {proto['n_sets']} x "
             f"{proto['n_gen']} images vs {proto['real_set']}, seed {proto['seed']}, features {proto['features']} "
@@ -128,63 +123,30 @@ def recipe_epochs(model) -> int | None:
     return packaged_config(f"recipe/{model}").trainer.max_epochs
 
 
-def sampling_of(r):
-    """The run's sampling settings. A results.json written before it recorded the draw (mode, temperature) and a
-    regression net's scheme has no "code" field: those are read from the run's .hydra/config.yaml, as train.py's
-    sampling_record would have written them; without that file they count as the mean mode and no scheme."""
-    s = dict(r.get("sampling") or {})
-    if "code" in r:
-        return s
-    path = Path(r["path"]) / ".hydra" / "config.yaml"
-    if not path.exists():
-        print(f"warning: {r['path']}: results.json predates the recorded draw and has no .hydra/config.yaml "
-              f"beside it: taken as the mean mode, no regression scheme", file=sys.stderr)
-        return s
-    from omegaconf import OmegaConf
-    cfg = OmegaConf.load(path)
-    if cfg.sample.get("mode", "mean") != "mean":
-        s |= {"mode": cfg.sample.mode, "temperature": cfg.sample.get("temperature", 1.0)}
-    if OmegaConf.select(cfg, "model.net.out_activation") == "none" and cfg.sample.get("regression"):
-        s["regression"] = OmegaConf.to_container(cfg.sample.regression)
-    return s
-
-
 def strict(r) -> bool:
     """Patch 0 predicted (model.net.first_patch=predicted) rather than copied, the reference's "given": another
-    model, never one cell with the reference's. results.json without the field count as "given" (the default)."""
+    model, never one cell with the reference's."""
     return r.get("first_patch") == "predicted"
-
-
-def precision_of(r):
-    """trainer.precision of the run: results.json's, else its .hydra/config.yaml's, else Lightning's default."""
-    if "precision" in r:
-        return r["precision"]
-    path = Path(r["path"]) / ".hydra" / "config.yaml"
-    value = "32-true"
-    if path.exists():
-        from omegaconf import OmegaConf
-        value = str(OmegaConf.select(OmegaConf.load(path), "trainer.precision", default="32-true"))
-    return {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
 
 
 def cell_key(r):
     """What one cell's runs share. Training precision and sampling dtype are last (the matched tables slice)."""
-    s = r["sampling_"]
+    s = r["sampling"]
     regression = tuple(sorted((s.get("regression") or {}).items())) or None
     return (r.get("model"), r.get("latent_dim"), r.get("epochs"), strict(r), s.get("method"), s.get("th"),
-            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression, r["precision_"],
-            s.get("dtype", RECORDED_LATER["dtype"]))
+            s.get("z_scale"), s.get("mode", "mean"), s.get("temperature"), regression, r["precision"],
+            s.get("dtype"))
 
 
 def draw_label(r):
     """What sets a row apart from the reference's model, float32 training and draw (a strict first patch; pixels not
     the sigmoid means; bf16 training or sampling): shown beside the model name."""
-    s = r["sampling_"]
+    s = r["sampling"]
     parts = ["patch 0 predicted"] if strict(r) else []
     parts += [f"{s['mode']} T={s['temperature']:g}"] if s.get("mode", "mean") != "mean" else []
     parts += [", ".join(f"{k} {v}" for k, v in s["regression"].items())] if s.get("regression") else []
-    parts += [f"trained {r['precision_']}"] if r["precision_"] != "32-true" else []
-    parts += [f"sampled {s['dtype']}"] if s.get("dtype", "float32") != "float32" else []
+    parts += [f"trained {r['precision']}"] if r["precision"] != "32-true" else []
+    parts += [f"sampled {s['dtype']}"] if s["dtype"] != "float32" else []
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -215,7 +177,7 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
             "fid_set_std": sum(set_stds) / len(set_stds) if set_stds else None, "fid_seed_means": [m for m, _ in pairs],
             "seeds": list(by_seed), "params_dense": first["params"]["dense"],
             "params_effective": first["params"]["effective"], "epochs": first.get("epochs"),
-            "eval_ckpt": first.get("eval_ckpt", "best"), "th": (first.get("sampling") or {}).get("th"),
+            "eval_ckpt": first["eval_ckpt"], "th": (first.get("sampling") or {}).get("th"),
             "wall_time_s": sum(walls) / len(walls), "wall_time_range_s": [min(walls), max(walls)],
             # a mean over several machines (or runs that predate results.json's "device") would describe none
             "devices": sorted({str(r.get("device")) for r in runs}),

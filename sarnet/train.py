@@ -134,7 +134,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
         return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path, optimizer_override, earlier = prepare(cfg, net, output_dir)
-    trainer, module, datamodule, resume_state = build_run(cfg, net, ckpt_path, optimizer_override)
+    trainer, module, datamodule, resume_state = build_run(cfg, net, ckpt_path, optimizer_override, earlier)
     progress["fit"] = True
     # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
     metrics = earlier["metrics"] | fit(cfg, trainer, module, datamodule, ckpt_path)
@@ -162,13 +162,13 @@ def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, d
     return ckpt_path, optimizer_override, earlier
 
 
-def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: dict):
+def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: dict, earlier: dict):
     """Everything that can refuse its arguments is built before any data is read or anything is written; then the
     data are read and checked, and the loggers start writing into the run dir. -> trainer, module, data, ResumeState"""
     import lightning as L
 
     from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, FlushLogs, ResumeState, continue_csv
+    from sarnet.resume import AtomicCheckpointIO, ResumeState, continue_csv
 
     output_dir, choices = Path(cfg.paths.output_dir), HydraConfig.get().runtime.choices
     module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)  # evaluation noise from the run's seed
@@ -177,10 +177,10 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: d
     if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
         from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
-    resume_state = ResumeState(cfg, optimizer_override)
+    resume_state = ResumeState(cfg, optimizer_override, earlier)
     trainer_cfg, console = trainer_settings(cfg.trainer)
     trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
-                    callbacks=[*callbacks, FlushLogs(), resume_state, *console])  # it logs the devices it found
+                    callbacks=[*callbacks, resume_state, *console])  # it logs the devices it found
     log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
              output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
     L.seed_everything(cfg.seed, workers=True)

@@ -313,8 +313,8 @@ def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", c
         r |= {"epochs": epochs or RECIPE_EPOCHS.get(model, 200), "wall_time_s": wall,
               "params": {"dense": 2_958_648, "effective": 1_898_808},
               "device": device, "dataset": dataset, "classes": list(classes) if classes else None, "eval_ckpt": "last",
-              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0},
-              "fid_protocol": thesis | protocol,
+              "sampling": {"method": "fast", "th": 0.105, "z_scale": 1.0, "dtype": "float32"}, "precision": "32-true",
+              "fid_protocol": thesis | {"dtype": "float32"} | protocol,
               "fid_matched": {"none": {"mean": fid + 1, "std": 0.2, "values": [fid + 1]}},
               "knn": {"n": 1000, "k": 4, "seed": 42},
               "metrics": {"fid/mean": fid, "fid/std": 0.1, "test/loss": 101.5, "knn/accuracy": 0.6}}

@@ -236,7 +236,8 @@ def test_a_non_finite_loss_stops_in_one_line_naming_the_kept_checkpoint(tmp_path
 def results(fid=1.5, seed=1):
     return {"status": "ok", "model": "vae", "latent_dim": 8, "seed": seed, "epochs": 1, "wall_time_s": 1.0,
             "params": {"dense": 10, "effective": 10}, "dataset": "mnist", "classes": [5], "eval_ckpt": "last",
-            "sampling": {"method": "fast", "th": None, "z_scale": 1.0}, "code": None, "metrics": {"fid/mean": fid}}
+            "sampling": {"method": "fast", "th": None, "z_scale": 1.0, "dtype": "float32"}, "precision": "32-true",
+            "fid_protocol": {"dtype": "float32"}, "metrics": {"fid/mean": fid}}
 
 
 TABLE = [  # (kind, what lies in the sweep dir beside a good run, text of the warning or refusal)

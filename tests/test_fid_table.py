@@ -114,20 +114,21 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
 
 
 def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
-    """Runs that drew their pixels differently are never one cell; a results.json from before the draw's mode was
-    recorded (no "mode") is a mean-mode run."""
+    """Runs that drew their pixels differently or with another regression scheme are never one cell."""
     sweep = tmp_path / "sweep"
-    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)                                   # old format
-    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=2.0, extra={"code": {"commit": "0" * 40, "dirty": False}})
-    for i, (seed, temperature, fid) in enumerate([(1234, 0.3, 5.0), (1235, 1.0, 6.0)]):
-        fake_run(sweep / f"{i + 2}", "sarnet_vae", 32, seed, fid=fid,
-                 extra={"sampling": {"mode": "bernoulli", "temperature": temperature}})
-    result, _, _ = table(tmp_path, sweep)
+    for i, (seed, sampling, fid) in enumerate([(1234, {}, 1.0), (1235, {}, 2.0),
+                                               (1234, {"mode": "bernoulli", "temperature": 0.3}, 5.0),
+                                               (1235, {"mode": "bernoulli", "temperature": 1.0}, 6.0),
+                                               (1236, {"regression": {"alpha_max": 0.5}}, 7.0)]):
+        fake_run(sweep / f"{i}", "sarnet_vae", 32, seed, fid=fid)
+        path = sweep / f"{i}" / "results.json"
+        path.write_text(json.dumps((r := json.loads(path.read_text())) | {"sampling": r["sampling"] | sampling}))
+    result, md, _ = table(tmp_path, sweep)
     (t,) = result["tables"]
     means = sorted(r["fid_mean"] for r in t["rows"] if r["model"] == "sarnet_vae" and r["status"] == "ok")
-    assert means == [1.5, 5.0, 6.0]  # the two mean-mode runs together, each temperature apart
+    assert means == [1.5, 5.0, 6.0, 7.0]  # the two mean-mode runs together, each temperature and scheme apart
     matched = sorted(r["fid_mean"] for r in t["matched"]["none"]["rows"])
-    assert matched == [2.5, 6.0, 7.0]
+    assert matched == [2.5, 6.0, 7.0, 8.0] and "sarnet_vae (alpha_max 0.5)" in md
 
 
 def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
@@ -139,25 +140,6 @@ def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
         cfg = compose_config(*overrides)
         record = sampling_record(cfg.sample, validate(cfg))
         assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, "dtype": "float32", **extra}, overrides
-
-
-def test_an_older_results_json_takes_its_draw_from_the_runs_hydra_config(tmp_path):
-    """Results written before the draw and the regression scheme were recorded (no "code" field) read them from
-    .hydra/config.yaml: an old and a new simple-SarNET run of one recipe share a cell; another scheme does not."""
-    sweep = tmp_path / "sweep"
-    scheme = {"alpha_max": 0.65, "p": 0.3, "refine": True}
-    for i, (seed, alpha, new) in enumerate([(1234, 0.65, False), (1235, 0.65, True), (1236, 0.5, False)]):
-        fake_run(sweep / f"{i}", "sarnet", None, seed, fid=40.0 + i, extra={
-            "code": {"commit": "0" * 40, "dirty": False}, "sampling": {"regression": scheme}} if new else None)
-        if not new:
-            (sweep / f"{i}" / ".hydra").mkdir()
-            (sweep / f"{i}" / ".hydra" / "config.yaml").write_text(json.dumps(  # JSON is YAML
-                {"model": {"net": {"out_activation": "none"}}, "sample": {"mode": "mean", "regression":
-                                                                          scheme | {"alpha_max": alpha}}}))
-    result, md, _ = table(tmp_path, sweep)
-    rows = [r for r in result["tables"][0]["rows"] if r["model"] == "sarnet" and r["status"] == "ok"]
-    assert sorted((r["fid_mean"], len(r["seeds"])) for r in rows) == [(40.5, 2), (42.0, 1)]
-    assert "sarnet (alpha_max 0.5, p 0.3, refine True)" in md and "sarnet (alpha_max 0.65, p 0.3, refine True)" in md
 
 
 def test_fashion_table_sweeps_l_model_and_seed():  # what one of its jobs composes to: test_train_smoke.py

@@ -107,7 +107,7 @@ def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_pat
     loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net, SMALL))
     assert isinstance(loaded, SarNet) and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
-    run = load_run_config(tmp_path / "a.ckpt")  # no .hydra/ next to it: the fallbacks
+    run = load_run_config(tmp_path / "a.ckpt")  # no run config stored: the defaults
     assert run["data"]["dataset"] == "mnist" and run["sample"] == {}
     with pytest.raises(CheckpointError, match="no such"):
         load_model(tmp_path / "missing.ckpt")

@@ -125,8 +125,8 @@ def test_resume_puts_back_the_csv_rows_up_to_the_checkpoint(tmp_path, killed):
     rows = "0,19,,5.0\n0,19,6.0,\n1,39,,4.0\n" + ("1,39,5.0,\n2,59,,3.0\n" if killed == "mid-epoch" else "")
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,train/loss,val/loss\n" + rows)
-    torch.save({"epoch": 1, "global_step": 40, "sarnet_train_row": {"train/loss": 5.0, "epoch": 1, "step": 39}},
-               tmp_path / "last.ckpt")
+    row = {"train/loss": 5.0, "epoch": 1, "step": 39}
+    torch.save({"epoch": 1, "global_step": 40, "sarnet_run": {"train_row": row}}, tmp_path / "last.ckpt")
     logger = CSVLogger(tmp_path, name="csv", version="")
     continue_csv([logger], str(tmp_path / "last.ckpt"))
     logger.log_metrics({"val/loss": 3.5, "epoch": 2}, step=59)
@@ -191,7 +191,7 @@ def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
     assert rc == 0, out[-3000:]
     assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
     assert [(r["status"], r["epochs"]) for r in (results(tmp_path / job) for job in "01")] == [("ok", 2)] * 2
-    assert not list(tmp_path.glob("*/.lock"))
+    assert all(p.read_text() == "" for p in tmp_path.glob("*/.lock"))  # released
 
 
 @pytest.mark.slow

@@ -24,10 +24,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sarnet.checkpoint import stored_run
 from sarnet.config import ConfigError
 from sarnet.data.sources import DataError
 from sarnet.resume import AtomicCheckpointIO, ResumeState, RunCheckpoint, check_drift, run_config
-from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, unlock_run_dir
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, running_jobs, unlock_run_dir
 from tests.conftest import (
     ENV,
     RESUMABLE,
@@ -51,7 +52,7 @@ from tests.conftest import compose_config as composed
 def fake_ckpt(cfg) -> dict:
     """What check_drift reads from a checkpoint written by a run with config `cfg`."""
     return {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
-            "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}}}
+            "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}, "rng": {}}}
 
 
 # ---- 6 and 8: data files ------------------------------------------------------------------------------------
@@ -102,40 +103,19 @@ def hold_lock(run_dir):
 
 
 def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, caplog):
-    proc = hold_lock(tmp_path)
+    run = tmp_path / "run"
+    proc = hold_lock(run)
     try:
-        with pytest.raises(RunDirBusy, match=f"{tmp_path} is in use by another train.py \\(pid {proc.pid},"):
-            lock_run_dir(tmp_path)
+        with pytest.raises(RunDirBusy, match=f"{run} is in use by another train.py \\(pid {proc.pid},"):
+            lock_run_dir(run)
     finally:
         proc.kill()  # SIGKILL: no clean-up ran, the pid is still in the file
         proc.wait()
-    lock = lock_run_dir(tmp_path)
+    lock = lock_run_dir(run)
     assert f"taking over the lock of pid {proc.pid}" in caplog.text
-    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    assert running_jobs(tmp_path) == {run / ".lock": os.getpid()}
     unlock_run_dir(lock)
-    assert not (tmp_path / ".lock").exists()  # a run dir that ended keeps no lock file
-
-
-def test_a_lock_file_removed_while_taking_it_is_taken_anew(tmp_path, monkeypatch):
-    """The owner removes .lock and releases it (unlock_run_dir) just after we opened the file: our flock then holds
-    a file that is gone, which a third process would not see; lock_run_dir opens the new file instead."""
-    import fcntl
-
-    import sarnet.rundir
-
-    real, calls = fcntl.flock, []
-
-    def owner_unlocks_first(fd, how):
-        calls.append(fd)
-        if len(calls) == 1:
-            (tmp_path / ".lock").unlink()
-        return real(fd, how)
-
-    monkeypatch.setattr(sarnet.rundir.fcntl, "flock", owner_unlocks_first)
-    lock = lock_run_dir(tmp_path)
-    assert len(calls) == 2 and os.fstat(lock[0]).st_nlink == 1  # the second try locked the file that is there
-    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
-    unlock_run_dir(lock)
+    assert running_jobs(tmp_path) == {}  # a run dir that ended has no owner
 
 
 @needs_data
@@ -226,6 +206,8 @@ def test_resume_refuses_config_drift_naming_the_fields(change, fields):
 
 def test_resume_allows_what_does_not_change_the_model_or_data():
     ckpt = fake_ckpt(composed("latent_dim=8"))
+    with pytest.raises(ConfigError, match="^resume refused: x lacks the RNG state of an exact resume"):
+        check_drift(composed("latent_dim=8"), {"sarnet_run": {"config": ckpt["sarnet_run"]["config"]}}, "x")
     assert check_drift(composed("latent_dim=8", "trainer.max_epochs=300", "data.num_workers=2", "data_dir=elsewhere",
                                 "fid=off", "logger=csv"), ckpt, "x") == {}
 
@@ -251,38 +233,21 @@ def test_optimizer_override_is_explicit_logged_and_applied(caplog):
 
 # ---- 4: RNG streams and data order in the checkpoint -------------------------------------------------------
 
-def test_rng_state_survives_a_checkpoint_and_wins_over_a_reseed(tmp_path):
+def test_rng_state_and_wall_time_survive_a_checkpoint_and_the_rng_wins_over_a_reseed(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    path = tmp_path / "c.ckpt"
-    torch.save(ResumeState().state_dict(), path)
+    first, checkpoint = ResumeState(), {}
+    first.started -= 100  # this launch has run 100 s when it saves
+    first.on_save_checkpoint(argparse.Namespace(loggers=[], callback_metrics={}, current_epoch=0, global_step=1), None,
+                             checkpoint)
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    state = torch.load(path, weights_only=True)  # how checkpoints are read here: weights_only
+    torch.save(checkpoint, tmp_path / "c.ckpt")
+    earlier = stored_run(torch.load(tmp_path / "c.ckpt", weights_only=True))  # as train.py reads it back
     torch.manual_seed(99), np.random.seed(99), random.seed(99)  # seed_everything on the relaunch
-    callback = ResumeState()
-    callback.load_state_dict(state)
-    callback.on_train_start(argparse.Namespace(optimizers=[]), None)
+    relaunch = ResumeState(earlier=earlier)
+    relaunch.on_train_start(argparse.Namespace(optimizers=[], lr_scheduler_configs=[]), None)
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
-
-
-def test_wall_time_counts_every_launch():
-    """results.json's wall_time_s of a resumed run = the earlier launches' seconds (kept in the checkpoint) + this
-    launch's; a checkpoint from before it was recorded counts as 0."""
-    first = ResumeState()
-    first.started -= 100  # this launch has run 100 s when it saves
-    state = first.state_dict()
-    assert state["wall_time_s"] >= 100
-    relaunch = ResumeState()
-    relaunch.load_state_dict(state)
-    assert relaunch.earlier_s == state["wall_time_s"] and relaunch.state_dict()["wall_time_s"] >= 100
-    old = ResumeState()
-    old.load_state_dict({"rng": state["rng"]})
-    assert old.earlier_s == 0.0
-    # testing the best checkpoint after fit restores the callbacks again: that checkpoint's wall time already
-    # counts this launch, so it must not become earlier_s (wall_time_s was ~2x before this was fixed)
-    relaunch.on_train_end(None, None)
-    relaunch.load_state_dict({"rng": state["rng"], "wall_time_s": 10_000.0})
-    assert relaunch.earlier_s == state["wall_time_s"]
+    assert relaunch.earlier_s == earlier["wall_time_s"] >= 100  # results.json's wall_time_s counts every launch
 
 
 def test_data_order_is_in_the_datamodule_state(tmp_path):
@@ -318,8 +283,7 @@ def test_checkpoint_paths_follow_a_moved_run_dir(tmp_path):
     callback = RunCheckpoint(dirpath=new, filename="best", monitor="val/loss")
     callback.load_state_dict(state)
     assert callback.best_model_path == str(new / "best.ckpt")
-    assert list(callback.best_k_models) == [str(new / "best.ckpt")]
-    assert callback.state_key.startswith("ModelCheckpoint{")  # same key as the plain callback's
+    assert list(callback.best_k_models) == [str(new / "best.ckpt")] and callback.best_model_score == 1.0
 
 
 # ---- 8: faults of the disk and of the process --------------------------------------------------------------
@@ -330,16 +294,10 @@ def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_part(tmp_pat
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, path)
     before = path.read_bytes()
 
-    def fails(obj, f):
-        f.write(before[: len(before) // 2])
-        if fault == "killed":  # half the bytes, then the process is gone
-            raise KeyboardInterrupt
-        try:  # torch.save on a full disk: its zip writer's error, the OSError chained
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as e:
-            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from e
+    def fails(fd):  # the new bytes are in the temp file: then the process is gone, or the disk full
+        raise KeyboardInterrupt if fault == "killed" else OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(torch, "save", fails)
+    monkeypatch.setattr(os, "fsync", fails)
     refused = pytest.raises(KeyboardInterrupt) if fault == "killed" else pytest.raises(
         RunDirError, match=f"{path}: cannot write the checkpoint \\(No space left on device\\)")
     with refused:
@@ -371,7 +329,7 @@ def test_real_full_and_read_only_disks(tmpfs):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write \\(Read-only file system\\)"):
         check_writable(tmpfs)
-    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write into the run dir \\(Read-only file system\\)"):
+    with pytest.raises(RunDirError, match=f"{tmpfs}: cannot write \\(Read-only file system\\)"):
         lock_run_dir(tmpfs)
 
 
@@ -527,7 +485,7 @@ def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
     done = subprocess.run([sys.executable, *command[1:]], cwd=work, env=ENV, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert list(work.glob("outputs/*/*")) == [run] and not (run / ".lock").exists()  # in its own dir, no other
+    assert list(work.glob("outputs/*/*")) == [run] and (run / ".lock").read_text() == ""  # its own dir, released
     assert_same_run(tmp_path / "ref", run)
 
 

@@ -129,7 +129,7 @@ def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
     assert sorted(model["files"]) == ["best.ckpt", "last.ckpt"]
     for name, local in model["files"].items():
         assert Path(local).read_bytes() == (tmp_path / "checkpoints" / name).read_bytes()
-    assert not (tmp_path / ".lock").exists()  # a finished run leaves no lock file
+    assert (tmp_path / ".lock").read_text() == ""  # a finished run leaves no lock owner
 
 
 def test_fid_likelihood_and_sample_log_eval_runs_beside_their_training_run(smoke_run):

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from sarnet.checkpoint import zip_crc_error
 from sarnet.data.datamodules import load_split, raw_split
 from sarnet.data.sources import FOLDERS, DataError
 from sarnet.fields import REAL_SETS
-from sarnet.io import atomic_write
+from sarnet.io import atomic_write, zip_crc_error
 from sarnet.progress import Progress, say
 from sarnet.settings import DTYPES
 
