@@ -71,12 +71,18 @@ def running_jobs(sweep_dir) -> dict:
     return jobs
 
 
+def hydra_args(argv: list[str]) -> list[str]:
+    """`--key=value` -> the override `key=value`, unless `--key` is one of Hydra's own flags (--config-dir=...)."""
+    from hydra._internal.utils import get_args_parser
+
+    flags = get_args_parser()._option_string_actions
+    return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]
+
+
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     """This launch's command as it was typed (python train.py ..., sarnet train ...), continuing its run
     (ckpt_path=<run dir>: the dir must hold a checkpoint) or its sweep (hydra.sweep.dir=<dir>: finished jobs are
     skipped, the others resume or start); neither given: unchanged. init_ckpt goes: the checkpoint holds it."""
-    from sarnet.cli.train import hydra_args
-
     def shown(exe, name):  # an interpreter or command inside the working dir (make's .venv/bin/python): its path
         return os.path.relpath(exe) if Path(exe).absolute().is_relative_to(Path.cwd()) else name
 

@@ -155,8 +155,8 @@ def test_fid_likelihood_and_sample_log_eval_runs_beside_their_training_run(smoke
 def test_the_wandb_sweep_example_gives_overrides_train_py_takes():
     """docs/wandb_sweep.yaml: an agent passes each parameter as --key=value (its ${args}); train.py's entry turns
     them into overrides that compose and validate, and the sweep's metric is one train.py logs."""
-    from sarnet.cli.train import hydra_args
     from sarnet.config import validate
+    from sarnet.rundir import hydra_args
 
     sweep = OmegaConf.to_container(OmegaConf.load(ROOT / "docs" / "wandb_sweep.yaml"))
     assert sweep["program"] == "train.py" and "${args}" in sweep["command"]

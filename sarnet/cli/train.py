@@ -13,6 +13,7 @@ import re
 import sys
 
 from sarnet import CONFIG_MODULE
+from sarnet.rundir import hydra_args
 
 
 def task(cfg):
@@ -74,11 +75,3 @@ def hydra_message(e: Exception, overrides=()) -> str:
                 (f"; a new key needs a +: {add[1]}" if add else ""))
     lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
     return "; ".join(line for line in lines if line and not line.startswith("See https"))
-
-
-def hydra_args(argv: list[str]) -> list[str]:
-    """`--key=value` -> the override `key=value`, unless `--key` is one of Hydra's own flags (--config-dir=...)."""
-    from hydra._internal.utils import get_args_parser
-
-    flags = get_args_parser()._option_string_actions
-    return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]
