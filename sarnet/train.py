@@ -51,7 +51,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
         return run(cfg, net, progress)
-    except SIGTERMException:  # Lightning stops at the next batch and raises SystemExit(None): rc 0 otherwise
+    except SIGTERMException:  # Lightning's at the next batch, or _sigterm's outside fit and test (a SystemExit)
         lock, held = None, lock
         stopped(cfg, held)
     except Exception as e:
