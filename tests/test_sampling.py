@@ -7,7 +7,7 @@ import torch
 from sarnet import sampling
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import fill_fast, fill_naive, generate, generate_regression, keep_mask, patch_units
-from tests.conftest import MODES, NETS, images, latents, make_net
+from tests.conftest import MODES, NETS, compose_config, images, latents, make_net
 
 # The draws each kind of net makes (sample.mode), from scratch and completing 2 given patches (keep).
 DRAWS = {
@@ -129,3 +129,12 @@ def test_conv_vae_and_regression_generation():
         generate_regression(SarNet(latent_dim=4), 2, **REGRESSION)
     with pytest.raises(ValueError, match="method="):
         generate_regression(SarNet(), 2, **REGRESSION, method="bogus")
+
+
+def test_the_config_states_the_sampling_defaults_the_api_uses():
+    """conf/config.yaml's sample node and SampleSettings' defaults are one set of values (th and regression come from
+    the model's recipe)."""
+    from sarnet.settings import SampleSettings
+
+    node = {k: v for k, v in compose_config().sample.items() if k not in ("th", "regression")}
+    assert node == {k: getattr(SampleSettings(), k) for k in node} and set(node) >= {"method", "mode", "dtype"}
