@@ -6,6 +6,7 @@ module parses its arguments first and imports the heavy libraries only to do the
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,14 @@ COMMANDS = {
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return command(sys.argv[1:] if argv is None else list(argv))
+    except BrokenPipeError:  # `sarnet --help | head`: the reader has gone; nothing left to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 1
+
+
+def command(argv: list[str]):
     if not argv or argv[0] in ("-h", "--help"):
         width = max(map(len, COMMANDS))
         print("usage: sarnet <command> [args]   (sarnet <command> --help: its arguments and an example)\n")
