@@ -1,10 +1,6 @@
-"""The checks a run passes before any work; each refusal is one line naming the field and what it takes.
-
-check_fields, torch-free (a second after the command): every field's type and range (sarnet.fields), the files named
-and the rules between plain fields. validate then builds what a run builds before reading data (the net, the
-LightningModule with its loss, optimizer and scheduler, the data module), each constructor checking the rules that
-involve it, and checks the few rules between two built objects. The first complaint is the one line.
-"""
+"""The checks a run passes before any work, each refusal one line naming the field: check_fields torch-free (the
+fields, the files, the rules between plain fields), then validate builds the net, module and data module, each
+constructor checking its own rules, and checks the few rules between two built objects."""
 
 from pathlib import Path
 
@@ -20,17 +16,16 @@ FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 1300
 
 
 def check_fields(cfg: DictConfig):
-    """The torch-free checks: the fields (sarnet.fields), the rules between plain fields, the files."""
     check_nodes_and_fields(cfg)
-    fid, data = cfg.fid, cfg.data
+    fid, data, validates = cfg.fid, cfg.data, OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
     images = fid.n_gen * fid.n_sets * (1 + len(fid.get("extra_th") or []))
     check(images <= FID_IMAGES_CAP, "fid.n_gen", fid.n_gen, f"fid.n_gen x fid.n_sets x (1 + len(fid.extra_th)) "
           f"= {images:.3g} images would take ~{images / FID_IMAGES_PER_S / 3600:.3g} h at {FID_IMAGES_PER_S} "
           f"images/s (the fast sampler on one CPU thread); at most {FID_IMAGES_CAP:.0e} (the thesis: 10 x 10000)")
     check(fid.knn.n == 0 or fid.knn.n >= 2 * fid.knn.k, "fid.knn.n", fid.knn.n, "must be 0 (off) or >= 2 * k")
-    on_test = data.get("val_size") == 0 and OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
-    check(not on_test or cfg.get("eval_ckpt") != "best", "eval_ckpt", "best", "picks the weights with the lowest "
-          "val/loss, and data.val_size=0 validates on the test split: use eval_ckpt=last")
+    check(data.get("val_size") != 0 or not validates or cfg.get("eval_ckpt") != "best", "eval_ckpt", "best",
+          "picks the weights with the lowest val/loss, and data.val_size=0 validates on the test split: use "
+          "eval_ckpt=last")
     check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
           f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
           f"starts a new run from a checkpoint's weights; give one of them")
@@ -41,9 +36,8 @@ def check_fields(cfg: DictConfig):
               ", or a run dir holding checkpoints/last.ckpt" * (key == "ckpt_path"))
     metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
     likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))  # likelihood's
-    computed = {"train": True, "val": OmegaConf.select(cfg, "trainer.limit_val_batches") != 0, "knn": fid.enabled,
-                "test": cfg.get("run_test"), "likelihood": OmegaConf.select(cfg, "likelihood.enabled"),
-                "fid": fid.enabled}
+    computed = {"train": True, "val": validates, "knn": fid.enabled, "test": cfg.get("run_test"), "fid": fid.enabled,
+                "likelihood": OmegaConf.select(cfg, "likelihood.enabled")}
     check(metric is None or isinstance(metric, str) and computed.get("likelihood" if likely else metric.split("/")[0]
           .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
           " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
@@ -60,18 +54,15 @@ def check_fields(cfg: DictConfig):
 
 
 def validate(cfg: DictConfig):
-    """check_fields, then the objects a run builds before reading data, in order -> the net (a config accepted here
-    builds); the first complaint is a ConfigError (a DataError for the data module's) of one line."""
+    """check_fields, then what a run builds before reading data -> the net; the first complaint is one line."""
     check_fields(cfg)
     import torch
 
     from sarnet.data.sources import DataError
     from sarnet.likelihood import LikelihoodError, check_setup
 
-    # train.py trains this net: its initial weights are drawn from cfg.seed's stream (and nothing else's), and the
-    # global RNG is left as it was, for seed_everything to set before the data and training draws.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with torch.random.fork_rng(devices=[]):  # the net's initial weights from cfg.seed's stream alone, the global
+        torch.manual_seed(cfg.seed)          # RNG left for seed_everything to set before the data and training draws
         net = build(cfg.model.net, "model.net", blame="geometry")
     build(cfg.model, "model", net=net)  # SarnetModule: its loss, optimizer and scheduler, against the net
     data = build(cfg.data, "data", DataError)
@@ -83,12 +74,15 @@ def validate(cfg: DictConfig):
                           "; or use data.quantize=null" * bool(q))
     try:
         SampleSettings.of(cfg.sample).check_fits(net.out_activation)
+        if OmegaConf.select(cfg, "likelihood.enabled"):
+            check_setup(net, data)
+    except LikelihoodError as e:
+        raise ConfigError(f"likelihood.enabled=true: {e}") from None
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
-    validates = OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
-    check(validates or "ReduceLROnPlateau" not in str(OmegaConf.select(cfg, "model.scheduler._target_")),
-          "model.scheduler", OmegaConf.select(cfg, "model.scheduler._target_"), "steps on val/loss, which "
-          "trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
+    validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
+    check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
+          "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
     logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *["kld"] * bool(
         net.latent_dim))} | {"val/mse", "step", "epoch"}  # the last two: Lightning's own counters
     for name, node in (cfg.get("callbacks") or {}).items():  # they would fail after training
@@ -99,23 +93,21 @@ def validate(cfg: DictConfig):
         if node is not None and "keep_patches" in node and net.ar_net is not None:
             check(node.keep_patches <= net.ar_net.n_patches, f"callbacks.{name}.keep_patches", node.keep_patches,
                   f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
-    if OmegaConf.select(cfg, "likelihood.enabled"):
-        try:
-            check_setup(net, data)
-        except LikelihoodError as e:
-            raise ConfigError(f"likelihood.enabled=true: {e}") from None
     return net
 
 
 def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, blame: str | None = None, **kwargs):
-    """instantiate(node, **kwargs); the constructor's complaint becomes one line naming the field (its own key, or
-    `blame`'s when it names none), not Hydra's multi-line wrapper around it."""
+    """instantiate(node, **kwargs), its constructor's complaint one line naming the field (`blame` if it names none),
+    not Hydra's multi-line wrapper around it."""
     from hydra.utils import instantiate
 
     try:
         return instantiate(node, **kwargs)
     except Exception as e:  # noqa: BLE001 -- whatever the constructor raised
-        cause, inner = _cause(e), _innermost(e)
+        inner = e
+        while inner.__cause__ is not None:  # Hydra's InstantiationException wraps what the constructor raised
+            inner = inner.__cause__
+        cause = (str(inner).strip() or type(inner).__name__).splitlines()[0]
         keys = [k for k in node if cause.startswith(f"{k}=")]
         if keys or cause.startswith(("loss.", "model.", "data.")):  # its own key, or a nested node's full name
             message = f"{field}.{cause}" if keys else cause
@@ -124,15 +116,3 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, bl
         else:
             message = f"{field}: {type(inner).__name__}: {cause}"
         raise error(message) from None if isinstance(inner, (ValueError, TypeError)) else e  # keep the unexpected
-
-
-def _innermost(e: BaseException) -> BaseException:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return e
-
-
-def _cause(e: BaseException) -> str:
-    """Hydra wraps constructor errors (InstantiationException): the innermost one says what is wrong."""
-    text = str(_innermost(e)).strip()
-    return text.splitlines()[0] if text else type(_innermost(e)).__name__

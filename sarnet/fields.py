@@ -1,6 +1,5 @@
-"""Every config field's type and range, and every node's `_target_`: checked torch-free, a second after the command,
-so that a plain field error is refused before torch loads. The rules between fields live in sarnet.config; the
-sampling fields' in sarnet.settings (SampleSettings)."""
+"""Every config field's type and range, and every node's `_target_`, checked torch-free: a plain field error is
+refused before torch loads. The rules between fields live in sarnet.config, the sampling fields' in sarnet.settings."""
 
 import importlib.machinery
 import importlib.util
@@ -22,13 +21,12 @@ class ConfigError(ValueError):
 
 def _int(low, high=None, null=False, why=""):
     return (lambda v: null and v is None or type(v) is int and low <= v <= (high or v),
-            ("null or " if null else "") + (f"an int >= {low}" if high is None else f"an int in [{low}, {high}]") + why)
+            "null or " * null + (f"an int >= {low}" if high is None else f"an int in [{low}, {high}]") + why)
 
 
-def _num(low, high=math.inf, strict=False, closed=False, null=False):  # strict: > low; closed: <= high
-    return (lambda v: null and v is None or type(v) in (int, float) and (low < v if strict else low <= v) and
-            (v <= high if closed else v < high), f"{'null or ' if null else ''}a number {'>' if strict else '>='} "
-            f"{low}" + (f" and {'<=' if closed else '<'} {high}" if high != math.inf else ""))
+def _num(low, strict=False, null=False, high=math.inf):  # strict: > low
+    return (lambda v: null and v is None or type(v) in (int, float) and (low < v if strict else low <= v) and v < high,
+            f"{'null or ' * null}a number {'>' if strict else '>='} {low}" + f" and < {high}" * (high < math.inf))
 
 
 def _one_of(*options):
@@ -41,7 +39,11 @@ def _limit(low):  # Lightning's limit_*_batches: a count of batches or a fractio
 
 
 def _text(null=False):
-    return lambda v: null and v is None or isinstance(v, str) and v != "", ("null or " if null else "") + "a string"
+    return lambda v: null and v is None or isinstance(v, str) and v != "", "null or " * null + "a string"
+
+
+def _each(names: str, test) -> dict:
+    return dict.fromkeys(names.split(), test)
 
 
 # Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_reliability.py holds them
@@ -49,64 +51,59 @@ def _text(null=False):
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
               "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
 PROFILERS = ("simple", "advanced", "pytorch", "xla")
-FLAG, SEED, TH = _one_of(True, False), _int(0, 2**32 - 1), _num(0, 1, null=True)
-BATCH = _int(1, MAX_BATCH, why=" (images per sampler call: ~10 kB of activations each)")
+TH, BATCH = _num(0, null=True, high=1), _int(1, MAX_BATCH, why=" (images per sampler call: ~10 kB of activations each)")
 FIELDS = {  # field -> (test, what it takes); absent fields are not checked. callbacks.*: every callback.
-    "latent_dim": _int(1), "seed": SEED, "run_test": FLAG, "resume_override_optimizer": FLAG,
-    "eval_ckpt": _one_of("best", "last"), "data_dir": _text(), "wandb_project": _text(),
-    "trainer.max_epochs": _int(1), "trainer.check_val_every_n_epoch": _int(1, null=True),
-    "trainer.limit_train_batches": _limit(1), "trainer.limit_val_batches": _limit(0),
-    "trainer.limit_test_batches": _limit(0), "trainer.log_every_n_steps": _int(1, null=True),
-    "trainer.enable_progress_bar": FLAG, "trainer.enable_model_summary": FLAG, "trainer.deterministic": FLAG,
-    "trainer.use_distributed_sampler": FLAG, "trainer.max_steps": _int(-1, null=True, why=" (-1: no limit)"),
-    "trainer.val_check_interval": _limit(1), "trainer.overfit_batches": _limit(0),
+    **_each("run_test resume_override_optimizer trainer.enable_progress_bar trainer.enable_model_summary "
+            "trainer.deterministic trainer.use_distributed_sampler logger.wandb.log_model data.pin_memory data.download "
+            "fid.enabled likelihood.enabled likelihood.progress model.optimizer.fused "
+            "callbacks.*.enable_version_counter", _one_of(True, False)),
+    **_each("trainer.detect_anomaly logger.wandb.offline", _one_of(None, True, False)),
+    **_each("seed data.split_seed fid.seed fid.knn.seed likelihood.seed", _int(0, 2**32 - 1)),
+    **_each("latent_dim trainer.max_epochs data.batch_size fid.n_sets fid.knn.k callbacks.*.every_n_epochs", _int(1)),
+    **_each("trainer.check_val_every_n_epoch trainer.log_every_n_steps trainer.accumulate_grad_batches "
+            "trainer.num_nodes", _int(1, null=True)),
+    **_each("data.num_workers model.net.latent_dim callbacks.*.keep_patches", _int(0)),
+    **_each("trainer.limit_train_batches trainer.val_check_interval", _limit(1)),
+    **_each("trainer.limit_val_batches trainer.limit_test_batches trainer.overfit_batches", _limit(0)),
+    **_each("model.beta model.optimizer.momentum model.optimizer.weight_decay loss.ssim_weight", _num(0)),
+    **_each("model.optimizer.lr loss.power", _num(0, strict=True)),
+    **_each("model.batch_reduction loss.reduction", _one_of("sum", "mean")),
+    **_each("model.optimizer._partial_ model.scheduler._partial_", _one_of(True)),
+    **_each("data_dir wandb_project data.root callbacks.*.filename", _text()),
+    **_each("data.static_dir callbacks.*.monitor", _text(null=True)),
+    **_each("fid.batch_size likelihood.batch_size", BATCH),
+    "eval_ckpt": _one_of("best", "last"), "trainer.max_steps": _int(-1, null=True, why=" (-1: no limit)"),
     "trainer.num_sanity_val_steps": _int(-1, null=True, why=" (-1: the whole val split)"),
     "trainer.fast_dev_run": (lambda v: v is None or type(v) in (bool, int) and v >= 0, "null, true, false or an int "
                              ">= 0 (batches)"), "trainer.precision": _one_of(None, *PRECISIONS),
-    "trainer.accumulate_grad_batches": _int(1, null=True), "trainer.gradient_clip_val": _num(0, null=True),
-    "trainer.gradient_clip_algorithm": _one_of(None, "norm", "value"), "trainer.num_nodes": _int(1, null=True),
+    "trainer.gradient_clip_val": _num(0, null=True), "trainer.gradient_clip_algorithm": _one_of(None, "norm", "value"),
     "trainer.profiler": (lambda v: v is None or v in PROFILERS or OmegaConf.is_dict(v) and "_target_" in v,
                          f"null, one of {PROFILERS} or a profiler node with a _target_"),
-    "trainer.detect_anomaly": _one_of(None, True, False), "logger.wandb.log_model": FLAG,
-    "data.root": _text(), "data.batch_size": _int(1), "data.split_seed": SEED, "data.num_workers": _int(0),
-    "data.pin_memory": FLAG, "data.download": FLAG, "data.binarize": _one_of("none", "static", "dynamic"),
-    "data.quantize": _one_of(None, 2, 4), "data.static_dir": _text(null=True),
+    "data.binarize": _one_of("none", "static", "dynamic"), "data.quantize": _one_of(None, 2, 4),
     "data.classes": (lambda v: v is None or isinstance(v, list) and 0 < len(v) == len(set(v)) and
                      all(type(c) is int and 0 <= c <= 9 for c in v), "null or a list of distinct labels 0..9"),
     "data.val_size": (lambda v: type(v) is int and v >= 0 or type(v) is float and 0 <= v < 1,
                       "an int count >= 0 or a float fraction in [0, 1) (0: validate on the test split)"),
-    "fid.enabled": FLAG, "fid.seed": SEED, "fid.real_set": _one_of(*REAL_SETS), "fid.n_sets": _int(1),
-    "fid.n_gen": _int(2, why=" (FID needs two samples per side)"), "fid.batch_size": BATCH,
+    "fid.real_set": _one_of(*REAL_SETS), "fid.n_gen": _int(2, why=" (FID needs two samples per side)"),
     "fid.extra_th": (lambda v: v is None or isinstance(v, list) and all(TH[0](t) for t in v),
                      "null or a list of thresholds in [0, 1) or null, e.g. [0.105,null]"),
-    "fid.knn.n": _int(0, 20_000, why=" (0: off; its distances grow as n^2)"), "fid.knn.k": _int(1),
-    "fid.knn.seed": SEED, "fid.dtype": _one_of(*DTYPES), "likelihood.enabled": FLAG,
+    "fid.knn.n": _int(0, 20_000, why=" (0: off; its distances grow as n^2)"), "fid.dtype": _one_of(*DTYPES),
     "likelihood.k": _int(1, 100_000, why=" (papers use 5000)"),
-    "likelihood.batch_size": BATCH, "likelihood.seed": SEED, "likelihood.progress": FLAG,
     "likelihood.max_images": _int(1, null=True, why=" (null: the whole test split)"),
-    "model.beta": _num(0), "model.batch_reduction": _one_of("sum", "mean"), "model.optimizer._partial_":
-    _one_of(True), "model.optimizer.lr": _num(0, strict=True), "model.optimizer.momentum": _num(0),
-    "model.optimizer.weight_decay": _num(0), "model.optimizer.fused": FLAG, "model.scheduler._partial_": _one_of(True),
-    "model.net.latent_dim": _int(0), "model.net.first_patch": _one_of("given", "predicted"),
+    "model.net.first_patch": _one_of("given", "predicted"),
     "model.net.out_activation": _one_of("none", "sigmoid", "softmax"),
     "model.net.geometry": (lambda v: v is None or isinstance(v, list) and len(v) >= 2 and all(
         isinstance(g, list) and len(g) == 3 and all(type(x) is int and x > 0 for x in g) for g in v),
                            "null or a list of >= 2 [side, channels, patch] positive ints, e.g. [[28,1,4],[28,1,4]]"),
-    "loss.kind": _one_of("bce", "power"), "loss.power": _num(0, strict=True),
-    "loss.reduction": _one_of("sum", "mean"), "loss.ssim_weight": _num(0),
-    "callbacks.*.every_n_epochs": _int(1), "callbacks.*.n": _int(1, 1024, why=" (images in a grid)"),
-    "callbacks.*.keep_patches": _int(0), "callbacks.*.save_top_k": _int(-1, why=" (-1: every epoch)"),
-    "callbacks.*.mode": _one_of("min", "max"), "callbacks.*.filename": _text(),
-    "callbacks.*.monitor": _text(null=True), "callbacks.*.enable_version_counter": FLAG,
-    "logger.wandb.offline": _one_of(None, True, False),
+    "loss.kind": _one_of("bce", "power"), "callbacks.*.n": _int(1, 1024, why=" (images in a grid)"),
+    "callbacks.*.save_top_k": _int(-1, why=" (-1: every epoch)"), "callbacks.*.mode": _one_of("min", "max"),
 }
 NODES = {"model": False, "model.net": False, "model.optimizer": False, "loss": False, "data": False,
          "trainer": False, "model.scheduler": True, "callbacks.*": True, "logger.*": True}  # node -> may be null
 
 
 def check_nodes_and_fields(cfg: DictConfig):
-    """Every node is a node with a `_target_` that exists; every field of FIELDS, and of SampleSettings, is of its
-    type and range."""
+    """Every node has a `_target_` that exists; every field of FIELDS and of SampleSettings is of its type and range."""
     for key, may_be_null in NODES.items():
         for name, node in _matches(cfg, key):
             check(node is None and may_be_null or OmegaConf.is_dict(node) and isinstance(node.get("_target_"), str),
@@ -115,7 +112,7 @@ def check_nodes_and_fields(cfg: DictConfig):
                   "names no class or function that exists: check its spelling")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
-         "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
+          "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
     for key, (test, allowed) in FIELDS.items():
         for name, value in _matches(cfg, key):
             check(test(value), name, value, f"must be {allowed}")
@@ -126,7 +123,7 @@ def check_nodes_and_fields(cfg: DictConfig):
 
 
 def _matches(cfg, key):
-    """(field name, value: lists plain, nodes as they are) of `key` in cfg; `*` stands for every child of its node."""
+    """(name, value: lists plain) of each field `key` names in cfg; `*` stands for every child of its node."""
     head, star, rest = key.partition(".*")
     for name in [f"{head}.{k}{rest}" for k in OmegaConf.select(cfg, head) or {}] if star else [head]:
         try:
@@ -138,9 +135,8 @@ def _matches(cfg, key):
 
 
 def _defined(path: str, depth: int = 0) -> bool:
-    """Whether a `_target_` names something its module defines, told without importing the module (torch.optim
-    would cost seconds): the module's file must exist and mention the name, itself or in a module it star-imports
-    (a lazy module __getattr__ names what it serves too). A compiled module cannot tell: the build decides later."""
+    """Whether a `_target_`'s module defines its name, told without importing it (torch.optim costs seconds): the
+    module's source names it, or a module it star-imports does; a compiled module cannot tell (the build decides)."""
     module, _, name = path.rpartition(".")
     try:
         spec = importlib.util.find_spec(module.split(".")[0]) if module else None  # a top-level spec imports nothing
