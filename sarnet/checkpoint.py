@@ -1,6 +1,5 @@
-"""A train.py checkpoint read back without Lightning: `checkpoint["sarnet"] = {"net": <net.config: _target_ and
-arguments>, "format": 1}` and the module's `state_dict` (keys `net.*`); the net is rebuilt from its config by today's
-code, so the SemiDense masks in the file must equal the rebuilt ones. And what a checkpoint keeps of its run."""
+"""A train.py checkpoint read back without Lightning: its "sarnet" entry ({"net": the net's config, "format": 1}),
+the module's `state_dict` (keys `net.*`) and what ResumeState keeps of its run ("sarnet_run")."""
 
 import json
 from pathlib import Path
@@ -9,8 +8,7 @@ from hydra.utils import get_class, instantiate
 
 from sarnet.io import zip_crc_error
 
-# torch is imported where it is used: train.py imports this module before a bad override is refused, without torch.
-HINT = "re-train or pick another checkpoint"
+HINT = "re-train or pick another checkpoint"  # torch is imported where used: config.py imports this module torch-free
 
 
 class CheckpointError(RuntimeError):
@@ -25,7 +23,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{damaged}: {damage}; {HINT}")
     import torch
 
-    try:  # weights_only: the file holds tensors and primitives only, so nothing in it gets to run code
+    try:  # weights_only: nothing in the file gets to run code
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a sound zip whose pickle is not (torch's own text would suggest weights_only=False)
         raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}") from None
@@ -38,7 +36,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 
 
 def load_model(path, map_location="cpu"):
-    """The plain network (SarNet / SarNetVAE / ConvVAE, an nn.Module) of a train.py checkpoint, in eval mode."""
+    """The plain network (an nn.Module) of a train.py checkpoint, rebuilt from its config, in eval mode."""
     import torch
 
     ckpt = read_checkpoint(path, map_location)
@@ -46,8 +44,7 @@ def load_model(path, map_location="cpu"):
     try:
         net = instantiate(config)
     except Exception as e:  # a renamed class or an argument the code no longer takes
-        raise CheckpointError(f"{path}: cannot rebuild the net from its stored config {config}: {e}; "
-                              f"{HINT}") from e
+        raise CheckpointError(f"{path}: cannot rebuild the net from its stored config {config}: {e}; {HINT}") from e
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     for key, ours in net.state_dict().items():  # load_state_dict would silently overwrite a mask of the right shape
         theirs = state[key].to(ours) if key.endswith("mask") and key in state else ours
@@ -58,8 +55,8 @@ def load_model(path, map_location="cpu"):
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the net built from {config}: "
-                              f"{str(e).strip()}; {HINT}") from e
+        raise CheckpointError(f"{path}: weights do not fit the net built from {config}: {str(e).strip()}; "
+                              f"{HINT}") from e
     return net.to(map_location).eval()
 
 
@@ -70,25 +67,21 @@ def run_dir_of(path) -> Path:
 
 
 def resume_path(ckpt_path) -> Path | None:
-    """A checkpoint as train.py's ckpt_path and the commands' --ckpt take it: a run dir means its last.ckpt."""
-    if ckpt_path is None:
-        return None
-    path = Path(ckpt_path)
-    return path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    """A checkpoint as ckpt_path and the commands' --ckpt take it: a run dir means its checkpoints/last.ckpt."""
+    path = None if ckpt_path is None else Path(ckpt_path)
+    return path / "checkpoints" / "last.ckpt" if path is not None and path.is_dir() else path
 
 
 def stored_run(ckpt: dict) -> dict:
-    """What train.py keeps of its run in every checkpoint (sarnet.resume.ResumeState): "config" (of
-    sarnet.resume.run_config, stored as JSON), "metrics" and more; the first two empty in a checkpoint that has none."""
+    """A checkpoint's "sarnet_run" (sarnet.resume.ResumeState), its config decoded; "config", "metrics": {} if none."""
     run = ckpt.get("sarnet_run") or {}
     return {"metrics": {}} | run | {"config": json.loads(run.get("config") or "{}")}
 
 
 def load_run_config(path) -> dict:
-    """What the commands need of the run that wrote a checkpoint, read from the checkpoint itself, so that a copy
-    samples and scores as in its run; a checkpoint that stores none: MNIST, all classes, default sampling and FID.
-    -> {"run_dir", "data": {"root", "dataset", "classes", "node"}, "sample": dict, "fid": dict | None}.
-    """
+    """What the commands need of a checkpoint's run, from the checkpoint, so that a copy samples and scores as its run
+    did; without one: MNIST, all classes, default sampling and FID. -> {run_dir, data: {root, dataset, classes,
+    node}, sample, fid}"""
     config = stored_run(read_checkpoint(path))["config"]
     node = config.get("data") or {}
     dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None

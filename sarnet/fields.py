@@ -54,8 +54,8 @@ PROFILERS = ("simple", "advanced", "pytorch", "xla")
 TH, BATCH = _num(0, null=True, high=1), _int(1, MAX_BATCH, why=" (images per sampler call: ~10 kB of activations each)")
 FIELDS = {  # field -> (test, what it takes); absent fields are not checked. callbacks.*: every callback.
     **_each("run_test resume_override_optimizer trainer.enable_progress_bar trainer.enable_model_summary "
-            "trainer.deterministic trainer.use_distributed_sampler logger.wandb.log_model data.pin_memory data.download "
-            "fid.enabled likelihood.enabled likelihood.progress model.optimizer.fused "
+            "trainer.deterministic trainer.use_distributed_sampler logger.wandb.log_model data.pin_memory "
+            "data.download fid.enabled likelihood.enabled likelihood.progress model.optimizer.fused "
             "callbacks.*.enable_version_counter", _one_of(True, False)),
     **_each("trainer.detect_anomaly logger.wandb.offline", _one_of(None, True, False)),
     **_each("seed data.split_seed fid.seed fid.knn.seed likelihood.seed", _int(0, 2**32 - 1)),

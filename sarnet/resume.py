@@ -1,5 +1,5 @@
-"""Resume exactly or not at all: whole checkpoints with finite weights, the run's config, RNG streams and metrics in
-each, a relaunch that would train something else refused, metrics.csv continued."""
+"""Resume exactly or not at all: whole checkpoints with finite weights, each holding the run's config, RNG streams and
+metrics; a relaunch that would train something else refused; metrics.csv continued."""
 
 import csv
 import json
@@ -19,11 +19,20 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import stored_run
-from sarnet.config import ConfigError
+from sarnet.fields import ConfigError
 from sarnet.io import atomic_write
 from sarnet.rundir import RunDirError
 
 log = logging.getLogger("sarnet")
+
+# What a resumed run may not change: the model, the loss, the data and the trainer settings that shape each step;
+# where the data lie, how they load and how long to train (max_epochs extends a run) may (model.loss is ${loss}).
+# A checkpoint also carries how its run samples and scores FID (load_run_config) and the weights it started from.
+DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
+              "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
+FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download", "model.loss")
+CARRIED_KEYS = ("sample", "fid", "init_ckpt")
+OPTIMIZER = "model.optimizer."
 
 
 class NonFiniteWeightsError(RuntimeError):
@@ -31,9 +40,8 @@ class NonFiniteWeightsError(RuntimeError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints through sarnet.io.atomic_write. Lightning's own writer moves a temp file from $TMPDIR, a plain copy
-    when that is another filesystem (usual on clusters), so a SIGKILL mid-copy leaves a truncated last.ckpt; and it
-    would overwrite the last good checkpoint with NaN weights, which this refuses."""
+    """Checkpoints through atomic_write (Lightning's writer copies a temp file from $TMPDIR, across filesystems on
+    clusters: a SIGKILL mid-copy truncates last.ckpt), and never with non-finite weights over the last good ones."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         bad = [k for k, v in checkpoint.get("state_dict", {}).items()
@@ -54,33 +62,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def continue_csv(loggers, ckpt_path):
-    """CSVLogger deletes the metrics.csv it finds: a resumed run puts back its rows up to the checkpoint's epoch (later
-    ones are of the epoch being redone), and that epoch's train row from the checkpoint if it missed the file."""
+    """CSVLogger deletes the metrics.csv it finds: put back its rows up to the checkpoint's epoch (later ones are of
+    the epoch being redone), and that epoch's train row from the checkpoint if the file missed it."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     epoch, pending = ckpt["epoch"], stored_run(ckpt).get("train_row")
     for lg in (lg for lg in loggers if isinstance(lg, CSVLogger)):
         path = Path(lg.log_dir) / "metrics.csv"
-        rows = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
-        rows = [r for r in rows if r.get("epoch") and int(float(r["epoch"])) <= epoch]
-        if pending and not any(int(float(r["epoch"])) == epoch and r.get(k) for r in rows for k in pending
-                               if k.startswith("train/")):
+        rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(
+            path.read_text().splitlines() if path.is_file() else []) if r.get("epoch") and float(r["epoch"]) <= epoch]
+        if pending and not any(float(r["epoch"]) == epoch and k in r for r in rows for k in pending if "train/" in k):
             rows.append(dict(pending))
-        lg.experiment  # noqa: B018 -- creating the writer is what deletes the old file
-        for r in rows:
-            step = int(float(r.pop("step")))
-            lg.log_metrics({k: v for k, v in r.items() if v != ""}, step=step)
+        lg.experiment.metrics += rows  # the writer, made here, deletes the old file
         lg.save()
-
-
-# What a resumed run may not change: the model, the loss, the data and the trainer settings that shape each step.
-# Where the data lie, how they are loaded and how long to train may change (max_epochs extends a run); model.loss is
-# ${loss}, checked as `loss`. Each checkpoint also carries how its run samples and scores FID (a copy anywhere scores
-# as in its run: sarnet.checkpoint.load_run_config) and the weights it started from (kept by a resume).
-DRIFT_KEYS = ("latent_dim", "seed", "model", "loss", "data", "trainer.limit_train_batches",
-              "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.precision")
-FREE_KEYS = ("data.root", "data.num_workers", "data.pin_memory", "data.download", "model.loss")
-CARRIED_KEYS = ("sample", "fid", "init_ckpt")
-OPTIMIZER = "model.optimizer."
 
 
 def run_config(cfg) -> dict:
@@ -99,9 +92,8 @@ def _flat(value, prefix=""):
 
 
 def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
-    """Refuse, in one line naming the fields, a resume whose config trains something else than the checkpoint did.
-    Optimizer settings may change with resume_override_optimizer=true, its class never (its state would not fit).
-    -> {field: (old, new)} of the optimizer settings ResumeState applies to the restored optimizer."""
+    """Refuse in one line a resume whose config trains something else; optimizer settings may change with
+    resume_override_optimizer=true, its class never (its state would not fit). -> {field: (old, new)} of those."""
     if "rng" not in stored_run(ckpt):  # without it the run would go on, but not as if never stopped
         raise ConfigError(f"resume refused: {ckpt_path} lacks the RNG state of an exact resume (not written by this "
                           f"train.py's ResumeState); start a new run from its weights: init_ckpt={ckpt_path}")
@@ -110,10 +102,10 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
             if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}
     optimizer = {k: v for k, v in diff.items() if k.startswith(OPTIMIZER)}
     same_class = OPTIMIZER + "_target_" not in diff  # else its state would not fit
-    drift = {k: v for k, v in diff.items() if k not in optimizer or not (cfg.resume_override_optimizer and same_class)}
-    if drift:
+    free = same_class and cfg.resume_override_optimizer
+    if drift := {k: v for k, v in diff.items() if k not in optimizer or not free}:
         fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in drift.items())
-        hint = "; optimizer settings may change with resume_override_optimizer=true" if optimizer and same_class else ""
+        hint = "; optimizer settings may change with resume_override_optimizer=true" * bool(optimizer and same_class)
         raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
                           f"({fields}); revert it, or start a new run in a new dir (init_ckpt={ckpt_path} "
                           f"starts one from its weights){hint}")
@@ -122,25 +114,12 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     return optimizer
 
 
-def rng_state() -> dict:
-    state = _collect_rng_states()  # numpy's keys as a tensor: checkpoints are read with weights_only
-    kind, keys, *rest = state["numpy"]
-    return state | {"numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest]}
-
-
-def set_rng_state(state: dict):
-    kind, keys, *rest = state["numpy"]
-    cuda = state["torch.cuda"] if len(state["torch.cuda"]) == torch.cuda.device_count() else []  # another machine
-    _set_rng_states(state | {"numpy": (kind, keys.numpy().astype(np.uint32), *rest), "torch.cuda": cuda})
-
-
 class ResumeState(L.Callback):
-    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run" (train.py's `earlier`):
-    the RNG streams, put back after seed_everything and the sanity check (the data order is the DataModule's state);
-    the config (check_drift); the metrics, which a finished run relaunched reports again; the seconds of all launches;
-    the epoch's train row, logged by Lightning only after the epoch's checkpoint (continue_csv; the other rows are in
-    the file: the CSV buffer is flushed at each save). And the ReduceLROnPlateau step of that epoch, which Lightning
-    takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
+    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run": the RNG streams (put
+    back after seed_everything and the sanity check; the data order is the DataModule's state), the config
+    (check_drift), the metrics (a finished run relaunched reports them again), the seconds of all launches and the
+    epoch's train row, which Lightning logs after the epoch's checkpoint (continue_csv). And the ReduceLROnPlateau
+    step of that epoch, which Lightning takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
         self.config = json.dumps(run_config(cfg)) if cfg is not None else None
@@ -151,18 +130,22 @@ class ResumeState(L.Callback):
         self.ended = trainer.current_epoch
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        for lg in trainer.loggers:
+        for lg in trainer.loggers:  # the file then holds every row before this checkpoint but the train row
             lg.save()
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         row = {k: v for k, v in metrics.items() if k.startswith("train/")} | {
             "epoch": trainer.current_epoch, "step": trainer.global_step - 1}  # Lightning's epoch-end step
-        checkpoint["sarnet_run"] = {"config": self.config, "metrics": metrics, "rng": rng_state(),
+        rng = _collect_rng_states()  # numpy's keys as a tensor: checkpoints are read with weights_only
+        rng["numpy"] = [rng["numpy"][0], torch.from_numpy(rng["numpy"][1].astype(np.int64)), *rng["numpy"][2:]]
+        checkpoint["sarnet_run"] = {"config": self.config, "metrics": metrics, "rng": rng,
                                     "train_row": row if self.ended == trainer.current_epoch else None,
                                     "wall_time_s": self.earlier_s + time.time() - self.started}
 
     def on_train_start(self, trainer, pl_module):
-        if "rng" in self.earlier:  # resuming
-            set_rng_state(self.earlier["rng"])
+        if rng := self.earlier.get("rng"):  # resuming
+            kind, keys, *rest = rng["numpy"]  # CUDA's streams only on as many GPUs as wrote them
+            cuda = rng["torch.cuda"] if len(rng["torch.cuda"]) == torch.cuda.device_count() else []
+            _set_rng_states(rng | {"numpy": (kind, keys.numpy().astype(np.uint32), *rest), "torch.cuda": cuda})
             for config in trainer.lr_scheduler_configs:  # last_epoch counts the steps taken, one per epoch
                 if config.reduce_on_plateau and config.scheduler.last_epoch < trainer.current_epoch:
                     pl_module.lr_scheduler_step(config.scheduler, self.earlier["metrics"][config.monitor])

@@ -1,5 +1,5 @@
-"""One writer per run dir, and a run dir that can be written: checked before any work, in one line each. Free of
-Lightning and torch: train.py and Hydra's start-up callback use it before the heavy imports."""
+"""One writer per run dir, and a run dir that can be written, each refused in one line before any work; torch-free,
+for train.py and Hydra's start-up callback to use before the heavy imports."""
 
 import fcntl
 import logging
@@ -22,16 +22,14 @@ class RunDirBusy(RunDirError):
 
 
 def _rank() -> int:
-    """This process's rank: Lightning's DDP launcher starts ranks 1.. as copies of train.py with RANK or LOCAL_RANK
-    set, srun sets SLURM_PROCID. Rank 0 alone writes checkpoints and results."""
+    """Lightning's DDP launcher sets RANK or LOCAL_RANK, srun SLURM_PROCID; rank 0 alone writes the run's files."""
     ranks = (os.environ.get(k, "") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
     return next((int(r) for r in ranks if r.isdigit()), 0)
 
 
 def lock_run_dir(run_dir):
-    """Take <run>/.lock (flock, our pid inside) or refuse in one line. -> the lock for unlock_run_dir; None off rank 0.
-    flock, not a pid file: the kernel drops it when its owner dies (on SIGKILL too), and a recycled pid cannot pass for
-    a live owner. Two launches of a sweep's job (an orphaned worker and its relaunch) would mix their CSV rows."""
+    """Take <run>/.lock (flock, our pid inside) or refuse in one line -> the lock (None off rank 0). flock, not a pid
+    file: the kernel drops it when its owner dies (SIGKILL too), and a recycled pid cannot pass for a live owner."""
     if _rank() != 0:
         return None
     check_writable(run_dir)
@@ -53,14 +51,13 @@ def lock_run_dir(run_dir):
 
 
 def unlock_run_dir(lock):
-    """Empty the lock file (running_jobs then sees no owner), then release it."""
-    if lock is not None:
+    if lock is not None:  # emptied first: running_jobs then sees no owner
         os.ftruncate(lock, 0)
         os.close(lock)
 
 
 def running_jobs(sweep_dir) -> dict:
-    """{lock file: pid} of the sweep's jobs that hold their run dir now (a live owner; unlock_run_dir empties it)."""
+    """{lock file: pid} of the sweep's jobs whose live owner holds their run dir now."""
     jobs = {}
     for path in Path(sweep_dir).glob("*/.lock"):
         try:
@@ -80,9 +77,8 @@ def hydra_args(argv: list[str]) -> list[str]:
 
 
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
-    """This launch's command as it was typed (python train.py ..., sarnet train ...), continuing its run
-    (ckpt_path=<run dir>: the dir must hold a checkpoint) or its sweep (hydra.sweep.dir=<dir>: finished jobs are
-    skipped, the others resume or start); neither given: unchanged. init_ckpt goes: the checkpoint holds it."""
+    """This launch's command as typed, continuing its run (ckpt_path=<run dir>; init_ckpt goes: the checkpoint holds
+    it) or its sweep (hydra.sweep.dir=<dir>: finished jobs are skipped); neither given: unchanged."""
     def shown(exe, name):  # an interpreter or command inside the working dir (make's .venv/bin/python): its path
         return os.path.relpath(exe) if Path(exe).absolute().is_relative_to(Path.cwd()) else name
 
@@ -96,8 +92,7 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
 
 
 def check_writable(*dirs):
-    """Write and remove a probe file in every dir the run writes to: a read-only or full disk fails here, in one
-    line, before any training, not at the first checkpoint."""
+    """A probe written and removed in each dir: a read-only or full disk fails here, not at the first checkpoint."""
     for d in map(Path, dirs):
         try:
             atomic_write(d / f".probe.{os.getpid()}", bytes(4096))  # the dir made too
