@@ -70,7 +70,8 @@ def continue_csv(loggers, ckpt_path):
         path = Path(lg.log_dir) / "metrics.csv"
         rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(
             path.read_text().splitlines() if path.is_file() else []) if r.get("epoch") and float(r["epoch"]) <= epoch]
-        if pending and not any(float(r["epoch"]) == epoch and k in r for r in rows for k in pending if "train/" in k):
+        if pending and not any(float(r["epoch"]) == epoch and k in r for r in rows for k in pending
+                               if k.startswith("train/")):
             rows.append(dict(pending))
         lg.experiment.metrics += rows  # the writer, made here, deletes the old file
         lg.save()
