@@ -19,32 +19,19 @@ class ConfigError(ValueError):
     pass
 
 
-def _int(low, high=None, null=False, why=""):
-    return (lambda v: null and v is None or type(v) is int and low <= v <= (high or v),
-            "null or " * null + (f"an int >= {low}" if high is None else f"an int in [{low}, {high}]") + why)
-
-
-def _num(low, strict=False, null=False, high=math.inf):  # strict: > low
-    return (lambda v: null and v is None or type(v) in (int, float) and (low < v if strict else low <= v) and v < high,
-            f"{'null or ' * null}a number {'>' if strict else '>='} {low}" + f" and < {high}" * (high < math.inf))
-
-
-def _one_of(*options):
-    return lambda v: any(v == o and type(v) is type(o) for o in options), f"one of {options}"
-
-
-def _limit(low):  # Lightning's limit_*_batches: a count of batches or a fraction of the epoch
-    return (lambda v: v is None or type(v) is int and v >= low or type(v) is float and (0 < v if low else 0 <= v) and
-            v <= 1, f"null, an int >= {low} (batches) or a float in {'(' if low else '['}0, 1] (of the epoch)")
-
-
-def _text(null=False):
-    return lambda v: null and v is None or isinstance(v, str) and v != "", "null or " * null + "a string"
-
-
-def _each(names: str, test) -> dict:
-    return dict.fromkeys(names.split(), test)
-
+# A field's test and what it takes, in words
+_int = lambda low, high=None, null=False, why="": (
+    lambda v: null and v is None or type(v) is int and low <= v <= (high or v),
+    "null or " * null + (f"an int >= {low}" if high is None else f"an int in [{low}, {high}]") + why)
+_num = lambda low, strict=False, null=False, high=math.inf: (  # strict: > low
+    lambda v: null and v is None or type(v) in (int, float) and (low < v if strict else low <= v) and v < high,
+    f"{'null or ' * null}a number {'>' if strict else '>='} {low}" + f" and < {high}" * (high < math.inf))
+_one_of = lambda *options: (lambda v: any(v == o and type(v) is type(o) for o in options), f"one of {options}")
+_limit = lambda low: (  # Lightning's limit_*_batches: a count of batches or a fraction of the epoch
+    lambda v: v is None or type(v) is int and v >= low or type(v) is float and (0 < v if low else 0 <= v) and v <= 1,
+    f"null, an int >= {low} (batches) or a float in {'(' if low else '['}0, 1] (of the epoch)")
+_text = lambda null=False: (lambda v: null and v is None or isinstance(v, str) and v > "", "null or " * null + "text")
+_each = lambda names, test: dict.fromkeys(names.split(), test)  # several fields, one test
 
 # Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_reliability.py holds them
 # equal) and profiler names, written out so that a bad one is refused before Lightning is imported.

@@ -1,5 +1,5 @@
-"""Hydra callbacks (conf/config.yaml): a writable output dir before Hydra writes into it, a sweep's report and FID
-table, and a SIGTERMed sweep of worker processes that records every running job."""
+"""Hydra callbacks (conf/config.yaml): a writable output dir before Hydra writes, a sweep's report and FID table,
+and a SIGTERMed sweep of worker processes that records every running job."""
 
 import contextlib
 import json
@@ -18,8 +18,7 @@ log = logging.getLogger("sarnet")
 
 
 class SweepReport(Callback):
-    """After a multirun: which jobs failed (their results.json says why), the FID table when the sweep computed FIDs,
-    and exit status 1 if any job failed."""
+    """After a multirun: the failed jobs (their results.json says why), the FID table, exit status 1 on a failure."""
 
     def on_multirun_end(self, config, **kwargs):
         from sarnet.rundir import relaunch_command
@@ -43,18 +42,16 @@ class SweepReport(Callback):
                 table.write([sweep], wandb=wandb)
             except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
                 log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
-                          " --wandb" if wandb else "")
+                          " --wandb" * wandb)
         if failed:
             log.error("to resume or retry them (finished jobs are skipped): %s", relaunch_command(sweep_dir=sweep))
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
 
 
 class StopWorkersOnSigterm(Callback):
-    """A sweep whose jobs run in worker processes (hydra/launcher=joblib): SIGTERM to the sweep (scancel, a
-    preempted node, `kill`) would end the parent alone, and its workers would train on, orphaned and unseen. Pass
-    the signal on to the workers that hold a job instead, so that each records its job as stopped (results.json)
-    as a single run does, wait until every one has, and end the sweep with 128 + SIGTERM without starting another
-    job. A worker that is signalled itself records its job and signals the parent, which then stops the others."""
+    """SIGTERM to a sweep of worker processes (hydra/launcher=joblib) would end the parent alone, its workers training
+    on, orphaned: pass it to the workers that hold a job, wait until each has recorded its job as stopped, and end
+    with 128 + SIGTERM, starting no other job. A worker signalled itself signals the parent (sarnet/train.py)."""
 
     def on_multirun_start(self, config, **kwargs):
         if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
@@ -84,8 +81,8 @@ def _stop_workers(sweep_dir):
 
 
 class WritableOutput(Callback):
-    """Hydra creates the run (or sweep) dir and writes .hydra/ into it before train.py's code runs: on a read-only
-    or full disk that is a Hydra traceback. Checked first here, in the one-line form train.py uses."""
+    """Hydra writes .hydra/ into the run (sweep) dir before train.py runs: a read-only or full disk is refused here,
+    in train.py's one-line form, not as Hydra's traceback."""
 
     def on_run_start(self, config, **kwargs):
         _probe(config.hydra.run.dir)
