@@ -14,6 +14,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from sarnet.rundir import RunDirError, check_writable, relaunch_command, running_jobs
+
 log = logging.getLogger("sarnet")
 
 
@@ -21,8 +23,6 @@ class SweepReport(Callback):
     """After a multirun: the failed jobs (their results.json says why), the FID table, exit status 1 on a failure."""
 
     def on_multirun_end(self, config, **kwargs):
-        from sarnet.rundir import relaunch_command
-
         sweep, rows = Path(config.hydra.sweep.dir), []
         for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):
             try:
@@ -59,8 +59,6 @@ class StopWorkersOnSigterm(Callback):
 
 
 def _stop_workers(sweep_dir):
-    from sarnet.rundir import relaunch_command, running_jobs
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: scancel signals every process, a stopped worker us too
     jobs = running_jobs(sweep_dir)  # {run dir lock: worker pid}; an idle worker is left alone (see below)
     log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped; to resume the "
@@ -92,8 +90,6 @@ class WritableOutput(Callback):
 
 
 def _probe(folder):
-    from sarnet.rundir import RunDirError, check_writable
-
     try:
         check_writable(folder)
     except RunDirError as e:

@@ -116,11 +116,10 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
 
 
 class ResumeState(L.Callback):
-    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run": the RNG streams (put
-    back after seed_everything and the sanity check; the data order is the DataModule's state), the config
-    (check_drift), the metrics (a finished run relaunched reports them again), the seconds of all launches and the
-    epoch's train row, which Lightning logs after the epoch's checkpoint (continue_csv). And the ReduceLROnPlateau
-    step of that epoch, which Lightning takes after its checkpoint and skips on resume (an lr drop an epoch late)."""
+    """What a resumed run needs to go on as if never stopped, in each checkpoint's "sarnet_run": the RNG streams (the
+    data order is the DataModule's state), the config (check_drift), the metrics (a finished run relaunched reports
+    them), the seconds of all launches, the train row Lightning logs after the epoch's checkpoint (continue_csv); and
+    the ReduceLROnPlateau step Lightning takes after that checkpoint and skips on resume (an lr drop an epoch late)."""
 
     def __init__(self, cfg=None, optimizer_override: dict | None = None, earlier: dict | None = None):
         self.config = json.dumps(run_config(cfg)) if cfg is not None else None
@@ -143,7 +142,7 @@ class ResumeState(L.Callback):
                                     "wall_time_s": self.earlier_s + time.time() - self.started}
 
     def on_train_start(self, trainer, pl_module):
-        if rng := self.earlier.get("rng"):  # resuming
+        if rng := self.earlier.get("rng"):  # resuming: after seed_everything and the sanity check
             kind, keys, *rest = rng["numpy"]  # CUDA's streams only on as many GPUs as wrote them
             cuda = rng["torch.cuda"] if len(rng["torch.cuda"]) == torch.cuda.device_count() else []
             _set_rng_states(rng | {"numpy": (kind, keys.numpy().astype(np.uint32), *rest), "torch.cuda": cuda})
@@ -161,8 +160,7 @@ class RunCheckpoint(ModelCheckpoint):
     resumed would test the original's best.ckpt (or none) and write best-v1.ckpt beside its own stale best.ckpt."""
 
     def load_state_dict(self, state_dict):
-        def here(path):  # the checkpoints lie directly in dirpath
-            return str(Path(self.dirpath) / Path(path).name) if path else path
-        state = {k: here(v) if k.endswith("_path") else v for k, v in state_dict.items()}
-        state["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
-        super().load_state_dict({**state, "dirpath": self.dirpath})
+        here = lambda path: str(Path(self.dirpath) / Path(path).name) if path else path  # they lie directly in dirpath
+        moved = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict({k: here(v) if k.endswith("_path") else v for k, v in state_dict.items()} |
+                                {"best_k_models": moved, "dirpath": self.dirpath})
