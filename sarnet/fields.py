@@ -30,7 +30,8 @@ _one_of = lambda *options: (lambda v: any(v == o and type(v) is type(o) for o in
 _limit = lambda low: (  # Lightning's limit_*_batches: a count of batches or a fraction of the epoch
     lambda v: v is None or type(v) is int and v >= low or type(v) is float and (0 < v if low else 0 <= v) and v <= 1,
     f"null, an int >= {low} (batches) or a float in {'(' if low else '['}0, 1] (of the epoch)")
-_text = lambda null=False: (lambda v: null and v is None or isinstance(v, str) and v > "", "null or " * null + "text")
+_text = lambda null=False: (lambda v: null and v is None or isinstance(v, str) and v > "",
+                            "null or " * null + "a string")
 _each = lambda names, test: dict.fromkeys(names.split(), test)  # several fields, one test
 
 # Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_reliability.py holds them
