@@ -31,7 +31,10 @@ COMMANDS = {
 
 def main(argv=None):
     try:
-        return command(sys.argv[1:] if argv is None else list(argv))
+        try:
+            return command(sys.argv[1:] if argv is None else list(argv))
+        finally:  # here, not at exit (argparse's --help exits): the reader of a pipe may have gone
+            sys.stdout.flush()
     except BrokenPipeError:  # `sarnet --help | head`: the reader has gone; nothing left to say, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
         return 1
