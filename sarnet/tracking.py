@@ -130,10 +130,8 @@ def make_logger(cfg, node, output_dir: Path, net):
 
 
 def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
-    """The summary a person looks for first (test metrics, FID mean, std and per set, status), results.json and the
-    resolved config as the run's files, with logger.wandb.log_model its checkpoints as one version of the artifact
-    model-<run id>; then the run is closed. The checkpoints are hard-linked into the W&B run's dir: replaced by
-    rename, never rewritten, so the link keeps this version's bytes until uploaded (`wandb sync`), at no extra disk."""
+    """Into each W&B run, then closed: the summary (metrics, FID per set, status), results.json and the resolved config
+    as files, with logger.wandb.log_model the checkpoints as one version of the artifact model-<run id>."""
     import wandb
     from lightning.pytorch.loggers import WandbLogger
     from omegaconf import OmegaConf
@@ -152,6 +150,8 @@ def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
                 art = wandb.Artifact(f"model-{run.id}", type="model", metadata={
                     "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"], **results["metrics"]})
                 kept.mkdir(exist_ok=True)
+                # hard links: a checkpoint is renamed over, never rewritten, so the link keeps this version's bytes
+                # until uploaded (`wandb sync` too) at no extra disk
                 for path in (Path(p) for p in checkpoints if Path(p).is_file()):
                     (link := kept / path.name).unlink(missing_ok=True)
                     try:

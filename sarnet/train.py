@@ -65,9 +65,8 @@ def run_job(cfg: DictConfig) -> float | None:
 
 
 def _sigterm(signum, frame):
-    """Outside fit and test (set-up, FID, results) SIGTERM stops the run as Lightning's handler does inside them, and
-    that one calls this after its own. Only the first counts: a second (scancel signals every process of a step, a
-    sweep passes its own on) must not cut the record short."""
+    """SIGTERM outside fit and test stops the run as Lightning's handler (which calls this after its own) does inside.
+    Only the first counts: scancel signals every process of a step, a sweep passes its own on."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     first, _sigterm.seen = not _sigterm.seen, True
@@ -153,9 +152,8 @@ def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, d
     the optimizer settings to apply to it, what it stored of its run), or init_ckpt's weights, loaded into `net`."""
     from sarnet.resume import check_drift
 
-    ckpt_path = resolve_ckpt(cfg, output_dir)
+    ckpt_path, ckpt = resolve_ckpt(cfg, output_dir)
     if ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path)
         optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
         # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
         cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
@@ -164,8 +162,7 @@ def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, d
                 check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
         return ckpt_path, optimizer_override, earlier
     if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
-        theirs, ours = check_checkpoint(cfg.init_ckpt, f"given as init_ckpt={cfg.init_ckpt}")["sarnet"]["net"], \
-            net.config
+        theirs, ours = check_checkpoint(cfg.init_ckpt, "given as init_ckpt")["sarnet"]["net"], net.config
         if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
             fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
                                if theirs.get(k) != ours.get(k))
@@ -225,7 +222,7 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
     elif eval_ckpt:  # written during this fit or an earlier one: checked as every other checkpoint is
         ckpt = check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and relaunch "
                                            "with eval_ckpt=last, or re-train")
-        eval_epoch = ckpt["epoch"] + 1  # the epochs trained when it was saved
+        eval_epoch = ckpt["epoch"] + 1  # the epochs trained when it was saved, counted as "epochs" is
         if not cfg.run_test:  # else trainer.test loads it
             module.load_state_dict(ckpt["state_dict"])
     if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
@@ -248,9 +245,8 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
         lg.log_metrics(scores, step=trainer.global_step)
         lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush these
     path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
-    # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured.
-    # eval_epoch: epochs trained when the evaluated weights were saved, counted as "epochs" is; eval_score: the
-    # evaluated checkpoint's own score (metrics["val/loss"] is the last epoch's)
+    # what a table cell depends on: the weights evaluated (eval_score: their checkpoint's own score; val/loss in
+    # metrics is the last epoch's), how images were sampled, how FID was measured
     return {"eval_ckpt": "best" if eval_ckpt else "last", "eval_epoch": eval_epoch, "eval_score": {
         "monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
         if eval_ckpt and callback.best_model_score is not None else None,
@@ -289,14 +285,14 @@ def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wal
     return optimized(cfg, results["metrics"])
 
 
-def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
-    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
+def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | None]:
+    """The checkpoint this launch resumes (-> its path, its contents): ckpt_path's (its run dir is this launch's:
+    conf/config.yaml), else the run dir's own last.ckpt."""
     path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
     if path is None:
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.exists():
-            return None
+            return None, None
         why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
     elif run_dir_of(path) != output_dir.resolve():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
@@ -304,8 +300,7 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
                           f"from its weights with init_ckpt")
     else:
         why = f"given as ckpt_path={cfg.ckpt_path}"
-    check_checkpoint(path, why)
-    return str(path)
+    return str(path), check_checkpoint(path, why)
 
 
 def check_checkpoint(path, why: str) -> dict:
@@ -338,10 +333,10 @@ def config_sha256(cfg: DictConfig) -> str:
 
 
 def code_version() -> dict | None:
-    """The git commit of the code that ran and whether tracked files had uncommitted changes (new, untracked files
-    are not counted), None unless the package sits at the top of a git checkout: a seed's initial weights, for one,
-    depend on the code's order of random draws, not on the config alone."""
+    """The git commit that ran and whether tracked files had changes (a seed's initial weights depend on the code's
+    order of random draws, not on the config alone); None unless the package is the top of a git checkout."""
     import subprocess
+
     root = Path(__file__).resolve().parents[1]
     try:
         head, status = (subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
@@ -360,8 +355,7 @@ def optimized(cfg: DictConfig, metrics: dict) -> float | None:
 
 
 def summary_line(results: dict, output_dir: Path) -> str:
-    """The line that ends a run: its headline metrics (± their standard error or deviation), the weights they are
-    of, the time and the run dir."""
+    """The line that ends a run: headline metrics (± std or standard error), the weights, the time, the run dir."""
     m = results["metrics"]
     keys = ["train/loss", "val/loss", "test/loss", "test/mse", "test/nll", "test/bpd", "fid/mean",
             *[k for k in m if k.startswith("fid@") and k.endswith("/mean") and m[k] != m.get("fid/mean")],
