@@ -115,16 +115,17 @@ def make_logger(cfg, node, output_dir: Path, net):
     for attempt in [mode, *["offline"] * (mode == "online")]:
         if attempt == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
-        # offline and log_model are sarnet's (mode above; finish() logs the checkpoints), not Lightning's
-        logger = instantiate({**OmegaConf.to_container(node, resolve=True), "config": config}, _recursive_=False,
-                             _convert_="all", offline=False, log_model=False, name=name, group=group, id=run_id,
-                             tags=tags, mode=attempt, settings=wandb.Settings(init_timeout=30, silent=True))
-        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
-        try:
+        try:  # offline and log_model are sarnet's (the mode; finish() logs the checkpoints), not Lightning's
+            logger = instantiate({**OmegaConf.to_container(node, resolve=True), "config": config}, _recursive_=False,
+                                 _convert_="all", offline=False, log_model=False, name=name, group=group, id=run_id,
+                                 tags=tags, mode=attempt, settings=wandb.Settings(init_timeout=30, silent=True))
+            logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
             if attempt == "online":
                 logger.experiment  # noqa: B018 -- start the run now, so that a failure can still go offline
             return logger
         except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
+            if attempt != "online":
+                raise
             log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
 

@@ -132,8 +132,8 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
                  "score it again)", output_dir)
         return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
-    ckpt_path, optimizer_override, earlier = prepare(cfg, net, output_dir)
-    trainer, module, datamodule, resume_state = build_run(cfg, net, ckpt_path, optimizer_override, earlier)
+    ckpt_path, resume_state = prepare(cfg, net, output_dir)
+    trainer, module, datamodule = build_run(cfg, net, ckpt_path, resume_state)
     progress["fit"] = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -141,26 +141,26 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
         last = output_dir / "checkpoints" / "last.ckpt"
         raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
     # a relaunched finished run trains nothing: its val/train metrics are those of the checkpoint it resumed
-    metrics = earlier["metrics"] | scalar_metrics(trainer.callback_metrics)
+    metrics = resume_state.earlier.get("metrics", {}) | scalar_metrics(trainer.callback_metrics)
     evaluated = evaluate(cfg, trainer, module, datamodule, metrics)
     wall_time_s = resume_state.earlier_s + time.time() - start  # every launch of this run, not just this one
     return record(cfg, trainer, datamodule, module.net, evaluated, code, wall_time_s)
 
 
-def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, dict]:
-    """The checkpoints this launch reads, checked before any data or model work: the one it resumes (-> its path,
-    the optimizer settings to apply to it, what it stored of its run), or init_ckpt's weights, loaded into `net`."""
-    from sarnet.resume import check_drift
+def prepare(cfg: DictConfig, net, output_dir: Path):
+    """The checkpoints this launch reads, checked before any data or model work: the one it resumes (-> its path and
+    the ResumeState that goes on from it), or init_ckpt's weights, loaded into `net`."""
+    from sarnet.resume import ResumeState, check_drift
 
     ckpt_path, ckpt = resolve_ckpt(cfg, output_dir)
     if ckpt_path is not None:
-        optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
+        override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
         # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
         cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
         for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
             if path.exists():
                 check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-        return ckpt_path, optimizer_override, earlier
+        return ckpt_path, ResumeState(cfg, override, earlier)
     if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
         theirs, ours = check_checkpoint(cfg.init_ckpt, "given as init_ckpt")["sarnet"]["net"], net.config
         if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
@@ -170,17 +170,17 @@ def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, d
                               f"that checkpoint's model.net, or drop init_ckpt")
         net.load_state_dict(load_model(cfg.init_ckpt).state_dict(), strict=True)  # the weights only
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
-    return None, {}, {"config": {}, "metrics": {}}
+    return None, ResumeState(cfg)
 
 
-def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: dict, earlier: dict):
+def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     """Everything that can refuse its arguments is built before any data is read or anything is written; then the
-    data are read and checked, and the loggers start writing into the run dir. -> trainer, module, data, ResumeState"""
+    data are read and checked, and the loggers start writing into the run dir. -> trainer, module, datamodule"""
     import lightning as L
 
     from sarnet.callbacks import console
     from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, ResumeState, continue_csv
+    from sarnet.resume import AtomicCheckpointIO, continue_csv
 
     output_dir, choices = Path(cfg.paths.output_dir), HydraConfig.get().runtime.choices
     trainer_cfg, console_callbacks = console(cfg.trainer)
@@ -190,7 +190,6 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: d
     if cfg.fid.enabled and _rank() == 0:  # the FID feature network too (sha256, or trained here on first
         from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
-    resume_state = ResumeState(cfg, optimizer_override, earlier)
     trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
                     callbacks=[*callbacks, resume_state, *console_callbacks])  # it logs the devices it found
     params = count_parameters(net)
@@ -207,7 +206,7 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: d
                        for name, node in (cfg.get("logger") or {}).items() if node is not None]
     if ckpt_path:
         continue_csv(trainer.loggers, ckpt_path)
-    return trainer, module, datamodule, resume_state
+    return trainer, module, datamodule
 
 
 def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dict:
