@@ -84,7 +84,7 @@ def stopped(cfg: DictConfig, lock):
             f"to resume the sweep, relaunch it with hydra.sweep.dir={hc.sweep.dir}"
     else:
         how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
-            f"no checkpoint was written yet; to start again: {relaunch_command()}"
+            f"to start again: {relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
     try:
         failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
@@ -359,7 +359,7 @@ def summary_line(results: dict, output_dir: Path) -> str:
     keys = ["train/loss", "val/loss", "test/loss", "test/mse", "test/nll", "test/bpd", "fid/mean",
             *[k for k in m if k.startswith("fid@") and k.endswith("/mean") and m[k] != m.get("fid/mean")],
             "knn/accuracy"]
-    spread = {k: m.get(k.replace("/mean", "/std") if k.endswith("/mean") else f"{k}_se") for k in keys}
-    parts = [f"{k} {m[k]:.4g}" + (f" ± {spread[k]:.2g}" if spread[k] is not None else "") for k in keys if k in m]
+    parts = [f"{k} {m[k]:.4g}" + "".join(f" ± {m[s]:.2g}" for s in (k.replace("/mean", "/std"), f"{k}_se")
+                                         if s != k and s in m) for k in keys if k in m]
     return ", ".join(parts) + f"; {results['eval_ckpt']} weights (epoch {results['eval_epoch']}), " \
         f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s; run dir {output_dir}"
