@@ -337,15 +337,13 @@ def code_version() -> dict | None:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    try:
-        head, status = (subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-                        for args in (["rev-parse", "--show-toplevel", "HEAD"], ["status", "--porcelain", "-uno"]))
+    try:  # --exclude=*: the commit, never a tag's name
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"], cwd=root,
+                             capture_output=True, text=True, timeout=30) if (root / ".git").exists() else None
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = head.stdout.splitlines()
-    if head.returncode or status.returncode or len(lines) != 2 or Path(lines[0]).resolve() != root:
-        return None
-    return {"commit": lines[1], "dirty": bool(status.stdout.strip())}
+    commit, _, dirty = out.stdout.strip().partition("-") if out and not out.returncode else ("", "", "")
+    return {"commit": commit, "dirty": dirty == "dirty"} if commit else None
 
 
 def optimized(cfg: DictConfig, metrics: dict) -> float | None:
