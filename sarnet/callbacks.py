@@ -1,18 +1,22 @@
 """Callbacks: image grids during training (reconstructions, fixed-z samples and completions -> W&B and
-<run>/images/), a line per epoch for train.log and consoles without a terminal, and the progress bar."""
+<run>/images/), a line per epoch for train.log and consoles without a terminal, the progress bar; the console."""
 
 import logging
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from omegaconf import OmegaConf
 from torchvision.utils import make_grid, save_image
 
 from sarnet.nn import to_grayscale
 from sarnet.progress import duration
+from sarnet.rundir import _rank
 from sarnet.sampling import complete, draw_z, sample_images
 from sarnet.settings import SampleSettings
 
@@ -104,3 +108,44 @@ class ProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+
+
+# the console: each message once, no advertisements, warnings nobody can act on filtered (each with why)
+FILTERED_WARNINGS = [
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own _pytree.py, on a torch API torch deprecates
+    r"The number of training batches \(\d+\) is smaller than the logging interval",  # only epoch means are logged
+    r".*does not have many workers",  # the splits are tensors in memory (data/datamodules.py): workers add start-up
+    r"(Experiment logs|Checkpoint) directory .* exists and is not empty",  # a resumed run continues them on purpose
+]
+
+
+def no_tips(record) -> bool:  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def no_epoch_lines(record) -> bool:  # a live progress bar shows them
+    return record.name != "sarnet.epochs"
+
+
+def console(trainer) -> tuple:
+    """Each message once (Lightning's and torchmetrics' own handlers go: Hydra's console and train.log show them),
+    warnings one line each; DDP ranks above 0, which repeat rank 0, only warnings; a line per epoch, on the console
+    unless a live progress bar (on a terminal) shows it. -> the Trainer's arguments less the nulls, its callbacks."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tips)  # idempotent
+    for pattern in FILTERED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: \
+        f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
+    logging.captureWarnings(True)
+    settings = {k: v for k, v in OmegaConf.to_container(trainer, resolve=True).items() if v is not None}
+    settings["enable_progress_bar"] = live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
+    for handler in logging.getLogger().handlers:
+        if _rank() != 0 and "_ddp_process_" not in getattr(handler, "baseFilename", ""):  # srun: one train.log
+            handler.setLevel(logging.WARNING)
+        if live and isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(no_epoch_lines)  # Hydra's console, not train.log; idempotent
+    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]

@@ -1,6 +1,5 @@
-"""W&B around a run: online only when it can work, one W&B run per job (also on resume) with a readable name and
-group, and what the run leaves there: summary, results.json, the resolved config, its checkpoints as an artifact.
-wandb is imported inside the functions: train.py refuses a bad config before any heavy import."""
+"""W&B around a run: online only when it can work, one W&B run per job (resumed with it) with a readable name and
+group, and what the run leaves there. wandb is imported inside the functions: a bad config is refused before it."""
 
 import contextlib
 import functools
@@ -20,10 +19,10 @@ PROBE_TIMEOUT_S = 3.0
 SYNC_HINT = "upload it later with `wandb sync <run dir>/wandb/offline-run-*` (a sweep: `make wandb-sync SWEEP=...`)"
 
 
-@functools.cache  # once per process: the jobs of a multirun share the answer instead of probing each time
+@functools.cache  # once per process: the jobs of a multirun share the answer
 def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """A TCP connection to the W&B server within `timeout` s. In a daemon thread, because the DNS lookup inside
-    create_connection ignores the socket timeout; without this probe wandb.init stalls ~100 s, then raises."""
+    """A TCP connection to the server within `timeout` s (else wandb.init stalls ~100 s, then raises), in a daemon
+    thread: the DNS lookup inside create_connection ignores the socket's timeout."""
     parsed, answer = urlparse(url), []
     address = (parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80))
 
@@ -39,9 +38,8 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 
 def choose_mode(offline: bool | None = None) -> str:
-    """'online' only with an API key and a reachable server, else 'offline' (or WANDB_MODE=disabled), with one
-    line saying why when online was wanted: W&B never prompts, hangs, or loses a run to the network.
-    offline: the config's logger.wandb.offline (null = decide from the key and WANDB_MODE)."""
+    """'online' only with an API key and a reachable server, else 'offline' (or WANDB_MODE=disabled), saying why in
+    one line when online was wanted: W&B never prompts, hangs, or loses a run. offline: logger.wandb.offline."""
     env, url = os.environ.get("WANDB_MODE", "").lower(), os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     if offline is True or env in ("offline", "dryrun", "disabled"):
         return "disabled" if env == "disabled" else "offline"
@@ -87,8 +85,8 @@ def sweep_wandb(dirs) -> dict:
 
 
 def make_logger(cfg, node, output_dir: Path, net):
-    """logger.wandb's _target_ (Lightning's WandbLogger) with a readable name, group, tags and config; a relaunch
-    into the same run dir resumes the same W&B run (its id is kept there). Offline if going online fails."""
+    """logger.wandb's _target_ (Lightning's WandbLogger) with a readable name, group, tags and config, and the id a
+    relaunch into this run dir resumes; offline if going online fails."""
     import wandb
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
@@ -102,11 +100,10 @@ def make_logger(cfg, node, output_dir: Path, net):
     choices, sweep, mode = hc.runtime.choices, hc.mode.name == "MULTIRUN", choose_mode(node.get("offline"))
     name = node.get("name") or run_name(choices, net.latent_dim, cfg.seed, hc.overrides.task,
                                         hc.job.config.override_dirname.exclude_keys)
-    # a sweep's jobs share the sweep's group; a single run has its own, which `sarnet fid --wandb` & co. join
-    group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)
+    group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)  # `sarnet fid --wandb` & co. join it
     # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
     run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
-    if _rank() == 0:  # DDP: rank 0 writes it, once
+    if _rank() == 0:
         atomic_write(output_dir / RUN_FILE, json.dumps({"id": run_id, "project": node.get("project"), "group": group,
                                                         "name": name, "mode": mode}, indent=2).encode())
     config = OmegaConf.to_container(cfg, resolve=True) | {
@@ -115,32 +112,28 @@ def make_logger(cfg, node, output_dir: Path, net):
         "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
         "resumed": bool(previous)}
     tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
-
-    def make(mode):  # offline and log_model are sarnet's (mode; finish() logs the checkpoints), not Lightning's
-        if mode == "offline":
+    for attempt in [mode, *["offline"] * (mode == "online")]:
+        if attempt == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table
-        logger = instantiate({**OmegaConf.to_container(node, resolve=True), "config": config}, _recursive_=False,
-                             _convert_="all", offline=False, log_model=False, name=name, group=group, id=run_id,
-                             tags=tags, mode=mode, settings=wandb.Settings(init_timeout=30, silent=True))
-        logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
-        return logger
-
-    if mode != "online":
-        return make(mode)
-    try:
-        logger = make(mode)
-        logger.experiment  # noqa: B018 -- start the run now, so a failure here can still go offline
-        return logger
-    except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
-        log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
-                    str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
-        return make("offline")
+        try:  # offline and log_model are sarnet's (the mode; finish() logs the checkpoints), not Lightning's
+            logger = instantiate({**OmegaConf.to_container(node, resolve=True), "config": config}, _recursive_=False,
+                                 _convert_="all", offline=False, log_model=False, name=name, group=group, id=run_id,
+                                 tags=tags, mode=attempt, settings=wandb.Settings(init_timeout=30, silent=True))
+            logger._wandb_init.pop("anonymous", None)  # Lightning passes None, which wandb warns of in every run
+            if attempt == "online":
+                logger.experiment  # noqa: B018 -- start the run now, so that a failure can still go offline
+            return logger
+        except Exception as e:  # noqa: BLE001 -- whatever the network or server says, the run must go on
+            if attempt != "online":
+                raise
+            log.warning("W&B: going online failed (%s: %s): logging offline; %s", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "", SYNC_HINT)
 
 
 def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
-    """What the run leaves in W&B, then the run is closed: the summary a person looks for first in the runs table
-    (test metrics, FID mean, std and per set, status), results.json and the resolved config as files of the run,
-    and with logger.wandb.log_model its checkpoints as an artifact."""
+    """Into each W&B run, then closed: the summary (metrics, FID per set, status), results.json and the resolved config
+    as files, with logger.wandb.log_model the checkpoints as one version of the artifact model-<run id>."""
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
     from omegaconf import OmegaConf
 
@@ -148,34 +141,27 @@ def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
         sets = {f"fid/set_{i + 1}": v for i, v in enumerate(results["fid_values"] or [])}
         run.summary.update(results["metrics"] | sets | {k: results[k] for k in ("status", "wall_time_s", "eval_ckpt",
                                                                                 "epochs")})
+        files, kept = Path(run.dir), Path(run.dir).parent / "checkpoints"
         try:
-            (Path(run.dir) / "results.json").write_bytes((output_dir / "results.json").read_bytes())
-            (Path(run.dir) / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            shutil.copyfile(output_dir / "results.json", files / "results.json")
+            (files / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             for name in ("results.json", "resolved_config.yaml"):
-                run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
+                run.save(str(files / name), base_path=run.dir, policy="now")
             if OmegaConf.select(cfg, "logger.wandb.log_model", default=False):
-                log_checkpoints(run, [Path(p) for p in checkpoints if Path(p).is_file()], results)
+                art = wandb.Artifact(f"model-{run.id}", type="model", metadata={
+                    "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"], **results["metrics"]})
+                kept.mkdir(exist_ok=True)
+                # hard links: a checkpoint is renamed over, never rewritten, so the link keeps this version's bytes
+                # until uploaded (`wandb sync` too) at no extra disk
+                for path in (Path(p) for p in checkpoints if Path(p).is_file()):
+                    (link := kept / path.name).unlink(missing_ok=True)
+                    try:
+                        os.link(path, link)
+                    except OSError:  # a filesystem without hard links: a copy
+                        shutil.copyfile(path, link)
+                    art.add_file(str(link), name=path.name, policy="immutable")
+                run.log_artifact(art, aliases=["latest", f"epoch-{results['epochs']}"])
         except Exception as e:  # noqa: BLE001 -- the run is done and its results.json written: W&B must not undo it
             log.warning("W&B: could not save the run's files or checkpoints (%s: %s); they are in %s",
                         type(e).__name__, e, output_dir)
         run.finish()
-
-
-def log_checkpoints(run, paths: list[Path], results: dict):
-    """The checkpoints as one version of the artifact model-<run id>. Each is hard-linked into the W&B run's dir,
-    not copied: checkpoints are replaced by rename, never rewritten in place, so the link keeps this version's
-    bytes until it is uploaded (`wandb sync` of an offline run included) at no extra disk."""
-    import wandb
-
-    art = wandb.Artifact(f"model-{run.id}", type="model", metadata={
-        "eval_ckpt": results["eval_ckpt"], "epochs": results["epochs"], **results["metrics"]})
-    kept = Path(run.dir).parent / "checkpoints"
-    kept.mkdir(exist_ok=True)
-    for path in paths:
-        (link := kept / path.name).unlink(missing_ok=True)
-        try:
-            os.link(path, link)
-        except OSError:  # a filesystem without hard links: a copy
-            shutil.copyfile(path, link)
-        art.add_file(str(link), name=path.name, policy="immutable")
-    run.log_artifact(art, aliases=["latest", f"epoch-{results['epochs']}"])

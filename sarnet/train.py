@@ -9,7 +9,6 @@ import shutil
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -21,8 +20,7 @@ from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, resu
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
-from sarnet.rundir import _rank as process_rank
+from sarnet.rundir import RunDirBusy, RunDirError, _rank, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
 
 log = logging.getLogger("sarnet")
 
@@ -36,8 +34,8 @@ USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, Tr
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One job. In a multirun a failing job is recorded (results.json status=failed) and the sweep goes on. Bad
-    input is refused (exit status 2) before any work, and the run dir is left as this launch found it."""
+    """One job: bad input refused (exit status 2) before any work, the run dir left as found; a multirun's failed
+    job recorded (results.json status=failed) and the sweep goes on."""
     try:
         net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
@@ -67,15 +65,13 @@ def run_job(cfg: DictConfig) -> float | None:
 
 
 def _sigterm(signum, frame):
-    """SIGTERM while Lightning's own handler is not installed (set-up, FID, writing results) stops the run as it does
-    inside fit and test, where it calls this one after its own. Only the first signal counts: a second one (scancel
-    signals every process of a step; a sweep passes its own on) must not cut the record short."""
+    """SIGTERM outside fit and test stops the run as Lightning's handler (which calls this after its own) does inside.
+    Only the first counts: scancel signals every process of a step, a sweep passes its own on."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    if not _sigterm.seen:
-        _sigterm.seen = True
-        if signal.getsignal(signal.SIGTERM) is _sigterm:
-            raise SIGTERMException
+    first, _sigterm.seen = not _sigterm.seen, True
+    if first and signal.getsignal(signal.SIGTERM) is _sigterm:
+        raise SIGTERMException
 
 
 def stopped(cfg: DictConfig, lock):
@@ -88,7 +84,7 @@ def stopped(cfg: DictConfig, lock):
             f"to resume the sweep, relaunch it with hydra.sweep.dir={hc.sweep.dir}"
     else:
         how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
-            f"no checkpoint was written yet; to start again: {relaunch_command()}"
+            f"to start again: {relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
     try:
         failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
@@ -121,100 +117,113 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     return float("nan")  # a sweeper (Optuna) records a failed trial and goes on
 
 
-# ---- the run, step by step -----------------------------------------------------------------------------------
-
 def run(cfg: DictConfig, net, progress: dict) -> float | None:
     """Train, test and evaluate `net`, the network validate(cfg) built; progress["fit"]: training has started."""
+    from sarnet.module import NonFiniteLossError
+    from sarnet.resume import NonFiniteWeightsError
+
     start, output_dir = time.time(), Path(cfg.paths.output_dir)
-    quiet_console()
-    done = finished_before(cfg, output_dir)
-    if done is not None:
+    try:  # finished ("ok") with this very config: a relaunched sweep skips the job, not minutes of test and FID
+        done = json.loads((output_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        done = {}
+    if done.get("status") == "ok" and done.get("config_sha256") == config_sha256(cfg):
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
         return optimized(cfg, done["metrics"])
     code = code_version()  # this launch's code, before anything can change under a long run
-    ckpt_path, optimizer_override, earlier = prepare(cfg, net, output_dir)
-    trainer, module, datamodule, resume_state = build_run(cfg, net, ckpt_path, optimizer_override, earlier)
+    ckpt_path, resume_state = prepare(cfg, net, output_dir)
+    trainer, module, datamodule = build_run(cfg, net, ckpt_path, resume_state)
     progress["fit"] = True
-    # A relaunched finished run trains nothing: its val/train metrics come from the checkpoint it resumed.
-    metrics = earlier["metrics"] | fit(cfg, trainer, module, datamodule, ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (NonFiniteLossError, NonFiniteWeightsError) as e:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
+    # a relaunched finished run trains nothing: its val/train metrics are those of the checkpoint it resumed
+    metrics = resume_state.earlier.get("metrics", {}) | scalar_metrics(trainer.callback_metrics)
     evaluated = evaluate(cfg, trainer, module, datamodule, metrics)
     wall_time_s = resume_state.earlier_s + time.time() - start  # every launch of this run, not just this one
     return record(cfg, trainer, datamodule, module.net, evaluated, code, wall_time_s)
 
 
-def prepare(cfg: DictConfig, net, output_dir: Path) -> tuple[str | None, dict, dict]:
-    """The checkpoints this launch reads, checked before any data or model work: the one it resumes (-> its path,
-    the optimizer settings to apply to it, what it stored of its run), or init_ckpt's weights, loaded into `net`."""
-    from sarnet.resume import check_drift
+def prepare(cfg: DictConfig, net, output_dir: Path):
+    """The checkpoints this launch reads, checked before any data or model work: the one it resumes (-> its path and
+    the ResumeState that goes on from it), or init_ckpt's weights, loaded into `net`."""
+    from sarnet.resume import ResumeState, check_drift
 
-    ckpt_path = resolve_ckpt(cfg, output_dir)
-    if ckpt_path is None:
-        init_weights(cfg, net)
-        return None, {}, {"config": {}, "metrics": {}}
-    ckpt = read_checkpoint(ckpt_path)
-    optimizer_override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
-    # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
-    cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
-    for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
-        if path.exists():
-            check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
-    return ckpt_path, optimizer_override, earlier
+    ckpt_path, ckpt = resolve_ckpt(cfg, output_dir)
+    if ckpt_path is not None:
+        override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
+        # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
+        cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
+        for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
+            if path.exists():
+                check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
+        return ckpt_path, ResumeState(cfg, override, earlier)
+    if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
+        theirs, ours = check_checkpoint(cfg.init_ckpt, "given as init_ckpt")["sarnet"]["net"], net.config
+        if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
+            fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+                               if theirs.get(k) != ours.get(k))
+            raise ConfigError(f"init_ckpt={cfg.init_ckpt} holds another net than model.net builds ({fields}): give "
+                              f"that checkpoint's model.net, or drop init_ckpt")
+        net.load_state_dict(load_model(cfg.init_ckpt).state_dict(), strict=True)  # the weights only
+        log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
+    return None, ResumeState(cfg)
 
 
-def build_run(cfg: DictConfig, net, ckpt_path: str | None, optimizer_override: dict, earlier: dict):
+def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     """Everything that can refuse its arguments is built before any data is read or anything is written; then the
-    data are read and checked, and the loggers start writing into the run dir. -> trainer, module, data, ResumeState"""
+    data are read and checked, and the loggers start writing into the run dir. -> trainer, module, datamodule"""
     import lightning as L
 
+    from sarnet.callbacks import console
     from sarnet.module import count_parameters
-    from sarnet.resume import AtomicCheckpointIO, ResumeState, continue_csv
+    from sarnet.resume import AtomicCheckpointIO, continue_csv
 
     output_dir, choices = Path(cfg.paths.output_dir), HydraConfig.get().runtime.choices
+    trainer_cfg, console_callbacks = console(cfg.trainer)
     module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)  # evaluation noise from the run's seed
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build(cfg.data, "data", DataError)
-    if cfg.fid.enabled and process_rank() == 0:  # the FID feature network too (sha256, or trained here on first
+    if cfg.fid.enabled and _rank() == 0:  # the FID feature network too (sha256, or trained here on first
         from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
-    resume_state = ResumeState(cfg, optimizer_override, earlier)
-    trainer_cfg, console = trainer_settings(cfg.trainer)
     trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
-                    callbacks=[*callbacks, resume_state, *console])  # it logs the devices it found
-    log.info("%s on %s, seed %s -> %s (%s); loading the data", choices.get("model"), choices.get("data"), cfg.seed,
-             output_dir, f"resuming {ckpt_path}" if ckpt_path else "new run")
+                    callbacks=[*callbacks, resume_state, *console_callbacks])  # it logs the devices it found
+    params = count_parameters(net)
+    log.info("%s on %s, seed %s -> %s (%s); %s: %.3g M parameters, %.3g M of them not masked out; loading the data",
+             choices.get("model"), choices.get("data"), cfg.seed, output_dir, f"resuming {ckpt_path}" if ckpt_path
+             else "new run", type(net).__name__, params["dense"] / 1e6, params["effective"] / 1e6)
     L.seed_everything(cfg.seed, workers=True)
     keep_freed_memory()  # training allocates weight-sized tensors every step: reuse them (sarnet/__init__.py)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
-    params = count_parameters(net)
-    log.info("%s: %.3g M parameters, %.3g M of them not masked out", type(net).__name__, params["dense"] / 1e6,
-             params["effective"] / 1e6)
     check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     # the W&B logger is sarnet.tracking's (a name, a group, a resumable id, offline when online cannot work)
     trainer.loggers = [tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node)
                        for name, node in (cfg.get("logger") or {}).items() if node is not None]
     if ckpt_path:
         continue_csv(trainer.loggers, ckpt_path)
-    return trainer, module, datamodule, resume_state
-
-
-def fit(cfg: DictConfig, trainer, module, datamodule, ckpt_path: str | None) -> dict:
-    from sarnet.module import NonFiniteLossError
-    from sarnet.resume import NonFiniteWeightsError
-
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except (NonFiniteLossError, NonFiniteWeightsError) as e:
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
-    return scalar_metrics(trainer.callback_metrics)
+    return trainer, module, datamodule
 
 
 def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dict:
-    """Test, FID, kNN and likelihood, all of the same weights (evaluated_weights). -> results.json's fields of what
-    was evaluated and how, the metrics included."""
-    eval_ckpt, eval_epoch = evaluated_weights(cfg, trainer, module)
+    """Test, FID, kNN and likelihood, all of the same weights: with eval_ckpt=best the best checkpoint's, else those
+    training ended with. -> results.json's fields of what was evaluated and how, the metrics included."""
+    from sarnet.settings import SampleSettings
+
+    output_dir, callback, eval_epoch = Path(cfg.paths.output_dir), trainer.checkpoint_callback, trainer.current_epoch
+    eval_ckpt = (callback.best_model_path if callback and cfg.eval_ckpt == "best" else "") or None
+    if cfg.eval_ckpt == "best" and not eval_ckpt:
+        log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
+    elif eval_ckpt:  # written during this fit or an earlier one: checked as every other checkpoint is
+        ckpt = check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and relaunch "
+                                           "with eval_ckpt=last, or re-train")
+        eval_epoch = ckpt["epoch"] + 1  # the epochs trained when it was saved, counted as "epochs" is
+        if not cfg.run_test:  # else trainer.test loads it
+            module.load_state_dict(ckpt["state_dict"])
     if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
@@ -223,9 +232,8 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
     if cfg.fid.enabled and trainer.is_global_zero:
         from sarnet.evaluate import evaluate_fid
         fid = evaluate_fid(module.net, datamodule, cfg, say=log.info)
-        scores = {"fid/mean": fid["mean"], "fid/std": fid["std"]}
-        for th, r in fid["matched"].items():
-            scores |= {f"fid@th={th}/mean": r["mean"], f"fid@th={th}/std": r["std"]}
+        for at, r in [("", fid), *((f"@th={th}", r) for th, r in fid["matched"].items())]:
+            scores |= {f"fid{at}/mean": r["mean"], f"fid{at}/std": r["std"]}
         if fid["knn"]:
             scores["knn/accuracy"] = fid["knn"]["accuracy"]
     if cfg.likelihood.enabled and trainer.is_global_zero:
@@ -235,42 +243,28 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
     for lg in trainer.loggers if scores else []:
         lg.log_metrics(scores, step=trainer.global_step)
         lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush these
-    output_dir, callback = Path(cfg.paths.output_dir), trainer.checkpoint_callback
     path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
-    # what a table cell depends on: the weights evaluated, how images were sampled, how FID was measured.
-    # eval_epoch: epochs trained when the evaluated weights were saved, counted as "epochs" is; eval_score: the
-    # evaluated checkpoint's own score (metrics["val/loss"] is the last epoch's)
+    # what a table cell depends on: the weights evaluated (eval_score: their checkpoint's own score; val/loss in
+    # metrics is the last epoch's), how images were sampled, how FID was measured
     return {"eval_ckpt": "best" if eval_ckpt else "last", "eval_epoch": eval_epoch, "eval_score": {
         "monitor": callback.monitor, "mode": callback.mode, "value": float(callback.best_model_score)}
         if eval_ckpt and callback.best_model_score is not None else None,
         "checkpoint": os.path.relpath(path, output_dir) if path.exists() else None,
-        "sampling": sampling_record(cfg.sample, module.net),
+        "sampling": SampleSettings.of(cfg.sample).record(module.net.out_activation),
         **{f"fid_{k}": fid[k] if fid else None for k in ("protocol", "values", "matched")},
         "knn": fid["knn"] if fid else None, "metrics": metrics}
 
 
-def evaluated_weights(cfg: DictConfig, trainer, module) -> tuple[str | None, int]:
-    """The checkpoint test and FID evaluate: the best by val/loss with eval_ckpt=best, else None, the weights training
-    ended with. -> (it, the epochs trained when they were saved)."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.eval_ckpt != "best":
-        return None, trainer.current_epoch
-    if not best:
-        log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
-        return None, trainer.current_epoch
-    # written during this fit or an earlier one: checked as every other checkpoint is
-    ckpt = check_checkpoint(best, "the best checkpoint, which test and FID evaluate; delete it and relaunch with "
-                                  "eval_ckpt=last, or re-train")
-    if not cfg.run_test:  # else trainer.test loads it
-        module.load_state_dict(ckpt["state_dict"])
-    return best, ckpt["epoch"] + 1
-
-
 def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wall_time_s: float) -> float | None:
     """results.json (rank 0), the run's W&B summary and files, and the line that ends the run."""
+    import platform
+
+    import torch
+
     from sarnet.module import count_parameters
 
     choices, output_dir = HydraConfig.get().runtime.choices, Path(cfg.paths.output_dir)
+    device, threads = trainer.strategy.root_device, torch.get_num_threads()
     results = {
         **{k: choices.get(k) for k in ("model", "data", "loss")}, "dataset": datamodule.dataset,
         "classes": datamodule.classes, "latent_dim": net.latent_dim or None,
@@ -280,8 +274,9 @@ def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wal
         "epochs": trainer.current_epoch, "steps": trainer.global_step, "params": count_parameters(net),
         "precision": str(trainer.precision),  # as Lightning ran it: 32-true, bf16-mixed, ...
         **evaluated, "config_sha256": config_sha256(cfg), "code": code, "wall_time_s": wall_time_s,
-        "device": device_record(trainer),  # wall times of different machines do not compare
-        "status": "ok"}
+        # what the wall time was spent on (times of different machines do not compare): the GPU, or CPU and threads
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"{device.type} {platform.machine()}, {threads} thread{'s' * (threads != 1)}", "status": "ok"}
     if trainer.is_global_zero:
         write_json(output_dir / "results.json", results)
         tracking.finish(trainer.loggers, cfg, results, output_dir, checkpoint_files(cfg))
@@ -289,16 +284,14 @@ def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wal
     return optimized(cfg, results["metrics"])
 
 
-# ---- the checkpoints a launch reads --------------------------------------------------------------------------
-
-def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint this launch resumes: ckpt_path's (whose run dir conf/config.yaml made this launch's run dir),
-    else the run dir's own last.ckpt: a relaunch into a run dir resumes it."""
+def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | None]:
+    """The checkpoint this launch resumes (-> its path, its contents): ckpt_path's (its run dir is this launch's:
+    conf/config.yaml), else the run dir's own last.ckpt."""
     path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
     if path is None:
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.exists():
-            return None
+            return None, None
         why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
     elif run_dir_of(path) != output_dir.resolve():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
@@ -306,24 +299,7 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
                           f"from its weights with init_ckpt")
     else:
         why = f"given as ckpt_path={cfg.ckpt_path}"
-    check_checkpoint(path, why)
-    return str(path)
-
-
-def init_weights(cfg: DictConfig, net):
-    """init_ckpt: a new run that starts from another run's weights (fine-tuning, a warm restart of a schedule) with a
-    fresh optimizer, lr schedule and epoch count. A resumed run's checkpoint holds what init_ckpt started it from."""
-    path = cfg.init_ckpt
-    if path is None:
-        return
-    theirs, ours = check_checkpoint(path, f"given as init_ckpt={path}")["sarnet"]["net"], net.config
-    if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
-        fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
-                           if theirs.get(k) != ours.get(k))
-        raise ConfigError(f"init_ckpt={path} holds another net than model.net builds ({fields}): give that "
-                          f"checkpoint's model.net, or drop init_ckpt")
-    net.load_state_dict(load_model(path).state_dict(), strict=True)  # the weights only
-    log.info("starting from the weights of init_ckpt=%s", path)
+    return str(path), check_checkpoint(path, why)
 
 
 def check_checkpoint(path, why: str) -> dict:
@@ -340,8 +316,6 @@ def checkpoint_files(cfg) -> list[Path]:
             if node is not None and node.get("dirpath") and node.get("filename")]
 
 
-# ---- what results.json says ----------------------------------------------------------------------------------
-
 def write_json(path: Path, payload: dict):
     atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
 
@@ -357,49 +331,19 @@ def config_sha256(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished_before(cfg: DictConfig, output_dir: Path) -> dict | None:
-    """results.json of this run dir if it finished ("ok") with exactly this config: a relaunched sweep then skips
-    the job instead of testing and scoring its FID again (minutes per finished job)."""
-    try:
-        results = json.loads((output_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    ok = results.get("status") == "ok" and results.get("config_sha256") == config_sha256(cfg)
-    return results if ok else None
-
-
-def sampling_record(sample: DictConfig, net) -> dict:
-    """The sampling settings the run's images (and FID) depend on (SampleSettings.record)."""
-    from sarnet.settings import SampleSettings
-    return SampleSettings.of(sample).record(net.out_activation)
-
-
 def code_version() -> dict | None:
-    """The git commit of the code that ran and whether tracked files had uncommitted changes (new, untracked files
-    are not counted), None unless the package sits at the top of a git checkout: a seed's initial weights, for one,
-    depend on the code's order of random draws, not on the config alone."""
+    """The git commit that ran and whether tracked files had changes (a seed's initial weights depend on the code's
+    order of random draws, not on the config alone); None unless the package is the top of a git checkout."""
     import subprocess
+
     root = Path(__file__).resolve().parents[1]
-    try:
-        head, status = (subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-                        for args in (["rev-parse", "--show-toplevel", "HEAD"], ["status", "--porcelain", "-uno"]))
+    try:  # --exclude=*: the commit, never a tag's name
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"], cwd=root,
+                             capture_output=True, text=True, timeout=30) if (root / ".git").exists() else None
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = head.stdout.splitlines()
-    if head.returncode or status.returncode or len(lines) != 2 or Path(lines[0]).resolve() != root:
-        return None
-    return {"commit": lines[1], "dirty": bool(status.stdout.strip())}
-
-
-def device_record(trainer) -> str:
-    """What the run's wall time was spent on: the GPU's name, or the CPU and the threads torch used."""
-    import platform
-
-    import torch
-    device, threads = trainer.strategy.root_device, torch.get_num_threads()
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} {platform.machine()}, {threads} thread{'s' * (threads != 1)}"
+    commit, _, dirty = out.stdout.strip().partition("-") if out and not out.returncode else ("", "", "")
+    return {"commit": commit, "dirty": dirty == "dirty"} if commit else None
 
 
 def optimized(cfg: DictConfig, metrics: dict) -> float | None:
@@ -408,71 +352,12 @@ def optimized(cfg: DictConfig, metrics: dict) -> float | None:
 
 
 def summary_line(results: dict, output_dir: Path) -> str:
-    """One line to end a run with: every headline metric it computed (losses, test NLL, FID, kNN), the weights they
-    are of, time and where everything is."""
+    """The line that ends a run: headline metrics (± std or standard error), the weights, the time, the run dir."""
     m = results["metrics"]
-    parts = [f"{k} {m[k]:.4g}" for k in ("train/loss", "val/loss", "test/loss", "test/mse") if k in m]
-    if "test/nll" in m:
-        parts.append(f"test/nll {m['test/nll']:.2f} ± {m['test/nll_se']:.2f} nats ({m['test/bpd']:.4f} bits/dim)")
-    if "fid/mean" in m:
-        parts.append(f"FID {m['fid/mean']:.3f} ± {m['fid/std']:.3f}")
-    parts += [f"FID@th={th} {r['mean']:.3f} ± {r['std']:.3f}" for th, r in (results.get("fid_matched") or {}).items()
-              if r["mean"] != m.get("fid/mean")]
-    if "knn/accuracy" in m:
-        parts.append(f"kNN {100 * m['knn/accuracy']:.1f} %")
-    parts.append(f"{results['eval_ckpt']} weights (epoch {results['eval_epoch']}), {results['epochs']} epochs in "
-                 f"{results['wall_time_s']:.0f} s")
-    return ", ".join(parts) + f"; run dir {output_dir}"
-
-
-# ---- the console: each message once, no advertisements, warnings fixed or filtered with the reason ----------
-
-FILTERED_WARNINGS = [  # warnings that say nothing a sarnet user can or should act on, each with why
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own _pytree.py, on a torch API torch deprecates
-    # sarnet logs epoch means only (module.py: on_step=False), so the step logging interval never matters
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
-    r".*does not have many workers",  # the splits are tensors in memory (data/datamodules.py): workers add start-up
-    # a resumed run continues its CSV log (resume.continue_csv) and writes into its own checkpoints/ on purpose
-    r"(Experiment logs|Checkpoint) directory .* exists and is not empty",
-]
-
-
-def no_tips(record) -> bool:  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
-    return not str(record.msg).startswith("💡 Tip")
-
-
-def no_epoch_lines(record) -> bool:  # a live progress bar shows them
-    return record.name != "sarnet.epochs"
-
-
-def quiet_console():
-    """Lightning and torchmetrics add console handlers of their own, so each of their messages came twice (theirs
-    and Hydra's): drop theirs, so that their messages go once, through Hydra's console and train.log. Warnings go
-    there too, one line each, less FILTERED_WARNINGS. DDP's ranks above 0 repeat rank 0's messages: they log only
-    warnings and errors, except into a log file of their own (Lightning's train_ddp_process_<rank>.log)."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tips)  # idempotent
-    for pattern in FILTERED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    warnings.formatwarning = lambda message, category, filename, lineno, line=None: \
-        f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
-    logging.captureWarnings(True)
-    for handler in logging.getLogger().handlers if process_rank() != 0 else []:  # under srun every rank shares
-        if "_ddp_process_" not in getattr(handler, "baseFilename", ""):            # the job's train.log
-            handler.setLevel(logging.WARNING)
-
-
-def trainer_settings(node: DictConfig) -> tuple[DictConfig, list]:
-    """The Trainer's arguments without the nulls (conf/trainer/default.yaml: null = Lightning's default) and the
-    console callbacks: a live progress bar on a terminal, else none, and a line per epoch (EpochLine), which goes
-    to train.log always and to the console when no bar is live (nohup, SLURM, CI: one line per epoch)."""
-    from sarnet.callbacks import EpochLine, ProgressBar
-
-    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
-    settings["enable_progress_bar"] = live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
-    for handler in logging.getLogger().handlers if live else []:  # Hydra's console handler: not its file's
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.addFilter(no_epoch_lines)  # idempotent
-    return OmegaConf.create(settings), [EpochLine(), *([ProgressBar()] if live else [])]
+    keys = ["train/loss", "val/loss", "test/loss", "test/mse", "test/nll", "test/bpd", "fid/mean",
+            *[k for k in m if k.startswith("fid@") and k.endswith("/mean") and m[k] != m.get("fid/mean")],
+            "knn/accuracy"]
+    parts = [f"{k} {m[k]:.4g}" + "".join(f" ± {m[s]:.2g}" for s in (k.replace("/mean", "/std"), f"{k}_se")
+                                         if s != k and s in m) for k in keys if k in m]
+    return ", ".join(parts) + f"; {results['eval_ckpt']} weights (epoch {results['eval_epoch']}), " \
+        f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s; run dir {output_dir}"

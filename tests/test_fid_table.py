@@ -133,12 +133,12 @@ def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
 
 def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
     from sarnet.config import validate
-    from sarnet.train import sampling_record
+    from sarnet.settings import SampleSettings
     for overrides, extra in [((), {}),
                              (("model=sarnet",), {"regression": {"alpha_max": 0.65, "p": 0.3, "refine": True}}),
                              (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
         cfg = compose_config(*overrides)
-        record = sampling_record(cfg.sample, validate(cfg))
+        record = SampleSettings.of(cfg.sample).record(validate(cfg).out_activation)
         assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, "dtype": "float32", **extra}, overrides
 
 

@@ -261,7 +261,7 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
     done = (proc.stdout + proc.stderr).split("done: ")[1].splitlines()[0]  # the end-of-run line names it
-    assert f"test/nll {metrics['test/nll']:.2f} ± {metrics['test/nll_se']:.2f} nats" in done
+    assert f"test/nll {metrics['test/nll']:.4g} ± {metrics['test/nll_se']:.2g}" in done
     assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))

@@ -146,7 +146,8 @@ def test_the_console_says_each_thing_once_with_a_line_per_epoch_without_a_termin
     assert [re.search(r" - epoch (\d/\d): train/loss [\d.]+, val/loss [\d.]+ \([\d.]+ s", e).group(1)
             for e in epochs] == ["1/2", "2/2"], epochs
     assert epochs == [line for line in (tmp_path / "train.log").read_text().splitlines() if "[sarnet.epochs]" in line]
-    assert re.search(r"done: train/loss .* test/loss .* FID .* kNN .* last weights \(epoch 2\), 2 epochs", out)
+    assert re.search(r"done: train/loss .* test/loss .* fid/mean .* knn/accuracy .* last weights \(epoch 2\), 2 epochs",
+                     out)
 
 
 @needs_data
