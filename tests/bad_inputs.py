@@ -12,7 +12,9 @@ Kinds, and what "before work" means for each:
 {ckpt}, {damaged}, {data_*} stand for files the test makes (a small checkpoint, a truncated one, data dirs).
 """
 
-BASE = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]  # what every train entry is added to
+from tests.conftest import QUICK
+
+BASE = QUICK  # what every train entry is added to
 
 TRAIN = [  # (kind, overrides, text the one-line refusal must contain)
     ("field", "seed=-1", "seed=-1"), ("field", "seed=4294967296", "seed"), ("field", "seed=abc", "seed"),
@@ -111,7 +113,8 @@ TRAIN = [  # (kind, overrides, text the one-line refusal must contain)
     ("file", "ckpt_path=/", "ckpt_path='/'"),
     ("file", "ckpt_path={damaged}", "{damaged}/checkpoints/last.ckpt: cannot be read"),
     ("file", "data_dir={data_deleted}", "missing data file"),
-    ("file", "data_dir={data_flipped}", "does not match the md5"),
+    ("file", "data_dir={data_flipped}", "{data_flipped}/MNIST/raw/t10k-labels-idx1-ubyte: does not match the md5"),
+    ("file", "data_dir={data_published}", "{data_published}/MNIST/raw/t10k-labels-idx1-ubyte: does not match the md5"),
     ("file", "data_dir={data_garbage}", "not a readable md5 list"),
 ]
 

@@ -10,10 +10,8 @@ import json
 import os
 import runpy
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -41,15 +39,15 @@ def run_train(*overrides, check=True, timeout=600) -> subprocess.CompletedProces
     return proc
 
 
-def train(*overrides, timeout=600):
-    """train.py as a subprocess -> (returncode, stdout + stderr, None)."""
+def train(*overrides, timeout=600) -> tuple[int, str]:
+    """train.py as a subprocess -> (returncode, stdout + stderr)."""
     proc = run_train(*overrides, check=False, timeout=timeout)
-    return proc.returncode, proc.stdout + proc.stderr, None
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def ok(*overrides, timeout=600) -> str:
     """train.py as a subprocess that must succeed -> its output."""
-    rc, out, _ = train(*overrides, timeout=timeout)
+    rc, out = train(*overrides, timeout=timeout)
     assert rc == 0, f"train.py {' '.join(overrides)} failed:\n{out[-4000:]}"
     return out
 
@@ -77,7 +75,6 @@ def epochs_with(rows, key) -> list[int]:
     return sorted(int(r["epoch"]) for r in rows if r.get(key))
 
 
-
 def same(a, b) -> bool:
     """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
     if isinstance(a, dict):
@@ -96,33 +93,10 @@ def assert_same_run(ref: Path, run: Path):
     assert same(ca["state_dict"], cb["state_dict"]) and same(ca["optimizer_states"], cb["optimizer_states"])
     assert csv_rows(run) == csv_rows(ref)
 
+
+QUICK = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]  # a smoke run without FID and W&B
 # Small enough for CPU, long enough (20 batches an epoch) to be killed mid-training.
-RESUMABLE = ["trainer=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=20", "fid=off", "logger=csv",
-             "latent_dim=8"]
-
-
-def kill_after_checkpoint(run_dir: Path, epoch: int, delay: float, *extra) -> str:
-    """Start train.py, SIGKILL it `delay` s after checkpoints/last.ckpt first holds `epoch`; -> its output."""
-    log = run_dir.parent / f"{run_dir.name}.{epoch}.log"
-    last, seen = run_dir / "checkpoints" / "last.ckpt", None
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={run_dir}", *extra],
-                                cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            while proc.poll() is None:
-                inode = last.stat().st_ino if last.exists() else None
-                if inode != seen and inode is not None:  # a new last.ckpt (written by rename: never partial)
-                    seen = inode
-                    if torch.load(last, weights_only=True, mmap=True)["epoch"] >= epoch:
-                        break
-                time.sleep(0.005)
-            time.sleep(delay)
-            assert proc.poll() is None, f"train.py ended before it could be killed:\n{log.read_text()[-3000:]}"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    return log.read_text()
+RESUMABLE = [*QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=20"]
 
 
 def train_inprocess(*overrides, check=False) -> tuple[int, str]:
@@ -191,10 +165,11 @@ def smoke_run(tmp_path_factory):
     return get
 
 
-def compose_config(*overrides):
-    """conf/config.yaml composed in-process with these overrides, as train.py would see it."""
+def compose_config(*overrides, hydra=False):
+    """conf/config.yaml composed in-process with these overrides, as train.py would see it (hydra: with the hydra
+    node, which Hydra's run reads)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def fake_idx(root, folder="MNIST", n_train=200, n_test=50, seed=0):

@@ -22,9 +22,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
-from tests.conftest import ENV, ROOT, compose_config, needs_data, train_inprocess
+from tests.conftest import (
+    ENV,
+    ROOT,
+    assert_autoregressive,
+    compose_config,
+    dependence,
+    fake_checkpoint,
+    needs_data,
+    train_inprocess,
+)
 
 ERROR = re.compile(r"^(?:\[[^]]*\]\[sarnet\]\[ERROR\] - )?"  # logged, for a stop after work began
                    r"(?:[\w.]+(?:Error|Busy|Stopped)|train\.py: error|sarnet [\w-]+: error|sarnet: error): ")
@@ -33,8 +44,9 @@ FILES = re.compile(r"\{(\w+)\}")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """The files the table's {placeholders} name: a checkpoint of BASE's net, a truncated one, and three copies
-    of the MNIST raw folder (symlinks) with a file deleted, a label flipped (same size), the md5 list garbled."""
+    """The files the table's {placeholders} name: a checkpoint of BASE's net, a truncated one, and copies of the
+    MNIST raw folder (symlinks) with a file deleted, a label flipped (same size: refused by the md5 list `make data`
+    wrote, or without that list by the published md5s), the md5 list garbled."""
     from omegaconf import OmegaConf
 
     from sarnet.config import validate
@@ -44,11 +56,10 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_inputs")
     net = validate(compose_config(*BASE))
     out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged"}  # damaged: a run dir with a truncated last.ckpt
-    torch.save({"sarnet": {"net": OmegaConf.to_container(OmegaConf.create(net.config)), "format": 1},
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out["ckpt"])
+    fake_checkpoint(out["ckpt"], net, OmegaConf.to_container(OmegaConf.create(net.config)))
     (out["damaged"] / "checkpoints").mkdir(parents=True)
     (out["damaged"] / "checkpoints" / "last.ckpt").write_bytes(out["ckpt"].read_bytes()[:5000])
-    for name in ("deleted", "flipped", "garbage"):
+    for name in ("deleted", "flipped", "published", "garbage"):
         raw = root / f"data_{name}" / "MNIST" / "raw"
         raw.mkdir(parents=True)
         for p in (ROOT / "data" / "MNIST" / "raw").iterdir():
@@ -56,13 +67,14 @@ def files(tmp_path_factory):
         labels = raw / "t10k-labels-idx1-ubyte"
         if name == "deleted":
             labels.unlink()
-        elif name == "flipped":
+        elif name in ("flipped", "published"):
             data = bytearray(labels.read_bytes())
             labels.unlink()
             data[100] = (data[100] + 1) % 10  # another valid label: only the md5 can tell
             labels.write_bytes(bytes(data))
-        else:
+        if name in ("published", "garbage"):
             (raw / ".sarnet-ok.json").unlink()
+        if name == "garbage":
             (raw / ".sarnet-ok.json").write_text("{garbage")
         out[f"data_{name}"] = raw.parents[1]
     return out
@@ -131,6 +143,78 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
                                                                      "nll_sarnet_pixel", "nll_sarnet_vae_pixel")]])
 def test_good_configs_still_validate(overrides):
     assert refused_by_validate(overrides) is None
+
+
+def test_the_precisions_config_accepts_are_lightnings():
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    from sarnet.fields import PRECISIONS
+
+    def flat(t):
+        return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]
+    assert sorted(map(str, PRECISIONS)) == sorted(map(str, flat(_PRECISION_INPUT)))
+
+
+@st.composite
+def net_fields(draw):
+    """-> (model, {config key: value}): mostly well-formed geometries (the patch grids agree), some broken."""
+    model = draw(st.sampled_from(["sarnet", "sarnet_vae"]))
+    patch = draw(st.sampled_from([2, 4, 7, 14]))  # 196, 49, 16 or 4 patches of the 28 x 28 input
+    grid = 28 // patch
+    hidden = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 2)), max_size=2))  # (patch, channels)
+    geometry = [[28, 1, patch], *([grid * p, c, p] for p, c in hidden), [28, 1, patch]]
+    if draw(st.integers(0, 2)) == 0:  # break one entry (a third of the time)
+        i, j = draw(st.integers(0, len(geometry) - 1)), draw(st.integers(0, 2))
+        geometry[i][j] = draw(st.sampled_from([0, -1, 1, 2, 3, 5, 6, 14, 28, 4.5, "x"]))
+    first_patch = draw(st.sampled_from(["given", "predicted"] * 3 + ["first"]))
+    latent = draw(st.integers(-1, 4))
+    return model, {"model.net.geometry": geometry, "model.net.first_patch": first_patch,
+                   "latent_dim" if model == "sarnet_vae" else "model.net.latent_dim": latent}
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # a 0-channel geometry
+def test_validate_accepts_only_autoregressive_nets_and_refuses_with_config_error():
+    """Random geometry / first_patch / latent_dim on the composed configs (composed once per model, then the fields
+    set on a copy): accepted -> autoregressive by gradients; refused -> ConfigError only."""
+    from omegaconf import OmegaConf
+
+    from sarnet.config import ConfigError, validate
+
+    seen = Counter()
+    # callbacks=none: the image grids' keep_patches=24 is (rightly) refused for nets of fewer patches
+    composed = {m: compose_config(f"model={m}", "callbacks=none") for m in ("sarnet", "sarnet_vae")}
+
+    @settings(max_examples=80, deadline=None, derandomize=True)  # a fixed stream: 29 accepted, 51 refused
+    @given(net_fields())
+    def check(example):
+        model, fields = example
+        cfg = composed[model].copy()
+        for key, value in fields.items():
+            OmegaConf.update(cfg, key, value)
+        try:
+            net = validate(cfg)  # anything but ConfigError propagates and fails the test
+        except ConfigError as e:
+            assert "\n" not in str(e) and "=" in str(e)
+            seen["refused"] += 1
+            return
+        seen["accepted"] += 1
+        dec = net.ar_net
+        # Non-negative weights, inputs and z, positive biases: every ReLU is on and no two paths cancel, so the
+        # gradient pattern is exactly the connectivity the masks allow.
+        with torch.no_grad():
+            for layer in dec.layers:
+                layer.weight.abs_()
+                layer.bias.fill_(1.0)
+        torch.manual_seed(0)
+        z = torch.rand(1, dec.latent_dim) if dec.latent_dim else None
+        dep = dependence(lambda v: dec.logits(v, z), torch.rand(1, *dec.image_shape), dec.layers[-1].deg_out,
+                         dec.layers[0].deg_in, dec.n_patches)
+        assert_autoregressive(dep, dec.first_patch)
+
+    check()
+    assert seen["accepted"] >= 15 and seen["refused"] >= 10, seen
 
 
 @pytest.mark.parametrize("kind, argv, expect", [pytest.param(*e, id=e[1]) for e in CLI])
@@ -204,6 +288,18 @@ def damaged_fid_weights(tmp_path, monkeypatch) -> dict:
 def test_a_damaged_fid_feature_network_is_one_line_before_training(tmp_path, monkeypatch):
     got = damaged_fid_weights(tmp_path, monkeypatch)
     assert got["one_line"] and not got["traceback"] and not got["files_left"], got
+
+
+def test_non_finite_loss_names_epoch_step_and_term():
+    from sarnet.losses import ReconstructionLoss
+    from sarnet.module import NonFiniteLossError, SarnetModule
+    from sarnet.nn import SarNet
+
+    module = SarnetModule(SarNet(), ReconstructionLoss("power", power=1.0, reduction="mean"), optimizer=None)
+    x = torch.rand(2, 1, 28, 28)
+    x[0, 0, 5, 5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 0, step 0 \(term: recon\); the last good checkpoint"):
+        module.training_step((x, None), 0)
 
 
 def nan_stop(tmp_path) -> dict:

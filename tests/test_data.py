@@ -92,6 +92,15 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"x": 3}'])
+def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
+    for name in RAW_FILES:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / ".sarnet-ok.json").write_text(garbage)
+    with pytest.raises(DataError, match=f"{tmp_path / '.sarnet-ok.json'}: not a.* md5 list"):
+        sources.check_raw(tmp_path)
+
+
 # ------------------------------------------------------------------------------------------ the MNIST wheel
 
 def test_wheel_conversion_is_exact(tmp_path):

@@ -102,7 +102,7 @@ SMALL = {"_target_": "sarnet.nn.SarNet", "geometry": TINY, "latent_dim": 0, "fir
 
 
 def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_path):
-    """(Damaged files: test_reliability.test_check_checkpoint_refuses_damaged_files.)"""
+    """(Damaged files: test_resume.test_check_checkpoint_refuses_damaged_files.)"""
     net = drifted(SarNet(TINY))
     loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net, SMALL))
     assert isinstance(loaded, SarNet) and not loaded.training
@@ -200,9 +200,20 @@ def test_cli_variants(script, args, model, smoke_run, tmp_path):
     status, stdout, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, *out, cwd=ckpt.parent)
     assert status == 0, err[-3000:]
     written = Path(stdout.split(" -> ")[-1].strip())
-    if not out:  # sample's default: test_trust.test_scripts_take_a_run_dir_and_never_overwrite_their_output
+    if not out:  # sample's default: test_scripts_take_a_run_dir_and_never_overwrite_their_output
         assert written.parent == ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
     png_ok(written)
+
+
+def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", SarNet(out_activation="sigmoid"))
+    outs = []
+    for _ in range(2):
+        status, stdout, stderr = run_script("sample.py", "--ckpt", tmp_path, "--n", "2", "--device", "cpu")
+        assert status == 0, stderr[-2000:]
+        outs.append(stdout.split(" -> ")[-1].strip())
+    assert outs == [str(tmp_path / "images" / "sample_last.png"), str(tmp_path / "images" / "sample_last_2.png")]
 
 
 @pytest.mark.parametrize("script, args, model, message", [

@@ -1,0 +1,207 @@
+"""Sweeps and scale-out: a sweep with a failing job, SIGTERM to a sweep, optuna, the joblib and submitit launchers,
+the SLURM launcher's sbatch script, DDP on two CPU processes (docs/scale-out.md). The real train.py as a
+subprocess; the ones that train more than two smoke jobs are marked slow."""
+
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sarnet.checkpoint import read_checkpoint
+from tests.conftest import ROOT, compose_config, error_line, needs_data, ok, results, train
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two gloo processes on the CPU
+
+
+# ---- sweeps ----------------------------------------------------------------------------------------------------
+
+@needs_data
+def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_one(tmp_path):
+    rc, out = train("-m", "latent_dim=0,8,16", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
+    assert rc != 0
+    failed, *good = (results(tmp_path / f"{i}_fid=off,latent_dim={latent}") for i, latent in enumerate((0, 8, 16)))
+    assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: latent_dim=0 is invalid")
+    assert [(r["status"], r["steps"], r["latent_dim"]) for r in good] == [("ok", 3, 8), ("ok", 3, 16)]
+    assert "2 jobs ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
+    assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 2  # one W&B run per job that ran
+
+
+@needs_data
+def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
+    """A scheduler's SIGTERM to a sweep (SLURM preemption, scancel) stops it: the running job is recorded as
+    stopped, and no further job starts; relaunching the sweep resumes."""
+    rc, out = train("-m", "trainer=smoke", "fid=off", "logger=csv", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}",
+                    "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 1 and "latent_dim=8" in jobs[0], jobs
+    result = results(tmp_path / jobs[0])
+    assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
+    """Stopped in its first job's second epoch, the sweep names the command that resumes it; that command, run as
+    printed (less the injected fault), resumes the stopped job from its checkpoint and runs the other one."""
+    rc, out = train("-m", "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", "latent_dim=8,16",
+                    f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",  # the fault not in it
+                    "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", "+callbacks.fault.epoch=1")
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
+    command = shlex.split(error_line(out, "RunDirError").split("to resume the sweep: ", 1)[1])
+    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else "python"
+    assert command[:3] == [python, "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
+    rc, out = train(*[a for a in command[2:] if not a.startswith("+callbacks.fault")], timeout=900)
+    assert rc == 0, out[-3000:]
+    assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
+    assert [(r["status"], r["epochs"]) for r in (results(tmp_path / job) for job in "01")] == [("ok", 2)] * 2
+    assert all(p.read_text() == "" for p in tmp_path.glob("*/.lock"))  # released
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"  # a zombie has stopped too
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+@needs_data
+def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
+    """joblib's workers outlived a SIGTERMed parent and trained on, orphaned: now the parent passes the signal on,
+    each worker records its job as stopped and ends, and no further job starts."""
+    rc, out = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke",
+                    "trainer.max_epochs=1000", "fid=off", "logger=csv", "latent_dim=8,16,32",
+                    f"hydra.sweep.dir={tmp_path}", "+callbacks.fault.workers=2",
+                    "+callbacks.fault._target_=tests.faults.SigtermParentWhenAllTrain")
+    assert rc == 128 + signal.SIGTERM and "stopping 2 worker process(es)" in out, out[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2, jobs  # the third job never started
+    for job in jobs:
+        result = results(job)
+        assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
+        assert gone(int((job / "worker.pid").read_text()))
+
+
+@pytest.mark.slow
+@needs_data
+def test_optuna_search_reports_the_best_trial_and_resumes_from_its_sweep_dir(tmp_path):
+    args = ["hparams_search=optuna", "trainer=smoke", "fid=off", "logger=csv", "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={tmp_path}"]
+    out = ok(*args, timeout=900)
+    jobs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    losses = [results(j)["metrics"]["val/loss"] for j in jobs]
+    assert len(jobs) == 2 and losses[0] != losses[1]  # two trials with other hyperparameters
+    best = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert best.best_value == min(losses) and f"Best value: {min(losses)}" in out
+    # relaunched into its sweep dir: the seeded sampler proposes the same trials, whose finished jobs are skipped
+    out = ok(*args, timeout=900)
+    assert out.count("finished earlier with this same config: nothing to do") == 2
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
+
+
+# ---- launchers: joblib, submitit, SLURM ------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_joblib_launcher_runs_jobs_in_parallel_with_one_wandb_run_each(tmp_path):
+    ok("-m", "latent_dim=8,16", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke", "fid=off",
+       f"hydra.sweep.dir={tmp_path}")
+    runs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    assert [p.name for p in runs] == ["0_fid=off,latent_dim=8", "1_fid=off,latent_dim=16"]
+    assert [results(p)["latent_dim"] for p in runs] == [8, 16]
+    assert [len(list(p.glob("wandb/offline-run-*"))) for p in runs] == [1, 1]
+    # in parallel: each job's [end - wall time, end] overlaps the other's
+    ends = [(p / "results.json").stat().st_mtime for p in runs]
+    spans = [(end - results(p)["wall_time_s"], end) for p, end in zip(runs, ends)]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
+
+
+@pytest.mark.slow
+@needs_data
+def test_submitit_local_launcher(tmp_path):
+    out = ok("-m", "latent_dim=8,16", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+             "trainer=smoke", "fid=off", "logger=csv", f"hydra.sweep.dir={tmp_path}")
+    assert "2 jobs ok, 0 failed" in out
+    assert [results(p.parent)["status"] for p in sorted(tmp_path.glob("*/results.json"))] == ["ok", "ok"]
+    assert len(list(tmp_path.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
+
+
+MULTI_NODE = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.nodes=2",
+              "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4"]  # docs/scale-out.md's example
+
+
+@pytest.mark.parametrize("extra, options", [
+    ([], ["--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"]),
+    (MULTI_NODE, ["--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2"])], ids=["one_gpu", "ddp_2x4"])
+def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch, extra, options):
+    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting; with
+    trainer=ddp on 2 nodes x 4 GPUs: one task per GPU (srun starts the 8 ranks), which the trainer expects."""
+    import submitit
+    from hydra.utils import instantiate
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    fake_bin = tmp_path / "bin"  # submitit only checks that srun exists; nothing here calls it or sbatch
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    cfg = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}/sweep",
+                         *extra, hydra=True)
+    launch = cfg.hydra.launcher
+    assert launch.tasks_per_node * launch.nodes == cfg.trainer.devices * (cfg.trainer.num_nodes or 1)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    params = dict(launcher.params)  # what SlurmLauncher.launch hands to submitit, the same way
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=str(tmp_path),
+                                 **executor._executor.parameters)
+    for option in [*options, "--cpus-per-task=8", "--mem=32GB", "--time=240", "--partition=gpu", "--signal=USR2@120"]:
+        assert f"#SBATCH {option}\n" in script
+    assert executor._executor.max_num_timeout == 3
+
+
+# ---- DDP on two CPU processes ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_data
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """debug=smoke on the documented DDP command, with FID (torchmetrics must not wait for ranks that do not score)
+    and W&B: two processes, one results.json, one W&B run, one summary line."""
+    out = ok(*DDP, "debug=smoke", "fid.n_sets=1", f"hydra.run.dir={tmp_path}")
+    res = results(tmp_path)
+    assert res["status"] == "ok" and (res["epochs"], res["steps"]) == (1, 3)  # 3 steps on each rank
+    assert (tmp_path / "train_ddp_process_1.log").exists()  # rank 1 was a second train.py process
+    runs = [p for p in tmp_path.rglob("results.json") if "wandb" not in p.relative_to(tmp_path).parts]
+    assert len(runs) == 1 and len(list(tmp_path.glob("wandb/offline-run-*"))) == 1
+    assert {"fid/mean", "knn/accuracy", "test/loss"} <= set(res["metrics"]) and out.count("done: ") == 1
+    assert "sync_dist" not in out and "DistributedSampler" not in out  # the warnings of unsynced metrics
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("model", ["sarnet_vae", "sarnet"])
+def test_ddp_evaluates_as_one_process(model, smoke_run, tmp_path):
+    """The same weights (a smoke run's, trained on at lr 1e-30) evaluated by 2 gloo processes and by one: the test
+    and validation metrics are over the whole splits (synced, every image once, the VAE's noise drawn per image),
+    FID and kNN are rank 0's, so all equal the one process's."""
+    ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
+    common = [f"model={model}", "latent_dim=8", f"init_ckpt={ckpt}", "model.optimizer.lr=1e-30", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=2", "fid.n_gen=200", "fid.n_sets=1", "fid.knn.n=200", "logger=csv"]
+    ok(*common, "trainer=cpu", f"hydra.run.dir={tmp_path / 'one'}")
+    ok(*common, *DDP, f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = results(tmp_path / "one")["metrics"], results(tmp_path / "two")["metrics"]
+    for key in ("test/loss", "test/recon", "test/mse", "val/loss", "fid/mean", "knn/accuracy"):
+        if key in one:
+            assert two[key] == pytest.approx(one[key], rel=1e-6), key
+    assert ("test/kld" in one) == (model == "sarnet_vae")
