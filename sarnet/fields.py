@@ -34,7 +34,7 @@ _text = lambda null=False: (lambda v: null and v is None or isinstance(v, str) a
                             "null or " * null + "a string")
 _each = lambda names, test: dict.fromkeys(names.split(), test)  # several fields, one test
 
-# Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_reliability.py holds them
+# Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT; tests/test_bad_inputs.py holds them
 # equal) and profiler names, written out so that a bad one is refused before Lightning is imported.
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
               "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
