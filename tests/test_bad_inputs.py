@@ -1,10 +1,10 @@
 """Every bad input of tests/bad_inputs.py refused before the work it would waste, in one line, leaving nothing.
 
 Fast: train.py in this process for each TRAIN entry (exit status 2, one error line naming the field, no traceback,
-only Hydra's .hydra in the run dir), every usage error of the `sarnet` commands, and one subprocess that runs every
-field, Hydra and usage error and every --help and finds torch never imported. Slow: the whole table again as real
-processes, with the figures by kind (tried / refused before work in one line / tracebacks / accepted wrongly /
-files left) printed, all but the first two required to be 0.
+only Hydra's .hydra in the run dir), every usage error of the `sarnet` commands, one subprocess that runs every
+field, Hydra and usage error and every --help and finds torch never imported, and the library API's refusals.
+Slow: the whole table again as real processes, with the figures by kind (tried / refused before work in one line /
+tracebacks / accepted wrongly / files left) printed, all but the first two required to be 0.
 """
 
 import io
@@ -25,6 +25,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sarnet.sampling as sampling
+from sarnet.config import ConfigError, validate
+from sarnet.data import DataError, MNISTDataModule
+from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
+from sarnet.module import SarnetModule
+from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
 from tests.conftest import (
     ENV,
@@ -33,7 +39,10 @@ from tests.conftest import (
     compose_config,
     dependence,
     fake_checkpoint,
+    fake_run,
+    make_net,
     needs_data,
+    table,
     train_inprocess,
 )
 
@@ -329,62 +338,115 @@ def test_a_non_finite_loss_stops_in_one_line_naming_the_kept_checkpoint(tmp_path
 
 # ---- table inputs ----------------------------------------------------------------------------------------------
 
-def results(fid=1.5, seed=1):
-    return {"status": "ok", "model": "vae", "latent_dim": 8, "seed": seed, "epochs": 1, "wall_time_s": 1.0,
-            "params": {"dense": 10, "effective": 10}, "dataset": "mnist", "classes": [5], "eval_ckpt": "last",
-            "sampling": {"method": "fast", "th": None, "z_scale": 1.0, "dtype": "float32"}, "precision": "32-true",
-            "fid_protocol": {"dtype": "float32"}, "metrics": {"fid/mean": fid}}
-
-
-TABLE = [  # (kind, what lies in the sweep dir beside a good run, text of the warning or refusal)
-    ("table", [1, 2, 3], "skipping {bad}: not a JSON object but a list"),
+TABLE = [  # (kind, what lies in a sweep dir beside a good run: a results.json's text or a good one's fields changed,
+    # the text of the warning or refusal)
+    ("table", "[1, 2, 3]", "skipping {bad}: not a JSON object but a list"),
     ("table", "{not json", "skipping {bad}: unreadable"),
-    ("table", results() | {"metrics": {"fid/mean": "x"}}, "skipping {bad}: status ok but its metrics"),
-    ("table", results() | {"params": None}, "skipping {bad}: status ok but its params"),
-    ("table", results(float("nan"), seed=2), "NaN"),  # a NaN FID: a NaN cell, out of the plot
+    ("table", {"metrics": {"fid/mean": "x"}}, "skipping {bad}: status ok but its metrics"),
+    ("table", {"params": None}, "skipping {bad}: status ok but its params"),
+    ("table", {"seed": 2, "metrics": {"fid/mean": math.nan}}, "NaN"),  # a NaN FID: a NaN cell, out of the plot
     ("table", None, "no finished run with an FID"),  # no run at all: exit status 2
 ]
 
 
-def run_table(tmp_path, bad) -> tuple[int, str, str, Path]:
-    from sarnet.table import main
-
-    sweep, out = tmp_path / "sweep", tmp_path / "t"
+def run_table(tmp_path, bad) -> tuple[int, str, Path]:
+    """`sarnet table` on a sweep dir of a good run and `bad` -> (exit status, stderr, output path)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir(parents=True)
     if bad is not None:
-        (sweep / "good").mkdir(parents=True)
-        (sweep / "good" / "results.json").write_text(json.dumps(results()))
-        (sweep / "bad").mkdir()
-        (sweep / "bad" / "results.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
-    sweep.mkdir(parents=True, exist_ok=True)
-    stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            main([str(sweep), "--out", str(out)])
-        except SystemExit as e:
-            rc = e.code
-    return rc, stdout.getvalue(), stderr.getvalue(), out
+        fake_run(sweep / "good", "vae", 8, 1, fid=1.5)
+        fake_run(sweep / "bad", "vae", 8, 1, fid=1.5, extra=bad if isinstance(bad, dict) else None)
+        if isinstance(bad, str):
+            (sweep / "bad" / "results.json").write_text(bad)
+    status, _, stderr = table(tmp_path, sweep, check=False)
+    return status, stderr, tmp_path / "table"
 
 
 @pytest.mark.parametrize("kind, bad, expect", TABLE, ids=["list", "garbage", "metric", "params", "nan", "empty"])
 def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kind, bad, expect, tmp_path):
-    rc, stdout, stderr, out = run_table(tmp_path, bad)
+    rc, stderr, out = run_table(tmp_path, bad)
     expect = expect.replace("{bad}", str(tmp_path / "sweep" / "bad" / "results.json"))
     assert "Traceback" not in stderr
     if bad is None:  # nothing to tabulate: one line, exit status 2, no files
         assert rc == 2 and expect in stderr and len(stderr.strip().splitlines()) == 1, stderr
-        assert not list(tmp_path.glob("t.*"))
+        assert not list(tmp_path.glob("table.*"))
         return
     assert rc == 0 and out.with_suffix(".png").exists(), stderr
-    table = json.loads(out.with_suffix(".json").read_text())["tables"][0]
-    assert sorted(table["rows"][0]["seeds"]) == ([1, 2] if expect == "NaN" else [1])  # the good run, always
+    t = json.loads(out.with_suffix(".json").read_text())["tables"][0]
+    assert sorted(t["rows"][0]["seeds"]) == ([1, 2] if expect == "NaN" else [1])  # the good run, always
     if expect == "NaN":
-        assert math.isnan(table["rows"][0]["fid_mean"]) and "| NaN |" in out.with_suffix(".md").read_text()
+        assert math.isnan(t["rows"][0]["fid_mean"]) and "| NaN |" in out.with_suffix(".md").read_text()
     else:  # one warning line, naming the file
         assert [line for line in stderr.splitlines() if line.startswith("warning")] == [
             line for line in stderr.splitlines() if expect in line], stderr
 
 
-# ---- slow: the whole table as real processes, and the figures -----------------------------------------------
+# ---- the library API: a request the sampler cannot serve (bad_inputs.API) and an argument a constructor or function
+# cannot take (REFUSED below) are one exception naming the argument, in one line, never a raw IndexError, TypeError
+# or silently wrong images ----------------------------------------------------------------------------------------
+
+def api_nets() -> dict:
+    torch.manual_seed(0)
+    return {"vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"), "conv": ConvVAE(latent_dim=4),
+            "regression": SarNet(out_activation="none")}
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return api_nets()
+
+
+@pytest.mark.parametrize("call, message", [a[1:] for a in API], ids=[str(i) for i in range(len(API))])
+def test_a_request_the_api_cannot_serve_is_one_value_error(nets, call, message):
+    with pytest.raises(ValueError, match=message) as e:
+        call(nets, torch, sampling)
+    assert "\n" not in str(e.value)
+
+
+def test_a_0_1_long_keep_is_the_mask_it_spells(nets):
+    dec = nets["vae"].decoder
+    spelled = torch.zeros(49, dtype=torch.long)
+    spelled[:10] = 1
+    assert torch.equal(sampling.keep_mask(dec, spelled), sampling.keep_mask(dec, 10))
+
+
+PIXELS = [[6, 1, 1], [6, 2, 1], [6, 1, 1]]
+REFUSED = [  # (call, the exception, what its message must say)
+    (lambda: SemiDense(28, 1, 3, 14, 2, 2), GeometryError, "patch_in=3 does not divide side_in=28"),
+    (lambda: SemiDense(28, 1, 4, 14, 2, 1), GeometryError, "input has 49 patches"),
+    (lambda: SemiDense(28, 1, 4, 14, 2, 5), GeometryError, "patch_out=5 does not divide side_out=14"),
+    (lambda: SemiDense(28, 0, 4, 14, 2, 2), GeometryError, "channels_in=0 must be a positive int"),
+    (lambda: SarNet(first_patch="first"), GeometryError, "first_patch='first' is not one of"),
+    (lambda: SarNetVAE(0), GeometryError, "latent_dim=0 must be a positive int"),
+    (lambda: SarNet([[28, 1, 4], [14, 2, 2]]), GeometryError, "same side and channels"),
+    (lambda: SarNet(out_activation="tanh"), GeometryError, "out_activation='tanh'"),
+    (lambda: SarNet(PIXELS, out_activation="softmax"), GeometryError, "softmax"),  # one channel in and out
+    *[(lambda mode=mode: sampling.generate(make_net("cls-pixel-c2", "given"), 2, mode=mode), ValueError,
+       "mode='categorical' is for softmax") for mode in ("mean", "bernoulli")],
+    (lambda: sampling.generate(SarNet(PIXELS, out_activation="sigmoid"), 2, mode="categorical"), ValueError,
+     "mode='categorical' is for softmax"),
+    (lambda: sampling.generate(SarNetVAE(8), 4, dtype="float16"), ValueError,
+     r"dtype='float16': must be one of \['float32', 'bfloat16'\]"),
+    (lambda: SarnetModule(make_net("cls-c4", "given"), ReconstructionLoss("power"), None), ValueError, "loss=ce"),
+    (lambda: SarnetModule(SarNet(out_activation="sigmoid"), CrossEntropyLoss(), None), ValueError, "loss=ce"),
+    *[(lambda kw=kw: MNISTDataModule("/nonexistent", **kw), DataError, match) for kw, match in [
+        ({"binarize": "yes"}, "binarize='yes'"), ({"val_size": 1.5}, "val_size=1.5"),
+        ({"val_size": -1}, "val_size=-1"), ({"val_size": "10"}, "val_size='10'"),
+        *[({"quantize": q}, "data.quantize") for q in (3, True, "2")],
+        ({"quantize": 2, "binarize": "dynamic"}, "data.binarize=none")]],
+    *[(lambda field=field: validate(compose_config(f"{field}=fp8")), ConfigError, rf"{field}='fp8' is invalid")
+      for field in ("sample.dtype", "fid.dtype")],
+]
+
+
+@pytest.mark.parametrize("call, error, match", REFUSED, ids=[str(i) for i in range(len(REFUSED))])
+def test_a_bad_argument_is_refused_in_one_line_naming_it(call, error, match):
+    with pytest.raises(error, match=match) as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+# ---- real processes (slow: the whole table, and the figures) ---------------------------------------------------
 
 def run_process(argv, run_dir, expect, found=(), timeout=600):
     t0 = time.time()
@@ -392,8 +454,15 @@ def run_process(argv, run_dir, expect, found=(), timeout=600):
                           capture_output=True, text=True, timeout=timeout)
     imports = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     out = proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
-    return outcome(proc.returncode, out, run_dir, expect, found=found) | {"torch": "torch" in imports,
-                                                             "seconds": time.time() - t0}
+    return outcome(proc.returncode, out, run_dir, expect, found=found) | {
+        "torch": "torch" in imports, "packages": {i.split(".")[0] for i in imports}, "seconds": time.time() - t0}
+
+
+def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_path):
+    got = run_process(["train", "model.net.geometry=[[28,1,3],[28,1,3]]", f"hydra.run.dir={tmp_path}"], tmp_path,
+                      "model.net.geometry")
+    assert got["one_line"] and not got["traceback"] and got["torch"]  # the net is built to check its geometry
+    assert not got["packages"] & {"lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
 
 
 @pytest.mark.slow
@@ -401,8 +470,6 @@ def test_torture_figures(files, tmp_path, monkeypatch):
     """Every entry of the table, as the user meets it. Prints the figures by kind; requires 0 tracebacks, 0
     accepted wrongly, 0 files left, every refusal one line (the only line printed), field / Hydra / usage errors
     and --help before torch, the others before any data is read (their files' checks aside)."""
-    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-
     rows = []
     for i, (kind, overrides, expect) in enumerate(TRAIN):
         run, found = run_dir(fill(overrides, files), tmp_path / f"train{i}")
@@ -418,14 +485,11 @@ def test_torture_figures(files, tmp_path, monkeypatch):
     rows.append(("file", "FID weights", inprocess | damaged_fid_weights(tmp_path / "fid", monkeypatch)))
     rows.append(("stop", "NaN loss", inprocess | nan_stop(tmp_path / "nan") | {"only_line": True}))
     for i, (kind, bad, expect) in enumerate(TABLE):
-        rc, _, stderr, _ = run_table(tmp_path / f"table{i}", bad)
+        rc, stderr, _ = run_table(tmp_path / f"table{i}", bad)
         rows.append((kind, str(bad)[:30], inprocess | {"one_line": expect.split("}")[-1].strip(": ") in stderr or
                                                         rc == 0, "traceback": "Traceback" in stderr,
                                                         "accepted": bad is None and rc == 0}))
-    nets = {"vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"), "conv": ConvVAE(latent_dim=4),
-            "regression": SarNet(out_activation="none")}
-    import sarnet.sampling as sampling
-
+    nets = api_nets()
     for kind, call, message in API:
         try:
             call(nets, torch, sampling)

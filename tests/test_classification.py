@@ -78,7 +78,7 @@ def test_datamodule_serves_one_hot_batches(tmp_path):
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (64, 4, 28, 28) and torch.equal(x.sum(1), torch.ones(64, 28, 28))
-    assert dm.val_x is dm.test_x and dm.val_x.shape[1] == 4  # (bad data.quantize: test_api_edges.py)
+    assert dm.val_x is dm.test_x and dm.val_x.shape[1] == 4  # (bad data.quantize: test_bad_inputs.py)
 
 
 # ---- the "probability" variant: grey image in, 2 classes per pixel out ---------------------------------------

@@ -1,4 +1,4 @@
-"""The autoregressive property (by gradients), masks and parameter counts (geometry errors: test_api_edges.py)."""
+"""The autoregressive property (by gradients), masks and parameter counts (geometry errors: test_bad_inputs.py)."""
 
 import pytest
 import torch

@@ -215,23 +215,6 @@ def test_run_names_and_sweep_groups(tmp_path):
     assert tracking.sweep_group(tmp_path / "elsewhere") == "elsewhere"
 
 
-def imports_of_train(tmp_path, *overrides):
-    """The top-level packages `python train.py <overrides>` imports, and its rc and output."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "WANDB_MODE": "offline"})
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-                if line.startswith("import time:")}
-    return proc, imported
-
-
-def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_path):
-    proc, imported = imports_of_train(tmp_path, "model.net.geometry=[[28,1,3],[28,1,3]]")
-    assert proc.returncode == 2 and "model.net.geometry" in proc.stdout + proc.stderr
-    assert "torch" in imported  # the net is built to check its geometry
-    assert not imported & {"lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
-
-
 # ---- progress ------------------------------------------------------------------------------------------------
 
 def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monkeypatch, caplog):
