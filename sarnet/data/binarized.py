@@ -7,7 +7,7 @@ compares them with the pixel's exact probability v/255 in integer arithmetic:
 
     pixel = 1  iff  r * 255 < v * 2^53,   r uniform in [0, 2^53),  v = the uint8 grey level
 
-so P(pixel = 1) = v / 255 to within 2^-53. `tests/test_binarized.py` pins the sha256 of the binarized MNIST test
+so P(pixel = 1) = v / 255 to within 2^-53. `tests/test_data.py` pins the sha256 of the binarized MNIST test
 split (seed TEST_SEED): any change of algorithm shows up there.
 
 Larochelle & Murray's static binarized MNIST (binarized_mnist_{train,valid,test}.amat, 50k/10k/10k images, one
