@@ -19,7 +19,7 @@ from sarnet.likelihood import (
     vae_bounds,
 )
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-from tests.conftest import NETS, ROOT, fake_checkpoint, needs_data, run_train
+from tests.conftest import NETS, ROOT, fake_checkpoint, needs_data, ok
 
 
 def all_binary_images(side: int) -> torch.Tensor:
@@ -257,10 +257,10 @@ def test_sample_config_mode_and_temperature_reach_the_sampler():
 @pytest.mark.slow  # ~25 s on a loaded 2-core CPU (first_patch=given refused: tests/bad_inputs.py, likelihood=default)
 @needs_data
 def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
-    proc = run_train("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
+    out = ok("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
-    done = (proc.stdout + proc.stderr).split("done: ")[1].splitlines()[0]  # the end-of-run line names it
+    done = out.split("done: ")[1].splitlines()[0]  # the end-of-run line names it
     assert f"test/nll {metrics['test/nll']:.4g} ± {metrics['test/nll_se']:.2g}" in done
     assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]

@@ -12,8 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sarnet.config import validate
-from tests.conftest import ROOT, assert_same_run, compose_config, csv_rows, needs_data, run_script, train_inprocess
-from tests.conftest import run_train as train
+from tests.conftest import ROOT, assert_same_run, compose_config, csv_rows, needs_data, ok, run_script, train_inprocess
 
 NLL = {"data.binarize": "dynamic", "likelihood.enabled": True, "loss.kind": "bce", "sample.mode": "bernoulli",
        "sample.th": None, "fid.enabled": False}
@@ -135,9 +134,8 @@ def test_the_console_says_each_thing_once_with_a_line_per_epoch_without_a_termin
     """What a researcher reads in a log file (nohup, SLURM, CI: no terminal): no message twice (Lightning's own
     handler and Hydra's), no advertisement, no printed warning, no empty model summary or progress-bar residue, one
     line per epoch with its losses and time, the same lines in train.log, and an end line naming the metrics."""
-    proc = train("trainer=smoke", "trainer.max_epochs=2", "trainer.enable_progress_bar=true", "latent_dim=8",
-                 f"hydra.run.dir={tmp_path}")  # the default loggers: W&B (offline) and CSV
-    out = proc.stdout + proc.stderr
+    out = ok("trainer=smoke", "trainer.max_epochs=2", "trainer.enable_progress_bar=true", "latent_dim=8",
+             f"hydra.run.dir={tmp_path}")  # the default loggers: W&B (offline) and CSV
     # a message without its decoration: Hydra's "[time][logger][LEVEL] - " or Lightning's own "INFO: "
     messages = [re.sub(r"^(\[[^]]*\]){3} - |^[A-Z]+: ", "", line) for line in out.splitlines() if line.strip()]
     assert len(messages) == len(set(messages)), out
