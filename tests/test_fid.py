@@ -204,9 +204,8 @@ def test_calibrate_on_fashion_mnist_takes_all_classes_and_has_no_thesis_column(t
     fake_idx(tmp_path, "FashionMNIST", 200, 60)
     weights = tmp_path / "lenet.pt"
     F.train_classifier("fashion_mnist", root=tmp_path, path=weights, steps=2, progress=False)
-    status, out, err = run_script("calibrate_fid.py", "--dataset", "fashion_mnist", "--root", tmp_path, "--weights",
-                                  weights, "--n", "40", "--out", tmp_path / "c.json", "--threads", "1", cwd=tmp_path)
-    assert status == 0, err
+    _, out, _ = run_script("calibrate_fid.py", "--dataset", "fashion_mnist", "--root", tmp_path, "--weights", weights,
+                           "--n", "40", "--out", tmp_path / "c.json", "--threads", "1", cwd=tmp_path, check=True)
     assert "fashion_mnist, classes all, N=40 vs 40" in out and "| comparison | lenet |" in out and "thesis" not in out
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert len(rows) == 9 and all(r["reference"] is None and r["ours"]["lenet"] >= 0 for r in rows)

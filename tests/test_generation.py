@@ -130,10 +130,10 @@ def sarnet_vae_ckpt(smoke_run):
     return smoke_run("sarnet_vae") / "checkpoints" / "last.ckpt"
 
 
-def cli_inprocess(script, ckpt, *args):
-    """A script on a checkpoint, run from its folder (in this process: no interpreter start-up) -> (status, stderr)."""
-    status, _, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent)
-    return status, err
+def cli_inprocess(script, ckpt, *args, check=True):
+    """A script on a checkpoint, run from its folder (in this process: no interpreter start-up) -> (status, stdout,
+    stderr); check: fail the test unless the status is 0."""
+    return run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent, check=check)
 
 
 def png_ok(path, min_bytes=500):
@@ -160,16 +160,13 @@ def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, t
     assert Path(copied["data"]["root"]).is_absolute()
     images = []
     for ckpt in (sarnet_vae_ckpt, copy):
-        status, err = cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / "s.png"))
-        assert status == 0, err
+        cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / "s.png"))
         images.append((tmp_path / "s.png").read_bytes())
     assert images[0] == images[1]
     fid = ["--device", "cpu", "--n-gen", "32"]
-    status, out, err = run_script("fid.py", "--ckpt", sarnet_vae_ckpt, *fid, cwd=tmp_path)
-    assert status == 0, err[-2000:]
-    status, grid, err = run_script("fid.py", "--ckpt", copy, *fid, "--th", "0.095,none", "--json", tmp_path / "f.json",
-                                   cwd=tmp_path)
-    assert status == 0, err[-2000:]
+    _, out, _ = run_script("fid.py", "--ckpt", sarnet_vae_ckpt, *fid, cwd=tmp_path, check=True)
+    _, grid, _ = run_script("fid.py", "--ckpt", copy, *fid, "--th", "0.095,none", "--json", tmp_path / "f.json",
+                            cwd=tmp_path, check=True)
     rows = [json.loads(line) for line in grid.splitlines()]
     assert [r["th"] for r in rows] == [0.095, None] and json.loads((tmp_path / "f.json").read_text()) == rows
     assert all(r["n_gen"] == 32 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)  # the run's 2 sets
@@ -197,8 +194,7 @@ DEFAULT_OUT = [("complete", ["--n", "3", "--keep-rows", "3"], "sarnet_vae"),  # 
 def test_cli_variants(script, args, model, smoke_run, tmp_path):
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     out = [] if (script, args, model) in DEFAULT_OUT else ["--out", str(tmp_path / "x.png")]
-    status, stdout, err = run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, *out, cwd=ckpt.parent)
-    assert status == 0, err[-3000:]
+    _, stdout, _ = cli_inprocess(script, ckpt, *args, *out)
     written = Path(stdout.split(" -> ")[-1].strip())
     if not out:  # sample's default: test_scripts_take_a_run_dir_and_never_overwrite_their_output
         assert written.parent == ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
@@ -210,8 +206,7 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
     fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", SarNet(out_activation="sigmoid"))
     outs = []
     for _ in range(2):
-        status, stdout, stderr = run_script("sample.py", "--ckpt", tmp_path, "--n", "2", "--device", "cpu")
-        assert status == 0, stderr[-2000:]
+        _, stdout, _ = run_script("sample.py", "--ckpt", tmp_path, "--n", "2", "--device", "cpu", check=True)
         outs.append(stdout.split(" -> ")[-1].strip())
     assert outs == [str(tmp_path / "images" / "sample_last.png"), str(tmp_path / "images" / "sample_last_2.png")]
 
@@ -231,7 +226,7 @@ def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):
         ckpt = tmp_path / "checkpoints" / "bad.ckpt"
         ckpt.parent.mkdir()
         ckpt.write_bytes(b"not a checkpoint")
-    status, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"))
+    status, _, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"), check=False)
     assert status == 2 and message in err and err.count("\n") == 1, err  # one line, no traceback
     assert not (tmp_path / "no.png").exists()
 
@@ -257,9 +252,8 @@ def test_interpolation_grid_is_the_seeds_layout(sarnet_vae_ckpt, tmp_path):
     from sarnet.cli.common import real_image
     from sarnet.sampling import interpolate
     out, scale, pad, nrow, steps = tmp_path / "i.png", 3, 2, 3, 6
-    status, err = cli_inprocess("interpolate", sarnet_vae_ckpt, "--a", "3", "--b", "7", "--sample", "--steps",
-                                str(steps), "--nrow", str(nrow), "--scale", str(scale), "--out", str(out))
-    assert status == 0, err
+    cli_inprocess("interpolate", sarnet_vae_ckpt, "--a", "3", "--b", "7", "--sample", "--steps",
+                  str(steps), "--nrow", str(nrow), "--scale", str(scale), "--out", str(out))
     im, grid = grid_of(out, nrow, steps // nrow, scale)
     model, run = load_model(sarnet_vae_ckpt), load_run_config(sarnet_vae_ckpt)
     a, b = real_image(run, "test", 3), real_image(run, "test", 7)
@@ -283,8 +277,6 @@ def test_interpolation_grid_is_the_seeds_layout(sarnet_vae_ckpt, tmp_path):
     (["--panels", "masked"], 1, 1),  # the seed's masked boot
     (["--n", "2"], 4, 1)])  # original | masked | 2 completions, labelled columns
 def test_completion_figures(args, ncol, nrow, sarnet_vae_ckpt, tmp_path):
-    status, err = cli_inprocess("complete", sarnet_vae_ckpt, *args, "--keep", "20", "--scale", "3", "--out",
-                                str(tmp_path / "c.png"))
-    assert status == 0, err
+    cli_inprocess("complete", sarnet_vae_ckpt, *args, "--keep", "20", "--scale", "3", "--out", str(tmp_path / "c.png"))
     im, grid = grid_of(tmp_path / "c.png", ncol, nrow, 3)
     assert grid.shape[1] == im.shape[1] and (grid[:6] == 128).all() and (grid[:, :6] == 128).all()

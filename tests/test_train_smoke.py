@@ -89,9 +89,7 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run
 
 def fid_of(ckpt) -> float:
     """scripts/fid.py on a checkpoint with its run's own FID protocol and sampling settings."""
-    status, stdout, stderr = run_script("fid.py", "--ckpt", ckpt, "--device", "cpu")
-    assert status == 0, stderr[-3000:]
-    return json.loads(stdout)["fid_mean"]
+    return json.loads(run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", check=True)[1])["fid_mean"]
 
 
 @needs_data

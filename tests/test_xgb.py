@@ -107,10 +107,8 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
 @needs_data
 def test_script_trains_scores_and_leaves_only_the_whole_model(tmp_path):
     out = tmp_path / "xgb"
-    status, _, stderr = run_script("xgb.py", "--out", out, "--max-patches", "3", "--train-images", "300",
-                                   "--rounds", "3", "--refine-rounds", "2", "--n-gen", "300", "--n-sets", "1",
-                                   "--threads", "1")
-    assert status == 0, stderr[-2000:]
+    run_script("xgb.py", "--out", out, "--max-patches", "3", "--train-images", "300", "--rounds", "3",
+               "--refine-rounds", "2", "--n-gen", "300", "--n-sets", "1", "--threads", "1", check=True)
     result = json.loads((out / "results.json").read_text())
     assert result["settings"]["trained_patches"] == 3 and result["train_wall_s"] > 0
     assert result["fid_mean"] > 0 and 0.5 <= result["knn"]["accuracy"] <= 1
