@@ -162,7 +162,11 @@ API = [(error, call, match) for error, calls in {
         ("generate_regression(regression, 2, 0.65, 0.3, 0.15, True, method='bogus')", "method="),
         ("SarnetModule(make_net('cls-c4', 'given'), ReconstructionLoss('power'), None)", "loss=ce"),
         ("SarnetModule(SarNet(out_activation='sigmoid'), CrossEntropyLoss(), None)", "loss=ce"),
+        ("CrossEntropyLoss()(torch.randn(3, 4, 28, 28), None, torch.zeros(3, 1, 28, 28))", "data.quantize"),
+        ("ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))", "at least 11x11"),
+        ("knn_accuracy(torch.rand(10, 1, 28, 28), torch.rand(10, 1, 28, 28), k=0)", "k=0"),
     ],
+    "TypeError": [("patch_importance(conv, torch.rand(1, 28, 28), 3)", "not autoregressive")],
     "GeometryError": [
         ("SemiDense(28, 1, 3, 14, 2, 2)", "patch_in=3 does not divide side_in=28"),
         ("SemiDense(28, 1, 4, 14, 2, 1)", "input has 49 patches"),
@@ -181,6 +185,9 @@ API = [(error, call, match) for error, calls in {
         ("MNISTDataModule('/nonexistent', val_size='10')", "val_size='10'"),
         *[(f"MNISTDataModule('/nonexistent', quantize={q!r})", "data.quantize") for q in (3, True, "2")],
         ("MNISTDataModule('/nonexistent', quantize=2, binarize='dynamic')", "data.binarize=none"),
+        ("MNISTDataModule('/nope', binarize='static', static_dir='/nope')", "data.static_dir='/nope' does not exist"),
+        ("MNISTDataModule('/nope', binarize='dynamic', static_dir='/')", "data.binarize=static and data.classes=null"),
+        ("MNISTDataModule('/nonexistent', classes=[5], binarize='static', static_dir='/')", "data.classes=null"),
     ],
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],

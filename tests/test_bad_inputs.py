@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 import sarnet.sampling as sampling
 from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, MNISTDataModule
-from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
+from sarnet.explain import patch_importance
+from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
+from sarnet.metrics.knn import knn_accuracy
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
@@ -389,7 +391,8 @@ def api_names() -> dict:
     torch.manual_seed(0)
     return {**vars(sampling), **{f.__name__: f for f in (
         SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, make_net,
-        validate, compose_config, ValueError, GeometryError, DataError, ConfigError)},
+        validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError, TypeError, GeometryError, DataError,
+        ConfigError)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none")}
 

@@ -3,7 +3,6 @@ channels, softmax outputs, per-pixel cross-entropy, categorical sampling, grey i
 autoregressive checks are the shared ones (test_sampling.py, test_semidense.py); their smoke runs
 test_train_smoke.py's, the scripts on their checkpoints test_generation.py's."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -58,9 +57,7 @@ def test_cross_entropy_is_torchs_per_image_and_takes_soft_targets():
     assert torch.allclose(CrossEntropyLoss()(logits, None, soft),
                           F.cross_entropy(logits, soft, reduction="none").flatten(1).mean(1), atol=1e-6)
     with_ssim = CrossEntropyLoss(ssim_weight=1.0)(logits, torch.softmax(logits, 1), target)
-    assert (with_ssim > loss).all()
-    with pytest.raises(ValueError, match="data.quantize"):
-        CrossEntropyLoss()(logits, None, target[:, :1])
+    assert (with_ssim > loss).all()  # (a target of one channel: tests/bad_inputs.py API)
 
 
 def test_quantize_is_floor_of_uint8_over_256_by_c():

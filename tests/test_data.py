@@ -387,13 +387,7 @@ def test_static_amat_files_are_read_exactly(tmp_path):
     assert on_test.val_x is on_test.test_x
 
 
-def test_static_dir_refusals_are_one_clear_line(tmp_path):
-    with pytest.raises(DataError, match=r"data.static_dir='/nope' does not exist"):
-        MNISTDataModule(tmp_path, binarize="static", static_dir="/nope")
-    with pytest.raises(DataError, match=r"data.binarize=static and data.classes=null"):
-        MNISTDataModule(tmp_path, binarize="dynamic", static_dir=str(tmp_path))
-    with pytest.raises(DataError, match=r"data.classes=null"):
-        MNISTDataModule(tmp_path, classes=[5], binarize="static", static_dir=str(tmp_path))
+def test_damaged_static_files_are_one_clear_line(tmp_path):  # (the static_dir settings: tests/bad_inputs.py API)
     write_amat(tmp_path / "bad", corrupt="valid")
     with pytest.raises(DataError, match=r"binarized_mnist_valid.amat: byte \d+ is b'2'"):
         MNISTDataModule(tmp_path, binarize="static", static_dir=str(tmp_path / "bad")).setup()
