@@ -188,6 +188,7 @@ API = [(error, call, match) for error, calls in {
         ("MNISTDataModule('/nope', binarize='static', static_dir='/nope')", "data.static_dir='/nope' does not exist"),
         ("MNISTDataModule('/nope', binarize='dynamic', static_dir='/')", "data.binarize=static and data.classes=null"),
         ("MNISTDataModule('/nonexistent', classes=[5], binarize='static', static_dir='/')", "data.classes=null"),
+        ("FashionMNISTDataModule('/nonexistent').setup()", "missing data file .*FashionMNIST.*make data"),
     ],
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],

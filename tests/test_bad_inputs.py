@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import sarnet.sampling as sampling
 from sarnet.config import ConfigError, validate
-from sarnet.data import DataError, MNISTDataModule
+from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.explain import patch_importance
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
 from sarnet.metrics.knn import knn_accuracy
@@ -390,9 +390,9 @@ def api_names() -> dict:
     exceptions."""
     torch.manual_seed(0)
     return {**vars(sampling), **{f.__name__: f for f in (
-        SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, make_net,
-        validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError, TypeError, GeometryError, DataError,
-        ConfigError)},
+        SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule,
+        FashionMNISTDataModule, make_net, validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError,
+        TypeError, GeometryError, DataError, ConfigError)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none")}
 

@@ -287,12 +287,6 @@ def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: 
     assert torch.equal(static.test_x, (grey.test_x >= 0.5).float())
 
 
-def test_missing_or_damaged_data_is_a_clear_error(tmp_path, root):
-    """(A damaged IDX file: test_idx_damaged_file_is_a_clear_error; a deleted one through train.py: bad_inputs.py.)"""
-    with pytest.raises(DataError, match=r"missing data file .*FashionMNIST.*make data"):
-        FashionMNISTDataModule(tmp_path).setup()
-
-
 def test_prepare_data_downloads_only_when_asked_and_missing(tmp_path, root, monkeypatch):
     calls, empty = [], tmp_path / "empty"
     monkeypatch.setattr(sources, "prepare_mnist", calls.append)
