@@ -44,7 +44,9 @@ from tests.conftest import (
     fake_run,
     make_net,
     needs_data,
+    ok,
     table,
+    train,
     train_inprocess,
 )
 
@@ -316,14 +318,11 @@ def test_non_finite_loss_names_epoch_step_and_term():
 def nan_stop(tmp_path) -> dict:
     """A run that trains one good epoch, then is resumed with lr = 1e39 applied to the restored optimizer (finite
     as a config value; the first update overflows float32 weights): one line naming the kept checkpoint."""
-    base = [*BASE, f"hydra.run.dir={tmp_path}"]
-    assert subprocess.run([sys.executable, "train.py", *base], cwd=ROOT, env=ENV, capture_output=True).returncode == 0
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    proc = subprocess.run([sys.executable, "train.py", *base, f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
-                           "model.optimizer.lr=1e39", "resume_override_optimizer=true"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    kept = f"the last good checkpoint is kept: lower the learning rate or check the data ({last})"
-    return outcome(proc.returncode, proc.stdout + proc.stderr, None, kept, status=1)
+    ok(*BASE, f"hydra.run.dir={tmp_path}")
+    rc, out = train(*BASE, f"hydra.run.dir={tmp_path}", f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
+                    "model.optimizer.lr=1e39", "resume_override_optimizer=true")
+    kept = f"the last good checkpoint is kept: lower the learning rate or check the data ({tmp_path}/checkpoints/"
+    return outcome(rc, out, None, kept + "last.ckpt)", status=1)
 
 
 @pytest.mark.slow
