@@ -24,7 +24,13 @@ FASHION = {"data._target_": "sarnet.data.FashionMNISTDataModule", "data.classes"
            "eval_ckpt": "last", "trainer.max_epochs": 22, "fid.extra_th": [0.05, None], "fid.n_gen": 10_000}
 SHIPPED = [  # (overrides, what they compose to: config keys, and net.<attribute> of the net validate builds)
     ("latent_dim=16", {"trainer.max_epochs": 200, "sample.th": 0.105, "seed": 1234, "data.batch_size": 64,
-                       "fid.n_gen": 10_000, "net.latent_dim": 16, "trainer.precision": "32-true"}),
+                       "fid.n_gen": 10_000, "net.latent_dim": 16, "trainer.precision": "32-true",
+                       "trainer.overfit_batches": None}),  # null: train.py leaves it to Lightning's default
+    # Lightning's Trainer flags need no "+"
+    ("trainer.fast_dev_run=true trainer.precision=bf16-mixed trainer.limit_val_batches=5 trainer.gradient_clip_val=1.0 "
+     "trainer.accumulate_grad_batches=2", {"trainer.fast_dev_run": True, "trainer.precision": "bf16-mixed",
+                                           "trainer.limit_val_batches": 5, "trainer.gradient_clip_val": 1.0,
+                                           "trainer.accumulate_grad_batches": 2}),
     ("latent_dim=8", {"sample.th": 0.095}),  # the reference's threshold follows latent_dim
     ("latent_dim=64", {"sample.th": 0.105}),
     ("model=vae latent_dim=16", {"trainer.max_epochs": 250, "sample.th": None, "net.latent_dim": 16}),
@@ -179,13 +185,6 @@ def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, tr
     if (debug, trainer) == ("smoke", "cpu"):  # trainer=smoke is debug=smoke on the CPU
         smoke, alias = compose_config("trainer=cpu", "debug=smoke"), compose_config("trainer=smoke")
         assert OmegaConf.to_container(smoke) == OmegaConf.to_container(alias)
-
-
-def test_trainer_flags_need_no_plus_and_default_to_lightnings():
-    cfg = compose_config("trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "trainer.limit_val_batches=5",
-                         "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2")
-    assert (cfg.trainer.fast_dev_run, cfg.trainer.precision, cfg.trainer.limit_val_batches) == (True, "bf16-mixed", 5)
-    assert compose_config().trainer.overfit_batches is None  # null: train.py leaves it to Lightning's default
 
 
 @pytest.mark.slow
