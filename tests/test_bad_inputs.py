@@ -242,6 +242,19 @@ def test_a_command_refuses_a_usage_error_in_one_line(argv, expect, tmp_path):
     assert got["one_line"] and got["only_line"], err.getvalue()
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["table", "--help"]])
+def test_output_cut_short_by_its_reader_ends_quietly(argv):
+    """`sarnet --help | head -1`: the reader has gone before the output is written. No traceback, no 'Exception
+    ignored' (the pipe's reading end is closed before the command starts, so it meets this every time)."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's shell has it
+    proc = subprocess.run([sys.executable, "-m", "sarnet", *argv], stdout=write, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=120)
+    os.close(write)
+    assert (proc.returncode, proc.stderr) == (1, "")
+
+
 TORCH_FREE = """
 import io, json, sys, contextlib
 from hydra import compose, initialize_config_module
