@@ -242,6 +242,20 @@ def test_a_command_refuses_a_usage_error_in_one_line(argv, expect, tmp_path):
     assert got["one_line"] and got["only_line"], err.getvalue()
 
 
+@pytest.mark.parametrize("name", [None, *HELP])
+def test_every_help_ends_with_an_example(name):
+    from sarnet.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        try:
+            main([*[name] * bool(name), "--help"])
+        except SystemExit as e:  # argparse's --help exits 0; Hydra's and `sarnet --help` return
+            assert e.code in (0, None)
+    tail = out.getvalue().rstrip().split("\n\n")[-1]
+    assert tail.startswith("example") and f"sarnet {name or ''}".strip() in tail, out.getvalue()[-400:]
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["table", "--help"]])
 def test_output_cut_short_by_its_reader_ends_quietly(argv):
     """`sarnet --help | head -1`: the reader has gone before the output is written. No traceback, no 'Exception
