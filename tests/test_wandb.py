@@ -1,13 +1,9 @@
 """W&B as a user sees it: images equal to the PNGs on disk, readable names/groups/config/summary, one run per job
 (also on resume), the sweep's summary run in the sweep's group, offline fallback with one line, FID progress.
-
-The offline runs are read back from their .wandb files (the installed wandb has no reader for them): a LevelDB-style
-log of protobuf records, 32 KiB blocks, each record chunk behind a 7-byte (crc, length, type) header.
 """
 
 import json
 import logging
-import os
 import socket
 import struct
 import subprocess
@@ -20,15 +16,14 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sarnet import tracking
-from tests.conftest import ROOT, compose_config, fake_run, needs_data
+from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
 
 def run_py(args, env_extra=None, drop=(), timeout=600):
     """A script as a subprocess, offline W&B and no API key unless env_extra gives one; drop: variables to unset."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    env |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env_extra or {})}
+    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"} | (env_extra or {})
     env = {k: v for k, v in env.items() if k not in drop}
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)  # a hang guard only
@@ -37,7 +32,8 @@ def run_py(args, env_extra=None, drop=(), timeout=600):
 
 
 def records(run_dir: Path):
-    """The protobuf records of an offline run's .wandb file."""
+    """The protobuf records of an offline run's .wandb file (wandb has no reader): a LevelDB-style log, 32 KiB blocks,
+    each record chunk behind a 7-byte (crc, length, type) header."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_dir.glob("*.wandb")
