@@ -27,10 +27,18 @@ DATA_READY = (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists()
 needs_data = pytest.mark.skipif(not DATA_READY, reason="run `make data` first")
 
 
+def python(*args, cwd=ROOT, env=ENV, timeout=600, check=False) -> subprocess.CompletedProcess:
+    """`python args` as a subprocess -> its CompletedProcess (text); check: fail the test, showing the output, unless
+    it exits 0; timeout: a hang guard."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0 or not check, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
 def train(*overrides, timeout=600) -> tuple[int, str]:
-    """The real `python train.py overrides` in the repo root -> (status, stdout + stderr); timeout: a hang guard."""
-    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    """The real `python train.py overrides` in the repo root -> (status, stdout + stderr)."""
+    proc = python("train.py", *overrides, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -45,6 +45,7 @@ from tests.conftest import (
     make_net,
     needs_data,
     ok,
+    python,
     table,
     train,
     train_inprocess,
@@ -104,15 +105,6 @@ def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=())
             "line": (errors or lines or [""])[-1]}
 
 
-def refused_by_validate(overrides: str) -> str | None:
-    """validate's one-line refusal of BASE + overrides (the composed config, in this process), None if it passes."""
-    try:
-        validate(compose_config(*BASE, *overrides.split()))
-    except (ConfigError, DataError) as e:
-        return f"{type(e).__module__}.{type(e).__name__}: {e}"
-    return None
-
-
 def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
     """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
     resumed = re.search(r"ckpt_path=(\S+)", overrides)
@@ -130,7 +122,12 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     if FILES.search(overrides) or kind in ("cross", "resource", "file"):  # they pass the field checks: data needed
         needs = request.getfixturevalue("files")
         overrides, expect = fill(overrides, needs), fill(expect, needs)
-    line = None if kind == "hydra" else refused_by_validate(overrides)
+    line = None
+    if kind != "hydra":  # validate's refusal of the composed config, in this process
+        try:
+            validate(compose_config(*BASE, *overrides.split()))
+        except (ConfigError, DataError) as e:
+            line = f"{type(e).__module__}.{type(e).__name__}: {e}"
     if line is not None and (kind, overrides, expect) not in FIRST_OF_KIND:
         assert expect in line and ERROR.match(line) and "\n" not in line, line
         return
@@ -251,18 +248,14 @@ print(json.dumps(found))
 """
 
 
-def torch_free_argvs(tmp_path):
+def test_help_usage_and_field_errors_answer_before_torch_is_imported(tmp_path):
     ckpt = tmp_path / "any.ckpt"
     ckpt.write_bytes(b"")
     commands = [[name, "--help"] for name in HELP] + [fill(a, {"ckpt": ckpt}).split() for a, _ in CLI]
     commands += [["train", *BASE, *o.split(), f"hydra.run.dir={tmp_path / 'run'}"] for k, o, _ in TRAIN
                  if k == "hydra" or o == "seed=-1"]  # seed=-1: a field error through the whole command
-    return commands, [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
-
-
-def test_help_usage_and_field_errors_answer_before_torch_is_imported(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, json.dumps(torch_free_argvs(tmp_path))], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    fields = [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
+    proc = python("-c", TORCH_FREE, json.dumps([commands, fields]))
     found = json.loads(proc.stdout.splitlines()[-1])
     assert len(found) > 120 and not any(found.values()), next(a for a, imported in found.items() if imported)
 
@@ -399,8 +392,7 @@ def test_a_0_1_long_keep_is_the_mask_it_spells(names):
 
 def run_process(argv, run_dir, expect, found=(), timeout=600):
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sarnet", *argv], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = python("-X", "importtime", "-m", "sarnet", *argv, timeout=timeout)
     imports = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     out = proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return outcome(proc.returncode, out, run_dir, expect, found=found) | {

@@ -49,6 +49,7 @@ from tests.conftest import (
     fake_idx,
     needs_data,
     ok,
+    python,
     results,
     train,
     train_inprocess,
@@ -484,8 +485,6 @@ def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
     message = error_line(out, "sarnet.rundir.RunDirError")
     command = shlex.split(message.split("to resume: ", 1)[1])
     assert command[0] == "python" and command[-1] == f"ckpt_path={run}", message
-    done = subprocess.run([sys.executable, *command[1:]], cwd=work, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    python(*command[1:], cwd=work, check=True)
     assert list(work.glob("outputs/*/*")) == [run] and (run / ".lock").read_text() == ""  # its own dir, released
     assert_same_run(tmp_path / "ref", run)

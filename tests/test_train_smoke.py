@@ -97,11 +97,6 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run
     assert len(runs) == 1
 
 
-def fid_of(ckpt) -> float:
-    """scripts/fid.py on a checkpoint with its run's own FID protocol and sampling settings."""
-    return json.loads(run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", check=True)[1])["fid_mean"]
-
-
 @needs_data
 @pytest.mark.parametrize("eval_ckpt, run_test", [("best", "false"), ("last", "true")])
 def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_path):
@@ -120,8 +115,7 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0 < results["wall_time_s"] <= took  # one launch: testing best.ckpt must not add its saved wall time
     fid, best = results["metrics"]["fid/mean"], eval_ckpt == "best"
-    # everything a table cell depends on is recorded, the checkpoint relative to the run dir; monitor=step: the
-    # best checkpoint's score is the step it was saved at
+    # what a table cell depends on, the checkpoint relative to the run dir; monitor=step: best's score is its step
     expected = {"eval_ckpt": eval_ckpt, "epochs": 2, "eval_epoch": 1 if best else 2, "dataset": "mnist",
                 "eval_score": {"monitor": "step", "mode": "min", "value": results["steps"] // 2} if best else None,
                 "checkpoint": f"checkpoints/{eval_ckpt}.ckpt", "classes": [5], "precision": "32-true",
@@ -137,7 +131,8 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     assert 0.5 <= results["metrics"]["knn/accuracy"] <= 1  # an untrained model is easy to tell from real fives
     assert fid > 0 and results["metrics"]["fid/std"] >= 0
     assert ("test/loss" in results["metrics"]) == (run_test == "true")
-    scores = {name: fid_of(tmp_path / "checkpoints" / f"{name}.ckpt") for name in ("best", "last")}
+    scores = {name: json.loads(run_script("fid.py", "--ckpt", tmp_path / "checkpoints" / f"{name}.ckpt", "--device",
+                                          "cpu", check=True)[1])["fid_mean"] for name in ("best", "last")}
     assert scores[eval_ckpt] == pytest.approx(fid, rel=1e-6), scores
     assert abs(scores["best"] - scores["last"]) > 1e-3 * fid, scores  # the two really are different weights
     if eval_ckpt == "best":
