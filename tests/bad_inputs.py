@@ -1,8 +1,5 @@
-"""The project's table of bad inputs: what a careless user could type or leave lying around, and the field or file
-the one-line refusal must name. tests/test_bad_inputs.py runs it; every kind is refused before the work it would
-waste, in one line, with no traceback and nothing left in the run dir (Hydra's .hydra aside).
-
-Kinds, and what "before work" means for each:
+"""The project's table of bad inputs a careless user could type or leave lying around, and the field or file the
+one-line refusal must name (run by tests/test_bad_inputs.py). Kinds, and what "before work" means for each:
 - field:    one field's type or range (train.py overrides): before torch is imported
 - hydra:    an override Hydra cannot compose (unknown key, group option; bad syntax): before torch, exit 2
 - cli:      a command's usage error (argv of `sarnet`): before torch, exit 2
@@ -117,10 +114,9 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
 HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "likelihood", "table", "calibrate", "bench",
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too
 
-# api: a call of the library (sarnet.sampling's functions on small nets: vae, a SarNET-VAE of latent_dim 4, plain, a
-# sigmoid SarNet, conv, a conv VAE of latent_dim 4, regression, a SarNet of out_activation none; the constructors of
-# nets, modules and data) is refused by one exception of its kind naming the argument, in one line: never a raw
-# IndexError, TypeError or silently wrong images. (exception, call, what its message must match)
+# api: a library call (on vae: SarNET-VAE, L=4; plain: sigmoid SarNet; conv: conv VAE, L=4; regression: SarNet of
+# out_activation none) refused by one exception of its kind naming the argument, in one line: never a raw IndexError,
+# TypeError or silently wrong images. (exception, call, what its message must match)
 API = [(error, call, match) for error, calls in {
     "ValueError": [
         ("generate(vae, n=0)", "n=0: must be a positive int"),

@@ -1,7 +1,5 @@
-"""What the tests share: the repo root, the environment of a subprocess run, train.py as a subprocess or in this
-process, the scripts in this process, the session's smoke runs, the real Hydra composition, tiny fake datasets in
-torchvision's raw layout, fake checkpoints and fabricated runs for the FID table, small nets of every kind the model
-configs build and the autoregressive rule they must follow."""
+"""What the tests share: train.py and the scripts run as a subprocess or in this process, the session's smoke runs,
+the composed config, fake datasets, checkpoints and runs, small nets of every model config and their rule."""
 
 import csv
 import fcntl
@@ -29,11 +27,18 @@ DATA_READY = (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists()
 needs_data = pytest.mark.skipif(not DATA_READY, reason="run `make data` first")
 
 
+def python(*args, cwd=ROOT, env=ENV, timeout=600, check=False) -> subprocess.CompletedProcess:
+    """`python args` as a subprocess -> its CompletedProcess (text); check: fail the test, showing the output, unless
+    it exits 0; timeout: a hang guard."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0 or not check, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
 def train(*overrides, timeout=600) -> tuple[int, str]:
-    """The real `python train.py overrides` in the repo root -> (exit status, stdout + stderr). The timeout only
-    guards against a hang; no test depends on how long a run takes."""
-    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    """The real `python train.py overrides` in the repo root -> (status, stdout + stderr)."""
+    proc = python("train.py", *overrides, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -77,8 +82,7 @@ def same(a, b) -> bool:
 
 
 def assert_same_run(ref: Path, run: Path):
-    """`run`, stopped and resumed, ended as the uninterrupted `ref` did: results.json's metrics, epochs and steps, the
-    last checkpoint's weights and optimizer state down to the bit, and the rows of metrics.csv."""
+    """`run`, stopped and resumed, ended as the uninterrupted `ref`: metrics, epochs, steps, metrics.csv, last.ckpt."""
     a, b = results(ref), results(run)
     assert b["metrics"] == a["metrics"] and (b["epochs"], b["steps"]) == (a["epochs"], a["steps"])
     ca, cb = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (ref, run))
@@ -92,8 +96,7 @@ RESUMABLE = [*QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=20"]
 
 
 def train_inprocess(*overrides, check=False) -> tuple[int, str]:
-    """`python train.py overrides` in this process (Hydra's own main, the run's exit status): for runs whose test
-    needs neither W&B (use logger=csv) nor signals, which `train` keeps in a real subprocess -> (status, output).
+    """`python train.py overrides` in this process -> (status, output), for runs without W&B (logger=csv) or signals.
     check: fail the test, showing the output, unless the status is 0."""
     status, out, err = run_path(ROOT / "train.py", *overrides)
     assert status == 0 or not check, (out + err)[-3000:]
@@ -101,10 +104,8 @@ def train_inprocess(*overrides, check=False) -> tuple[int, str]:
 
 
 def run_script(script, *args, cwd=ROOT, check=False) -> tuple[int, str, str]:
-    """`python scripts/<script> args` run from cwd, but in this process: the script's own argument parsing, code
-    and exit status without an interpreter start-up (~5 s of imports each) -> (exit status, stdout, stderr).
-    W&B runs and signals stay in real subprocesses (tests that need them run the script with subprocess).
-    check: fail the test, showing stderr, unless the status is 0."""
+    """`python scripts/<script> args` run from cwd in this process (no ~5 s interpreter start-up; W&B runs and signals
+    need a subprocess) -> (exit status, stdout, stderr); check: fail the test, showing stderr, unless status is 0."""
     status, out, err = run_path(ROOT / "scripts" / script, *args, cwd=cwd)
     assert status == 0 or not check, err[-3000:]
     return status, out, err
@@ -138,11 +139,9 @@ SMOKE = {"sarnet_cls": ["experiment=cls_sarnet", "data.quantize=4"], "sarnet_pro
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """model -> the run dir of one real `python train.py model=<model> trainer=smoke fid=off latent_dim=8` run (W&B
-    offline and CSV; SMOKE's experiment for a model it names), trained on first request and shared by the session's
-    tests: the smoke-run checks and the CLIs' checkpoints. Tests may add files to it (a script's image, a W&B run),
-    never change what training wrote. Under pytest-xdist the workers share it too: the first to ask trains it, under
-    a file lock, the others wait."""
+    """model -> the run dir of one real `train.py model=<model> trainer=smoke fid=off latent_dim=8` run (SMOKE's
+    overrides for a model it names), trained on first request, shared by the session (xdist workers too, under a file
+    lock). Tests may add files to it (a script's image, a W&B run), never change what training wrote."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: basetemp/popen-gwN
 
@@ -161,8 +160,7 @@ def smoke_run(tmp_path_factory):
 
 
 def compose_config(*overrides, hydra=False):
-    """conf/config.yaml composed in-process with these overrides, as train.py would see it (hydra: with the hydra
-    node, which Hydra's run reads)."""
+    """conf/config.yaml composed in-process with these overrides, as train.py sees it (hydra: with the hydra node)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
@@ -179,19 +177,15 @@ def fake_idx(root, folder="MNIST", n_train=200, n_test=50, seed=0):
 
 
 def fake_checkpoint(path, net, config=None):
-    """A sarnet checkpoint of `net` as sarnet.checkpoint.load_model reads it; config: the stored net config
-    (default: the net's own)."""
+    """A sarnet checkpoint of `net` as load_model reads it; config: the stored net config (default: the net's own)."""
     torch.save({"sarnet": {"net": net.config if config is None else config, "format": 1},
                 "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path
 
 
-# Every kind of net the model configs build (conf/model/), small: the cases of the fast == naive and the
-# autoregressive tests, each in both layer modes. name -> (geometry, out_activation). A sigmoid net is built with z
-# as a SarNET-VAE (model=sarnet_vae), without as a Bernoulli SarNET (sarnet_bernoulli); "none" is the regression
-# SarNET (sarnet); a softmax net with C image channels the one-hot classification SarNET (sarnet_cls,
-# sarnet_cls_p2), with one the "probability" net (sarnet_prob). Pixel-wise and patches of 2, 4 and 7; compressed
-# and expanded hidden layers; the reference's 28x28 geometries, wide enough for the fast sampler's FLUSH_COLUMNS.
+# Every kind of net conf/model/ builds, small (and the reference's 28x28 geometries, wide enough for FLUSH_COLUMNS):
+# name -> (geometry, out_activation). Sigmoid: SarNET-VAE with z, Bernoulli SarNET without; none: regression SarNET;
+# softmax with C channels: one-hot classification SarNET, with one the "probability" net (sarnet_prob).
 REFERENCE = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
 NETS = {
     "pixel": ([[4, 1, 1], [4, 2, 1], [4, 1, 1]], "sigmoid"),
@@ -222,8 +216,7 @@ def latents(name) -> tuple:
 
 
 def make_net(name, mode, latent=0, seed=0):
-    """NETS[name] in layer mode `mode` (first_patch), with `latent` z dims: a SarNET-VAE for a sigmoid net with z
-    (its `ar_net` is the SarNet), else a SarNet."""
+    """NETS[name] in layer mode `mode`, with `latent` z dims: a SarNET-VAE for a sigmoid net with z, else a SarNet."""
     from sarnet.nn import SarNet, SarNetVAE
 
     geometry, activation = NETS[name]
@@ -268,9 +261,8 @@ RECIPE_EPOCHS = {"sarnet_vae": 200, "vae": 250, "sarnet": 500}  # conf/recipe/, 
 
 def fake_run(dir, model, latent, seed, fid=None, status="ok", dataset="mnist", classes=(5,), wall=360.0, device=None,
              first_patch=None, epochs=None, extra=None, **protocol):
-    """A fabricated run's results.json in `dir`, as train.py writes it (ok or failed), for the FID-table tests; its
-    FID protocol the thesis' table's unless `protocol` changes some of it; extra: fields added, a dict's keys
-    merged into the field's ({"sampling": {"dtype": "bfloat16"}} keeps the other sampling settings)."""
+    """A fabricated results.json in `dir` (ok or failed) on the thesis' FID protocol unless `protocol` changes it;
+    extra: fields added, a dict merged into the field's ({"sampling": {"dtype": "bfloat16"}} keeps the others)."""
     from sarnet.metrics.fid import SHIPPED_SHA256
 
     thesis = {"features": "slim-lenet-v1", "features_sha256": SHIPPED_SHA256.get("mnist"), "n_gen": 10000,

@@ -1,5 +1,4 @@
-"""Callbacks that inject faults into a real train.py run (`+callbacks.fault._target_=tests.faults.X`): used by
-tests/test_resume.py and tests/test_scale_out.py."""
+"""Callbacks that inject faults into a real train.py run (`+callbacks.fault._target_=tests.faults.X`)."""
 
 import multiprocessing
 import os

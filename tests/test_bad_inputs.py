@@ -1,10 +1,6 @@
-"""Every bad input of tests/bad_inputs.py refused before the work it would waste, in one line, leaving nothing.
-
-Fast: train.py in this process for each TRAIN entry (exit status 2, one error line naming the field, no traceback,
-only Hydra's .hydra in the run dir), every usage error of the `sarnet` commands, one subprocess that runs every
-field, Hydra and usage error and every --help and finds torch never imported, and the library API's refusals.
-Slow: the whole table again as real processes, with the figures by kind (tried / refused before work in one line /
-tracebacks / accepted wrongly / files left) printed, all but the first two required to be 0.
+"""Every bad input of tests/bad_inputs.py refused before the work it would waste, in one line, leaving nothing:
+in this process (fast; one subprocess checks that field, Hydra and usage errors and --help never import torch), and
+as real processes printing the figures by kind (slow).
 """
 
 import io
@@ -16,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
 from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -24,14 +21,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lightning.fabric.connector import _PRECISION_INPUT
+from omegaconf import OmegaConf
 
 import sarnet.sampling as sampling
 from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.explain import patch_importance
+from sarnet.fields import PRECISIONS
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
 from sarnet.metrics.knn import knn_accuracy
-from sarnet.module import SarnetModule
+from sarnet.module import NonFiniteLossError, SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
 from tests.conftest import (
@@ -45,6 +45,7 @@ from tests.conftest import (
     make_net,
     needs_data,
     ok,
+    python,
     table,
     train,
     train_inprocess,
@@ -60,10 +61,6 @@ def files(tmp_path_factory):
     """The files the table's {placeholders} name: a checkpoint of BASE's net, a truncated one, and copies of the
     MNIST raw folder (symlinks) with a file deleted, a label flipped (same size: refused by the md5 list `make data`
     wrote, or without that list by the published md5s), the md5 list garbled."""
-    from omegaconf import OmegaConf
-
-    from sarnet.config import validate
-
     if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
         pytest.skip("run `make data` first")
     root = tmp_path_factory.mktemp("bad_inputs")
@@ -108,18 +105,6 @@ def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=())
             "line": (errors or lines or [""])[-1]}
 
 
-def refused_by_validate(overrides: str) -> str | None:
-    """validate's one-line refusal of BASE + overrides (the composed config, in this process), None if it passes."""
-    from sarnet.config import ConfigError, validate
-    from sarnet.data.sources import DataError
-
-    try:
-        validate(compose_config(*BASE, *overrides.split()))
-    except (ConfigError, DataError) as e:
-        return f"{type(e).__module__}.{type(e).__name__}: {e}"
-    return None
-
-
 def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
     """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
     resumed = re.search(r"ckpt_path=(\S+)", overrides)
@@ -137,7 +122,12 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     if FILES.search(overrides) or kind in ("cross", "resource", "file"):  # they pass the field checks: data needed
         needs = request.getfixturevalue("files")
         overrides, expect = fill(overrides, needs), fill(expect, needs)
-    line = None if kind == "hydra" else refused_by_validate(overrides)
+    line = None
+    if kind != "hydra":  # validate's refusal of the composed config, in this process
+        try:
+            validate(compose_config(*BASE, *overrides.split()))
+        except (ConfigError, DataError) as e:
+            line = f"{type(e).__module__}.{type(e).__name__}: {e}"
     if line is not None and (kind, overrides, expect) not in FIRST_OF_KIND:
         assert expect in line and ERROR.match(line) and "\n" not in line, line
         return
@@ -147,24 +137,7 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
 
 
-@needs_data
-@pytest.mark.parametrize("overrides", ["", "model=sarnet", "model=vae", "scheduler=plateau", "scheduler=cosine",
-                                       "model=sarnet_bernoulli data.binarize=dynamic",
-                                       "trainer.limit_val_batches=0 callbacks.checkpoint.monitor=train/loss",
-                                       *[f"experiment={e}" for e in ("cls_sarnet", "cls_sarnet_prob", "fashion_mnist",
-                                                                     "fid_table", "mnist_interpolation", "nll_vae",
-                                                                     "nll_sarnet_pixel", "nll_sarnet_vae_pixel")]])
-def test_good_configs_still_validate(overrides):
-    assert refused_by_validate(overrides) is None
-
-
 def test_the_precisions_config_accepts_are_lightnings():
-    import typing
-
-    from lightning.fabric.connector import _PRECISION_INPUT
-
-    from sarnet.fields import PRECISIONS
-
     def flat(t):
         return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]
     assert sorted(map(str, PRECISIONS)) == sorted(map(str, flat(_PRECISION_INPUT)))
@@ -191,10 +164,6 @@ def net_fields(draw):
 def test_validate_accepts_only_autoregressive_nets_and_refuses_with_config_error():
     """Random geometry / first_patch / latent_dim on the composed configs (composed once per model, then the fields
     set on a copy): accepted -> autoregressive by gradients; refused -> ConfigError only."""
-    from omegaconf import OmegaConf
-
-    from sarnet.config import ConfigError, validate
-
     seen = Counter()
     # callbacks=none: the image grids' keep_patches=24 is (rightly) refused for nets of fewer patches
     composed = {m: compose_config(f"model={m}", "callbacks=none") for m in ("sarnet", "sarnet_vae")}
@@ -258,8 +227,7 @@ def test_every_help_ends_with_an_example(name):
 
 @pytest.mark.parametrize("argv", [["--help"], ["table", "--help"]])
 def test_output_cut_short_by_its_reader_ends_quietly(argv):
-    """`sarnet --help | head -1`: the reader has gone before the output is written. No traceback, no 'Exception
-    ignored' (the pipe's reading end is closed before the command starts, so it meets this every time)."""
+    """`sarnet --help | head -1`, the pipe closed before the command starts: no traceback, no 'Exception ignored'."""
     read, write = os.pipe()
     os.close(read)
     env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's shell has it
@@ -294,18 +262,14 @@ print(json.dumps(found))
 """
 
 
-def torch_free_argvs(tmp_path):
+def test_help_usage_and_field_errors_answer_before_torch_is_imported(tmp_path):
     ckpt = tmp_path / "any.ckpt"
     ckpt.write_bytes(b"")
     commands = [[name, "--help"] for name in HELP] + [fill(a, {"ckpt": ckpt}).split() for a, _ in CLI]
     commands += [["train", *BASE, *o.split(), f"hydra.run.dir={tmp_path / 'run'}"] for k, o, _ in TRAIN
                  if k == "hydra" or o == "seed=-1"]  # seed=-1: a field error through the whole command
-    return commands, [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
-
-
-def test_help_usage_and_field_errors_answer_before_torch_is_imported(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, json.dumps(torch_free_argvs(tmp_path))], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    fields = [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
+    proc = python("-c", TORCH_FREE, json.dumps([commands, fields]))
     found = json.loads(proc.stdout.splitlines()[-1])
     assert len(found) > 120 and not any(found.values()), next(a for a, imported in found.items() if imported)
 
@@ -331,10 +295,6 @@ def test_a_damaged_fid_feature_network_is_one_line_before_training(tmp_path, mon
 
 
 def test_non_finite_loss_names_epoch_step_and_term():
-    from sarnet.losses import ReconstructionLoss
-    from sarnet.module import NonFiniteLossError, SarnetModule
-    from sarnet.nn import SarNet
-
     module = SarnetModule(SarNet(), ReconstructionLoss("power", power=1.0, reduction="mean"), optimizer=None)
     x = torch.rand(2, 1, 28, 28)
     x[0, 0, 5, 5] = float("nan")
@@ -446,8 +406,7 @@ def test_a_0_1_long_keep_is_the_mask_it_spells(names):
 
 def run_process(argv, run_dir, expect, found=(), timeout=600):
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sarnet", *argv], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = python("-X", "importtime", "-m", "sarnet", *argv, timeout=timeout)
     imports = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     out = proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return outcome(proc.returncode, out, run_dir, expect, found=found) | {
@@ -463,9 +422,8 @@ def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_pat
 
 @pytest.mark.slow
 def test_torture_figures(files, tmp_path, monkeypatch):
-    """Every entry of the table, as the user meets it. Prints the figures by kind; requires 0 tracebacks, 0
-    accepted wrongly, 0 files left, every refusal one line (the only line printed), field / Hydra / usage errors
-    and --help before torch, the others before any data is read (their files' checks aside)."""
+    """Every entry as the user meets it, the figures by kind printed: 0 tracebacks, 0 accepted wrongly, 0 files left,
+    every refusal the only line printed, field / Hydra / usage errors and --help before torch."""
     rows = []
     for i, (kind, overrides, expect) in enumerate(TRAIN):
         run, found = run_dir(fill(overrides, files), tmp_path / f"train{i}")

@@ -2,10 +2,10 @@
 and FID features within their bounds of float32, the float32 paths unchanged, and results.json and the tables
 keeping runs of different precisions apart."""
 
-import json
 import subprocess
 import sys
 from functools import partial
+from itertools import product
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import BF16_SAMPLE_BOUND, generate, generate_regression
-from tests.conftest import ROOT, fake_run, needs_data, table, train_inprocess
+from tests.conftest import ROOT, fake_run, needs_data, results, table, train_inprocess
 
 NETS = {
     "sarnet_vae": (lambda: SarNetVAE(8), ReconstructionLoss()),
@@ -126,27 +126,20 @@ def test_bf16_mixed_training_end_to_end_records_its_precision_and_dtypes(tmp_pat
     train_inprocess("trainer=smoke", "logger=csv", "latent_dim=8", "trainer.precision=bf16-mixed",
                     "sample.dtype=bfloat16", "fid.dtype=bfloat16", "fid.knn.n=0", f"hydra.run.dir={tmp_path}",
                     check=True)
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["precision"] == "bf16-mixed" and results["sampling"]["dtype"] == "bfloat16"
-    assert results["fid_protocol"]["dtype"] == "bfloat16" and results["metrics"]["fid/mean"] > 0
-
-
-def parity_sweep(tmp_path):
-    """Three seeds of sarnet_vae and vae at L=32 trained both ways (as experiment=precision_parity runs them):
-    FID 1.5 / 1.7 + 0.1 per seed, 0.05 more in bf16-mixed; test loss 100 + 1 per seed either way."""
-    sweep, i = tmp_path / "sweep", 0
-    for model, fid in (("sarnet_vae", 1.5), ("vae", 1.7)):
-        for precision in ("32-true", "bf16-mixed"):
-            for k, seed in enumerate((1234, 1235, 1236)):
-                fake_run(sweep / str(i), model, 32, seed, fid=fid + 0.1 * k + 0.05 * (precision == "bf16-mixed"),
-                         extra={"precision": precision, "code": {"commit": "0" * 40, "dirty": False},
-                                "metrics": {"test/loss": 100.0 + k}})
-                i += 1
-    return sweep
+    got = results(tmp_path)
+    assert got["precision"] == "bf16-mixed" and got["sampling"]["dtype"] == "bfloat16"
+    assert got["fid_protocol"]["dtype"] == "bfloat16" and got["metrics"]["fid/mean"] > 0
 
 
 def test_tables_never_merge_precisions_and_test_them_against_each_other(tmp_path):
-    result, md, _ = table(tmp_path, parity_sweep(tmp_path))
+    # experiment=precision_parity: FID 1.5 / 1.7 + 0.1 per seed, 0.05 more in bf16-mixed; test loss 100 + 1 per seed
+    fids = {"sarnet_vae": 1.5, "vae": 1.7}
+    for i, (model, precision, k) in enumerate(product(fids, ("32-true", "bf16-mixed"), range(3))):
+        bf16 = 0.05 * (precision == "bf16-mixed")
+        fake_run(tmp_path / "sweep" / str(i), model, 32, 1234 + k, fid=fids[model] + 0.1 * k + bf16,
+                 extra={"precision": precision, "code": {"commit": "0" * 40, "dirty": False},
+                        "metrics": {"test/loss": 100.0 + k}})
+    result, md, _ = table(tmp_path, tmp_path / "sweep")
     (t,) = result["tables"]
     cells = {(r["model"], r["precision"]): r for r in t["rows"] if r["status"] == "ok"}
     assert len(cells) == 4 and all(len(r["seeds"]) == 3 for r in cells.values())
@@ -176,11 +169,11 @@ def test_sampling_and_feature_dtypes_part_cells_and_tables(tmp_path):
 
 
 def test_a_process_that_keeps_freed_memory_stops_faulting_pages_in_every_step():
-    """sarnet.keep_freed_memory: the page faults of a bf16-mixed SarNET-VAE step (fresh weight-sized tensors every
-    step) nearly vanish; counted by the kernel, not timed."""
+    """sarnet.keep_freed_memory: a bf16-mixed SarNET-VAE step's page faults nearly vanish (counted, not timed)."""
     code = """
 import resource, torch, sarnet
 from functools import partial
+from itertools import product
 from sarnet.losses import ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import SarNetVAE

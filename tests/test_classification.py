@@ -1,7 +1,5 @@
-"""The classification SarNET (issue 16, docs/reference.md §3.1): pixels quantised to C classes, one-hot as C
-channels, softmax outputs, per-pixel cross-entropy, categorical sampling, grey images out. Their fast == naive and
-autoregressive checks are the shared ones (test_sampling.py, test_semidense.py); their smoke runs
-test_train_smoke.py's, the scripts on their checkpoints test_generation.py's."""
+"""The classification SarNET (docs/reference.md §3.1): pixels quantised to C classes, one-hot as C channels, softmax
+outputs, per-pixel cross-entropy, categorical sampling, grey images out (fast == naive etc.: the shared tests)."""
 
 import torch
 import torch.nn.functional as F

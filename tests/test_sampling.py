@@ -128,8 +128,7 @@ def test_conv_vae_and_regression_generation():
 
 
 def test_the_config_states_the_sampling_defaults_the_api_uses():
-    """conf/config.yaml's sample node and SampleSettings' defaults are one set of values (th and regression come from
-    the model's recipe)."""
+    """conf/config.yaml's sample node is SampleSettings' defaults (th and regression: the model's recipe)."""
     from sarnet.settings import SampleSettings
 
     node = {k: v for k, v in compose_config().sample.items() if k not in ("th", "regression")}

@@ -1,6 +1,5 @@
-"""Sweeps and scale-out: a sweep with a failing job, SIGTERM to a sweep, optuna, the joblib and submitit launchers,
-the SLURM launcher's sbatch script, DDP on two CPU processes (docs/scale-out.md). The real train.py as a
-subprocess; the ones that train more than two smoke jobs are marked slow."""
+"""Sweeps and scale-out (docs/scale-out.md): a failing job, SIGTERM to a sweep, optuna, the joblib, submitit and SLURM
+launchers, DDP on two CPU processes; the real train.py as a subprocess, slow if it trains more than two smoke jobs."""
 
 import os
 import shlex
@@ -32,8 +31,7 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
 
 @needs_data
 def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
-    """A scheduler's SIGTERM to a sweep (SLURM preemption, scancel) stops it: the running job is recorded as
-    stopped, and no further job starts; relaunching the sweep resumes."""
+    """A scheduler's SIGTERM (preemption, scancel) stops the sweep: its job recorded as stopped, no further job."""
     rc, out = train("-m", "trainer=smoke", "fid=off", "logger=csv", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}",
                     "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
     assert rc == 128 + signal.SIGTERM and "Traceback" not in out
@@ -46,8 +44,7 @@ def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
-    """Stopped in its first job's second epoch, the sweep names the command that resumes it; that command, run as
-    printed (less the injected fault), resumes the stopped job from its checkpoint and runs the other one."""
+    """Stopped in its first job's second epoch; the printed command resumes that job and runs the other one."""
     rc, out = train("-m", "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", "latent_dim=8,16",
                     f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",  # the fault not in it
                     "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", "+callbacks.fault.epoch=1")
@@ -72,8 +69,7 @@ def gone(pid: int) -> bool:
 @pytest.mark.slow
 @needs_data
 def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
-    """joblib's workers outlived a SIGTERMed parent and trained on, orphaned: now the parent passes the signal on,
-    each worker records its job as stopped and ends, and no further job starts."""
+    """The parent passes the signal on (orphaned workers would train on): each records its job as stopped and ends."""
     rc, out = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=smoke",
                     "trainer.max_epochs=1000", "fid=off", "logger=csv", "latent_dim=8,16,32",
                     f"hydra.sweep.dir={tmp_path}", "+callbacks.fault.workers=2",
@@ -139,8 +135,7 @@ MULTI_NODE = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.
     ([], ["--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"]),
     (MULTI_NODE, ["--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2"])], ids=["one_gpu", "ddp_2x4"])
 def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypatch, extra, options):
-    """conf/hydra/launcher/slurm.yaml as submitit would turn it into sbatch options, without submitting; with
-    trainer=ddp on 2 nodes x 4 GPUs: one task per GPU (srun starts the 8 ranks), which the trainer expects."""
+    """conf/hydra/launcher/slurm.yaml as submitit's sbatch options, not submitted; DDP: one task per GPU."""
     import submitit
     from hydra.utils import instantiate
     from submitit.slurm.slurm import _make_sbatch_string
@@ -175,8 +170,7 @@ def test_slurm_launcher_config_composes_into_an_sbatch_script(tmp_path, monkeypa
 @pytest.mark.slow
 @needs_data
 def test_ddp_on_two_cpu_processes(tmp_path):
-    """debug=smoke on the documented DDP command, with FID (torchmetrics must not wait for ranks that do not score)
-    and W&B: two processes, one results.json, one W&B run, one summary line."""
+    """The documented DDP command with debug=smoke, FID and W&B: one results.json, one W&B run, one summary line."""
     out = ok(*DDP, "debug=smoke", "fid.n_sets=1", f"hydra.run.dir={tmp_path}")
     res = results(tmp_path)
     assert res["status"] == "ok" and (res["epochs"], res["steps"]) == (1, 3)  # 3 steps on each rank
@@ -192,9 +186,8 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 @needs_data
 @pytest.mark.parametrize("model", ["sarnet_vae", "sarnet"])
 def test_ddp_evaluates_as_one_process(model, smoke_run, tmp_path):
-    """The same weights (a smoke run's, trained on at lr 1e-30) evaluated by 2 gloo processes and by one: the test
-    and validation metrics are over the whole splits (synced, every image once, the VAE's noise drawn per image),
-    FID and kNN are rank 0's, so all equal the one process's."""
+    """The same weights (lr 1e-30) evaluated by 2 gloo processes and by one: metrics over the whole splits (synced,
+    every image once, the VAE's noise per image), FID and kNN rank 0's, all equal the one process's."""
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     common = [f"model={model}", "latent_dim=8", f"init_ckpt={ckpt}", "model.optimizer.lr=1e-30", "trainer.max_epochs=1",
               "trainer.limit_train_batches=2", "fid.n_gen=200", "fid.n_sets=1", "fid.knn.n=200", "logger=csv"]

@@ -23,9 +23,8 @@ CASES = [(name, latent, draws) for name in NETS for latent in latents(name) for 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name, latent, draws", CASES, ids=[f"{n}-z{lat}x{d}" for n, lat, d in CASES])
 def test_net_is_autoregressive(name, latent, draws, mode):
-    """conftest.assert_autoregressive's rule, on the outputs (weighted at random: a softmax pixel's probabilities
-    sum to 1, whose gradient is 0 whatever they read) and on explain.gradient_importance (a SarNET-VAE's z from its
-    encoder, held fixed)."""
+    """conftest.assert_autoregressive's rule on the outputs (weighted at random: a softmax pixel's probabilities sum
+    to 1, whose gradient is 0) and on explain.gradient_importance (a SarNET-VAE's z from its encoder, fixed)."""
     model = make_net(name, mode, latent)
     net = model.ar_net
     randomize(net)
@@ -43,8 +42,7 @@ def test_net_is_autoregressive(name, latent, draws, mode):
 
 @pytest.mark.parametrize("name", ["pixel", "pixel-3ch", "patch2"])
 def test_several_latents_per_image_equal_the_image_repeated(name):
-    # SemiDense's importance-sampling path computes an image's part once for all its z draws: the same logits as
-    # repeating the image once per draw
+    # the importance-sampling path computes an image's part once for all its z draws: as if repeated once per draw
     net = make_net(name, "predicted", 3).ar_net
     randomize(net)
     x, z = images(net, 2), torch.randn(8, 3)

@@ -40,9 +40,8 @@ def trajectory(model, step, steps=6):
 
 
 def plain_losses(net, x):
-    """The thesis notebook's loop, as sarnet bench times it (sarnet.bench.reference_step: W*M in every forward, plain
-    convs, sigmoid + BCELoss(sum) + KL(sum), torch.optim.Adam) on a copy of net's weights. The project's module is
-    not involved."""
+    """The thesis notebook's loop (sarnet.bench.reference_step: W*M in every forward, plain convs, sigmoid + BCELoss
+    + KL, torch.optim.Adam) on a copy of net's weights, without the project's module."""
     plain = (NaiveSarNetVAE if isinstance(net, SarNetVAE) else NaiveConvVAE)(net)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
     return trajectory(plain, lambda i: reference_step(plain, opt, x))

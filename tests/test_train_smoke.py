@@ -53,6 +53,10 @@ SHIPPED = [  # (overrides, what they compose to: config keys, and net.<attribute
     # FashionMNIST's FID table: all 60k images validated on the test split, the last weights, 22 epochs
     ("experiment=fid_table_fashion model=sarnet_vae latent_dim=16", FASHION | {"sample.th": 0.105}),
     ("experiment=fid_table_fashion model=vae latent_dim=16", FASHION | {"sample.th": None}),
+    # what the bad-input checks must let through
+    *[(o, {}) for o in ("scheduler=plateau", "scheduler=cosine", "model=sarnet_bernoulli data.binarize=dynamic",
+                        "trainer.limit_val_batches=0 callbacks.checkpoint.monitor=train/loss",
+                        "experiment=fashion_mnist", "experiment=fid_table", "experiment=mnist_interpolation")],
 ]
 
 
@@ -93,20 +97,12 @@ def test_smoke_run_writes_results_checkpoints_metrics_and_wandb(model, smoke_run
     assert len(runs) == 1
 
 
-def fid_of(ckpt) -> float:
-    """scripts/fid.py on a checkpoint with its run's own FID protocol and sampling settings."""
-    return json.loads(run_script("fid.py", "--ckpt", ckpt, "--device", "cpu", check=True)[1])["fid_mean"]
-
-
 @needs_data
 @pytest.mark.parametrize("eval_ckpt, run_test", [("best", "false"), ("last", "true")])
 def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_path):
-    """The last weights' run is launched as a log file sees it (a subprocess, no terminal; W&B offline and CSV):
-    no message twice (Lightning's own handler and Hydra's), no advertisement, no printed warning, no empty model
-    summary or progress-bar residue, one line per epoch with its losses and time, the same lines in train.log, and
-    an end line naming the metrics."""
-    # monitor=step, mode=min makes "best" the first epoch's checkpoint, whatever the losses; last.ckpt must still
-    # follow every epoch (Lightning's own save_last would have left it at the best epoch)
+    """The last weights' run is launched as a log file sees it (a subprocess, no terminal): no message twice, no
+    advertisement, warning or progress-bar residue, one line per epoch (as in train.log), an end line of metrics."""
+    # monitor=step, mode=min: "best" is the first epoch's checkpoint whatever the losses; last.ckpt follows every epoch
     args = ["trainer=smoke", "trainer.max_epochs=2", "latent_dim=8", "fid.extra_th=[0.9]", f"eval_ckpt={eval_ckpt}",
             "callbacks.checkpoint.monitor=step", "callbacks.checkpoint.mode=min", f"run_test={run_test}",
             f"hydra.run.dir={tmp_path}"]
@@ -119,8 +115,7 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0 < results["wall_time_s"] <= took  # one launch: testing best.ckpt must not add its saved wall time
     fid, best = results["metrics"]["fid/mean"], eval_ckpt == "best"
-    # everything a table cell depends on is recorded, the checkpoint relative to the run dir; monitor=step: the
-    # best checkpoint's score is the step it was saved at
+    # what a table cell depends on, the checkpoint relative to the run dir; monitor=step: best's score is its step
     expected = {"eval_ckpt": eval_ckpt, "epochs": 2, "eval_epoch": 1 if best else 2, "dataset": "mnist",
                 "eval_score": {"monitor": "step", "mode": "min", "value": results["steps"] // 2} if best else None,
                 "checkpoint": f"checkpoints/{eval_ckpt}.ckpt", "classes": [5], "precision": "32-true",
@@ -136,7 +131,8 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     assert 0.5 <= results["metrics"]["knn/accuracy"] <= 1  # an untrained model is easy to tell from real fives
     assert fid > 0 and results["metrics"]["fid/std"] >= 0
     assert ("test/loss" in results["metrics"]) == (run_test == "true")
-    scores = {name: fid_of(tmp_path / "checkpoints" / f"{name}.ckpt") for name in ("best", "last")}
+    scores = {name: json.loads(run_script("fid.py", "--ckpt", tmp_path / "checkpoints" / f"{name}.ckpt", "--device",
+                                          "cpu", check=True)[1])["fid_mean"] for name in ("best", "last")}
     assert scores[eval_ckpt] == pytest.approx(fid, rel=1e-6), scores
     assert abs(scores["best"] - scores["last"]) > 1e-3 * fid, scores  # the two really are different weights
     if eval_ckpt == "best":
@@ -155,9 +151,7 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
 
 
 def test_the_net_train_py_trains_starts_from_its_seeds_weights():
-    """validate() builds the net that train.py trains: the same seed gives the same initial weights whatever the
-    global RNG held before, another seed other weights, and the global RNG is left alone (a net built before any
-    seeding once drew them from torch's start-up state, random per process: no seed reproduced its run)."""
+    """validate() builds the net train.py trains: its seed alone decides its weights, the global RNG is left alone."""
     def weights(seed):
         return torch.cat([p.detach().flatten() for p in validate(compose_config(f"seed={seed}", "latent_dim=8"))
                           .parameters()])
@@ -173,9 +167,7 @@ def test_the_net_train_py_trains_starts_from_its_seeds_weights():
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("debug", ["smoke", "fdr", "limit", "overfit", "profiler"])
 def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, trainer):
-    """debug=<name> changes the training length and evaluations only: the trainer's accelerator, devices and
-    strategy stay the trainer's; it comes after experiments (their epochs and likelihood settings too); and
-    trainer=smoke is debug=smoke on the CPU."""
+    """debug=<name> changes training length and evaluations only, after experiments; trainer=smoke is debug=smoke."""
     plain = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae")
     cfg = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae", f"debug={debug}")
     for key in ("accelerator", "devices", "strategy"):
@@ -238,10 +230,8 @@ def test_cosine_scheduler_anneals_the_lr_over_max_epochs(tmp_path):
 @needs_data
 @pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine"])
 def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp_path):
-    # 2 epochs, then relaunched into the same dir with max_epochs=4. Two things made it differ, both fixed: the
-    # image grids of a run's last epoch drew from the training RNG (every case), and Lightning skips, resuming,
-    # the plateau step of the checkpoint's epoch (sarnet/resume.py, ResumeState). The cosine run pins T_max to
-    # the full 4 epochs in both launches (its default, max_epochs, would be config drift).
+    # 2 epochs, then relaunched with max_epochs=4 (Lightning skips the checkpoint epoch's plateau step on resuming:
+    # sarnet/resume.py, ResumeState). Cosine pins T_max to 4 in both launches (its default would be config drift).
     from sarnet.checkpoint import read_checkpoint
 
     overrides = {"plateau": STALLING, "none": STALLING[:5],

@@ -1,17 +1,11 @@
 """W&B as a user sees it: images equal to the PNGs on disk, readable names/groups/config/summary, one run per job
 (also on resume), the sweep's summary run in the sweep's group, offline fallback with one line, FID progress.
-
-The offline runs are read back from their .wandb files (the installed wandb has no reader for them): a LevelDB-style
-log of protobuf records, 32 KiB blocks, each record chunk behind a 7-byte (crc, length, type) header.
 """
 
 import json
 import logging
-import os
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +14,22 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sarnet import tracking
-from tests.conftest import ROOT, compose_config, fake_run, needs_data
+from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data, python
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
 
 def run_py(args, env_extra=None, drop=(), timeout=600):
     """A script as a subprocess, offline W&B and no API key unless env_extra gives one; drop: variables to unset."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    env |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env_extra or {})}
+    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"} | (env_extra or {})
     env = {k: v for k, v in env.items() if k not in drop}
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # a hang guard only
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    proc = python(*args, env=env, timeout=timeout, check=True)
     return proc.stdout + proc.stderr
 
 
 def records(run_dir: Path):
-    """The protobuf records of an offline run's .wandb file."""
+    """The protobuf records of an offline run's .wandb file (wandb has no reader): a LevelDB-style log, 32 KiB blocks,
+    each record chunk behind a 7-byte (crc, length, type) header."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_dir.glob("*.wandb")
@@ -92,8 +84,7 @@ def offline_runs(d: Path):
 
 @needs_data
 def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
-    # as a W&B sweep agent launches it: --key=value arguments, the run id it expects in WANDB_RUN_ID; on the usual
-    # cluster node: a key, no reachable server (once a ~107 s stall, a traceback and no results.json)
+    # as a W&B sweep agent launches it (--key=value, WANDB_RUN_ID) on a cluster node: a key, no reachable server
     out = run_py(["train.py", "trainer=smoke", "--fid=off", "--latent_dim=8", "--data.val_size=0.2",
                   f"hydra.run.dir={tmp_path}"], env_extra={"WANDB_RUN_ID": "agentrun1", "WANDB_API_KEY": FAKE_KEY},
                  drop=("WANDB_MODE",))
@@ -181,6 +172,12 @@ def test_relaunch_into_the_run_dir_resumes_the_same_wandb_run(tmp_path):
 
 
 def test_online_without_a_key_or_a_server_falls_back_offline_with_one_line(monkeypatch, tmp_path, caplog):
+    server = socket.create_server(("127.0.0.1", 0))  # the probe: a listening port is reachable, a closed one not
+    port = server.getsockname()[1]
+    probe = tracking.reachable.__wrapped__  # not the per-process cached answer
+    assert probe(f"http://127.0.0.1:{port}", timeout=5)
+    server.close()
+    assert not probe(f"http://127.0.0.1:{port}", timeout=5)  # refused at once
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -194,15 +191,6 @@ def test_online_without_a_key_or_a_server_falls_back_offline_with_one_line(monke
     assert tracking.choose_mode() == "offline"
     assert tracking.choose_mode(offline=True) == "offline"  # the config's choice: nothing to say
     assert len(caplog.records) == 1 and "not reachable" in caplog.records[0].message
-
-
-def test_reachable_probe():
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    probe = tracking.reachable.__wrapped__  # not the per-process cached answer
-    assert probe(f"http://127.0.0.1:{port}", timeout=5)
-    server.close()
-    assert not probe(f"http://127.0.0.1:{port}", timeout=5)  # refused at once
 
 
 def test_run_names_and_sweep_groups(tmp_path):

@@ -87,8 +87,7 @@ def test_model_of_patch_k_reads_only_earlier_patches(model):
 
 
 def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
-    """Patches already in resume_dir are loaded, not trained again, and the model is the one an uninterrupted
-    run trains (same images from the same seed); other settings or images are refused with one line."""
+    """Patches in resume_dir are loaded, not retrained, into the uninterrupted run's model; other settings refused."""
     images, kw = fake_fives(), dict(rounds=5, depth=3, refine_rounds=3, refine_depth=2, threads=1)
     whole = xgb.GenerativeXGB.train(images, max_patches=4, **kw)
     partial = tmp_path / "model.partial"
