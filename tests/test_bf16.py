@@ -169,11 +169,12 @@ def test_sampling_and_feature_dtypes_part_cells_and_tables(tmp_path):
 
 
 def test_a_process_that_keeps_freed_memory_stops_faulting_pages_in_every_step():
-    """sarnet.keep_freed_memory: a bf16-mixed SarNET-VAE step's page faults nearly vanish (counted, not timed)."""
+    """sarnet.keep_freed_memory: a bf16-mixed SarNET-VAE step's page faults nearly vanish (counted, not timed). The
+    median step of six: in some layouts of the address space the heap still grows in a step or two after the switch
+    (fragmentation), before every step fits in what it holds."""
     code = """
-import resource, torch, sarnet
+import resource, statistics, torch, sarnet
 from functools import partial
-from itertools import product
 from sarnet.losses import ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import SarNetVAE
@@ -182,16 +183,18 @@ module = SarnetModule(SarNetVAE(128), ReconstructionLoss(), partial(torch.optim.
 module.log = lambda *a, **k: None
 opt, x = module.configure_optimizers(), torch.rand(64, 1, 28, 28)
 def faults(steps=6):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    per_step = []
     for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = module.training_step((x, None), 0)
         opt.zero_grad(); loss.backward(); opt.step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(per_step)
 faults(2)  # warm-up
 before = faults()
 kept = sarnet.keep_freed_memory()
-faults(2)  # the heap grows to the step's peak once
+faults(2)  # the heap grows to the step's peak
 print(before, kept, faults())
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -199,4 +202,4 @@ print(before, kept, faults())
     before, kept, after = proc.stdout.split()
     if kept != "True":
         pytest.skip("not glibc: nothing to keep")
-    assert int(after) * 10 < int(before), (before, after)
+    assert float(after) * 10 < float(before), (before, after)
