@@ -15,23 +15,25 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def read_checkpoint(path, map_location="cpu") -> dict:
+def read_checkpoint(path, map_location="cpu", why="") -> dict:
+    """The checkpoint, or one CheckpointError naming the file, what is wrong and (`why`) what it is to this launch."""
     path, damaged = Path(path), f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"
+    why = f" ({why})" * bool(why)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file{why}")
     if damage := zip_crc_error(path):
-        raise CheckpointError(f"{damaged}: {damage}; {HINT}")
+        raise CheckpointError(f"{damaged}: {damage}; {HINT}{why}")
     import torch
 
     try:  # weights_only: nothing in the file gets to run code
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a sound zip whose pickle is not (torch's own text would suggest weights_only=False)
-        raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}") from None
+        raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}{why}") from None
     sarnet = ckpt.get("sarnet") if isinstance(ckpt, dict) else None
     if not isinstance(sarnet, dict) or sarnet.get("format") != 1 or not isinstance(sarnet.get("net"), dict) \
             or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a sarnet checkpoint of format 1 (its 'sarnet' entry is written by "
-                              f"train.py's SarnetModule); {HINT}")
+                              f"train.py's SarnetModule); {HINT}{why}")
     return ckpt
 
 

@@ -159,10 +159,10 @@ def prepare(cfg: DictConfig, net, output_dir: Path):
         cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
         for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
             if path.exists():
-                check_checkpoint(path, "in the run dir being resumed; delete it to start afresh")
+                read_checkpoint(path, why="in the run dir being resumed; delete it to start afresh")
         return ckpt_path, ResumeState(cfg, override, earlier)
     if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
-        theirs, ours = check_checkpoint(cfg.init_ckpt, "given as init_ckpt")["sarnet"]["net"], net.config
+        theirs, ours = read_checkpoint(cfg.init_ckpt, why="given as init_ckpt")["sarnet"]["net"], net.config
         if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
             fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
                                if theirs.get(k) != ours.get(k))
@@ -219,8 +219,8 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
     if cfg.eval_ckpt == "best" and not eval_ckpt:
         log.warning("eval_ckpt=best but no best checkpoint was saved (no val/loss?): evaluating the last weights")
     elif eval_ckpt:  # written during this fit or an earlier one: checked as every other checkpoint is
-        ckpt = check_checkpoint(eval_ckpt, "the best checkpoint, which test and FID evaluate; delete it and relaunch "
-                                           "with eval_ckpt=last, or re-train")
+        ckpt = read_checkpoint(eval_ckpt, why="the best checkpoint, which test and FID evaluate; delete it and "
+                                              "relaunch with eval_ckpt=last, or re-train")
         eval_epoch = ckpt["epoch"] + 1  # the epochs trained when it was saved, counted as "epochs" is
         if not cfg.run_test:  # else trainer.test loads it
             module.load_state_dict(ckpt["state_dict"])
@@ -299,15 +299,7 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | 
                           f"from its weights with init_ckpt")
     else:
         why = f"given as ckpt_path={cfg.ckpt_path}"
-    return str(path), check_checkpoint(path, why)
-
-
-def check_checkpoint(path, why: str) -> dict:
-    """A damaged checkpoint is one clear error naming the file, never an unpickling traceback or wrong weights."""
-    try:
-        return read_checkpoint(path)  # also checks the zip's CRC32s
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} ({why})") from None
+    return str(path), read_checkpoint(path, why=why)  # never an unpickling traceback or wrong weights
 
 
 def checkpoint_files(cfg) -> list[Path]:

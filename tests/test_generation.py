@@ -94,7 +94,7 @@ def test_completion_keeps_given_patches_bit_exact(method):
 # ---- (d) checkpoint loading -----------------------------------------------------------------------------
 
 def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_path):
-    """(Damaged files: test_resume.test_check_checkpoint_refuses_damaged_files.)"""
+    """(Damaged files: test_resume.test_read_checkpoint_refuses_damaged_files.)"""
     net = drifted(SarNet(TINY))
     loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net))
     assert isinstance(loaded, SarNet) and not loaded.training

@@ -35,7 +35,7 @@ from sarnet.resume import (
     run_config,
 )
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, running_jobs, unlock_run_dir
-from sarnet.train import check_checkpoint, resolve_ckpt
+from sarnet.train import resolve_ckpt
 from tests.conftest import (
     ENV,
     QUICK,
@@ -328,11 +328,11 @@ def damage(path, how, w=None):
 
 
 @pytest.mark.parametrize("how", ["truncated", "bitflip"])
-def test_check_checkpoint_refuses_damaged_files(tmp_path, how):
+def test_read_checkpoint_refuses_damaged_files(tmp_path, how):
     path = tmp_path / "x.ckpt"
     damage(path, how, small_checkpoint(path))
     expected = "CRC mismatch in x/data/0" if how == "bitflip" else "truncated or corrupted"
-    for read in (lambda: check_checkpoint(path, "a test"), lambda: load_model(path)):
+    for read in (lambda: read_checkpoint(path, why="a test"), lambda: load_model(path)):
         with pytest.raises(CheckpointError, match=f"{path}: cannot be read as a checkpoint .*{expected}"):
             read()
 
