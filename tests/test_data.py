@@ -9,6 +9,7 @@ import os
 import pickle
 import struct
 import zipfile
+from functools import partial
 
 import numpy as np
 import pytest
@@ -29,6 +30,13 @@ DATA = ROOT / "data"  # the real datasets, prepared by `make data`
 @pytest.fixture
 def root(tmp_path):
     return fake_idx(tmp_path, n_train=N_TRAIN, n_test=N_TEST)
+
+
+def data_module(root, cls=MNISTDataModule, **kw):
+    """cls(root, **kw), set up (Lightning's setup ignores the stage)."""
+    dm = cls(root, **kw)
+    dm.setup()
+    return dm
 
 
 class Py2Pickler(pickle._Pickler):
@@ -107,7 +115,7 @@ def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
 
 # ------------------------------------------------------------------------------------------ the MNIST wheel
 
-def test_wheel_conversion_is_exact(tmp_path):
+def test_wheel_conversion_is_exact_and_refuses_pixels_not_k_over_256(tmp_path):
     rng = np.random.default_rng(1)
     splits = [(rng.integers(0, 256, (n, 784)), rng.integers(0, 10, n)) for n in (6, 4, 5)]
     splits[0][0][0, :2] = [0, 255]  # the extremes
@@ -118,12 +126,8 @@ def test_wheel_conversion_is_exact(tmp_path):
     assert np.array_equal(out["train-labels-idx1-ubyte"], np.concatenate([splits[0][1], splits[1][1]]))
     assert np.array_equal(out["t10k-images-idx3-ubyte"], splits[2][0].reshape(-1, 28, 28))
     assert np.array_equal(out["t10k-labels-idx1-ubyte"], splits[2][1])
-
-
-def test_wheel_pixels_not_k_over_256_are_refused(tmp_path):
-    x = np.full((2, 784), 3 / 255, dtype=np.float32)  # k/255, not k/256: no exact uint8
-    y = np.zeros(2, dtype=np.int64)
-    whl = fake_wheel(tmp_path / "w.whl", payload=py2_pickle(((x, y), (x, y), (x, y))))
+    x, y = np.full((2, 784), 3 / 255, dtype=np.float32), np.zeros(2, dtype=np.int64)  # k/255: no exact uint8
+    whl = fake_wheel(tmp_path / "bad.whl", payload=py2_pickle(((x, y), (x, y), (x, y))))
     with pytest.raises(DataError, match="not exact multiples of 1/256"):
         sources.read_mnist_wheel(whl)
 
@@ -193,7 +197,7 @@ def test_fashion_prepare_is_idempotent_and_self_healing(tmp_path, fake_deb):
     assert sorted(p.name for p in raw.iterdir()) == sorted([*RAW_FILES, sources.MANIFEST])
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"junk")  # a damaged file is redone, not trusted
     assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
-    assert FashionMNISTDataModule(root, val_size=0).setup() is None
+    assert len(data_module(root, FashionMNISTDataModule, val_size=0).train_x) == N_TRAIN
 
 
 def test_fashion_md5_mismatch_and_bad_gzip(tmp_path, fake_deb):
@@ -219,8 +223,7 @@ def test_fashion_not_root_and_offline_names_the_apt_command(tmp_path, monkeypatc
 # ------------------------------------------------------------------------------------------ DataModules
 
 def test_datamodule_shapes_dtype_range_and_loaders(root):
-    dm = MNISTDataModule(root, val_size=0.1, batch_size=16)
-    dm.setup("fit")
+    dm = data_module(root, val_size=0.1, batch_size=16)
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (180, 20, N_TEST)
     for x, y in ((dm.train_x, dm.train_y), (dm.val_x, dm.val_y), (dm.test_x, dm.test_y)):
         assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28) and y.dtype == torch.int64
@@ -268,11 +271,7 @@ def test_vae_evaluation_noise_is_per_image_not_per_batch_or_rng_state(root, mode
 
 
 def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: below
-    def setup(**kw):
-        dm = MNISTDataModule(root, **kw)
-        dm.setup()
-        return dm
-
+    setup = partial(data_module, root)
     dm = setup(classes=[5, 7], val_size=0)
     assert set(dm.train_y.tolist()) == set(dm.test_y.tolist()) == {5, 7}
     assert len(dm.train_x) == N_TRAIN // 5 and len(dm.test_x) == N_TEST // 5
@@ -331,10 +330,8 @@ def test_fixed_bernoulli_is_exact_at_the_ends_and_unbiased():
 
 
 def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(root):
-    dm = MNISTDataModule(root, binarize="dynamic", val_size=0, batch_size=1000)
-    dm.setup()
-    fives, grey = MNISTDataModule(root, classes=[5], binarize="dynamic"), MNISTDataModule(root)
-    fives.setup(), grey.setup()
+    dm = data_module(root, binarize="dynamic", val_size=0, batch_size=1000)
+    fives, grey = data_module(root, classes=[5], binarize="dynamic"), data_module(root)
     assert set(dm.test_x.unique().tolist()) <= {0.0, 1.0} and dm.val_x is dm.test_x
     assert set(fives.val_x.unique().tolist()) <= {0.0, 1.0}  # a validation split carved from train, too
     assert torch.equal(fives.test_x, dm.test_x[dm.test_y == 5])  # binarized before the class filter
@@ -346,8 +343,7 @@ def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(ro
 
 @needs_data
 def test_binarized_mnist_test_split_is_the_same_bits_on_every_machine():
-    dm = MNISTDataModule(DATA, binarize="dynamic", val_size=0)
-    dm.setup()
+    dm = data_module(DATA, binarize="dynamic", val_size=0)
     assert dm.test_x.shape == (10000, 1, 28, 28)
     assert split_sha256(dm.test_x) == MNIST_TEST_SHA256
     assert split_sha256(dm.test_x[dm.test_y == 5]) == MNIST5_TEST_SHA256
@@ -371,18 +367,16 @@ def test_static_amat_files_are_read_exactly(tmp_path):
     splits = read_static(tmp_path / "bin")
     for split, arr in images.items():
         assert torch.equal(splits[split].view(len(arr), -1), torch.from_numpy(arr).float())
-    dm = MNISTDataModule(tmp_path, classes=None, binarize="static", static_dir=str(tmp_path / "bin"))
-    dm.setup()
+    dm = data_module(tmp_path, classes=None, binarize="static", static_dir=str(tmp_path / "bin"))
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (5, 3, 4) and (dm.test_y == -1).all()
-    on_test = MNISTDataModule(tmp_path, binarize="static", val_size=0, static_dir=str(tmp_path / "bin"))
-    on_test.setup()
+    on_test = data_module(tmp_path, binarize="static", val_size=0, static_dir=str(tmp_path / "bin"))
     assert on_test.val_x is on_test.test_x
 
 
 def test_damaged_static_files_are_one_clear_line(tmp_path):  # (the static_dir settings: tests/bad_inputs.py API)
     write_amat(tmp_path / "bad", corrupt="valid")
     with pytest.raises(DataError, match=r"binarized_mnist_valid.amat: byte \d+ is b'2'"):
-        MNISTDataModule(tmp_path, binarize="static", static_dir=str(tmp_path / "bad")).setup()
+        data_module(tmp_path, binarize="static", static_dir=str(tmp_path / "bad"))
     (tmp_path / "short").mkdir()
     (tmp_path / "short" / "x.amat").write_text("0 1 0\n")
     with pytest.raises(DataError, match=r"line 1 has 3 values; every line must hold 784"):
@@ -395,62 +389,41 @@ def test_damaged_static_files_are_one_clear_line(tmp_path):  # (the static_dir s
 
 # ------------------------------------------------------------------------------------------ the real datasets
 
-def need(folder, md5s):
+# as `make data` prepares them: folder, md5s, DataModule, images per class (train, test), first labels (train, test),
+# pixel mean and std, and the start of the train pixels' sha256 (MNIST's: NOTES-environment.md §8)
+REAL = {"mnist": ("MNIST", sources.MNIST_MD5, MNISTDataModule,
+                  [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+                  [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+                  [5, 0, 4, 1, 9, 2, 1, 3, 1, 4], [7, 2, 1, 0, 4], (0.1307, 0.3081), "741c988805d008ac"),
+        "fashion_mnist": ("FashionMNIST", sources.FASHION_MD5, FashionMNISTDataModule, [6000] * 10, [1000] * 10,
+                          [9, 0, 0, 3, 0, 2, 7, 2, 5, 5], [9, 2, 1, 1, 6], (0.2860, 0.3530), "2e487a6c89124f78")}
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_dataset_counts_order_stats_and_loaders(name):
+    folder, md5s, cls, counts, test_counts, first, first_test, stats, sha256 = REAL[name]
     if not (DATA / folder / "raw" / sources.MANIFEST).is_file():
         pytest.skip(f"{DATA / folder} is not prepared: run `make data` first")
     assert sources.is_prepared(DATA / folder / "raw", md5s), "files changed since `make data`: re-run it"
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    need("MNIST", sources.MNIST_MD5)
-    return {split: load_split(DATA, "mnist", split) for split in ("train", "test")}
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    need("FashionMNIST", sources.FASHION_MD5)
-    return {split: load_split(DATA, "fashion_mnist", split) for split in ("train", "test")}
-
-
-def test_mnist_counts_order_and_stats(mnist):
-    (x, y), (xt, yt) = mnist["train"], mnist["test"]
-    assert (len(x), len(xt)) == (60000, 10000)
-    assert ((y == 5).sum().item(), (yt == 5).sum().item()) == (5421, 892)
-    assert torch.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    assert y[:5].tolist() == [5, 0, 4, 1, 9] and yt[:5].tolist() == [7, 2, 1, 0, 4]  # the original order
-    assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == (0.1307, 0.3081)
-    pixels = sources.read_idx(DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").tobytes()
-    assert hashlib.sha256(pixels).hexdigest().startswith("741c988805d008ac")  # NOTES-environment.md §8
-
-
-def test_fashion_counts_stats_and_datamodule(fashion):
-    (x, y), (xt, yt) = fashion["train"], fashion["test"]
-    assert (len(x), len(xt)) == (60000, 10000)
-    assert torch.bincount(y).tolist() == [6000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
-    assert y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5] and yt[:5].tolist() == [9, 2, 1, 1, 6]
-    assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == (0.2860, 0.3530)
-    dm = FashionMNISTDataModule(DATA)
-    dm.setup()
+    (x, y), (xt, yt) = load_split(DATA, name, "train"), load_split(DATA, name, "test")
+    assert torch.bincount(y).tolist() == counts and torch.bincount(yt).tolist() == test_counts
+    assert y[:10].tolist() == first and yt[:5].tolist() == first_test  # the original order
+    assert (round(x.mean().item(), 4), round(x.std().item(), 4)) == stats
+    pixels = sources.read_idx(DATA / folder / "raw" / "train-images-idx3-ubyte").tobytes()
+    assert hashlib.sha256(pixels).hexdigest().startswith(sha256)
+    train, test = (getattr(torchvision.datasets, folder)(str(DATA), train=t, download=False) for t in (True, False))
+    assert len(train) == 60000 and torch.equal(test.data.float().div(255), xt[:, 0]) and torch.equal(test.targets, yt)
+    dm = data_module(DATA, cls)
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (54000, 6000, 10000)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
 
 
-@pytest.mark.parametrize("cls", ["MNIST", "FashionMNIST"])
-def test_torchvision_loads_the_layout(cls, mnist, fashion):
-    train, test = (getattr(torchvision.datasets, cls)(str(DATA), train=t, download=False) for t in (True, False))
-    assert (len(train), len(test)) == (60000, 10000)
-    ours = (mnist if cls == "MNIST" else fashion)["test"]
-    assert torch.equal(test.data.float().div(255), ours[0][:, 0]) and torch.equal(test.targets, ours[1])
-
-
-def test_mnist5_datamodule_reference_protocol(mnist):
-    dm = MNISTDataModule(DATA, classes=[5], val_size=0)  # the reference: all 5,421 for training, test = val
-    dm.setup()
+@needs_data
+def test_mnist5_datamodule_reference_protocol():
+    dm = data_module(DATA, classes=[5], val_size=0)  # the reference: all 5,421 for training, test = val
     assert (len(dm.train_x), len(dm.test_x)) == (5421, 892) and dm.val_x is dm.test_x
     sizes = [len(x) for x, _ in dm.train_dataloader()]
     assert len(sizes) == 85 and sizes[-1] == 45  # 85 steps per epoch, the last of 45 images
-    carved = MNISTDataModule(DATA, classes=[5])  # default val_size=0.1
-    carved.setup()
+    carved = data_module(DATA, classes=[5])  # default val_size=0.1
     assert (len(carved.train_x), len(carved.val_x)) == (4879, 542)
