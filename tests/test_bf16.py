@@ -154,20 +154,6 @@ def test_tables_never_merge_precisions_and_test_them_against_each_other(tmp_path
     assert "float32 training (32-true) vs another trainer.precision" in md
 
 
-def test_sampling_and_feature_dtypes_part_cells_and_tables(tmp_path):
-    sweep = tmp_path / "sweep"
-    for i, (sample_dtype, features_dtype) in enumerate([("float32", None), ("bfloat16", "float32"),
-                                                         ("float32", "bfloat16")]):
-        # features_dtype None: a results.json from before the features' dtype was recorded (float32)
-        fake_run(sweep / str(i), "sarnet_vae", 32, 1234, fid=1.0 + i, extra={"sampling": {"dtype": sample_dtype}},
-                 **({"dtype": features_dtype} if features_dtype else {}))
-    result, md, _ = table(tmp_path, sweep)
-    assert len(result["tables"]) == 2  # float32 features (recorded or not) and bf16 features
-    first = result["tables"][0]
-    assert first["thesis_protocol"] and sorted(r["fid_mean"] for r in first["rows"] if r["status"] == "ok") == [1, 2]
-    assert "sarnet_vae (sampled bfloat16)" in md and "bfloat16)" in result["tables"][1]["description"]
-
-
 def test_a_process_that_keeps_freed_memory_stops_faulting_pages_in_every_step():
     """sarnet.keep_freed_memory: a bf16-mixed SarNET-VAE step's page faults nearly vanish (counted, not timed). The
     median step of six: in some layouts of the address space the heap still grows in a step or two after the switch

@@ -1,5 +1,6 @@
 """scripts/fid_table.py on fabricated sweep dirs: seeds, duplicates, protocols and datasets never merged."""
 
+import pytest
 from omegaconf import OmegaConf
 
 from sarnet.metrics.fid import SHIPPED_SHA256
@@ -49,18 +50,39 @@ def test_wall_time_is_a_mean_on_one_device_and_a_range_across_devices(tmp_path):
     assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
 
 
-def test_protocols_and_datasets_make_separate_tables(tmp_path):
-    sweep = tmp_path / "sweep"
-    fake_run(sweep / "0", "sarnet_vae", 32, 1234, fid=1.0)
-    fake_run(sweep / "1", "sarnet_vae", 32, 1235, fid=9.0, n_gen=500)  # a smoke-sized FID
-    fake_run(sweep / "2", "sarnet_vae", 32, 1236, fid=7.0, dataset="fashion_mnist", classes=None)
-    fake_run(sweep / "3", "sarnet_vae", 32, 1237, fid=8.0, features_sha256="cd" * 32)  # another feature network
-    result, md, _ = table(tmp_path, sweep)
-    tables = result["tables"]
-    assert len(tables) == 4 and [t["thesis_protocol"] for t in tables] == [True, False, False, False]
-    assert all(len(t["rows"]) == 1 or t["thesis_protocol"] for t in tables)
-    assert sorted(rows_of(t)[("sarnet_vae", 32)]["fid_mean"] for t in tables) == [1.0, 7.0, 8.0, 9.0]
-    assert rows_of(tables[0])[("sarnet_vae", 32)]["fid_mean"] == 1.0
+def drew(**sampling):
+    return {"extra": {"sampling": sampling}}
+
+
+THESIS = "10 x 10000 images"  # what the thesis' protocol's description says
+# sarnet_vae runs at L = 32, (seed, FID, fake_run's keywords) -> the tables they make, in order: (on the thesis'
+# protocol, what the description says, the FID of each draw's cell)
+SEPARATE = {
+    "protocols": ([(1234, 1.0, {}), (1235, 9.0, {"n_gen": 500}),  # a smoke-sized FID, FashionMNIST, other features
+                   (1236, 7.0, {"dataset": "fashion_mnist", "classes": None}),
+                   (1237, 8.0, {"features_sha256": "cd" * 32})],
+                  [(True, THESIS, {"": 1.0}), (False, "fashion_mnist", {"": 7.0}),
+                   (False, "10 x 500 images", {"": 9.0}), (False, "(cdcdcdcdcdcd)", {"": 8.0})]),
+    "draws": ([(1234, 1.0, {}), (1235, 2.0, {}), (1234, 5.0, drew(mode="bernoulli", temperature=0.3)),
+               (1235, 6.0, drew(mode="bernoulli", temperature=1.0)), (1236, 7.0, drew(regression={"alpha_max": 0.5}))],
+              [(True, THESIS, {"": 1.5, " (bernoulli T=0.3)": 5.0, " (bernoulli T=1)": 6.0, " (alpha_max 0.5)": 7.0})]),
+    "dtypes": ([(1234, 1.0, {}), (1234, 2.0, drew(dtype="bfloat16")), (1234, 3.0, {"dtype": "bfloat16"})],
+               [(True, THESIS, {"": 1.0, " (sampled bfloat16)": 2.0}), (False, "bfloat16)", {"": 3.0})]),
+}
+
+
+@pytest.mark.parametrize("case", SEPARATE)
+def test_protocols_datasets_draws_and_dtypes_are_never_one_cell(tmp_path, case):
+    runs, expected = SEPARATE[case]
+    for i, (seed, fid, kw) in enumerate(runs):
+        fake_run(tmp_path / "sweep" / str(i), "sarnet_vae", 32, seed, fid=fid, **kw)
+    result, md, _ = table(tmp_path, tmp_path / "sweep")
+    for t, (thesis, says, means) in zip(result["tables"], expected, strict=True):
+        ok = {r["draw"]: r["fid_mean"] for r in t["rows"] if r["status"] == "ok"}
+        assert (t["thesis_protocol"], ok) == (thesis, means) and says in t["description"], t["description"]
+        assert thesis or len(t["rows"]) == len(ok)  # only the thesis' protocol lists its missing cells
+        assert sorted(r["fid_mean"] for r in t["matched"]["none"]["rows"]) == sorted(m + 1 for m in means.values())
+        assert all(f"sarnet_vae{draw}" in md for draw in means)
     assert md.count("FID (thesis)") == 1  # only beside the thesis' protocol
 
 
@@ -106,22 +128,6 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
     assert thesis[("vae", 32, 250)] == T.THESIS[("vae", 32)] and thesis[("vae", 32, 100)] is None
     assert thesis[("sarnet_vae", 8, None)] == T.THESIS[("sarnet_vae", 8)]  # a missing cell of a recipe model
     assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
-
-
-def test_sampling_draws_and_schemes_make_separate_cells(tmp_path):
-    """Runs that drew their pixels differently or with another regression scheme are never one cell."""
-    sweep = tmp_path / "sweep"
-    for i, (seed, sampling, fid) in enumerate([(1234, {}, 1.0), (1235, {}, 2.0),
-                                               (1234, {"mode": "bernoulli", "temperature": 0.3}, 5.0),
-                                               (1235, {"mode": "bernoulli", "temperature": 1.0}, 6.0),
-                                               (1236, {"regression": {"alpha_max": 0.5}}, 7.0)]):
-        fake_run(sweep / f"{i}", "sarnet_vae", 32, seed, fid=fid, extra={"sampling": sampling})
-    result, md, _ = table(tmp_path, sweep)
-    (t,) = result["tables"]
-    means = sorted(r["fid_mean"] for r in t["rows"] if r["model"] == "sarnet_vae" and r["status"] == "ok")
-    assert means == [1.5, 5.0, 6.0, 7.0]  # the two mean-mode runs together, each temperature and scheme apart
-    matched = sorted(r["fid_mean"] for r in t["matched"]["none"]["rows"])
-    assert matched == [2.5, 6.0, 7.0, 8.0] and "sarnet_vae (alpha_max 0.5)" in md
 
 
 def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
