@@ -8,17 +8,6 @@ import pytest
 import torch
 
 import sarnet.likelihood as lk
-from sarnet.likelihood import (
-    LikelihoodError,
-    exact_log_prob,
-    flat_metrics,
-    iwae_from_log_weights,
-    log_weights,
-    naive_log_prob,
-    refine_posterior,
-    score,
-    vae_bounds,
-)
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import fill_naive, sample_images
 from tests.conftest import NETS, ROOT, csv_rows, fake_checkpoint, needs_data, ok, results
@@ -48,38 +37,34 @@ def test_exp_minus_nll_sums_to_one_over_every_binary_image(geometry, latent):
     net = strict_net(geometry, latent)
     x = all_binary_images(geometry[0][0])
     z = torch.randn(1, latent, dtype=torch.float64).expand(len(x), -1) if latent else None  # held fixed
-    log_p = exact_log_prob(net, x, z)
+    log_p = lk.exact_log_prob(net, x, z)
     assert abs(torch.logsumexp(log_p, 0).exp().item() - 1) < 1e-6
     assert log_p.max() < 0 and log_p.std() > 0.5  # a real distribution, not a uniform one
+    given = strict_net(geometry, latent, mode="given")  # why it is refused: output patch 0 reads input patch 0
+    assert abs(torch.logsumexp(lk.log_bernoulli(given.logits(x, z), x), 0).exp().item() - 1) > 1e-3
 
 
 PIXELS = [[2, 1, 1], [2, 3, 1], [2, 1, 1]]
 SMALL = [[4, 1, 2], [4, 2, 2], [4, 1, 2]]
 REFUSED = [  # (what is scored, the refusal)
-    (lambda: exact_log_prob(strict_net(PIXELS, mode="given"), all_binary_images(2)),
+    (lambda: lk.exact_log_prob(strict_net(PIXELS, mode="given"), all_binary_images(2)),
      r"first_patch='given'.*patch 0 is copied.*first_patch=predicted"),
-    (lambda: score(strict_net(PIXELS, mode="given"), all_binary_images(2)), "first_patch='given'"),
-    (lambda: score(SarNetVAE(2, SMALL, first_patch="given"), torch.zeros(2, 1, 4, 4)), "first_patch='given'"),
-    (lambda: score(SarNet(PIXELS, first_patch="predicted"), all_binary_images(2).float()), "out_activation='none'"),
-    (lambda: score(strict_net(PIXELS).float(), torch.full((3, 1, 2, 2), 0.5)), "not binary.*data.binarize=dynamic"),
-    (lambda: score(ConvVAE(2, side=4), torch.zeros(3, 1, 4, 4), k=0), "likelihood.k=0"),
-    (lambda: score(strict_net(SMALL), binary_batch(2), refine_steps=5), "SarNET's NLL is exact"),
-    *[(lambda steps=steps: score(tiny_vae(), binary_batch(2), k=2, refine_steps=steps), "refine_steps=.* is invalid")
+    (lambda: lk.score(strict_net(PIXELS, mode="given"), all_binary_images(2)), "first_patch='given'"),
+    (lambda: lk.score(SarNetVAE(2, SMALL, first_patch="given"), torch.zeros(2, 1, 4, 4)), "first_patch='given'"),
+    (lambda: lk.score(SarNet(PIXELS, first_patch="predicted"), all_binary_images(2).float()), "out_activation='none'"),
+    (lambda: lk.score(strict_net(PIXELS).float(), torch.full((3, 1, 2, 2), 0.5)), "not binary.*data.binarize=dynamic"),
+    (lambda: lk.score(ConvVAE(2, side=4), torch.zeros(3, 1, 4, 4), k=0), "likelihood.k=0"),
+    (lambda: lk.score(strict_net(SMALL), binary_batch(2), refine_steps=5), "SarNET's NLL is exact"),
+    *[(lambda steps=steps: lk.score(tiny_vae(), binary_batch(2), k=2, refine_steps=steps), "refine_steps=.* is invalid")
       for steps in (-1, 2.5, True)],
-    (lambda: score(tiny_vae(), binary_batch(2), k=2, refine_steps=1, refine_lr=0), "refine_lr=0 is invalid"),
+    (lambda: lk.score(tiny_vae(), binary_batch(2), k=2, refine_steps=1, refine_lr=0), "refine_lr=0 is invalid"),
 ]
 
 
 @pytest.mark.parametrize("call, match", REFUSED, ids=[str(i) for i in range(len(REFUSED))])
 def test_what_has_no_likelihood_is_refused(call, match):
-    with pytest.raises(LikelihoodError, match=match):
+    with pytest.raises(lk.LikelihoodError, match=match):
         call()
-
-
-def test_given_mode_is_not_normalised():
-    """Why it is refused: output patch 0 reads input patch 0, so the "probabilities" need not sum to one."""
-    net, x = strict_net(PIXELS, mode="given"), all_binary_images(2)
-    assert abs(torch.logsumexp(lk.log_bernoulli(net.logits(x), x), 0).exp().item() - 1) > 1e-3
 
 
 @pytest.mark.parametrize("name", [n for n, (g, act) in NETS.items() if act == "sigmoid" and g[0][0] <= 12])
@@ -89,7 +74,7 @@ def test_exact_nll_equals_the_sum_of_per_patch_conditionals_of_naive_passes(name
     torch.manual_seed(2)
     x = torch.bernoulli(torch.full((5, *net.image_shape), 0.4, dtype=torch.float64))
     z = torch.randn(5, latent, dtype=torch.float64) if latent else None
-    assert (exact_log_prob(net, x, z) - naive_log_prob(net, x, z)).abs().max() < 1e-10
+    assert (lk.exact_log_prob(net, x, z) - lk.naive_log_prob(net, x, z)).abs().max() < 1e-10
 
 
 def tiny_vae(kind="sarnet_vae", latent=2, seed=0, sharp=False):
@@ -112,16 +97,16 @@ def binary_batch(n=6, side=4, seed=3):
 def test_iwae_with_k1_equals_the_elbo_in_expectation_and_tightens_in_k(kind):
     model, x = tiny_vae(kind), binary_batch()
     # 4,000 independent IWAE_1 estimates per image vs the ELBO (its own draws, analytic KL): same expectation.
-    log_w, _ = log_weights(model, x, 4000, torch.Generator().manual_seed(0))
+    log_w, _ = lk.log_weights(model, x, 4000, torch.Generator().manual_seed(0))
     iwae1 = log_w  # IWAE_1 of each single draw is log w itself
-    assert torch.allclose(iwae_from_log_weights(log_w[:, :1]), log_w[:, 0])
-    elbo = vae_bounds(model, x, 4000, torch.Generator().manual_seed(1))["elbo"]
+    assert torch.allclose(lk.iwae_from_log_weights(log_w[:, :1]), log_w[:, 0])
+    elbo = lk.vae_bounds(model, x, 4000, torch.Generator().manual_seed(1))["elbo"]
     se = iwae1.std(1) / math.sqrt(iwae1.shape[1])
     assert ((iwae1.mean(1) - elbo).abs() < 5 * se + 1e-3).all(), (iwae1.mean(1), elbo, se)
     # and IWAE_k does not decrease in k on average: 2,560 draws per image (fixed seed), cut into groups of k
     model, x = tiny_vae(kind, seed=4, sharp=True), binary_batch(8)
-    log_w, _ = log_weights(model, x, 2560, torch.Generator().manual_seed(0))
-    means = [iwae_from_log_weights(log_w.reshape(-1, k)).mean().item() for k in (1, 4, 16, 64, 256)]
+    log_w, _ = lk.log_weights(model, x, 2560, torch.Generator().manual_seed(0))
+    means = [lk.iwae_from_log_weights(log_w.reshape(-1, k)).mean().item() for k in (1, 4, 16, 64, 256)]
     assert all(b >= a for a, b in zip(means, means[1:])), means
     assert means[-1] - means[0] > 0.1, means  # and it does tighten
 
@@ -129,19 +114,19 @@ def test_iwae_with_k1_equals_the_elbo_in_expectation_and_tightens_in_k(kind):
 def test_score_reports_nats_bits_per_dim_and_standard_error():
     net = strict_net(SMALL).float()
     x = binary_batch(10).float()
-    out = score(net, x, batch_size=3)
-    per_image = -exact_log_prob(net, x)
+    out = lk.score(net, x, batch_size=3)
+    per_image = -lk.exact_log_prob(net, x)
     assert out["kind"] == "exact" and out["n_images"] == 10 and out["pixels"] == 16
     assert out["nll"]["nats"] == pytest.approx(per_image.mean().item())
     assert out["nll"]["se"] == pytest.approx(per_image.std().item() / math.sqrt(10))
     assert out["nll"]["bpd"] == pytest.approx(out["nll"]["nats"] / (16 * math.log(2)))
-    assert set(flat_metrics(out)) == {"test/nll", "test/nll_se", "test/bpd"}
-    vae = score(tiny_vae().float(), x, k=5, batch_size=7, seed=0)
+    assert set(lk.flat_metrics(out)) == {"test/nll", "test/nll_se", "test/bpd"}
+    vae = lk.score(tiny_vae().float(), x, k=5, batch_size=7, seed=0)
     assert vae["kind"] == "bound" and vae["k"] == 5
     assert vae["nll"]["nats"] <= vae["elbo"]["nats"] + 1.0  # -IWAE_5 below -ELBO up to noise
-    assert score(tiny_vae().float(), x, k=5, batch_size=7, seed=0) == vae  # seeded: reproducible
-    assert {"test/elbo_nll", "test/kl", "test/iwae_k"} <= set(flat_metrics(vae))
-    log_w, log_px = log_weights(tiny_vae(), binary_batch(3), 7, torch.Generator().manual_seed(0), batch_size=3)
+    assert lk.score(tiny_vae().float(), x, k=5, batch_size=7, seed=0) == vae  # seeded: reproducible
+    assert {"test/elbo_nll", "test/kl", "test/iwae_k"} <= set(lk.flat_metrics(vae))
+    log_w, log_px = lk.log_weights(tiny_vae(), binary_batch(3), 7, torch.Generator().manual_seed(0), batch_size=3)
     assert log_w.shape == (3, 7) and log_w.dtype == torch.float64 and torch.isfinite(log_w).all()  # k > batch: split
     assert (log_px < 0).all()
 
@@ -153,7 +138,7 @@ def test_an_interrupted_scoring_resumed_equals_an_uninterrupted_one(kind, tmp_pa
     x, args = binary_batch(9), dict(k=5, batch_size=2 if kind == "sarnet" else 10, seed=0)
     if kind == "sarnet_vae_refined":  # the refined q is saved with the progress, not refitted on resuming
         args["refine_steps"] = 20
-    whole = score(model, x, **args)
+    whole = lk.score(model, x, **args)
     monkeypatch.setattr(lk, "SAVE_EVERY_S", 0.0)  # save after every chunk
     inner = lk.exact_log_prob if kind == "sarnet" else lk.vae_bounds
     calls = []
@@ -167,27 +152,27 @@ def test_an_interrupted_scoring_resumed_equals_an_uninterrupted_one(kind, tmp_pa
     monkeypatch.setattr(lk, inner.__name__, dies_on_the_third)
     state = tmp_path / "iwae.progress"
     with pytest.raises(KeyboardInterrupt):
-        score(model, x, **args, resume=state)
+        lk.score(model, x, **args, resume=state)
     monkeypatch.setattr(lk, inner.__name__, inner)
     assert torch.load(state, weights_only=True)["done"] == 4  # the two chunks before the interruption
-    assert score(model, x, **args, resume=state) == whole
+    assert lk.score(model, x, **args, resume=state) == whole
     calls.clear()
     monkeypatch.setattr(lk, inner.__name__, dies_on_the_third)  # a finished file is read, nothing recomputed
-    assert score(model, x, **args, resume=state) == whole and not calls
+    assert lk.score(model, x, **args, resume=state) == whole and not calls
 
 
 def test_a_resume_file_of_another_scoring_is_refused_in_one_line(tmp_path):
     model, x, state = tiny_vae(), binary_batch(4), tmp_path / "iwae.progress"
-    score(model, x, k=3, seed=0, resume=state)
+    lk.score(model, x, k=3, seed=0, resume=state)
     for change, what in ((dict(seed=1), "seed"), (dict(k=4), "k"), (dict(x=x[:3]), "images"),
                          (dict(model=tiny_vae(seed=1)), "model")):
         call = {"model": model, "x": x, "k": 3, "seed": 0, **change}
-        with pytest.raises(LikelihoodError, match=f"belongs to another scoring \\(different {what}\\)") as e:
-            score(call.pop("model"), call.pop("x"), **call, resume=state)
+        with pytest.raises(lk.LikelihoodError, match=f"belongs to another scoring \\(different {what}\\)") as e:
+            lk.score(call.pop("model"), call.pop("x"), **call, resume=state)
         assert "\n" not in str(e.value)
     state.write_bytes(b"not a torch file")
-    with pytest.raises(LikelihoodError, match="unreadable"):
-        score(model, x, k=3, seed=0, resume=state)
+    with pytest.raises(lk.LikelihoodError, match="unreadable"):
+        lk.score(model, x, k=3, seed=0, resume=state)
 
 
 def log_marginal_by_quadrature(model, x, half_width=6.0, n=241):
@@ -209,19 +194,19 @@ def test_refined_q_tightens_the_bound_and_stays_below_the_exact_log_likelihood()
     model, x = tiny_vae(seed=4, sharp=True), binary_batch(8)  # a gap to close
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     exact = log_marginal_by_quadrature(model, x)
-    plain = vae_bounds(model, x, 16, torch.Generator().manual_seed(0))
-    q = refine_posterior(model, x, 200, lr=0.05, generator=torch.Generator().manual_seed(1))
-    refined = vae_bounds(model, x, 16, torch.Generator().manual_seed(0), q=q)
+    plain = lk.vae_bounds(model, x, 16, torch.Generator().manual_seed(0))
+    q = lk.refine_posterior(model, x, 200, lr=0.05, generator=torch.Generator().manual_seed(1))
+    refined = lk.vae_bounds(model, x, 16, torch.Generator().manual_seed(0), q=q)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # q moved, the model did not
     assert refined["elbo"].mean() > plain["elbo"].mean() + 0.5, (refined["elbo"], plain["elbo"])
     assert refined["iwae"].mean() > plain["iwae"].mean()
     # still a bound on log p(x): IWAE_k <= log p(x) in expectation (a q whose density were not the one z is drawn
     # from would break it); 256 draws per image average away the noise of one IWAE_16
-    many = log_weights(model, x, 4096, torch.Generator().manual_seed(2), q=q)[0]
-    iwae16 = iwae_from_log_weights(many.reshape(-1, 16)).reshape(len(x), -1)
+    many = lk.log_weights(model, x, 4096, torch.Generator().manual_seed(2), q=q)[0]
+    iwae16 = lk.iwae_from_log_weights(many.reshape(-1, 16)).reshape(len(x), -1)
     se = iwae16.std(1) / math.sqrt(iwae16.shape[1])
     assert (iwae16.mean(1) <= exact + 3 * se + 1e-6).all(), (iwae16.mean(1), exact, se)
-    assert (iwae_from_log_weights(many) - exact).abs().max() < 0.05  # and tight at large k: q covers the posterior
+    assert (lk.iwae_from_log_weights(many) - exact).abs().max() < 0.05  # and tight at large k: q covers the posterior
 
 
 # ---- sampling binarized models: Bernoulli draws with a temperature (fast == naive: test_sampling.py) ---------
@@ -278,17 +263,16 @@ def test_likelihood_script_scores_a_checkpoint_on_the_binarized_test_split(kind,
     from sarnet.cli import likelihood as script
     monkeypatch.chdir(ROOT)  # a copied checkpoint (no run config): MNIST under ./data, binarize=dynamic
     ckpt = script_checkpoint(tmp_path, "predicted", kind)
-    row = script.main(["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",
-                       "--json", str(tmp_path / "out.json")])
+    args = ["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress"]
+    row = script.main([*args, "--json", str(tmp_path / "out.json")])
     assert row["n_images"] == 30 and row["kind"] == ("exact" if kind == "sarnet" else "bound")
     assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out.json").read_text())
     assert "binarize=dynamic" in row["data"] and row["nll"]["nats"] > 0
-    args = ["--ckpt", str(ckpt), "--max-images", "30", "--k", "3", "--no-progress",
-            "--resume", str(tmp_path / "progress.pt")]
-    first, again = script.main(args), script.main(args)  # the second reads the finished file
+    resume = [*args, "--resume", str(tmp_path / "progress.pt")]
+    first, again = script.main(resume), script.main(resume)  # the second reads the finished file
     assert {**first, "seconds": 0} == {**again, "seconds": 0} == {**row, "seconds": 0}
-    if kind == "sarnet_vae":  # the flag reaches score(): its result says so, and q refined fits the ELBO better
-        refined = script.main(args[:-2] + ["--refine-steps", "30", "--refine-lr", "0.05"])
+    if kind == "sarnet_vae":  # the flag reaches lk.score(): its result says so, and q refined fits the ELBO better
+        refined = script.main([*args, "--refine-steps", "30", "--refine-lr", "0.05"])
         assert refined["refine"] == {"steps": 30, "lr": 0.05} and "refine" not in row
         assert refined["elbo"]["nats"] < row["elbo"]["nats"]
     capsys.readouterr()
