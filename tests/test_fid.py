@@ -119,26 +119,22 @@ def test_missing_data_says_make_data(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dataset, min_acc", [("mnist", 0.985), ("fashion_mnist", 0.885)])
-def test_shipped_weights_load_without_data_or_training(tmp_path, dataset, min_acc):
+def test_shipped_weights_load_without_data_and_refuse_a_flipped_bit(tmp_path, dataset, min_acc, monkeypatch):
+    """(train.py's one line on tampered weights: test_bad_inputs.py)"""
     assert dataset in F.SHIPPED_SHA256, f"the {dataset} feature network ships with the package"
-    assert F.classifier_path(dataset, tmp_path) == F.WEIGHTS_DIR / f"lenet_{dataset}.pt"  # not the data cache
+    path = F.classifier_path(dataset, tmp_path)
+    assert path == F.WEIGHTS_DIR / f"lenet_{dataset}.pt"  # not the data cache
     net = F.load_classifier(dataset, root=tmp_path / "no-data-here", train_if_missing=False)  # no data, no training
     assert net.meta["sha256"] == F.SHIPPED_SHA256[dataset] and net.meta["dataset"] == dataset
     assert net.meta["test_acc"] > min_acc and net.fc3.weight.dtype == torch.float32 and not net.training
-
-
-@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
-@pytest.mark.parametrize("where", ["header", "weights"])
-def test_tampered_shipped_weights_are_refused_naming_the_file_and_the_fix(tmp_path, where, dataset, monkeypatch):
-    """One flipped bit in the package's copy (train.py's one line on it: test_bad_inputs.py)."""
-    path = F.classifier_path(dataset)
-    data = bytearray(path.read_bytes())
-    data[100 if where == "header" else len(data) // 2] ^= 0x01
-    (tmp_path / path.name).write_bytes(bytes(data))
     monkeypatch.setattr(F, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(F.ClassifierCacheError, match=rf"lenet_{dataset}.pt is refused .*sha256.*pinned.*"
-                                                      rf"git checkout .*re-train it: sarnet train-classifier"):
-        F.load_classifier(dataset, root=tmp_path / "no-data", train_if_missing=False)
+    for where in ("header", "weights"):
+        data = bytearray(path.read_bytes())
+        data[100 if where == "header" else len(data) // 2] ^= 0x01
+        (tmp_path / path.name).write_bytes(bytes(data))
+        with pytest.raises(F.ClassifierCacheError, match=rf"lenet_{dataset}.pt is refused .*sha256.*pinned.*"
+                                                          rf"git checkout .*re-train it: sarnet train-classifier"):
+            F.load_classifier(dataset, root=tmp_path / "no-data", train_if_missing=False)
 
 
 # ---- protocol ----------------------------------------------------------------------------------------------
@@ -147,7 +143,7 @@ def toy_generate(n, generator):
     return torch.rand(n, 1, 28, 28, generator=generator) * 0.8
 
 
-def test_protocol_reproducible_and_population_std():
+def test_protocol_reproducible_population_std_and_real_features_computed_once():
     torch.manual_seed(0)  # the same untrained net whatever ran before (tests run in any order)
     net = F.LeNet().requires_grad_(False)  # untrained is fine: we only test the protocol plumbing
     pool = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -157,6 +153,13 @@ def test_protocol_reproducible_and_population_std():
     assert r1 == r2 and len(r1["values"]) == 3 and all(isinstance(v, float) for v in r1["values"])
     assert r1["std"] == pytest.approx(torch.tensor(r1["values"], dtype=torch.float64).std(correction=0).item())
     assert r1["values"][0] != r1["values"][1]  # fresh generated and real draws per set
+    # test_resampled: each set against n_gen draws of the few real images, whose features are computed once and
+    # indexed: the FID of the drawn images themselves (the plain path), up to float32 summation order
+    g_gen, g_real = torch.Generator().manual_seed(2024), torch.Generator().manual_seed(2025)  # the two streams
+    for value in r1["values"]:
+        real = pool[torch.randint(len(pool), (60,), generator=g_real)]
+        fake = torch.cat([toy_generate(25, g_gen), toy_generate(25, g_gen), toy_generate(10, g_gen)])
+        assert value == pytest.approx(F.fid_between(net, real, fake, batch_size=25), rel=1e-6)
     r3 = F.FIDEvaluator(net, pool, "test_resampled", seed=7, **kw).evaluate(toy_generate)
     assert r3["values"] != r1["values"]
     fixed, lines = F.FIDEvaluator(net, pool, "train", seed=2024, **kw), []
@@ -167,20 +170,6 @@ def test_protocol_reproducible_and_population_std():
     assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fixed.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
-
-
-def test_resampled_real_sets_use_features_computed_once_with_the_same_fid():
-    """test_resampled scores each set against n_gen draws of the same few real images: their features are computed
-    once and indexed. Same FID as updating torchmetrics with the drawn images themselves (the plain path)."""
-    net = F.LeNet().requires_grad_(False)
-    pool = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    got = F.FIDEvaluator(net, pool, "test_resampled", n_gen=60, n_sets=2, seed=5, batch_size=25).evaluate(toy_generate)
-    g_gen, g_real = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)  # the protocol's two streams
-    for value in got["values"]:
-        real = pool[torch.randint(len(pool), (60,), generator=g_real)]
-        fake = torch.cat([toy_generate(25, g_gen), toy_generate(25, g_gen), toy_generate(10, g_gen)])
-        # up to float32 summation order: the LeNet's features of an image vary in the last bits with its batch
-        assert value == pytest.approx(F.fid_between(net, real, fake, batch_size=25), rel=1e-6)
 
 
 def test_classifier_stays_out_of_lightning_module():
