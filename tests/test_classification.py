@@ -43,7 +43,7 @@ def test_generate_and_sample_images_give_grey_levels():
 
 # ---- loss and data ------------------------------------------------------------------------------------------
 
-def test_cross_entropy_is_torchs_per_image_and_takes_soft_targets():
+def test_cross_entropy_is_torchs_per_image_and_takes_soft_and_grey_targets():
     logits = torch.randn(3, 4, 28, 28)
     target = images(make_net("cls-c4", "given"), 3, seed=2)
     loss = CrossEntropyLoss()(logits, torch.softmax(logits, 1), target)
@@ -55,21 +55,27 @@ def test_cross_entropy_is_torchs_per_image_and_takes_soft_targets():
     assert torch.allclose(CrossEntropyLoss()(logits, None, soft),
                           F.cross_entropy(logits, soft, reduction="none").flatten(1).mean(1), atol=1e-6)
     with_ssim = CrossEntropyLoss(ssim_weight=1.0)(logits, torch.softmax(logits, 1), target)
-    assert (with_ssim > loss).all()  # (a target of one channel: tests/bad_inputs.py API)
+    assert (with_ssim > loss).all()
+    # a probability net's grey target x: the soft target (1 - x, x), SSIM on the class-1 (white) probability
+    logits = torch.randn(3, 2, 28, 28)
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, 1)
+    expected = F.cross_entropy(logits, torch.cat([1 - x, x], 1), reduction="none").flatten(1).mean(1)
+    assert torch.allclose(CrossEntropyLoss()(logits, probs, x), expected, atol=1e-6)
+    with_ssim = expected + 1 - ssim(probs[:, 1:2], x)
+    assert torch.allclose(CrossEntropyLoss(ssim_weight=1.0)(logits, probs, x), with_ssim, atol=1e-6)
+    net = SarNet([[28, 1, 4], [28, 2, 4]], out_activation="softmax")
+    assert torch.equal(to_grayscale(net, probs), probs[:, 1:2])  # the grey level logged as val/mse's output
 
 
-def test_quantize_is_floor_of_uint8_over_256_by_c():
+def test_quantize_is_floor_of_uint8_over_256_by_c(tmp_path):
     u8 = torch.tensor([0, 63, 64, 127, 128, 191, 192, 255])
     x = (u8.float() / 255).view(1, 1, 1, -1)
     for classes, expected in ((2, [0, 0, 0, 0, 1, 1, 1, 1]), (4, [0, 0, 1, 1, 2, 2, 3, 3])):
         q = quantize(x, classes)
         assert q.shape == (1, classes, 1, 8) and q.dtype == torch.float32
         assert q.argmax(1).flatten().tolist() == expected and torch.equal(q.sum(1), torch.ones(1, 1, 8))
-
-
-def test_datamodule_serves_one_hot_batches(tmp_path):
-    root = fake_idx(tmp_path)
-    dm = MNISTDataModule(root=root, quantize=4, val_size=0)
+    dm = MNISTDataModule(root=fake_idx(tmp_path), quantize=4, val_size=0)  # the DataModule serves one-hot batches
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (64, 4, 28, 28) and torch.equal(x.sum(1), torch.ones(64, 28, 28))
@@ -92,14 +98,3 @@ def test_probability_net_draws_white_with_the_class_1_probability():
     grey = sample_images(net, 3, {"mode": "categorical", "temperature": 0.3}, torch.Generator().manual_seed(0))
     assert grey.shape == (3, 1, 6, 6) and set(grey.unique().tolist()) <= {0.0, 1.0}
 
-
-def test_grey_target_is_the_soft_target_one_minus_x_x():
-    logits = torch.randn(3, 2, 28, 28)
-    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    probs = torch.softmax(logits, 1)
-    expected = F.cross_entropy(logits, torch.cat([1 - x, x], 1), reduction="none").flatten(1).mean(1)
-    assert torch.allclose(CrossEntropyLoss()(logits, probs, x), expected, atol=1e-6)
-    with_ssim = expected + 1 - ssim(probs[:, 1:2], x)  # SSIM of the class-1 (white) probability against x
-    assert torch.allclose(CrossEntropyLoss(ssim_weight=1.0)(logits, probs, x), with_ssim, atol=1e-6)
-    net = SarNet([[28, 1, 4], [28, 2, 4]], out_activation="softmax")
-    assert torch.equal(to_grayscale(net, probs), probs[:, 1:2])  # the grey level logged as val/mse's output

@@ -92,12 +92,18 @@ def test_fast_sampler_follows_weight_updates():
     assert (fill_fast(net64, x.double(), z.double()) - fill_naive(net64, x.double(), z.double())).abs().max() < 1e-12
 
 
-def test_reference_given_mode_leaves_patch_zero_black_and_generation_restores_train_mode():
-    """(Given patches kept bit for bit: assert_valid_draw above, and test_generation's completion test.)"""
+def test_the_default_models_generate_28x28_images():
+    """SarNET-VAE: the reference's given mode leaves patch 0 black, train mode restored after (given patches kept:
+    assert_valid_draw); conv VAE; regression SarNET: seeded, clipped (its refusals: tests/bad_inputs.py API)."""
     model = SarNetVAE(8).train()
     imgs = generate(model, 7, generator=torch.Generator().manual_seed(0))
     assert imgs.flatten(1)[:, patch_units(model.decoder, 0)].abs().sum() == 0 and model.training
     assert imgs.shape == (7, 1, 28, 28) and 0 <= imgs.min() and imgs.max() <= 1
+    assert generate(ConvVAE(8), 5, th=None, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
+    g1, g2 = (generate_regression(SarNet(), 3, **REGRESSION, generator=torch.Generator().manual_seed(0))
+              for _ in range(2))
+    assert torch.equal(g1, g2) and g1.shape == (3, 1, 28, 28)
+    assert g1.min() >= 0 and g1.max() <= 1  # clipped: < th -> 0, > 1 -> 1
 
 
 @pytest.mark.parametrize("mode", ["mean", "bernoulli"])
@@ -117,14 +123,6 @@ def test_a_float64_net_generates_in_float64_with_the_float32_nets_draws(mode):
             assert torch.allclose(runs[(64, "fast")], runs[(64, "naive")], atol=1e-12)
         # the same z and uniforms as the float32 net's: equal up to float32 rounding
         assert torch.allclose(runs[(64, "fast")].float(), runs[(32, "fast")], atol=1e-4)
-
-
-def test_conv_vae_and_regression_generation():
-    assert generate(ConvVAE(8), 5, th=None, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
-    g1, g2 = (generate_regression(SarNet(), 3, **REGRESSION, generator=torch.Generator().manual_seed(0))
-              for _ in range(2))
-    assert torch.equal(g1, g2) and g1.shape == (3, 1, 28, 28)
-    assert g1.min() >= 0 and g1.max() <= 1  # clipped (< th -> 0, > 1 -> 1)  (its refusals: tests/bad_inputs.py API)
 
 
 def test_the_config_states_the_sampling_defaults_the_api_uses():
