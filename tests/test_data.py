@@ -188,7 +188,7 @@ def fake_deb(tmp_path):
     return src, md5s
 
 
-def test_fashion_prepare_is_idempotent_and_self_healing(tmp_path, fake_deb):
+def test_fashion_prepare_is_idempotent_self_healing_and_checks_its_sources(tmp_path, fake_deb):
     src, md5s = fake_deb
     root = tmp_path / "root"
     assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
@@ -198,10 +198,6 @@ def test_fashion_prepare_is_idempotent_and_self_healing(tmp_path, fake_deb):
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"junk")  # a damaged file is redone, not trusted
     assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
     assert len(data_module(root, FashionMNISTDataModule, val_size=0).train_x) == N_TRAIN
-
-
-def test_fashion_md5_mismatch_and_bad_gzip(tmp_path, fake_deb):
-    src, md5s = fake_deb
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: md5 \w+, expected 0+; delete .*make data"):
         sources.prepare_fashion_mnist(tmp_path / "a", src, {**md5s, "t10k-images-idx3-ubyte": "0" * 32})
     (src / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
@@ -362,7 +358,8 @@ def write_amat(folder, n=(5, 3, 4), corrupt=None):
     return images
 
 
-def test_static_amat_files_are_read_exactly(tmp_path):
+def test_static_amat_files_are_read_exactly_and_damage_is_one_clear_line(tmp_path):
+    # (the static_dir settings: tests/bad_inputs.py API)
     images = write_amat(tmp_path / "bin")
     splits = read_static(tmp_path / "bin")
     for split, arr in images.items():
@@ -371,9 +368,6 @@ def test_static_amat_files_are_read_exactly(tmp_path):
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (5, 3, 4) and (dm.test_y == -1).all()
     on_test = data_module(tmp_path, binarize="static", val_size=0, static_dir=str(tmp_path / "bin"))
     assert on_test.val_x is on_test.test_x
-
-
-def test_damaged_static_files_are_one_clear_line(tmp_path):  # (the static_dir settings: tests/bad_inputs.py API)
     write_amat(tmp_path / "bad", corrupt="valid")
     with pytest.raises(DataError, match=r"binarized_mnist_valid.amat: byte \d+ is b'2'"):
         data_module(tmp_path, binarize="static", static_dir=str(tmp_path / "bad"))

@@ -32,7 +32,7 @@ def test_ssim_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(lambda a: ssim(a, y), (x,))
 
 
-def test_reconstruction_losses_are_per_image():
+def test_reconstruction_losses_and_kl_are_per_image():
     torch.manual_seed(2)
     x, out = torch.rand(5, 1, 28, 28), torch.rand(5, 1, 28, 28)
     l1_ssim = ReconstructionLoss(kind="power", power=1.0, reduction="mean", ssim_weight=1.0)(out, out, x)
@@ -42,9 +42,6 @@ def test_reconstruction_losses_are_per_image():
     assert bce.shape == (5,)
     expected_bce = torch.nn.functional.binary_cross_entropy_with_logits(out[0], x[0], reduction="sum")
     torch.testing.assert_close(bce[0], expected_bce)
-
-
-def test_kl_divergence_closed_form():
-    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    # 0.5 * sum(mu^2 + var - 1 - logvar)
-    torch.testing.assert_close(kl_divergence(mu, logvar), torch.tensor([0.5 * (1 + (torch.e - 2))]))
+    mu, logvar = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    # the closed form 0.5 * sum(mu^2 + var - 1 - logvar), per image
+    torch.testing.assert_close(kl_divergence(mu, logvar), torch.tensor([0.5 * (1 + (torch.e - 2)), 0.0]))

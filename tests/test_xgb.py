@@ -12,6 +12,7 @@ from sarnet import xgb  # noqa: E402
 from tests.conftest import needs_data, run_script  # noqa: E402
 
 PATCHES = 6  # models for patches 1..6: a few seconds with one thread
+SMALL = dict(rounds=5, depth=3, refine_rounds=3, refine_depth=2, threads=1)
 
 
 def fake_fives(n=300, seed=0):
@@ -26,8 +27,7 @@ def fake_fives(n=300, seed=0):
 
 @pytest.fixture(scope="module", params=["raster", "column"])
 def model(request):
-    return xgb.GenerativeXGB.train(fake_fives(), order=request.param, max_patches=PATCHES, rounds=5, depth=3,
-                                   refine_rounds=3, refine_depth=2, threads=1)
+    return xgb.GenerativeXGB.train(fake_fives(), order=request.param, max_patches=PATCHES, **SMALL)
 
 
 def test_patch_orders_round_trip_and_differ():
@@ -88,7 +88,7 @@ def test_model_of_patch_k_reads_only_earlier_patches(model):
 
 def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
     """Patches in resume_dir are loaded, not retrained, into the uninterrupted run's model; other settings refused."""
-    images, kw = fake_fives(), dict(rounds=5, depth=3, refine_rounds=3, refine_depth=2, threads=1)
+    images, kw = fake_fives(), SMALL
     whole = xgb.GenerativeXGB.train(images, max_patches=4, **kw)
     partial = tmp_path / "model.partial"
     xgb.GenerativeXGB.train(images, max_patches=2, resume_dir=partial, **kw)  # "killed" after patch 2
