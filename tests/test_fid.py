@@ -83,7 +83,9 @@ def test_lenet_is_slims_lenet():
     assert not torch.equal(net(x), net(x))  # dropout3 in training only
 
 
-def test_cache_roundtrip_frozen_and_pinned_to_eval(cached):
+def test_cache_roundtrip_frozen_pinned_to_eval_and_out_of_the_lightning_module(cached):
+    import lightning as L
+
     root, _ = cached
     net = F.load_classifier("mnist", root=root, train_if_missing=False)
     assert net.meta["checksum"] == F.dataset_checksum("mnist", root) and net.meta["steps"] == 3
@@ -93,6 +95,10 @@ def test_cache_roundtrip_frozen_and_pinned_to_eval(cached):
     assert not net.training
     x = torch.rand(3, 1, 28, 28)
     assert features(x).dtype == torch.float64 and torch.equal(features(x), net(x * 2 - 1).double())
+    module = L.LightningModule()  # the evaluator adds no parameters or state to the module that holds it
+    module.layer = nn.Linear(2, 2)
+    module.fid = F.FIDEvaluator(net, torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1, seed=0)
+    assert len(list(module.parameters())) == 2 and all(k.startswith("layer.") for k in module.state_dict())
 
 
 @pytest.mark.parametrize("damage", ["stale", "truncated", "bitflip"])
@@ -170,19 +176,6 @@ def test_protocol_reproducible_population_std_and_real_features_computed_once():
     assert [float(line.split(": ")[1].split(" ")[0]) for line in lines] == pytest.approx(result["values"], abs=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fixed.evaluate(lambda n, g: torch.rand(n, 1, 28, 28, generator=g) * 2)
-
-
-def test_classifier_stays_out_of_lightning_module():
-    import lightning as L
-
-    class M(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(2, 2)
-            self.fid = F.FIDEvaluator(F.LeNet(), torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1, seed=0)
-
-    m = M()
-    assert len(list(m.parameters())) == 2 and all(k.startswith("layer.") for k in m.state_dict())
 
 
 def test_calibrate_on_fashion_mnist_takes_all_classes_and_has_no_thesis_column(tmp_path):

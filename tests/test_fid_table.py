@@ -11,11 +11,16 @@ def rows_of(t):
     return {(r["model"], r["latent_dim"]): r for r in t["rows"]}
 
 
-def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
+CPU, GPU = "cpu x86_64, 1 threads", "NVIDIA H100 80GB HBM3"
+
+
+def test_seeds_aggregate_with_seed_and_set_std_welch_and_wall_time(tmp_path):
     sweep = tmp_path / "sweep"
-    for i, (model, seed, fid) in enumerate([("sarnet_vae", 1234, 1.0), ("sarnet_vae", 1235, 2.0),
-                                            ("sarnet_vae", 1236, 3.0), ("vae", 1234, 4.0), ("vae", 1235, 5.0)]):
-        fake_run(sweep / f"{i}", model, 32, seed, fid=fid)
+    for i, (model, seed, fid, wall, device) in enumerate([
+            ("sarnet_vae", 1234, 1.0, 600.0, CPU), ("sarnet_vae", 1235, 2.0, 1200.0, CPU),
+            ("sarnet_vae", 1236, 3.0, 900.0, CPU), ("vae", 1234, 4.0, 3000.0, CPU), ("vae", 1235, 5.0, 540.0, GPU),
+            ("vae", 1236, 6.0, 600.0, None)]):  # None: a results.json that predates the field
+        fake_run(sweep / f"{i}", model, 32, seed, fid=fid, wall=wall, device=device)
     fake_run(sweep / "9", "vae", 8, 1234, status="failed")
     result, md, out = table(tmp_path, sweep)
     (t,) = result["tables"]
@@ -26,28 +31,18 @@ def test_seeds_aggregate_with_seed_and_set_std_and_welch(tmp_path):
     assert rows[("vae", 8)]["status"] == "failed" and rows[("sarnet_vae", 16)]["status"] == "missing"
     assert ("sarnet", None) not in rows  # no simple-SarNET run given: no row for it
     (w,) = t["welch"]
-    assert w["latent_dim"] == 32 and w["seeds"] == [3, 2] and 0 < w["p"] < 0.1
+    assert w["latent_dim"] == 32 and w["seeds"] == [3, 3] and 0 < w["p"] < 0.1
     assert t["matched"]["none"]["rows"][0]["fid_mean"] == 3.0  # the matched-threshold table
     assert "FID (thesis)" in md and "1.580" in md and "Welch" in md and "Matched threshold th = none" in md
     assert cell["knn_accuracy"] == 0.6 and "| 60.0 % |" in md
     assert out.with_suffix(".png").stat().st_size > 5000
+    assert rows[("vae", 32)]["devices"] == [GPU, "None", CPU]
+    assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
     result, _, _ = table(tmp_path, sweep, sweep)  # the same runs given twice count once
     assert rows_of(result["tables"][0])[("sarnet_vae", 32)] == cell
     fake_run(tmp_path / "other" / "0", "sarnet_vae", 32, 1234, fid=1.2)  # another run of a seed: refused
     status, _, stderr = table(tmp_path, sweep, tmp_path / "other", check=False)
     assert status == 2 and "seed 1234 appears twice" in stderr
-
-
-def test_wall_time_is_a_mean_on_one_device_and_a_range_across_devices(tmp_path):
-    for i, (model, seed, wall, device) in enumerate([
-            ("sarnet_vae", 1234, 600.0, "cpu x86_64, 1 threads"), ("sarnet_vae", 1235, 1200.0, "cpu x86_64, 1 threads"),
-            ("vae", 1234, 3000.0, "cpu x86_64, 1 threads"), ("vae", 1235, 540.0, "NVIDIA H100 80GB HBM3"),
-            ("vae", 1236, 600.0, None)]):  # None: a results.json that predates the field
-        fake_run(tmp_path / "sweep" / f"{i}", model, 32, seed, fid=1.0 + i, wall=wall, device=device)
-    result, md, _ = table(tmp_path, tmp_path / "sweep")
-    rows = rows_of(result["tables"][0])
-    assert rows[("vae", 32)]["devices"] == ["NVIDIA H100 80GB HBM3", "None", "cpu x86_64, 1 threads"]
-    assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
 
 
 def drew(**sampling):
