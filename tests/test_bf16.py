@@ -1,6 +1,5 @@
 """bf16 where it keeps the results: bf16-mixed training (losses, KL and optimizer state in float32), bf16 sampling
-and FID features within their bounds of float32, the float32 paths unchanged, and results.json and the tables
-keeping runs of different precisions apart."""
+and FID features within their bounds of float32, float32 unchanged, runs of other precisions kept apart."""
 
 import subprocess
 import sys

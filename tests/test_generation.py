@@ -1,5 +1,4 @@
-"""Patch importance, completion, checkpoint loading (tiny random models), and the generation CLIs in-process on the
-session's smoke runs (conftest.smoke_run)."""
+"""Patch importance, completion, checkpoint loading (tiny random models), the generation CLIs on smoke runs."""
 
 import json
 from pathlib import Path
