@@ -28,8 +28,7 @@ needs_data = pytest.mark.skipif(not DATA_READY, reason="run `make data` first")
 
 
 def python(*args, cwd=ROOT, env=ENV, timeout=600, check=False) -> subprocess.CompletedProcess:
-    """`python args` as a subprocess -> its CompletedProcess (text); check: fail the test, showing the output, unless
-    it exits 0; timeout: a hang guard."""
+    """`python args` as a subprocess -> its CompletedProcess (text); check: exit 0 or fail, showing the output."""
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0 or not check, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -67,11 +66,6 @@ def csv_rows(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def epochs_with(rows, key) -> list[int]:
-    """The epochs of the metrics.csv rows that hold `key`."""
-    return sorted(int(r["epoch"]) for r in rows if r.get(key))
-
-
 def same(a, b) -> bool:
     """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
     if isinstance(a, dict):
@@ -96,24 +90,15 @@ RESUMABLE = [*QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=20"]
 
 
 def train_inprocess(*overrides, check=False) -> tuple[int, str]:
-    """`python train.py overrides` in this process -> (status, output), for runs without W&B (logger=csv) or signals.
-    check: fail the test, showing the output, unless the status is 0."""
-    status, out, err = run_path(ROOT / "train.py", *overrides)
-    assert status == 0 or not check, (out + err)[-3000:]
+    """`python train.py overrides` in this process -> (status, output), for runs without W&B (logger=csv) or signals."""
+    status, out, err = run_script(ROOT / "train.py", *overrides, check=check)
     return status, out + err
 
 
 def run_script(script, *args, cwd=ROOT, check=False) -> tuple[int, str, str]:
-    """`python scripts/<script> args` run from cwd in this process (no ~5 s interpreter start-up; W&B runs and signals
-    need a subprocess) -> (exit status, stdout, stderr); check: fail the test, showing stderr, unless status is 0."""
-    status, out, err = run_path(ROOT / "scripts" / script, *args, cwd=cwd)
-    assert status == 0 or not check, err[-3000:]
-    return status, out, err
-
-
-def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
-    """run_script for any Python file (train.py: train_inprocess)."""
-    saved = sys.argv, list(sys.path), os.getcwd()
+    """`python scripts/<script> args` (or a file's path) run from cwd in this process, without a ~5 s interpreter
+    start-up (W&B runs and signals need a subprocess) -> (exit status, stdout, stderr); check: status 0 or fail."""
+    path, saved = ROOT / "scripts" / script, (sys.argv, list(sys.path), os.getcwd())  # an absolute path stays itself
     out, err = io.StringIO(), io.StringIO()
     sys.argv, status = [str(path), *map(str, args)], 0
     sys.path.insert(0, str(path.parent))  # as python does for a script: its siblings import (gpu_check -> bench)
@@ -128,6 +113,7 @@ def run_path(path, *args, cwd=ROOT) -> tuple[int, str, str]:
     finally:
         sys.argv, sys.path[:] = saved[0], saved[1]
         os.chdir(saved[2])
+    assert status == 0 or not check, (out.getvalue() + err.getvalue())[-3000:]
     return status, out.getvalue(), err.getvalue()
 
 
