@@ -44,7 +44,6 @@ from tests.conftest import (
     assert_same_run,
     compose_config,
     csv_rows,
-    epochs_with,
     error_line,
     fake_idx,
     needs_data,
@@ -61,19 +60,18 @@ HOLD = ("import sys, time; from sarnet.rundir import lock_run_dir; lock_run_dir(
         "print('ok', flush=True); time.sleep(120)")
 
 
-def hold_lock(run_dir):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout.readline().strip() == "ok"
-    return proc
-
-
-def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, caplog, monkeypatch):
+@needs_data
+def test_a_live_lock_is_refused_also_by_train_py_and_a_dead_one_taken_over(tmp_path, caplog, monkeypatch):
     run = tmp_path / "run"
-    proc = hold_lock(run)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            text=True)
     try:
+        assert proc.stdout.readline().strip() == "ok"
         with pytest.raises(RunDirBusy, match=f"{run} is in use by another train.py \\(pid {proc.pid},"):
             lock_run_dir(run)
+        rc, out = train("trainer=smoke", "logger=csv", f"hydra.run.dir={run}", timeout=120)
+        assert rc == 1 and "Traceback" not in out
+        assert f"is in use by another train.py (pid {proc.pid}" in error_line(out, "sarnet.rundir.RunDirBusy")
     finally:
         proc.kill()  # SIGKILL: no clean-up ran, the pid is still in the file
         proc.wait()
@@ -84,18 +82,6 @@ def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, caplog, monk
     assert running_jobs(tmp_path) == {}  # a run dir that ended has no owner
     monkeypatch.setenv("LOCAL_RANK", "1")  # DDP's ranks above zero do not lock
     assert lock_run_dir(tmp_path / "ddp") is None and not (tmp_path / "ddp" / ".lock").exists()
-
-
-@needs_data
-def test_train_py_refuses_a_run_dir_another_process_writes(tmp_path):
-    proc = hold_lock(tmp_path)
-    try:
-        rc, out = train("trainer=smoke", "logger=csv", f"hydra.run.dir={tmp_path}", timeout=120)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert rc == 1 and "Traceback" not in out
-    assert f"is in use by another train.py (pid {proc.pid}" in error_line(out, "sarnet.rundir.RunDirBusy")
 
 
 # ---- a resume continues its run in its own dir ---------------------------------------------------------------
@@ -310,41 +296,32 @@ def test_real_full_and_read_only_disks(tmpfs):
 
 # ---- damaged checkpoints -------------------------------------------------------------------------------------
 
-def small_checkpoint(path):
-    """A sarnet checkpoint as read_checkpoint expects it, with one large, recognisable tensor."""
+def damaged_checkpoint(path, how):
+    """A sarnet checkpoint as read_checkpoint expects it, truncated or with one bit flipped inside its large tensor
+    (same size, still a valid zip and pickle)."""
     w = torch.arange(20000, dtype=torch.float32)
     torch.save({"sarnet": {"net": {"_target_": "sarnet.nn.SarNet"}, "format": 1}, "state_dict": {"net.w": w},
                 "epoch": 0, "global_step": 3}, path)
-    return w
-
-
-def damage(path, how, w=None):
     data = bytearray(path.read_bytes())
     if how == "truncated":
         del data[len(data) // 2:]
-    else:  # one flipped bit inside a tensor: same size, still a valid zip and pickle
+    else:
         data[data.find(w[1000:1001].numpy().tobytes())] ^= 0x10
     path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("how", ["truncated", "bitflip"])
-def test_read_checkpoint_refuses_damaged_files(tmp_path, how):
-    path = tmp_path / "x.ckpt"
-    damage(path, how, small_checkpoint(path))
-    expected = "CRC mismatch in x/data/0" if how == "bitflip" else "truncated or corrupted"
-    for read in (lambda: read_checkpoint(path, why="a test"), lambda: load_model(path)):
-        with pytest.raises(CheckpointError, match=f"{path}: cannot be read as a checkpoint .*{expected}"):
-            read()
 
 
 @needs_data
 @pytest.mark.parametrize("how, where", [("truncated", "ckpt_path"), ("bitflip", "ckpt_path"),
                                         ("truncated", "run dir")])
-def test_train_py_refuses_a_damaged_checkpoint_before_training(tmp_path, how, where):
+def test_a_damaged_checkpoint_is_refused_by_its_readers_and_by_train_py_before_training(tmp_path, how, where):
     run = tmp_path / "run"
     path = run / "checkpoints" / ("last.ckpt" if where == "run dir" else "given.ckpt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    damage(path, how, small_checkpoint(path))
+    path.parent.mkdir(parents=True)
+    damaged_checkpoint(path, how)
+    expected = f"CRC mismatch in {path.stem}/data/0" if how == "bitflip" else "truncated or corrupted"
+    for read in (lambda: read_checkpoint(path, why="a test"), lambda: load_model(path)):
+        with pytest.raises(CheckpointError, match=f"{path}: cannot be read as a checkpoint .*{expected}"):
+            read()
     # ckpt_path: the run dir is the checkpoint's, without hydra.run.dir
     extra = [f"ckpt_path={path}"] if where == "ckpt_path" else [f"hydra.run.dir={run}"]
     rc, out = train_inprocess(*extra, "trainer=smoke", "logger=csv")
@@ -369,10 +346,9 @@ def test_a_damaged_best_checkpoint_is_refused_before_test(tmp_path):
 # ---- new runs from a checkpoint, relaunched runs ---------------------------------------------------------------
 
 @needs_data
-def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
+def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(smoke_run, tmp_path):
     """A fine-tune: the weights come from init_ckpt, the epoch count and optimizer start afresh."""
-    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    train_inprocess(*QUICK, f"hydra.run.dir={first.parents[1]}", check=True)
+    first = smoke_run("sarnet_vae") / "checkpoints" / "last.ckpt"  # QUICK's net, trained
     # lr 1e-30: Adam's steps (about lr each) leave every weight where init_ckpt put it, to float32 precision
     train_inprocess(*QUICK, f"init_ckpt={first}", "model.optimizer.lr=1e-30", f"hydra.run.dir={tmp_path / 'second'}",
                     check=True)
@@ -468,8 +444,8 @@ def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 80
     assert (got["eval_epoch"], got["eval_score"]) == (ref["eval_epoch"], ref["eval_score"])  # the same weights tested
     rows = csv_rows(run)  # each logged once: none lost with the killed runs, none twice by the reruns
-    assert epochs_with(rows, "val/loss") == epochs_with(rows, "train/loss") == [0, 1, 2, 3]
-    assert epochs_with(rows, "test/loss") == [4]
+    logged = {k: sorted(int(r["epoch"]) for r in rows if r.get(k)) for k in ("val/loss", "train/loss", "test/loss")}
+    assert logged == {"val/loss": [0, 1, 2, 3], "train/loss": [0, 1, 2, 3], "test/loss": [4]}
 
 
 @pytest.mark.slow
