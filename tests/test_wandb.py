@@ -125,11 +125,9 @@ def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
 
 def test_fid_likelihood_and_sample_log_eval_runs_beside_their_training_run(smoke_run):
     run_dir = smoke_run("nll_vae")
-    run_py(["-m", "sarnet", "fid", "--ckpt", str(run_dir), "--n-gen", "32", "--n-sets", "2", "--device", "cpu",
-            "--wandb"])
-    run_py(["-m", "sarnet", "sample", "--ckpt", str(run_dir), "--n", "4", "--device", "cpu", "--wandb"])
-    run_py(["-m", "sarnet", "likelihood", "--ckpt", str(run_dir), "--k", "2", "--max-images", "16", "--device",
-            "cpu", "--no-progress", "--wandb"])
+    for command, *args in (["fid", "--n-gen", "32", "--n-sets", "2"], ["sample", "--n", "4"],
+                           ["likelihood", "--k", "2", "--max-images", "16", "--no-progress"]):
+        run_py(["-m", "sarnet", command, "--ckpt", str(run_dir), "--device", "cpu", "--wandb", *args])
     runs = {r["job_type"] + ":" + r["tags"][0]: r for r in map(read_run, offline_runs(run_dir))}
     train = runs.pop("train:vae")
     assert train["name"] == train["group"] == "vae-L8-s1234 experiment=nll_vae data=mnist5 likelihood=off fid=off"
@@ -194,8 +192,7 @@ def test_online_without_a_key_or_a_server_falls_back_offline_with_one_line(monke
 
 
 def test_run_names_and_sweep_groups(tmp_path):
-    choices = {"model": "vae"}
-    assert tracking.run_name(choices, 16, 1234, ["latent_dim=16", "trainer=smoke", "data=mnist"],
+    assert tracking.run_name({"model": "vae"}, 16, 1234, ["latent_dim=16", "trainer=smoke", "data=mnist"],
                              exclude=["trainer"]) == "vae-L16-s1234 data=mnist"
     assert tracking.run_name({"model": "sarnet"}, 0, 7, ["model=sarnet", "seed=7"]) == "sarnet-s7"
     assert tracking.sweep_group("multirun/2026-11-25/13-01-58") == "2026-11-25/13-01-58"
