@@ -396,15 +396,6 @@ def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finishe
 
 # ---- SIGTERM and SIGKILL -------------------------------------------------------------------------------------
 
-@needs_data
-def test_sigterm_ends_the_run_non_zero_with_one_line_and_no_results(tmp_path):
-    rc, out = train(*QUICK, f"hydra.run.dir={tmp_path}", "+callbacks.fault._target_=tests.faults.SigtermAtStart",
-                    timeout=300)
-    assert rc == 128 + signal.SIGTERM and "Traceback" not in out
-    assert error_line(out, "sarnet.rundir.RunDirError").startswith("stopped by SIGTERM before the run finished")
-    assert not (tmp_path / "results.json").exists()
-
-
 def stop_after_checkpoint(log, watch, epoch, delay, sig, *args, cwd=ROOT) -> str:
     """Start train.py RESUMABLE + args in cwd; send `sig` `delay` s after a checkpoints/last.ckpt under `watch`
     first holds `epoch` (written by rename: never read half-written); -> its output."""

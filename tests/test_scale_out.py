@@ -30,15 +30,21 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
 
 
 @needs_data
-def test_sigterm_stops_a_sweep_not_just_its_job(tmp_path):
-    """A scheduler's SIGTERM (preemption, scancel) stops the sweep: its job recorded as stopped, no further job."""
-    rc, out = train("-m", "trainer=smoke", "fid=off", "logger=csv", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}",
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_sigterm_stops_a_run_or_the_whole_sweep_in_one_line(sweep, tmp_path):
+    """A scheduler's SIGTERM (preemption, scancel) at the first batch: a run writes no results.json; a sweep records
+    its job as stopped and starts no further job."""
+    where = ["-m", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}"] if sweep else [f"hydra.run.dir={tmp_path}"]
+    rc, out = train(*where, "trainer=smoke", "fid=off", "logger=csv",
                     "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
     assert rc == 128 + signal.SIGTERM and "Traceback" not in out
-    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
-    assert len(jobs) == 1 and "latent_dim=8" in jobs[0], jobs
-    result = results(tmp_path / jobs[0])
-    assert result["status"] == "failed" and "stopped by SIGTERM" in result["error"]
+    assert error_line(out, "RunDirError").startswith("stopped by SIGTERM before the run finished")
+    if not sweep:
+        assert not (tmp_path / "results.json").exists()
+        return
+    (job,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # no second job
+    assert "latent_dim=8" in job.name and results(job)["status"] == "failed", job
+    assert results(job)["error"].startswith("RunDirError: stopped by SIGTERM")
 
 
 @pytest.mark.slow
