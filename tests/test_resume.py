@@ -98,10 +98,9 @@ def test_ckpt_path_continues_the_run_in_its_own_dir(tmp_path):
     # a launch train.py refuses gets a new dir, so that the refusal writes nothing into the run
     for refused in ([f"ckpt_path={run}", "init_ckpt=x.ckpt"], [f"ckpt_path={tmp_path}/none"], []):
         assert run_dir(*refused).startswith("outputs/")
-    both = compose_config(f"ckpt_path={run}", f"init_ckpt={run}/checkpoints/last.ckpt")
     with pytest.raises(ConfigError, match=f"^init_ckpt='{run}/checkpoints/last.ckpt' is invalid: cannot go with "
                                           f"ckpt_path={run}: .*give one of them$"):
-        check_fields(both)
+        check_fields(compose_config(f"ckpt_path={run}", f"init_ckpt={run}/checkpoints/last.ckpt"))
     with pytest.raises(ConfigError, match=f"continues the run in {run}, not in {tmp_path}: drop hydra.run.dir"):
         resolve_ckpt(compose_config(f"ckpt_path={run}"), tmp_path)
     with pytest.raises(ConfigError, match=f"^ckpt_path='{tmp_path}' is invalid: is not a checkpoint file"):
@@ -418,7 +417,7 @@ def stop_after_checkpoint(log, watch, epoch, delay, sig, *args, cwd=ROOT) -> str
 
 @pytest.mark.slow
 @needs_data
-def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+def test_killed_or_stopped_runs_resumed_end_bit_identical_to_an_uninterrupted_run(tmp_path):
     ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
     run = tmp_path / "run"
     # Killed right after epoch 0's checkpoint: Lightning logs that epoch's train row only after it, so the row is
@@ -438,20 +437,15 @@ def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path)
     logged = {k: sorted(int(r["epoch"]) for r in rows if r.get(k)) for k in ("val/loss", "train/loss", "test/loss")}
     assert logged == {"val/loss": [0, 1, 2, 3], "train/loss": [0, 1, 2, 3], "test/loss": [4]}
 
-
-@pytest.mark.slow
-@needs_data
-def test_sigterm_then_the_command_it_prints_ends_bit_identical(tmp_path):
-    """Launched as a user would (a new timestamped dir), SIGTERM mid-epoch, relaunched with the printed command."""
-    ok(*RESUMABLE, f"hydra.run.dir={tmp_path / 'ref'}")
+    # SIGTERM mid-epoch to a launch as a user makes it (a new timestamped dir), relaunched with the command it prints
     work = tmp_path / "work"
     work.mkdir()
     out = stop_after_checkpoint(tmp_path / "stopped.log", work, 1, 0.3, signal.SIGTERM, f"data_dir={ROOT / 'data'}",
                                 cwd=work)
-    (run,) = work.glob("outputs/*/*")
+    (stopped,) = work.glob("outputs/*/*")
     message = error_line(out, "sarnet.rundir.RunDirError")
     command = shlex.split(message.split("to resume: ", 1)[1])
-    assert command[0] == "python" and command[-1] == f"ckpt_path={run}", message
+    assert command[0] == "python" and command[-1] == f"ckpt_path={stopped}", message
     python(*command[1:], cwd=work, check=True)
-    assert list(work.glob("outputs/*/*")) == [run] and (run / ".lock").read_text() == ""  # its own dir, released
-    assert_same_run(tmp_path / "ref", run)
+    assert list(work.glob("outputs/*/*")) == [stopped] and (stopped / ".lock").read_text() == ""  # its dir, released
+    assert_same_run(tmp_path / "ref", stopped)
