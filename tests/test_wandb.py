@@ -21,8 +21,7 @@ FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a r
 
 def run_py(args, env_extra=None, drop=(), timeout=600):
     """A script as a subprocess, offline W&B and no API key unless env_extra gives one; drop: variables to unset."""
-    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"} | (env_extra or {})
-    env = {k: v for k, v in env.items() if k not in drop}
+    env = {k: v for k, v in ENV.items() if k not in ("WANDB_API_KEY", *drop)} | (env_extra or {})
     proc = python(*args, env=env, timeout=timeout, check=True)
     return proc.stdout + proc.stderr
 
