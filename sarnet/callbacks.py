@@ -11,12 +11,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from torchvision.utils import make_grid, save_image
 
 from sarnet.nn import to_grayscale
 from sarnet.progress import duration
-from sarnet.rundir import _rank
 from sarnet.sampling import complete, draw_z, sample_images
 from sarnet.settings import SampleSettings
 
@@ -144,7 +144,7 @@ def console(trainer) -> tuple:
     settings = {k: v for k, v in OmegaConf.to_container(trainer, resolve=True).items() if v is not None}
     settings["enable_progress_bar"] = live = settings.get("enable_progress_bar", True) and sys.stdout.isatty()
     for handler in logging.getLogger().handlers:
-        if _rank() != 0 and "_ddp_process_" not in getattr(handler, "baseFilename", ""):  # srun: one train.log
+        if rank_zero_only.rank and "_ddp_process_" not in getattr(handler, "baseFilename", ""):  # srun: one train.log
             handler.setLevel(logging.WARNING)
         if live and isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.addFilter(no_epoch_lines)  # Hydra's console, not train.log; idempotent

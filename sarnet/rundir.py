@@ -21,17 +21,9 @@ class RunDirBusy(RunDirError):
     """Another live train.py holds the run dir's lock."""
 
 
-def _rank() -> int:
-    """Lightning's DDP launcher sets RANK or LOCAL_RANK, srun SLURM_PROCID; rank 0 alone writes the run's files."""
-    ranks = (os.environ.get(k, "") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-    return next((int(r) for r in ranks if r.isdigit()), 0)
-
-
 def lock_run_dir(run_dir):
-    """Take <run>/.lock (flock, our pid inside) or refuse in one line -> the lock (None off rank 0). flock, not a pid
-    file: the kernel drops it when its owner dies (SIGKILL too), and a recycled pid cannot pass for a live owner."""
-    if _rank() != 0:
-        return None
+    """Take <run>/.lock (flock, our pid inside) or refuse in one line -> the lock. flock, not a pid file: the kernel
+    drops it when its owner dies (SIGKILL too), and a recycled pid cannot pass for a live owner."""
     check_writable(run_dir)
     path = Path(run_dir) / ".lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

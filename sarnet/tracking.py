@@ -90,11 +90,11 @@ def make_logger(cfg, node, output_dir: Path, net):
     import wandb
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
     from sarnet.io import atomic_write
     from sarnet.module import count_parameters
-    from sarnet.rundir import _rank
 
     hc, params, previous = HydraConfig.get(), count_parameters(net), read_run_file(output_dir)
     choices, sweep, mode = hc.runtime.choices, hc.mode.name == "MULTIRUN", choose_mode(node.get("offline"))
@@ -103,7 +103,7 @@ def make_logger(cfg, node, output_dir: Path, net):
     group = node.get("group") or (sweep_group(hc.sweep.dir) if sweep else name)  # `sarnet fid --wandb` & co. join it
     # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
     run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
-    if _rank() == 0:
+    if rank_zero_only.rank == 0:
         atomic_write(output_dir / RUN_FILE, json.dumps({"id": run_id, "project": node.get("project"), "group": group,
                                                         "name": name, "mode": mode}, indent=2).encode())
     config = OmegaConf.to_container(cfg, resolve=True) | {

@@ -20,7 +20,7 @@ from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, resu
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import atomic_write
-from sarnet.rundir import RunDirBusy, RunDirError, _rank, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
+from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
 
 log = logging.getLogger("sarnet")
 
@@ -40,6 +40,7 @@ def run_job(cfg: DictConfig) -> float | None:
         net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
     except Exception as e:
         return failed(cfg, e, 2)
+    from lightning.pytorch.utilities import rank_zero_only  # the rank of this process (Lightning's DDP, srun, torchrun)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     output_dir = Path(cfg.paths.output_dir)
@@ -47,7 +48,7 @@ def run_job(cfg: DictConfig) -> float | None:
     lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
     _sigterm.seen, previous = False, signal.signal(signal.SIGTERM, _sigterm)
     try:
-        lock = lock_run_dir(output_dir)  # one writer per run dir (rank 0's: None on the others); released below
+        lock = lock_run_dir(output_dir) if rank_zero_only.rank == 0 else None  # one writer per run dir: rank 0
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning's at the next batch, or _sigterm's outside fit and test (a SystemExit)
         lock, held = None, lock
@@ -177,6 +178,7 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     """Everything that can refuse its arguments is built before any data is read or anything is written; then the
     data are read and checked, and the loggers start writing into the run dir. -> trainer, module, datamodule"""
     import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
 
     from sarnet.callbacks import console
     from sarnet.module import count_parameters
@@ -187,7 +189,7 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     module = instantiate(cfg.model, net=net, eval_seed=cfg.seed)  # evaluation noise from the run's seed
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build(cfg.data, "data", DataError)
-    if cfg.fid.enabled and _rank() == 0:  # the FID feature network too (sha256, or trained here on first
+    if cfg.fid.enabled and rank_zero_only.rank == 0:  # the FID feature network too (sha256, or trained here on first
         from sarnet.metrics.fid import load_classifier  # use), not after training; rank 0 alone scores FID
         load_classifier(datamodule.dataset, datamodule.root)
     trainer = build(trainer_cfg, "trainer", logger=False, plugins=[AtomicCheckpointIO()],
