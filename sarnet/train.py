@@ -93,7 +93,7 @@ def stopped(cfg: DictConfig, lock):
         unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
     if worker:  # SystemExit would end this job only, and the worker would take the next one
         logging.shutdown()
-        os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (hydra_callbacks.py)
+        os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (rundir.StopWorkersOnSigterm)
         multiprocessing.parent_process().join()  # which ends every worker once all have recorded their jobs
         os._exit(128 + signal.SIGTERM)
     sys.exit(128 + signal.SIGTERM)
