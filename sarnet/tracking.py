@@ -106,12 +106,10 @@ def make_logger(cfg, node, output_dir: Path, net):
     if rank_zero_only.rank == 0:
         atomic_write(output_dir / RUN_FILE, json.dumps({"id": run_id, "project": node.get("project"), "group": group,
                                                         "name": name, "mode": mode}, indent=2).encode())
-    config = OmegaConf.to_container(cfg, resolve=True) | {
-        "model_name": choices.get("model"), "data_name": choices.get("data"), "loss_name": choices.get("loss"),
-        "params_dense": params["dense"], "params_effective": params["effective"], "run_dir": str(output_dir),
-        "fid_protocol": OmegaConf.to_container(cfg.fid, resolve=True) | {"sample": dict(cfg.sample)},
-        "resumed": bool(previous)}
-    tags = [str(choices.get(k)) for k in ("model", "data", "loss") if choices.get(k)]
+    groups = ("model", "data", "loss")  # the config has their nodes; the choices' names to filter runs by
+    config = OmegaConf.to_container(cfg, resolve=True) | {f"{k}_name": choices.get(k) for k in groups} | {
+        "params_dense": params["dense"], "params_effective": params["effective"], "resumed": bool(previous)}
+    tags = [str(choices.get(k)) for k in groups if choices.get(k)]
     for attempt in [mode, *["offline"] * (mode == "online")]:
         if attempt == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also for later jobs of a multirun and the sweep's table

@@ -105,7 +105,7 @@ def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
     config = run["config"]
     assert config["params_dense"] == results["params"]["dense"] > config["params_effective"] > 0
     assert (config["model_name"], config["data_name"], config["loss_name"]) == ("sarnet_vae", "mnist5", "bce")
-    assert config["fid_protocol"]["n_sets"] == 2 and config["fid_protocol"]["seed"] == 2024
+    assert config["fid"]["n_sets"] == 2 and config["paths"]["output_dir"] == str(tmp_path)
     assert run["summary"]["test/loss"] == pytest.approx(results["metrics"]["test/loss"])
     assert run["summary"]["status"] == "ok"
     assert json.loads((tmp_path / tracking.RUN_FILE).read_text())["id"] == run["id"] == "agentrun1"
