@@ -224,11 +224,10 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
         ckpt = read_checkpoint(eval_ckpt, why="the best checkpoint, which test and FID evaluate; delete it and "
                                               "relaunch with eval_ckpt=last, or re-train")
         eval_epoch = ckpt["epoch"] + 1  # the epochs trained when it was saved, counted as "epochs" is
-        if not cfg.run_test:  # else trainer.test loads it
-            module.load_state_dict(ckpt["state_dict"])
+        module.load_state_dict(ckpt["state_dict"])
     if cfg.run_test:  # the VAEs' test noise is per image (module.image_noise): nothing to seed here
         log.info("testing the %s weights", "best" if eval_ckpt else "last")
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False)
+        tested = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(tested[0] if tested else {}))
     fid, scores = None, {}
     if cfg.fid.enabled and trainer.is_global_zero:
@@ -330,14 +329,14 @@ def code_version() -> dict | None:
     order of random draws, not on the config alone); None unless the package is the top of a git checkout."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # --git-dir: never a checkout the package is installed inside
     try:  # --exclude=*: the commit, never a tag's name
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"], cwd=root,
-                             capture_output=True, text=True, timeout=30) if (root / ".git").exists() else None
-    except (OSError, subprocess.TimeoutExpired):
+        out = subprocess.run(["git", f"--git-dir={root / '.git'}", "describe", "--always", "--dirty", "--abbrev=40",
+                              "--exclude=*"], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
         return None
-    commit, _, dirty = out.stdout.strip().partition("-") if out and not out.returncode else ("", "", "")
-    return {"commit": commit, "dirty": dirty == "dirty"} if commit else None
+    commit, _, dirty = out.stdout.strip().partition("-")
+    return {"commit": commit, "dirty": dirty == "dirty"}
 
 
 def optimized(cfg: DictConfig, metrics: dict) -> float | None:
