@@ -168,15 +168,10 @@ class WritableOutput(Callback):
     in train.py's one-line form, not as Hydra's traceback."""
 
     def on_run_start(self, config, **kwargs):
-        _probe(config.hydra.run.dir)
+        self.on_multirun_start(config, folder=config.hydra.run.dir)
 
-    def on_multirun_start(self, config, **kwargs):
-        _probe(config.hydra.sweep.dir)
-
-
-def _probe(folder):
-    try:
-        check_writable(folder)
-    except RunDirError as e:
-        print(f"sarnet.rundir.RunDirError: {e}", file=sys.stderr)
-        sys.exit(1)
+    def on_multirun_start(self, config, folder=None, **kwargs):
+        try:
+            check_writable(folder or config.hydra.sweep.dir)
+        except RunDirError as e:
+            sys.exit(f"sarnet.rundir.RunDirError: {e}")  # on stderr, exit status 1
