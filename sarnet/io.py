@@ -1,8 +1,9 @@
 """Writing files so that readers see the old file or the whole new one, never half of it; finding damaged ones.
 
 Every file the project writes for others to read (data, manifests, results.json, classifier weights, run files,
-checkpoints: sarnet.resume.AtomicCheckpointIO) goes through atomic_write."""
+checkpoints: sarnet.resume.AtomicCheckpointIO) goes through atomic_write, JSON files through write_json."""
 
+import json
 import os
 import tempfile
 import zipfile
@@ -24,6 +25,18 @@ def atomic_write(path, data: bytes):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path, payload):
+    atomic_write(path, (json.dumps(payload, indent=2, default=float) + "\n").encode())
+
+
+def read_json(path) -> dict:
+    """A JSON file's content, or {} when it is missing or unreadable (a reader that must say why reads it itself)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def zip_crc_error(path) -> str | None:

@@ -3,7 +3,6 @@ group, and what the run leaves there. wandb is imported inside the functions: a 
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import secrets
@@ -12,6 +11,8 @@ import socket
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
+
+from sarnet.io import read_json
 
 log = logging.getLogger("sarnet")
 RUN_FILE = "wandb_run.json"  # in the run dir: the W&B id (a relaunch resumes it), project, group, name
@@ -69,16 +70,9 @@ def run_name(choices: dict, latent_dim, seed, task_overrides, exclude=()) -> str
     return " ".join([name, *extra])[:128]
 
 
-def read_run_file(run_dir) -> dict:
-    try:
-        return json.loads((Path(run_dir) / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def sweep_wandb(dirs) -> dict:
     """{project, group} of the W&B runs of the jobs under dirs (from their run files), else the defaults."""
-    for info in (read_run_file(p.parent) for d in dirs for p in sorted(Path(d).rglob(RUN_FILE))):
+    for info in (read_json(p) for d in dirs for p in sorted(Path(d).rglob(RUN_FILE))):
         if info.get("group"):
             return {"project": info.get("project") or "sarnet", "group": info["group"]}
     return {"project": "sarnet", "group": sweep_group(dirs[0])}
@@ -93,10 +87,10 @@ def make_logger(cfg, node, output_dir: Path, net):
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
-    from sarnet.io import atomic_write
+    from sarnet.io import write_json
     from sarnet.module import count_parameters
 
-    hc, params, previous = HydraConfig.get(), count_parameters(net), read_run_file(output_dir)
+    hc, params, previous = HydraConfig.get(), count_parameters(net), read_json(output_dir / RUN_FILE)
     choices, sweep, mode = hc.runtime.choices, hc.mode.name == "MULTIRUN", choose_mode(node.get("offline"))
     name = node.get("name") or run_name(choices, net.latent_dim, cfg.seed, hc.overrides.task,
                                         hc.job.config.override_dirname.exclude_keys)
@@ -104,8 +98,8 @@ def make_logger(cfg, node, output_dir: Path, net):
     # a W&B sweep agent names the run it expects; `secrets`, not `random`: seed_everything made that repeat
     run_id = (None if sweep else os.environ.get("WANDB_RUN_ID")) or previous.get("id") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
-        atomic_write(output_dir / RUN_FILE, json.dumps({"id": run_id, "project": node.get("project"), "group": group,
-                                                        "name": name, "mode": mode}, indent=2).encode())
+        write_json(output_dir / RUN_FILE, {"id": run_id, "project": node.get("project"), "group": group, "name": name,
+                                           "mode": mode})
     groups = ("model", "data", "loss")  # the config has their nodes; the choices' names to filter runs by
     config = OmegaConf.to_container(cfg, resolve=True) | {f"{k}_name": choices.get(k) for k in groups} | {
         "params_dense": params["dense"], "params_effective": params["effective"], "resumed": bool(previous)}

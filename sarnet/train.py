@@ -19,7 +19,7 @@ from sarnet import keep_freed_memory, tracking
 from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
-from sarnet.io import atomic_write
+from sarnet.io import read_json, write_json
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
 
 log = logging.getLogger("sarnet")
@@ -124,10 +124,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     from sarnet.resume import NonFiniteWeightsError
 
     start, output_dir = time.time(), Path(cfg.paths.output_dir)
-    try:  # finished ("ok") with this very config: a relaunched sweep skips the job, not minutes of test and FID
-        done = json.loads((output_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        done = {}
+    done = read_json(output_dir / "results.json")  # finished with this very config: a relaunched sweep skips the job
     if done.get("status") == "ok" and done.get("config_sha256") == config_sha256(cfg):
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
@@ -307,10 +304,6 @@ def checkpoint_files(cfg) -> list[Path]:
     """The files the checkpoint callbacks write (best.ckpt, last.ckpt), from their dirpath and filename."""
     return [Path(node.dirpath) / f"{node.filename}.ckpt" for node in (cfg.get("callbacks") or {}).values()
             if node is not None and node.get("dirpath") and node.get("filename")]
-
-
-def write_json(path: Path, payload: dict):
-    atomic_write(path, json.dumps(payload, indent=2, default=float).encode())  # never a half-written results.json
 
 
 def scalar_metrics(metrics: dict) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarnet.io import atomic_write
+from sarnet.io import atomic_write, write_json
 
 SIDE, PATCH = 28, 2
 ORDERS = ("raster", "column")
@@ -188,7 +188,7 @@ class GenerativeXGB:
                 for name, booster in (("next", next_models[-1]), ("refine", refine_models[-1])):
                     atomic_write(Path(resume_dir) / f"{name}_{k:03d}.ubj", bytes(booster.save_raw("ubj")))
                 state = {"settings": settings, "seconds": seconds}  # written last: it names the patches that are done
-                atomic_write(Path(resume_dir) / "progress.json", (json.dumps(state) + "\n").encode())
+                write_json(Path(resume_dir) / "progress.json", state)
             if progress:
                 progress(k, last, seconds[-1])
         meta = {"format": FORMAT, "order": order, "patch": PATCH, "n_patches": n, "trained_patches": last,
@@ -241,7 +241,7 @@ class GenerativeXGB:
                 for k, booster in enumerate(models, 1):
                     atomic_write(tmp / f"{name}_{k:03d}.ubj", bytes(booster.save_raw("ubj")))
             meta = self.meta | {"first": self.first.tolist(), "first_p": self.first_p.tolist()}
-            atomic_write(tmp / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
+            write_json(tmp / "meta.json", meta)
             old = path.with_name(f".{path.name}.old")
             if path.exists():
                 shutil.rmtree(old, ignore_errors=True)

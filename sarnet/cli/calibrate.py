@@ -9,13 +9,12 @@ datasets and classes have no thesis value: their anchors are the scale a reader 
 on the same image sets. The thesis' "Gaussian blur" is a vertical 1-D blur, reproduced as such.
 """
 
-import json
 import sys
 from pathlib import Path
 
 from sarnet import cli
 from sarnet.data.sources import FOLDERS, DataError
-from sarnet.io import atomic_write
+from sarnet.io import write_json
 
 # torch and the FID code are imported after the arguments are parsed: --help and usage errors answer at once
 
@@ -128,7 +127,7 @@ def main(argv=None, prog=None):
     print("\n".join(markdown(rows, names)))
     if args.out:
         payload = {"setting": what, "feature_networks": {n: net.meta for n, net in zip(names, nets)}, "rows": rows}
-        atomic_write(args.out, json.dumps(payload, indent=2).encode())
+        write_json(args.out, payload)
         print(f"\nwrote {args.out}")
     return rows
 

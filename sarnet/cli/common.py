@@ -78,8 +78,9 @@ def log_wandb(command: str, args, run: dict, summary: dict | None = None, image:
     import wandb
 
     from sarnet import tracking
+    from sarnet.io import read_json
 
-    train = tracking.read_run_file(run["run_dir"])  # absent for a checkpoint copied out of its run dir
+    train = read_json(Path(run["run_dir"]) / tracking.RUN_FILE)  # absent for a checkpoint copied out of its run dir
     wandb.init(mode=tracking.choose_mode(), dir=str(run["run_dir"]), project=train.get("project") or "sarnet",
                group=train.get("group"), job_type="eval", name=f"{train.get('name') or Path(run['ckpt']).stem} "
                f"{command}", tags=[command], config={**vars(args), "train_run_id": train.get("id")},

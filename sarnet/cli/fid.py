@@ -20,7 +20,7 @@ from sarnet import cli, packaged_config
 from sarnet.checkpoint import CheckpointError
 from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S
 from sarnet.fields import REAL_SETS
-from sarnet.io import atomic_write
+from sarnet.io import write_json
 from sarnet.settings import DTYPES
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
@@ -116,7 +116,7 @@ def main(argv=None, prog=None):
     except (CheckpointError, cli.UsageError, DataError, ValueError) as e:  # ValueError: a setting the sampler refuses
         cli.fail("fid", e)
     if args.json:
-        atomic_write(args.json, (json.dumps(results, indent=1) + "\n").encode())  # never a half-written file
+        write_json(args.json, results)
     # one setting: fid/mean as in the training run's summary; a grid: fid@th=..,z_scale=..[,dtype=..]/mean per setting
     keys = ["fid"] if len(results) == 1 else [f"fid@th={r['th']},z_scale={r['z_scale']}" +
                                               (f",dtype={r['dtype']}" if args.dtype else "") for r in results]

@@ -23,7 +23,7 @@ import time
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError
 from sarnet.data.sources import DataError
-from sarnet.io import atomic_write
+from sarnet.io import write_json
 
 
 def test_images(run: dict, static_dir=None):
@@ -83,7 +83,7 @@ def main(argv=None, prog=None):
            "seed": args.seed, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(row), flush=True)
     if args.json:
-        atomic_write(args.json, json.dumps(row, indent=2).encode())
+        write_json(args.json, row)
     common.log_wandb("likelihood", args, run, {**flat_metrics(result), "n_images": result["n_images"], "data": what})
     return row
 

@@ -14,7 +14,6 @@ Quick run: sarnet xgb --out /tmp/xgb --max-patches 20 --train-images 500 --n-gen
 """
 
 import io
-import json
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from sarnet import cli, packaged_config
-from sarnet.io import atomic_write
+from sarnet.io import atomic_write, write_json
 
 PARTIAL = "model.partial"  # <out>/model.partial: the patches trained so far, where a relaunch resumes
 
@@ -143,7 +142,7 @@ def main(argv=None, prog=None):
               "train_wall_s": wall, "score_wall_s": time.time() - t0,
               "fid_mean": fid and fid["mean"], "fid_std": fid and fid["std"], "fid_values": fid and fid["values"],
               "fid_protocol": fid and fid["protocol"], "knn": knn}
-    atomic_write(out / "results.json", (json.dumps(result, indent=1) + "\n").encode())  # never half-written
+    write_json(out / "results.json", result)
     say("results -> %s (FID %s, kNN %s)", out / "results.json",
         "-" if fid is None else f"{fid['mean']:.3f} ± {fid['std']:.3f}", "-" if knn is None else knn["accuracy"])
     return result

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarnet.io import atomic_write
+from sarnet.io import atomic_write, read_json, write_json
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -148,11 +148,7 @@ def md5_mismatch(raw_dir, md5s):
 def is_prepared(raw_dir, md5s):
     """True when the manifest lists exactly these hashes and every file still has them."""
     # Re-hashing 110 MB costs ~0.17 s, cheap enough to catch a corrupted file on every `make data`.
-    try:
-        manifest = json.loads((Path(raw_dir) / MANIFEST).read_text())
-        return manifest == md5s and md5_mismatch(raw_dir, md5s) is None
-    except (OSError, ValueError):
-        return False
+    return read_json(Path(raw_dir) / MANIFEST) == md5s and md5_mismatch(raw_dir, md5s) is None
 
 
 def finish(raw_dir, md5s):
@@ -160,7 +156,7 @@ def finish(raw_dir, md5s):
     if bad := md5_mismatch(raw_dir, md5s):
         raise DataError(f"{bad[0]}: md5 {bad[1]}, expected {md5s[bad[0].name]}; delete {raw_dir} and re-run "
                         f"`make data`")
-    atomic_write(Path(raw_dir) / MANIFEST, json.dumps(md5s, indent=1).encode())
+    write_json(Path(raw_dir) / MANIFEST, md5s)
     for tmp in Path(raw_dir).glob(".*.part"):  # left behind by an earlier, interrupted run
         tmp.unlink(missing_ok=True)
 
