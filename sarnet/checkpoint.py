@@ -8,6 +8,7 @@ from hydra.utils import get_class, instantiate
 
 from sarnet.io import zip_crc_error
 
+LAST = Path("checkpoints", "last.ckpt")  # in a run dir: what a resume continues (conf/callbacks/default.yaml)
 HINT = "re-train or pick another checkpoint"  # torch is imported where used: config.py imports this module torch-free
 
 
@@ -71,7 +72,7 @@ def run_dir_of(path) -> Path:
 def resume_path(ckpt_path) -> Path | None:
     """A checkpoint as ckpt_path and the commands' --ckpt take it: a run dir means its checkpoints/last.ckpt."""
     path = None if ckpt_path is None else Path(ckpt_path)
-    return path / "checkpoints" / "last.ckpt" if path is not None and path.is_dir() else path
+    return path / LAST if path is not None and path.is_dir() else path
 
 
 def stored_run(ckpt: dict) -> dict:

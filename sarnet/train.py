@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet import keep_freed_memory, tracking
-from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
+from sarnet.checkpoint import LAST, CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import read_json, write_json
@@ -78,7 +78,7 @@ def _sigterm(signum, frame):
 def stopped(cfg: DictConfig, lock):
     """SIGTERM (preemption, scancel, kill): the run is recorded as stopped with the command that resumes it, and the
     process ends with 128 + SIGTERM, in a sweep too: a preempted node must not go on to start the next job."""
-    hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / LAST
     worker = multiprocessing.parent_process() is not None  # a joblib worker: its sys.argv is not the sweep's
     if hc.mode.name == "MULTIRUN":
         how = f"to resume the sweep: {relaunch_command(sweep_dir=hc.sweep.dir)}" if not worker else \
@@ -136,7 +136,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except (NonFiniteLossError, NonFiniteWeightsError) as e:
-        last = output_dir / "checkpoints" / "last.ckpt"
+        last = output_dir / LAST
         raise TrainingStopped(f"{e} ({last if last.exists() else 'none was written yet'})") from None
     # a relaunched finished run trains nothing: its val/train metrics are those of the checkpoint it resumed
     metrics = resume_state.earlier.get("metrics", {}) | scalar_metrics(trainer.callback_metrics)
@@ -241,7 +241,7 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
     for lg in trainer.loggers if scores else []:
         lg.log_metrics(scores, step=trainer.global_step)
         lg.save()  # the CSV logger buffers until save(); training is over, nothing else would flush these
-    path = Path(eval_ckpt) if eval_ckpt else output_dir / "checkpoints" / "last.ckpt"
+    path = Path(eval_ckpt) if eval_ckpt else output_dir / LAST
     # what a table cell depends on: the weights evaluated (eval_score: their checkpoint's own score; val/loss in
     # metrics is the last epoch's), how images were sampled, how FID was measured
     return {"eval_ckpt": "best" if eval_ckpt else "last", "eval_epoch": eval_epoch, "eval_score": {
@@ -287,7 +287,7 @@ def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | 
     conf/config.yaml), else the run dir's own last.ckpt."""
     path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
     if path is None:
-        path = output_dir / "checkpoints" / "last.ckpt"
+        path = output_dir / LAST
         if not path.exists():
             return None, None
         why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
