@@ -375,13 +375,6 @@ def test_a_call_the_library_cannot_serve_is_one_exception_naming_the_argument(na
     assert "\n" not in str(e.value)
 
 
-def test_a_0_1_long_keep_is_the_mask_it_spells(names):
-    dec = names["vae"].decoder
-    spelled = torch.zeros(49, dtype=torch.long)
-    spelled[:10] = 1
-    assert torch.equal(sampling.keep_mask(dec, spelled), sampling.keep_mask(dec, 10))
-
-
 # ---- real processes (slow: the whole table, and the figures) ---------------------------------------------------
 
 def run_process(argv, run_dir, expect, found=(), timeout=600):

@@ -73,7 +73,8 @@ def test_completion_keeps_given_patches_bit_exact(method):
     model = SarNetVAE(latent_dim=8).eval()
     images = torch.rand(2, 1, 28, 28)
     net = model.decoder
-    for keep in (24, torch.arange(49) % 3 == 0):  # a prefix, and a patch-aligned region that is not one
+    # a prefix, a patch-aligned region that is not one, and a 0/1 long keep (the mask it spells)
+    for keep in (24, torch.arange(49) % 3 == 0, (torch.arange(49) < 10).long()):
         filled, masked = complete(model, images, keep, n=3, th=0.15, method=method)
         known = keep if isinstance(keep, torch.Tensor) else torch.arange(49) < keep
         cols = torch.cat([patch_units(net, k) for k in known.nonzero().squeeze(1).tolist()])
