@@ -70,7 +70,7 @@ def fake_wheel(path, splits=None, payload=None):
 
 # ------------------------------------------------------------------------------------------ IDX format
 
-def test_idx_round_trip_and_torchvision_reads_it(tmp_path):
+def test_idx_round_trip_torchvision_reads_it_and_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     images = np.random.default_rng(0).integers(0, 256, (7, 28, 28)).astype(np.uint8)
     labels = np.arange(7, dtype=np.uint8)
     write_idx(tmp_path / "img", images)
@@ -80,6 +80,14 @@ def test_idx_round_trip_and_torchvision_reads_it(tmp_path):
     assert np.array_equal(read_idx(tmp_path / "lab"), labels)
     assert torch.equal(read_image_file(str(tmp_path / "img")), torch.from_numpy(images))
     assert torch.equal(read_label_file(str(tmp_path / "lab")), torch.from_numpy(labels).long())
+
+    def killed(*args):  # the process gone between writing the temp file and renaming it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_idx(tmp_path / "x", np.zeros(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "lab"]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "extend", "magic", "empty"])
@@ -93,16 +101,6 @@ def test_idx_damaged_file_is_a_clear_error(tmp_path, damage):
         read_idx(path)
 
 
-def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
-    def boom(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(KeyboardInterrupt):
-        write_idx(tmp_path / "x", np.zeros(10))
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"x": 3}'])
 def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
     for name in RAW_FILES:
@@ -114,7 +112,15 @@ def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
 
 # ------------------------------------------------------------------------------------------ the MNIST wheel
 
-def test_wheel_conversion_is_exact_and_refuses_pixels_not_k_over_256(tmp_path):
+class Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def test_wheel_conversion_is_exact_and_refuses_pixels_not_k_over_256_and_other_globals(tmp_path):
     rng = np.random.default_rng(1)
     splits = [(rng.integers(0, 256, (n, 784)), rng.integers(0, 10, n)) for n in (6, 4, 5)]
     splits[0][0][0, :2] = [0, 255]  # the extremes
@@ -129,23 +135,12 @@ def test_wheel_conversion_is_exact_and_refuses_pixels_not_k_over_256(tmp_path):
     whl = fake_wheel(tmp_path / "bad.whl", payload=py2_pickle(((x, y), (x, y), (x, y))))
     with pytest.raises(DataError, match="not exact multiples of 1/256"):
         sources.read_mnist_wheel(whl)
-
-
-class Evil:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return os.mkdir, (self.target,)
-
-
-def test_restricted_unpickler_refuses_other_globals(tmp_path):
-    target = str(tmp_path / "pwned")
+    target = str(tmp_path / "pwned")  # a pickle that would run os.mkdir: refused before anything runs
     payload = pickle.dumps(Evil(target), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match=r"refused global (posix|os)\.mkdir"):
         sources.ArrayUnpickler(io.BytesIO(payload)).load()
     with pytest.raises(DataError, match=r"refused global .*mkdir.*make data"):
-        sources.read_mnist_wheel(fake_wheel(tmp_path / "w.whl", payload=payload))
+        sources.read_mnist_wheel(fake_wheel(tmp_path / "evil.whl", payload=payload))
     assert not os.path.exists(target)
 
 
@@ -173,21 +168,12 @@ def test_a_wrong_cached_wheel_or_no_mnist_source_is_one_clear_error(tmp_path, mo
 
 # ------------------------------------------------------------------------------------------ Fashion-MNIST
 
-@pytest.fixture
-def fake_deb(tmp_path):
-    """Gzipped IDX files like the Debian package's, and the md5s of their decompressed contents."""
-    src = fake_idx(tmp_path / "deb", "fm")
-    md5s = {}
-    for name in RAW_FILES:
+def test_fashion_prepare_is_idempotent_self_healing_checked_and_says_apt_get(tmp_path, monkeypatch):
+    src, md5s, root = fake_idx(tmp_path / "deb", "fm"), {}, tmp_path / "root"
+    for name in RAW_FILES:  # gzipped IDX files like the Debian package's, and the md5s of their contents
         data = (src / "fm" / "raw" / name).read_bytes()
         (src / f"{name}.gz").write_bytes(gzip.compress(data))
         md5s[name] = hashlib.md5(data).hexdigest()
-    return src, md5s
-
-
-def test_fashion_prepare_is_idempotent_self_healing_and_checks_its_sources(tmp_path, fake_deb):
-    src, md5s = fake_deb
-    root = tmp_path / "root"
     assert sources.prepare_fashion_mnist(root, src, md5s).startswith("gunzipped")
     assert sources.prepare_fashion_mnist(root, src, md5s) == "already prepared"
     raw = root / "FashionMNIST" / "raw"
@@ -201,11 +187,10 @@ def test_fashion_prepare_is_idempotent_self_healing_and_checks_its_sources(tmp_p
     with pytest.raises(DataError, match=r"cannot gunzip .*train-labels.*apt-get install --reinstall"):
         sources.prepare_fashion_mnist(tmp_path / "b", src, md5s)
 
-
-def test_fashion_not_root_and_offline_names_the_apt_command(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError("no internet")
 
+    # no package files, not root and offline: the command that installs the package
     monkeypatch.setattr(sources, "FASHION_DEB_DIR", tmp_path / "empty")
     monkeypatch.setattr(sources.os, "geteuid", lambda: 1000)
     monkeypatch.setattr("torchvision.datasets.FashionMNIST", offline)
@@ -334,14 +319,6 @@ def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(ro
     assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # a fresh draw every epoch
 
 
-@needs_data
-def test_binarized_mnist_test_split_is_the_same_bits_on_every_machine():
-    dm = data_module(DATA, binarize="dynamic", val_size=0)
-    assert dm.test_x.shape == (10000, 1, 28, 28)
-    assert split_sha256(dm.test_x) == MNIST_TEST_SHA256
-    assert split_sha256(dm.test_x[dm.test_y == 5]) == MNIST5_TEST_SHA256
-
-
 def write_amat(folder, n=(5, 3, 4), corrupt=None):
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -411,10 +388,14 @@ def test_real_dataset_counts_order_stats_and_loaders(name):
 
 
 @needs_data
-def test_mnist5_datamodule_reference_protocol():
+def test_mnist5_reference_protocol_and_the_binarized_test_split_the_same_bits_on_every_machine():
     dm = data_module(DATA, classes=[5], val_size=0)  # the reference: all 5,421 for training, test = val
     assert (len(dm.train_x), len(dm.test_x)) == (5421, 892) and dm.val_x is dm.test_x
     sizes = [len(x) for x, _ in dm.train_dataloader()]
     assert len(sizes) == 85 and sizes[-1] == 45  # 85 steps per epoch, the last of 45 images
     carved = data_module(DATA, classes=[5])  # default val_size=0.1
     assert (len(carved.train_x), len(carved.val_x)) == (4879, 542)
+    binarized = data_module(DATA, binarize="dynamic", val_size=0)
+    assert binarized.test_x.shape == (10000, 1, 28, 28)
+    assert split_sha256(binarized.test_x) == MNIST_TEST_SHA256
+    assert split_sha256(binarized.test_x[binarized.test_y == 5]) == MNIST5_TEST_SHA256
