@@ -1,8 +1,6 @@
 """bf16 where it keeps the results: bf16-mixed training (losses, KL and optimizer state in float32), bf16 sampling
 and FID features within their bounds of float32, float32 unchanged, runs of other precisions kept apart."""
 
-import subprocess
-import sys
 from functools import partial
 from itertools import product
 
@@ -13,7 +11,7 @@ from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import BF16_SAMPLE_BOUND, generate, generate_regression
-from tests.conftest import ROOT, fake_run, needs_data, results, table, train_inprocess
+from tests.conftest import fake_run, needs_data, python, results, table, train_inprocess
 
 NETS = {
     "sarnet_vae": (lambda: SarNetVAE(8), ReconstructionLoss()),
@@ -182,9 +180,7 @@ kept = sarnet.keep_freed_memory()
 faults(2)  # the heap grows to the step's peak
 print(before, kept, faults())
 """
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    before, kept, after = proc.stdout.split()
+    before, kept, after = python("-c", code, timeout=300, check=True).stdout.split()
     if kept != "True":
         pytest.skip("not glibc: nothing to keep")
     assert float(after) * 10 < float(before), (before, after)
