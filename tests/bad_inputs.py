@@ -9,10 +9,6 @@ one-line refusal must name (run by tests/test_bad_inputs.py). Kinds, and what "b
 {ckpt}, {damaged}, {data_*} stand for files the test makes (a small checkpoint, a truncated one, data dirs).
 """
 
-from tests.conftest import QUICK
-
-BASE = QUICK  # what every train entry is added to
-
 # field: one field's type or range, refused in a line naming it, "<key>=<value> is invalid: ...": the text the
 # line must contain is "<key>=" of the last override, or a tuple's (overrides, text).
 FIELD = [
@@ -43,7 +39,7 @@ FIELD = [
     "logger=wandb logger.wandb.log_model=all", "optimized_metric=fid/mean", "optimized_metric=test/nll",
     "optimized_metric=bogus",
 ]
-TRAIN = [  # (kind, overrides, text the one-line refusal must contain)
+TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal must contain)
     *[("field", *e) if isinstance(e, tuple) else ("field", e, e.split()[-1].split("=")[0].lstrip("+") + "=")
       for e in FIELD],
     *[(kind, o, e) for kind, entries in {

@@ -31,9 +31,10 @@ from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
 from sarnet.metrics.knn import knn_accuracy
 from sarnet.module import NonFiniteLossError, SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
-from tests.bad_inputs import API, BASE, CLI, HELP, TRAIN
+from tests.bad_inputs import API, CLI, HELP, TRAIN
 from tests.conftest import (
     ENV,
+    QUICK,
     ROOT,
     assert_autoregressive,
     compose_config,
@@ -56,13 +57,13 @@ FILES = re.compile(r"\{(\w+)\}")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """The files the table's {placeholders} name: a checkpoint of BASE's net, a truncated one, and copies of the
+    """The files the table's {placeholders} name: a checkpoint of QUICK's net, a truncated one, and copies of the
     MNIST raw folder (symlinks) with a file deleted, a label flipped (same size: refused by the md5 list `make data`
     wrote, or without that list by the published md5s), the md5 list garbled."""
     if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
         pytest.skip("run `make data` first")
     root = tmp_path_factory.mktemp("bad_inputs")
-    net = validate(compose_config(*BASE))
+    net = validate(compose_config(*QUICK))
     out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged"}  # damaged: a run dir with a truncated last.ckpt
     fake_checkpoint(out["ckpt"], net, OmegaConf.to_container(OmegaConf.create(net.config)))
     (out["damaged"] / "checkpoints").mkdir(parents=True)
@@ -121,14 +122,14 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     line = None
     if kind != "hydra":  # validate's refusal of the composed config, in this process
         try:
-            validate(compose_config(*BASE, *overrides.split()))
+            validate(compose_config(*QUICK, *overrides.split()))
         except (ConfigError, DataError) as e:
             line = f"{type(e).__module__}.{type(e).__name__}: {e}"
     if line is not None and (kind, overrides, expect) not in FIRST_OF_KIND:
         assert expect in line and ERROR.match(line) and "\n" not in line, line
         return
     run, found = run_dir(overrides, tmp_path)
-    rc, out = train_inprocess(*BASE, *overrides.split(), f"hydra.run.dir={run}")
+    rc, out = train_inprocess(*QUICK, *overrides.split(), f"hydra.run.dir={run}")
     got = outcome(rc, out, run, expect, found=found)
     assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
 
@@ -240,9 +241,9 @@ def test_usage_errors_are_one_line_helps_end_with_an_example_and_both_and_field_
     helps = {" ".join([*[name] * bool(name), "--help"]): f"sarnet {name or ''}".strip() for name in [None, *HELP]}
     usage = {fill(a, {"ckpt": ckpt}): expect for a, expect in CLI}
     commands = [a.split() for a in [*helps, *usage]]
-    commands += [["train", *BASE, *o.split(), f"hydra.run.dir={tmp_path / 'run'}"] for k, o, _ in TRAIN
+    commands += [["train", *QUICK, *o.split(), f"hydra.run.dir={tmp_path / 'run'}"] for k, o, _ in TRAIN
                  if k == "hydra" or o == "seed=-1"]  # seed=-1: a field error through the whole command
-    fields = [[*BASE, *o.split()] for k, o, _ in TRAIN if k == "field"]
+    fields = [[*QUICK, *o.split()] for k, o, _ in TRAIN if k == "field"]
     found = json.loads(python("-c", TORCH_FREE, json.dumps([commands, fields])).stdout.splitlines()[-1])
     imported = [a for a, f in found.items() if f["torch"]]
     assert len(found) > 120 and not imported, imported[:1]  # the first: torch stays imported after it
@@ -264,7 +265,7 @@ def damaged_fid_weights(tmp_path, monkeypatch) -> dict:
     data[len(data) // 2] ^= 0x5A
     (weights / "lenet_mnist.pt").write_bytes(bytes(data))
     monkeypatch.setattr(fid, "WEIGHTS_DIR", weights)
-    rc, out = train_inprocess(*BASE, "fid.enabled=true", f"hydra.run.dir={tmp_path / 'run'}")
+    rc, out = train_inprocess(*QUICK, "fid.enabled=true", f"hydra.run.dir={tmp_path / 'run'}")
     return outcome(rc, out, tmp_path / "run", f"FID feature network {weights / 'lenet_mnist.pt'} is refused")
 
 
@@ -285,8 +286,8 @@ def test_non_finite_loss_names_epoch_step_and_term():
 def nan_stop(tmp_path) -> dict:
     """A run that trains one good epoch, then is resumed with lr = 1e39 applied to the restored optimizer (finite
     as a config value; the first update overflows float32 weights): one line naming the kept checkpoint."""
-    ok(*BASE, f"hydra.run.dir={tmp_path}")
-    rc, out = train(*BASE, f"hydra.run.dir={tmp_path}", f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
+    ok(*QUICK, f"hydra.run.dir={tmp_path}")
+    rc, out = train(*QUICK, f"hydra.run.dir={tmp_path}", f"ckpt_path={tmp_path}", "trainer.max_epochs=2",
                     "model.optimizer.lr=1e39", "resume_override_optimizer=true")
     kept = f"the last good checkpoint is kept: lower the learning rate or check the data ({tmp_path}/checkpoints/"
     return outcome(rc, out, None, kept + "last.ckpt)", status=1)
@@ -400,7 +401,7 @@ def test_torture_figures(files, tmp_path, monkeypatch):
     rows = []
     for i, (kind, overrides, expect) in enumerate(TRAIN):
         run, found = run_dir(fill(overrides, files), tmp_path / f"train{i}")
-        got = run_process(["train", *BASE, *fill(overrides, files).split(), f"hydra.run.dir={run}"], run,
+        got = run_process(["train", *QUICK, *fill(overrides, files).split(), f"hydra.run.dir={run}"], run,
                           fill(expect, files), found)
         rows.append((kind, overrides, got))
     for argv, expect in CLI:
