@@ -159,7 +159,6 @@ DEFAULT_OUT = [("complete", ["--n", "3", "--keep-rows", "3"], "sarnet_vae"),  # 
     ("sample", ["--n", "8", "--th", "none"], "vae"),
     ("sample", ["--n", "4", "--mode", "bernoulli", "--temperature", "0.5"], "vae"),  # pixels independent given z
     ("complete", ["--n", "2", "--keep", "10", "--method", "naive"], "sarnet_vae"),
-    ("interpolate", ["--steps", "3", "--sample"], "sarnet_vae"),
     ("interpolate", ["--steps", "3"], "vae"),
     ("importance", ["--method", "gradient", "--targets", "5,20"], "sarnet_vae"),
     ("sample", ["--n", "4", "--th", "0"], "sarnet"),  # regression SarNET; th 0.15 blanks a smoke model

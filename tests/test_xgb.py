@@ -40,7 +40,7 @@ def test_patch_orders_round_trip_and_differ():
     assert sorted(column.ravel().tolist()) == list(range(784))
 
 
-def test_generate_shapes_range_and_seed(model):
+def test_generate_shapes_range_and_seed_and_a_saved_model_generates_the_same_images(model, tmp_path):
     a = model.generate(20, 3)
     assert a.shape == (20, 1, 28, 28) and a.dtype == torch.float32
     assert a.min() >= 0 and a.max() <= 1
@@ -50,9 +50,6 @@ def test_generate_shapes_range_and_seed(model):
     assert not torch.equal(a, model.generate(20, 4))  # the early-patch randomisation differs
     patches = xgb.to_patches(a, model.order)
     assert patches[:, 1:PATCHES + 1].any() and not patches[:, PATCHES + 1:].any()  # untrained patches stay 0
-
-
-def test_save_load_generates_the_same_images(model, tmp_path):
     path = model.save(tmp_path / "model")
     again = model.save(path)  # overwriting an existing folder: the whole new model, no temp folders left
     assert again == path and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
