@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sarnet.metrics.fid import SHIPPED_SHA256
-from tests.conftest import ROOT, compose_config, fake_run, table
+from tests.conftest import ROOT, fake_run, table
 
 
 def rows_of(t):
@@ -123,17 +123,6 @@ def test_the_thesis_values_sit_only_beside_runs_of_its_recipe(tmp_path, monkeypa
     assert thesis[("vae", 32, 250)] == T.THESIS[("vae", 32)] and thesis[("vae", 32, 100)] is None
     assert thesis[("sarnet_vae", 8, None)] == T.THESIS[("sarnet_vae", 8)]  # a missing cell of a recipe model
     assert plotted == ["sarnet_vae, 200 epochs (thesis)", "vae, 250 epochs (thesis)"]
-
-
-def test_results_record_the_draw_and_the_regression_scheme_a_run_used():
-    from sarnet.config import validate
-    from sarnet.settings import SampleSettings
-    for overrides, extra in [((), {}),
-                             (("model=sarnet",), {"regression": {"alpha_max": 0.65, "p": 0.3, "refine": True}}),
-                             (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
-        cfg = compose_config(*overrides)
-        record = SampleSettings.of(cfg.sample).record(validate(cfg).out_activation)
-        assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, "dtype": "float32", **extra}, overrides
 
 
 def test_fashion_table_sweeps_l_model_and_seed():  # what one of its jobs composes to: test_train_smoke.py

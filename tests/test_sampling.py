@@ -125,9 +125,17 @@ def test_a_float64_net_generates_in_float64_with_the_float32_nets_draws(mode):
         assert torch.allclose(runs[(64, "fast")].float(), runs[(32, "fast")], atol=1e-4)
 
 
-def test_the_config_states_the_sampling_defaults_the_api_uses():
-    """conf/config.yaml's sample node is SampleSettings' defaults (th and regression: the model's recipe)."""
+def test_the_config_states_the_sampling_defaults_the_api_uses_and_results_record_the_draw():
+    """conf/config.yaml's sample node is SampleSettings' defaults (th and regression: the model's recipe); a run's
+    results record the draw it used, the regression scheme too."""
+    from sarnet.config import validate
     from sarnet.settings import SampleSettings
 
     node = {k: v for k, v in compose_config().sample.items() if k not in ("th", "regression")}
     assert node == {k: getattr(SampleSettings(), k) for k in node} and set(node) >= {"method", "mode", "dtype"}
+    for overrides, extra in [((), {}),
+                             (("model=sarnet",), {"regression": {"alpha_max": 0.65, "p": 0.3, "refine": True}}),
+                             (("experiment=cls_sarnet",), {"mode": "categorical", "temperature": 0.3})]:
+        cfg = compose_config(*overrides)
+        record = SampleSettings.of(cfg.sample).record(validate(cfg).out_activation)
+        assert record == {"method": "fast", "th": cfg.sample.th, "z_scale": 1.0, "dtype": "float32", **extra}, overrides
