@@ -1,5 +1,6 @@
 """What the tests share: train.py and the scripts run as a subprocess or in this process, the session's smoke runs,
-the composed config, fake datasets, checkpoints and runs, small nets of every model config and their rule."""
+offline W&B runs read back, the composed config, fake datasets, checkpoints and runs, small nets of every model config
+and their rule."""
 
 import csv
 import fcntl
@@ -8,6 +9,7 @@ import json
 import os
 import runpy
 import shutil
+import struct
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -82,6 +84,59 @@ def assert_same_run(ref: Path, run: Path):
     ca, cb = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (ref, run))
     assert same(ca["state_dict"], cb["state_dict"]) and same(ca["optimizer_states"], cb["optimizer_states"])
     assert csv_rows(run) == csv_rows(ref)
+
+
+def records(run_dir: Path):
+    """The protobuf records of an offline run's .wandb file (wandb has no reader): a LevelDB-style log, 32 KiB blocks,
+    each record chunk behind a 7-byte (crc, length, type) header."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("*.wandb")
+    data, pos, chunk = path.read_bytes(), 7, b""  # 7-byte file header: ":W&B", magic, version
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            yield record
+
+
+def read_run(run_dir: Path) -> dict:
+    """{id, name, group, job_type, tags, config (top-level keys -> values), summary, history keys, files (saved
+    with the run), artifacts ({name: {"type", "aliases", "files": {path: local path}}})}."""
+    out = {"config": {}, "summary": {}, "history": set(), "files": set(), "artifacts": {}}
+    for r in records(run_dir):
+        kind = r.WhichOneof("record_type")
+        if kind == "files":
+            out["files"] |= {f.path for f in r.files.files}
+        elif kind == "artifact":
+            a = r.artifact
+            out["artifacts"][a.name] = {"type": a.type, "aliases": set(a.aliases),
+                                        "files": {e.path: e.local_path for e in a.manifest.contents}}
+        elif kind == "run":
+            out |= {"id": r.run.run_id, "name": r.run.display_name, "group": r.run.run_group,
+                    "job_type": r.run.job_type, "tags": list(r.run.tags)}
+            out["config"] |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
+        elif kind == "summary":
+            out["summary"] |= {i.key: json.loads(i.value_json) for i in r.summary.update if i.key}
+        elif kind == "history":
+            out["history"] |= {i.nested_key[0] if i.nested_key else i.key for i in r.history.item}  # media: nested
+    return out
+
+
+def offline_runs(d: Path):
+    return sorted(d.glob("wandb/offline-run-*"))
 
 
 QUICK = ["trainer=smoke", "fid=off", "logger=csv", "latent_dim=8"]  # a smoke run without FID and W&B

@@ -47,8 +47,10 @@ from tests.conftest import (
     error_line,
     fake_idx,
     needs_data,
+    offline_runs,
     ok,
     python,
+    read_run,
     results,
     train,
     train_inprocess,
@@ -365,13 +367,14 @@ def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(smoke_run, tmp_
 @pytest.mark.slow
 @needs_data
 def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finished(tmp_path):
-    """Relaunched into a copy of its run dir (the original gone): drift refused, more epochs resume on the copy's files,
-    the same config skipped (a relaunched sweep must not score finished jobs again), a new evaluation setting
-    evaluated again, an optimizer override applied and said."""
-    ok(*QUICK, f"hydra.run.dir={tmp_path / 'a'}")
+    """Relaunched into a copy of its run dir (the original gone): drift refused, more epochs resume on the copy's files
+    and its W&B run, the same config skipped (a relaunched sweep must not score finished jobs again), a new evaluation
+    setting evaluated again, an optimizer override applied and said."""
+    logged = [o for o in QUICK if o != "logger=csv"]  # with W&B (offline)
+    ok(*logged, f"hydra.run.dir={tmp_path / 'a'}")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
-    run, last = [*QUICK, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path / "b" / "checkpoints" / "last.ckpt"
+    run, last = [*logged, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path / "b" / "checkpoints" / "last.ckpt"
     digest = last.read_bytes()
     rc, out = train(*run, "trainer.max_epochs=2", "model.net.first_patch=predicted", timeout=300)
     assert rc == 2 and "Traceback" not in out
@@ -379,6 +382,9 @@ def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finishe
     assert last.read_bytes() == digest
     ok(*run, "trainer.max_epochs=2")
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+    runs = [read_run(d) for d in offline_runs(tmp_path / "b")]
+    assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]  # `wandb sync` of both uploads one run
+    assert runs[1]["config"]["resumed"] is True
     first, written = results(tmp_path / "b"), (tmp_path / "b" / "results.json").read_bytes()
     assert first["epochs"] == 2 and first["status"] == "ok" and first["config_sha256"]
     assert "finished earlier with this same config: nothing to do" in ok(*run, "trainer.max_epochs=2")

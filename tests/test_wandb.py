@@ -5,7 +5,6 @@
 import json
 import logging
 import socket
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sarnet import tracking
-from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data, python
+from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data, offline_runs, python, read_run
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
@@ -24,59 +23,6 @@ def run_py(args, env_extra=None, drop=(), timeout=600):
     env = {k: v for k, v in ENV.items() if k not in ("WANDB_API_KEY", *drop)} | (env_extra or {})
     proc = python(*args, env=env, timeout=timeout, check=True)
     return proc.stdout + proc.stderr
-
-
-def records(run_dir: Path):
-    """The protobuf records of an offline run's .wandb file (wandb has no reader): a LevelDB-style log, 32 KiB blocks,
-    each record chunk behind a 7-byte (crc, length, type) header."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (path,) = run_dir.glob("*.wandb")
-    data, pos, chunk = path.read_bytes(), 7, b""  # 7-byte file header: ":W&B", magic, version
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:  # a block's tail too short for a header is padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        chunk += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = pb.Record()
-            record.ParseFromString(chunk)
-            chunk = b""
-            yield record
-
-
-def read_run(run_dir: Path) -> dict:
-    """{id, name, group, job_type, tags, config (top-level keys -> values), summary, history keys, files (saved
-    with the run), artifacts ({name: {"type", "aliases", "files": {path: local path}}})}."""
-    out = {"config": {}, "summary": {}, "history": set(), "files": set(), "artifacts": {}}
-    for r in records(run_dir):
-        kind = r.WhichOneof("record_type")
-        if kind == "files":
-            out["files"] |= {f.path for f in r.files.files}
-        elif kind == "artifact":
-            a = r.artifact
-            out["artifacts"][a.name] = {"type": a.type, "aliases": set(a.aliases),
-                                        "files": {e.path: e.local_path for e in a.manifest.contents}}
-        elif kind == "run":
-            out |= {"id": r.run.run_id, "name": r.run.display_name, "group": r.run.run_group,
-                    "job_type": r.run.job_type, "tags": list(r.run.tags)}
-            out["config"] |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
-        elif kind == "summary":
-            out["summary"] |= {i.key: json.loads(i.value_json) for i in r.summary.update if i.key}
-        elif kind == "history":
-            out["history"] |= {i.nested_key[0] if i.nested_key else i.key for i in r.history.item}  # media: nested
-    return out
-
-
-def offline_runs(d: Path):
-    return sorted(d.glob("wandb/offline-run-*"))
 
 
 # ---- single runs ---------------------------------------------------------------------------------------------
@@ -155,17 +101,6 @@ def test_the_wandb_sweep_example_gives_overrides_train_py_takes():
     validate(cfg)
     assert cfg.latent_dim == params["latent_dim"]["values"][0] and cfg.model.optimizer.lr == params[
         "model.optimizer.lr"]["min"]
-
-
-@pytest.mark.slow
-@needs_data
-def test_relaunch_into_the_run_dir_resumes_the_same_wandb_run(tmp_path):
-    common = ["train.py", "trainer=smoke", "fid=off", "latent_dim=8", "callbacks=none", f"hydra.run.dir={tmp_path}"]
-    run_py(common)
-    run_py([*common, "trainer.max_epochs=2"])  # resumes from last.ckpt, and the W&B run with it
-    runs = [read_run(d) for d in offline_runs(tmp_path)]
-    assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]  # `wandb sync` of both uploads one run
-    assert runs[1]["config"]["resumed"] is True
 
 
 def test_online_without_a_key_or_a_server_falls_back_offline_with_one_line(monkeypatch, tmp_path, caplog):
