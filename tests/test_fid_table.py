@@ -7,10 +7,6 @@ from sarnet.metrics.fid import SHIPPED_SHA256
 from tests.conftest import ROOT, fake_run, table
 
 
-def rows_of(t):
-    return {(r["model"], r["latent_dim"]): r for r in t["rows"]}
-
-
 CPU, GPU = "cpu x86_64, 1 threads", "NVIDIA H100 80GB HBM3"
 
 
@@ -24,7 +20,7 @@ def test_seeds_aggregate_with_seed_and_set_std_welch_and_wall_time(tmp_path):
     fake_run(sweep / "9", "vae", 8, 1234, status="failed")
     result, md, out = table(tmp_path, sweep)
     (t,) = result["tables"]
-    rows = rows_of(t)
+    rows = {(r["model"], r["latent_dim"]): r for r in t["rows"]}
     cell = rows[("sarnet_vae", 32)]
     assert cell["fid_mean"] == 2.0 and cell["fid_seed_std"] == 1.0 and abs(cell["fid_set_std"] - 0.1) < 1e-12
     assert sorted(cell["seeds"]) == [1234, 1235, 1236]
@@ -39,7 +35,7 @@ def test_seeds_aggregate_with_seed_and_set_std_welch_and_wall_time(tmp_path):
     assert rows[("vae", 32)]["devices"] == [GPU, "None", CPU]
     assert "| 15.0 min |" in md and "| 9.0–50.0 min |" in md  # sarnet_vae: one device, mean; vae: three, range
     result, _, _ = table(tmp_path, sweep, sweep)  # the same runs given twice count once
-    assert rows_of(result["tables"][0])[("sarnet_vae", 32)] == cell
+    assert result["tables"][0]["rows"] == t["rows"]
     fake_run(tmp_path / "other" / "0", "sarnet_vae", 32, 1234, fid=1.2)  # another run of a seed: refused
     status, _, stderr = table(tmp_path, sweep, tmp_path / "other", check=False)
     assert status == 2 and "seed 1234 appears twice" in stderr
