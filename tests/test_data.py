@@ -200,7 +200,7 @@ def test_fashion_prepare_is_idempotent_self_healing_checked_and_says_apt_get(tmp
 
 # ------------------------------------------------------------------------------------------ DataModules
 
-def test_datamodule_shapes_dtype_range_and_loaders(root):
+def test_datamodule_shapes_dtype_range_loaders_and_download_only_when_asked_and_missing(root, tmp_path, monkeypatch):
     dm = data_module(root, val_size=0.1, batch_size=16)
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (180, 20, N_TEST)
     for x, y in ((dm.train_x, dm.train_y), (dm.val_x, dm.val_y), (dm.test_x, dm.test_y)):
@@ -213,6 +213,12 @@ def test_datamodule_shapes_dtype_range_and_loaders(root):
     assert torch.equal(torch.cat([b[0] for b in dm.val_dataloader()]), dm.val_x)  # in order
     assert torch.equal(torch.cat([b[1] for b in dm.test_dataloader()]), dm.test_y)
     assert torch.equal(real_images(root, "mnist", split="test"), dm.test_x)
+    calls, empty = [], tmp_path / "empty"
+    monkeypatch.setattr(sources, "prepare_mnist", calls.append)
+    MNISTDataModule(empty).prepare_data()
+    MNISTDataModule(root, download=True).prepare_data()  # files present
+    MNISTDataModule(empty, download=True).prepare_data()
+    assert calls == [str(empty)]
 
 
 def test_evaluation_shards_hold_every_image_once():
@@ -261,15 +267,6 @@ def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: 
     static, grey = setup(binarize="static"), setup()  # static: thresholded at one half
     assert torch.equal(static.train_x, (grey.train_x >= 0.5).float())
     assert torch.equal(static.test_x, (grey.test_x >= 0.5).float())
-
-
-def test_prepare_data_downloads_only_when_asked_and_missing(tmp_path, root, monkeypatch):
-    calls, empty = [], tmp_path / "empty"
-    monkeypatch.setattr(sources, "prepare_mnist", calls.append)
-    MNISTDataModule(empty).prepare_data()
-    MNISTDataModule(root, download=True).prepare_data()  # files present
-    MNISTDataModule(empty, download=True).prepare_data()
-    assert calls == [str(empty)]
 
 
 @pytest.mark.parametrize("name, cls, classes", [("mnist5", MNISTDataModule, [5]),

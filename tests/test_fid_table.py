@@ -6,7 +6,6 @@ from omegaconf import OmegaConf
 from sarnet.metrics.fid import SHIPPED_SHA256
 from tests.conftest import ROOT, fake_run, table
 
-
 CPU, GPU = "cpu x86_64, 1 threads", "NVIDIA H100 80GB HBM3"
 
 
