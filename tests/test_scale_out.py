@@ -1,17 +1,15 @@
 """Sweeps and scale-out (docs/scale-out.md): a failing job, SIGTERM to a sweep, optuna, the joblib, submitit and SLURM
 launchers, DDP on two CPU processes; the real train.py as a subprocess, slow if it trains more than two smoke jobs."""
 
-import os
 import shlex
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import read_checkpoint
-from tests.conftest import ROOT, compose_config, error_line, needs_data, ok, results, train
+from tests.conftest import compose_config, error_line, needs_data, offline_runs, ok, read_run, results, train
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two gloo processes on the CPU
 
@@ -56,8 +54,7 @@ def test_sigterm_to_a_sweep_prints_the_command_that_resumes_its_jobs(tmp_path):
                     "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", "+callbacks.fault.epoch=1")
     assert rc == 128 + signal.SIGTERM and "Traceback" not in out
     command = shlex.split(error_line(out, "RunDirError").split("to resume the sweep: ", 1)[1])
-    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else "python"
-    assert command[:3] == [python, "train.py", "-m"] and command[-1] == f"hydra.sweep.dir={tmp_path}"
+    assert command[1:3] == ["train.py", "-m"]  # the interpreter it names: test_resume.py
     rc, out = train(*[a for a in command[2:] if not a.startswith("+callbacks.fault")], timeout=900)
     assert rc == 0, out[-3000:]
     assert f"Restoring states from the checkpoint path at {tmp_path}/0/checkpoints/last.ckpt" in out
@@ -110,19 +107,30 @@ def test_optuna_search_reports_the_best_trial_and_resumes_from_its_sweep_dir(tmp
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                                       ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
-                         ids=["joblib", "submitit_local"])
-def test_local_launchers_run_each_job_with_its_own_wandb_run(launcher, tmp_path):
+                         ids=["basic", "joblib", "submitit_local"])
+def test_local_launchers_run_each_job_with_its_own_wandb_run_and_end_with_the_table(launcher, tmp_path):
     # (joblib's jobs run in parallel: test_sigterm_to_a_joblib_sweep_stops_its_workers waits for two training at once)
-    out = ok("-m", "latent_dim=8,16", *launcher, "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}")
-    runs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    sweep = tmp_path / "multirun" / "smoke"  # the W&B group: the sweep dir's name
+    out = ok("-m", "latent_dim=8,16", *launcher, "trainer=smoke", f"hydra.sweep.dir={sweep}")
+    runs = sorted(p.parent for p in sweep.glob("*/results.json"))
     assert "2 jobs ok, 0 failed" in out
-    assert [p.name for p in runs] == ["0_fid=off,latent_dim=8", "1_fid=off,latent_dim=16"]
+    logs = [(p / "train.log").read_text() for p in runs]  # a job's own log: submitit's jobs print elsewhere
+    assert all("FID set 2/2" in log and "done: " in log for log in logs)
+    assert [p.name for p in runs] == ["0_latent_dim=8", "1_latent_dim=16"]
     assert [(results(p)["status"], results(p)["latent_dim"]) for p in runs] == [("ok", 8), ("ok", 16)]
-    assert [len(list(p.glob("wandb/offline-run-*"))) for p in runs] == [1, 1]
-    if "submitit" in launcher[0]:
-        assert len(list(tmp_path.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
+    jobs = [read_run(d) for p in runs for d in offline_runs(p)]  # one W&B run per job
+    assert [j["name"] for j in jobs] == ["sarnet_vae-L8-s1234", "sarnet_vae-L16-s1234"]
+    assert {j["group"] for j in jobs} == {"smoke"}
+    for job in jobs:
+        assert job["summary"]["fid/mean"] > 0 and "fid/set_2" in job["summary"] and "test/loss" in job["summary"]
+    assert "| sarnet_vae | 8 |" in (sweep / "fid_table.md").read_text()
+    (table_run,) = offline_runs(sweep)
+    table = read_run(table_run)
+    assert table["group"] == "smoke" and {"fid_table", "fid_plot"} <= table["history"]
+    if launcher and "submitit" in launcher[0]:
+        assert len(list(sweep.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
 
 
 MULTI_NODE = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.nodes=2",

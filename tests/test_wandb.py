@@ -179,20 +179,3 @@ def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
     cells = {(row[0], row[1]): row for row in table["data"]}
     assert cells[("sarnet_vae", 8)][3] == cells[("sarnet_vae", 16)][3] == 2.0
     assert ("vae", 8) not in cells  # no VAE run was given: no VAE rows
-
-
-@pytest.mark.slow
-@needs_data
-def test_smoke_sweep_ends_with_the_table_and_its_wandb_run(tmp_path):
-    sweep = tmp_path / "multirun" / "smoke"
-    out = run_py(["train.py", "-m", "latent_dim=8,16", "trainer=smoke", f"hydra.sweep.dir={sweep}"], timeout=1200)
-    assert "FID set 2/2" in out and "done: " in out
-    assert "| sarnet_vae | 8 |" in (sweep / "fid_table.md").read_text()
-    jobs = [read_run(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
-    assert [j["name"] for j in jobs] == ["sarnet_vae-L8-s1234", "sarnet_vae-L16-s1234"]
-    assert {j["group"] for j in jobs} == {"smoke"}
-    for job in jobs:
-        assert job["summary"]["fid/mean"] > 0 and "fid/set_2" in job["summary"] and "test/loss" in job["summary"]
-    (table_run,) = offline_runs(sweep)
-    table = read_run(table_run)
-    assert table["group"] == "smoke" and {"fid_table", "fid_plot"} <= table["history"]
