@@ -18,21 +18,15 @@ from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data, offl
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
 
 
-def run_py(args, env_extra=None, drop=(), timeout=600):
-    """A script as a subprocess, offline W&B and no API key unless env_extra gives one; drop: variables to unset."""
-    env = {k: v for k, v in ENV.items() if k not in ("WANDB_API_KEY", *drop)} | (env_extra or {})
-    proc = python(*args, env=env, timeout=timeout, check=True)
-    return proc.stdout + proc.stderr
-
-
 # ---- single runs ---------------------------------------------------------------------------------------------
 
 @needs_data
 def test_run_images_name_config_summary_files_and_checkpoints(tmp_path):
     # as a W&B sweep agent launches it (--key=value, WANDB_RUN_ID) on a cluster node: a key, no reachable server
-    out = run_py(["train.py", "trainer=smoke", "--fid=off", "--latent_dim=8", "--data.val_size=0.2",
-                  f"hydra.run.dir={tmp_path}"], env_extra={"WANDB_RUN_ID": "agentrun1", "WANDB_API_KEY": FAKE_KEY},
-                 drop=("WANDB_MODE",))
+    env = {k: v for k, v in ENV.items() if k != "WANDB_MODE"} | {"WANDB_RUN_ID": "agentrun1", "WANDB_API_KEY": FAKE_KEY}
+    proc = python("train.py", "trainer=smoke", "--fid=off", "--latent_dim=8", "--data.val_size=0.2",
+                  f"hydra.run.dir={tmp_path}", env=env, check=True)
+    out = proc.stdout + proc.stderr
     notes = [line for line in out.splitlines() if "W&B:" in line]
     assert len(notes) == 1 and "logging offline" in notes[0], notes  # trains offline, saying so once
     (run_dir,) = offline_runs(tmp_path)
@@ -72,7 +66,7 @@ def test_fid_likelihood_and_sample_log_eval_runs_beside_their_training_run(smoke
     run_dir = smoke_run("nll_vae")
     for command, *args in (["fid", "--n-gen", "32", "--n-sets", "2"], ["sample", "--n", "4"],
                            ["likelihood", "--k", "2", "--max-images", "16", "--no-progress"]):
-        run_py(["-m", "sarnet", command, "--ckpt", str(run_dir), "--device", "cpu", "--wandb", *args])
+        python("-m", "sarnet", command, "--ckpt", run_dir, "--device", "cpu", "--wandb", *args, check=True)
     runs = {r["job_type"] + ":" + r["tags"][0]: r for r in map(read_run, offline_runs(run_dir))}
     train = runs.pop("train:vae")
     assert train["name"] == train["group"] == "vae-L8-s1234 experiment=nll_vae data=mnist5 likelihood=off fid=off"
@@ -166,7 +160,7 @@ def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
         fake_run(sweep / f"{i}_latent_dim={latent}", "sarnet_vae", latent, 1234, fid=2.0)
         (sweep / f"{i}_latent_dim={latent}" / tracking.RUN_FILE).write_text(
             json.dumps({"id": f"id{latent}", "project": "proj", "group": "my sweep"}))
-    run_py(["scripts/fid_table.py", str(sweep), "--wandb"], timeout=300)
+    python("scripts/fid_table.py", sweep, "--wandb", timeout=300, check=True)
     (run_dir,) = offline_runs(sweep)
     run = read_run(run_dir)
     assert run["group"] == "my sweep" and run["job_type"] == "fid_table"
