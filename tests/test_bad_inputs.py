@@ -23,6 +23,7 @@ from lightning.fabric.connector import _PRECISION_INPUT
 from omegaconf import OmegaConf
 
 import sarnet.sampling as sampling
+from sarnet.checkpoint import read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.explain import patch_importance
@@ -45,6 +46,7 @@ from tests.conftest import (
     needs_data,
     ok,
     python,
+    results,
     table,
     train,
     train_inprocess,
@@ -293,18 +295,6 @@ def nan_stop(tmp_path) -> dict:
     return outcome(rc, out, None, kept + "last.ckpt)", status=1)
 
 
-@pytest.mark.slow
-@needs_data
-def test_a_non_finite_loss_stops_in_one_line_naming_the_kept_checkpoint(tmp_path):
-    from sarnet.checkpoint import read_checkpoint
-
-    got = nan_stop(tmp_path)
-    assert got["one_line"] and not got["traceback"], got
-    assert re.search(r"non-finite training loss at epoch 1, step [45] \(term: ", got["line"]), got["line"]
-    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["epoch"] == 0  # the good epoch's, kept
-    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1  # the good run's: none written after
-
-
 # ---- table inputs ----------------------------------------------------------------------------------------------
 
 TABLE = [  # (kind, what lies in a sweep dir beside a good run: a results.json's text or a good one's fields changed,
@@ -411,7 +401,8 @@ def test_torture_figures(files, tmp_path, monkeypatch):
         rows.append(("help", name, got | {"one_line": got["accepted"], "only_line": True, "accepted": False}))
     inprocess = {"one_line": False, "only_line": True, "torch": False, "seconds": 0, "files_left": [], "line": ""}
     rows.append(("file", "FID weights", inprocess | damaged_fid_weights(tmp_path / "fid", monkeypatch)))
-    rows.append(("stop", "NaN loss", inprocess | nan_stop(tmp_path / "nan") | {"only_line": True}))
+    nan = nan_stop(tmp_path / "nan")
+    rows.append(("stop", "NaN loss", inprocess | nan | {"only_line": True}))
     for i, (kind, bad, expect) in enumerate(TABLE):
         rc, stderr, _ = run_table(tmp_path / f"table{i}", bad)
         rows.append((kind, str(bad)[:30], inprocess | {"one_line": expect.split("}")[-1].strip(": ") in stderr or
@@ -443,3 +434,7 @@ def test_torture_figures(files, tmp_path, monkeypatch):
         print(f"| {kind} | " + " | ".join(str(figures[kind, h]) for h in heads) + " |")
     assert all(figures[k, h] == 0 for k, _, _ in rows for h in heads[2:])
     assert all(figures[k, "tried"] == figures[k, heads[1]] for k, _, _ in rows)
+    # the NaN stop names its step and keeps the good epoch's checkpoint and results.json
+    assert re.search(r"non-finite training loss at epoch 1, step [45] \(term: ", nan["line"]), nan["line"]
+    assert read_checkpoint(tmp_path / "nan" / "checkpoints" / "last.ckpt")["epoch"] == 0
+    assert results(tmp_path / "nan")["epochs"] == 1
