@@ -342,7 +342,8 @@ def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kin
 
 # ---- the library API (bad_inputs.API) -------------------------------------------------------------------------
 
-def api_names() -> dict:
+@pytest.fixture(scope="module")
+def names() -> dict:
     """What the calls of bad_inputs.API name: its nets, torch, sarnet.sampling's functions, the constructors and the
     exceptions."""
     torch.manual_seed(0)
@@ -352,11 +353,6 @@ def api_names() -> dict:
         TypeError, GeometryError, DataError, ConfigError)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none")}
-
-
-@pytest.fixture(scope="module")
-def names():
-    return api_names()
 
 
 @pytest.mark.parametrize("error, call, match", API, ids=[call for _, call, _ in API])
@@ -385,7 +381,7 @@ def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_pat
 
 
 @pytest.mark.slow
-def test_torture_figures(files, tmp_path, monkeypatch):
+def test_torture_figures(files, names, tmp_path, monkeypatch):
     """Every entry as the user meets it, the figures by kind printed: 0 tracebacks, 0 accepted wrongly, 0 files left,
     every refusal the only line printed, field / Hydra / usage errors and --help before torch."""
     rows = []
@@ -408,7 +404,6 @@ def test_torture_figures(files, tmp_path, monkeypatch):
         rows.append((kind, str(bad)[:30], inprocess | {"one_line": expect.split("}")[-1].strip(": ") in stderr or
                                                         rc == 0, "traceback": "Traceback" in stderr,
                                                         "accepted": bad is None and rc == 0}))
-    names = api_names()
     for error, call, message in API:
         try:
             eval(call, dict(names))
