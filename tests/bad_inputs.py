@@ -72,7 +72,9 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"),
             ("data.static_dir=/nonexistent", "data.static_dir"), ("trainer.devices=0", "trainer"),
             ("trainer.accelerator=bogus", "trainer"), ("+trainer.bogus=1", "trainer"),
-            ("init_ckpt={ckpt} ckpt_path={ckpt}", "init_ckpt"), ("latent_dim=16 init_ckpt={ckpt}", "init_ckpt"),
+            ("init_ckpt={ckpt} ckpt_path={ckpt}", "init_ckpt='{ckpt}' is invalid: cannot go with ckpt_path={ckpt}: "
+             "ckpt_path resumes a run in its own run dir, init_ckpt starts a new run from a checkpoint's weights; "
+             "give one of them"), ("latent_dim=16 init_ckpt={ckpt}", "init_ckpt"),
         ],
         "resource": [
             ("fid.n_gen=99999999999", "fid.n_gen"), ("fid.n_sets=1000000", "fid.n_gen x fid.n_sets"),
@@ -83,7 +85,8 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
         "file": [
             ("data_dir=/nonexistent", "data_dir=/nonexistent"), ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
             ("init_ckpt=/nonexistent.ckpt", "init_ckpt"), ("ckpt_path=last", "ckpt_path='last'"),
-            ("ckpt_path=/", "ckpt_path='/'"),
+            ("ckpt_path=/", "ckpt_path='/' is invalid: is not a checkpoint file: give an existing .ckpt, or a run dir "
+                            "holding checkpoints/last.ckpt"),
             ("ckpt_path={damaged}", "{damaged}/checkpoints/last.ckpt: cannot be read"),
             ("data_dir={data_deleted}", "missing data file"),
             ("data_dir={data_flipped}", "{data_flipped}/MNIST/raw/t10k-labels-idx1-ubyte: does not match the md5"),
