@@ -114,8 +114,9 @@ HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "like
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too
 
 # api: a library call (on vae: SarNET-VAE, L=4; plain: sigmoid SarNet; conv: conv VAE, L=4; regression: SarNet of
-# out_activation none) refused by one exception of its kind naming the argument, in one line: never a raw IndexError,
-# TypeError or silently wrong images. (exception, call, what its message must match)
+# out_activation none; strict and strict_vae: plain and vae with first_patch=predicted) refused by one exception of its
+# kind naming the argument, in one line: never a raw IndexError, TypeError or silently wrong images. (exception, call,
+# what its message must match)
 API = [(error, call, match) for error, calls in {
     "ValueError": [
         ("generate(vae, n=0)", "n=0: must be a positive int"),
@@ -160,6 +161,19 @@ API = [(error, call, match) for error, calls in {
         ("CrossEntropyLoss()(torch.randn(3, 4, 28, 28), None, torch.zeros(3, 1, 28, 28))", "data.quantize"),
         ("ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))", "at least 11x11"),
         ("knn_accuracy(torch.rand(10, 1, 28, 28), torch.rand(10, 1, 28, 28), k=0)", "k=0"),
+    ],
+    "LikelihoodError": [
+        ("exact_log_prob(plain, torch.zeros(2, 1, 28, 28))",
+         r"first_patch='given'.*patch 0 is copied.*first_patch=predicted"),
+        ("score(plain, torch.zeros(2, 1, 28, 28))", "first_patch='given'"),
+        ("score(vae, torch.zeros(2, 1, 28, 28))", "first_patch='given'"),
+        ("score(SarNet(first_patch='predicted'), torch.zeros(2, 1, 28, 28))", "out_activation='none'"),
+        ("score(strict, torch.full((3, 1, 28, 28), 0.5))", "not binary.*data.binarize=dynamic"),
+        ("score(conv, torch.zeros(3, 1, 28, 28), k=0)", "likelihood.k=0"),
+        ("score(strict, torch.zeros(2, 1, 28, 28), refine_steps=5)", "SarNET's NLL is exact"),
+        *[(f"score(strict_vae, torch.zeros(2, 1, 28, 28), k=2, refine_steps={steps!r})", "refine_steps=.* is invalid")
+          for steps in (-1, 2.5, True)],
+        ("score(strict_vae, torch.zeros(2, 1, 28, 28), k=2, refine_steps=1, refine_lr=0)", "refine_lr=0 is invalid"),
     ],
     "TypeError": [("patch_importance(conv, torch.rand(1, 28, 28), 3)", "not autoregressive")],
     "GeometryError": [

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from lightning.fabric.connector import _PRECISION_INPUT
 from omegaconf import OmegaConf
 
+import sarnet.likelihood as lk
 import sarnet.sampling as sampling
 from sarnet.checkpoint import read_checkpoint
 from sarnet.config import ConfigError, validate
@@ -350,9 +351,11 @@ def names() -> dict:
     return {**vars(sampling), **{f.__name__: f for f in (
         SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule,
         FashionMNISTDataModule, make_net, validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError,
-        TypeError, GeometryError, DataError, ConfigError)},
+        TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.LikelihoodError)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
-        "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none")}
+        "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none"),
+        "strict": SarNet(first_patch="predicted", out_activation="sigmoid"),
+        "strict_vae": SarNetVAE(4, first_patch="predicted")}
 
 
 @pytest.mark.parametrize("error, call, match", API, ids=[call for _, call, _ in API])

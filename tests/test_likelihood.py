@@ -44,27 +44,7 @@ def test_exp_minus_nll_sums_to_one_over_every_binary_image(geometry, latent):
     assert abs(torch.logsumexp(lk.log_bernoulli(given.logits(x, z), x), 0).exp().item() - 1) > 1e-3
 
 
-PIXELS = [[2, 1, 1], [2, 3, 1], [2, 1, 1]]
-SMALL = [[4, 1, 2], [4, 2, 2], [4, 1, 2]]
-REFUSED = [  # (what is scored, the refusal)
-    (lambda: lk.exact_log_prob(strict_net(PIXELS, mode="given"), all_binary_images(2)),
-     r"first_patch='given'.*patch 0 is copied.*first_patch=predicted"),
-    (lambda: lk.score(strict_net(PIXELS, mode="given"), all_binary_images(2)), "first_patch='given'"),
-    (lambda: lk.score(SarNetVAE(2, SMALL, first_patch="given"), torch.zeros(2, 1, 4, 4)), "first_patch='given'"),
-    (lambda: lk.score(SarNet(PIXELS, first_patch="predicted"), all_binary_images(2).float()), "out_activation='none'"),
-    (lambda: lk.score(strict_net(PIXELS).float(), torch.full((3, 1, 2, 2), 0.5)), "not binary.*data.binarize=dynamic"),
-    (lambda: lk.score(ConvVAE(2, side=4), torch.zeros(3, 1, 4, 4), k=0), "likelihood.k=0"),
-    (lambda: lk.score(strict_net(SMALL), binary_batch(2), refine_steps=5), "SarNET's NLL is exact"),
-    *[(lambda steps=steps: lk.score(tiny_vae(), binary_batch(2), k=2, refine_steps=steps), "refine_steps=.* is invalid")
-      for steps in (-1, 2.5, True)],
-    (lambda: lk.score(tiny_vae(), binary_batch(2), k=2, refine_steps=1, refine_lr=0), "refine_lr=0 is invalid"),
-]
-
-
-@pytest.mark.parametrize("call, match", REFUSED, ids=[str(i) for i in range(len(REFUSED))])
-def test_what_has_no_likelihood_is_refused(call, match):
-    with pytest.raises(lk.LikelihoodError, match=match):
-        call()
+SMALL = [[4, 1, 2], [4, 2, 2], [4, 1, 2]]  # (what has no likelihood: tests/bad_inputs.py API)
 
 
 @pytest.mark.parametrize("name", [n for n, (g, act) in NETS.items() if act == "sigmoid" and g[0][0] <= 12])
