@@ -254,7 +254,7 @@ def test_vae_evaluation_noise_is_per_image_not_per_batch_or_rng_state(root, mode
     assert test_loss(64, 0, eval_seed=8) != pytest.approx(reference, rel=1e-6)
 
 
-def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: below
+def test_class_filter_split_and_static_and_dynamic_binarization(root):
     setup = partial(data_module, root)
     dm = setup(classes=[5, 7], val_size=0)
     assert set(dm.train_y.tolist()) == set(dm.test_y.tolist()) == {5, 7}
@@ -267,6 +267,15 @@ def test_class_filter_split_and_static_binarization(root):  # binarize=dynamic: 
     static, grey = setup(binarize="static"), setup()  # static: thresholded at one half
     assert torch.equal(static.train_x, (grey.train_x >= 0.5).float())
     assert torch.equal(static.test_x, (grey.test_x >= 0.5).float())
+    # dynamic: evaluated on fixed bits (sarnet.data.binarized), trained on fresh draws
+    dm, fives = setup(binarize="dynamic", val_size=0, batch_size=1000), setup(classes=[5], binarize="dynamic")
+    assert set(dm.test_x.unique().tolist()) <= {0.0, 1.0} and dm.val_x is dm.test_x
+    assert set(fives.val_x.unique().tolist()) <= {0.0, 1.0}  # a validation split carved from train, too
+    assert torch.equal(fives.test_x, dm.test_x[dm.test_y == 5])  # binarized before the class filter
+    assert abs(dm.test_x.mean() - grey.test_x.mean()) < 0.02
+    torch.manual_seed(0)
+    (first, _), (again, _) = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
+    assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, again)  # a fresh draw every epoch
 
 
 @pytest.mark.parametrize("name, cls, classes", [("mnist5", MNISTDataModule, [5]),
@@ -302,18 +311,6 @@ def test_fixed_bernoulli_is_exact_at_the_ends_and_unbiased():
     a = fixed_bernoulli(grey, TEST_SEED)
     torch.manual_seed(2)
     assert torch.equal(a, fixed_bernoulli(grey, TEST_SEED))  # the seed alone decides, not torch's random state
-
-
-def test_dynamic_datamodule_evaluates_on_fixed_bits_and_trains_on_fresh_draws(root):
-    dm = data_module(root, binarize="dynamic", val_size=0, batch_size=1000)
-    fives, grey = data_module(root, classes=[5], binarize="dynamic"), data_module(root)
-    assert set(dm.test_x.unique().tolist()) <= {0.0, 1.0} and dm.val_x is dm.test_x
-    assert set(fives.val_x.unique().tolist()) <= {0.0, 1.0}  # a validation split carved from train, too
-    assert torch.equal(fives.test_x, dm.test_x[dm.test_y == 5])  # binarized before the class filter
-    assert abs(dm.test_x.mean() - grey.test_x.mean()) < 0.02
-    torch.manual_seed(0)
-    (a, _), (b, _) = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
-    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # a fresh draw every epoch
 
 
 def write_amat(folder, n=(5, 3, 4), corrupt=None):
