@@ -219,6 +219,7 @@ def fake_idx(root, folder="MNIST", n_train=200, n_test=50, seed=0):
 
 def fake_checkpoint(path, net, config=None):
     """A sarnet checkpoint of `net` as load_model reads it; config: the stored net config (default: the net's own)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # a run dir's checkpoints/, say
     torch.save({"sarnet": {"net": net.config if config is None else config, "format": 1},
                 "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path

@@ -178,7 +178,6 @@ def test_cli_variants(script, args, model, smoke_run, tmp_path):
 
 
 def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
     fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", SarNet(out_activation="sigmoid"))
     outs = []
     for _ in range(2):

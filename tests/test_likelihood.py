@@ -227,7 +227,6 @@ def test_smoke_run_logs_nll_and_bits_per_dim_to_results_and_csv(tmp_path):
 def script_checkpoint(tmp_path, first_patch, kind="sarnet"):
     geometry = [[28, 1, 4], [14, 1, 2], [28, 1, 4]]
     net = SarNet(geometry, 0, first_patch, "sigmoid") if kind == "sarnet" else SarNetVAE(2, geometry, first_patch)
-    (tmp_path / "checkpoints").mkdir(exist_ok=True)
     return fake_checkpoint(tmp_path / "checkpoints" / f"{kind}_{first_patch}.ckpt", net)
 
 
