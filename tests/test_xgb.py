@@ -40,7 +40,7 @@ def test_patch_orders_round_trip_and_differ():
     assert sorted(column.ravel().tolist()) == list(range(784))
 
 
-def test_generate_shapes_range_and_seed_and_a_saved_model_generates_the_same_images(model, tmp_path):
+def test_generate_shapes_range_seed_save_load_and_each_patch_reads_only_earlier_ones(model, tmp_path):
     a = model.generate(20, 3)
     assert a.shape == (20, 1, 28, 28) and a.dtype == torch.float32
     assert a.min() >= 0 and a.max() <= 1
@@ -56,6 +56,16 @@ def test_generate_shapes_range_and_seed_and_a_saved_model_generates_the_same_ima
     loaded = xgb.GenerativeXGB.load(path, threads=1)
     assert loaded.meta == model.meta
     assert torch.equal(loaded.generate(16, 5), model.generate(16, 5))
+    # the model of patch k reads only the patches before it
+    rng = np.random.default_rng(0)
+    patches = xgb.to_patches(fake_fives(50, seed=1), model.order)
+    for k in range(1, PATCHES + 1):
+        changed = patches.copy()
+        changed[:, k:] = rng.random(changed[:, k:].shape)  # rewrite patch k and everything after it
+        assert np.array_equal(model.predict_patch(patches, k), model.predict_patch(changed, k))
+        earlier = patches.copy()
+        earlier[:, :k] = rng.random(earlier[:, :k].shape)  # while earlier patches matter
+        assert not np.array_equal(model.predict_patch(patches, k), model.predict_patch(earlier, k))
 
 
 def test_load_refuses_a_folder_without_a_model_and_bad_settings_name_the_field(tmp_path):
@@ -69,18 +79,6 @@ def test_load_refuses_a_folder_without_a_model_and_bad_settings_name_the_field(t
                             ({"order": "diagonal"}, "order='diagonal'")):
         with pytest.raises(xgb.XGBError, match=field):
             xgb.GenerativeXGB.train(x, **{"max_patches": 1, **settings}, threads=1)
-
-
-def test_model_of_patch_k_reads_only_earlier_patches(model):
-    rng = np.random.default_rng(0)
-    patches = xgb.to_patches(fake_fives(50, seed=1), model.order)
-    for k in range(1, PATCHES + 1):
-        changed = patches.copy()
-        changed[:, k:] = rng.random(changed[:, k:].shape)  # rewrite patch k and everything after it
-        assert np.array_equal(model.predict_patch(patches, k), model.predict_patch(changed, k))
-        earlier = patches.copy()
-        earlier[:, :k] = rng.random(earlier[:, :k].shape)  # while earlier patches matter
-        assert not np.array_equal(model.predict_patch(patches, k), model.predict_patch(earlier, k))
 
 
 def test_an_interrupted_training_resumes_to_the_uninterrupted_model(tmp_path):
