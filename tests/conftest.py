@@ -58,12 +58,10 @@ def error_line(out: str, kind: str) -> str:
 
 
 def results(run_dir: Path) -> dict:
-    """A run dir's results.json."""
     return json.loads((run_dir / "results.json").read_text())
 
 
 def csv_rows(run_dir: Path) -> list[dict]:
-    """The rows of a run's csv/metrics.csv."""
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
 
