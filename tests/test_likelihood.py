@@ -1,4 +1,4 @@
-"""Likelihood: exact normalisation over every binary image, exact == naive per-patch passes, IWAE vs ELBO, refusals."""
+"""Likelihood: exact normalisation over every binary image, exact == naive per-patch passes, IWAE vs ELBO."""
 
 import itertools
 import json
