@@ -36,6 +36,9 @@ def test_generate_and_sample_images_give_grey_levels():
     assert torch.equal(grey, to_grayscale(net, one_hot))  # class / (C - 1)
     levels = grey.mul(3).round()
     assert torch.allclose(grey, levels / 3) and set(levels.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    naive = sample_images(net, 5, {"mode": "categorical", "temperature": 0.3, "method": "naive"},
+                          torch.Generator().manual_seed(0))
+    assert torch.equal(naive, grey)  # fast == naive through sample_images, in float32 (test_sampling: float64)
 
 
 # ---- loss and data ------------------------------------------------------------------------------------------

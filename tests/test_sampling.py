@@ -107,7 +107,7 @@ def test_the_default_models_generate_28x28_images():
 
 
 @pytest.mark.parametrize("mode", ["mean", "bernoulli"])
-def test_a_float64_net_generates_in_float64_with_the_float32_nets_draws(mode):
+def test_float32_is_the_default_exact_path_and_a_float64_net_generates_in_float64_with_float32_draws(mode):
     geometry = [[4, 1, 2], [4, 2, 2], [4, 1, 2]]
     for make in (lambda: SarNetVAE(3, geometry, first_patch="predicted"), lambda: ConvVAE(3, side=4),
                  lambda: SarNet(geometry, first_patch="predicted", out_activation="sigmoid")):
@@ -116,9 +116,12 @@ def test_a_float64_net_generates_in_float64_with_the_float32_nets_draws(mode):
         double = make().double().eval()
         double.load_state_dict(single.state_dict())
         methods = ("fast", "naive") if single.ar_net is not None else ("fast",)
-        runs = {(bits, method): generate(net, 6, method=method, mode=mode, generator=torch.Generator().manual_seed(1))
+        runs = {(bits, method): generate(net, 6, method=method, mode=mode, generator=torch.Generator().manual_seed(1),
+                                         dtype="float32")  # float32: the weights' own dtype, the exact path
                 for bits, net in ((32, single), (64, double)) for method in methods}
         assert runs[(64, "fast")].dtype == torch.float64
+        default = generate(single, 6, mode=mode, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(runs[(32, "fast")], default)
         if single.ar_net is not None:
             assert torch.allclose(runs[(64, "fast")], runs[(64, "naive")], atol=1e-12)
         # the same z and uniforms as the float32 net's: equal up to float32 rounding

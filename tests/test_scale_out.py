@@ -178,8 +178,10 @@ def test_ddp_evaluates_as_one_process(model, smoke_run, tmp_path):
     every image once, the VAE's noise per image), FID and kNN rank 0's, all equal the one process's. The DDP run,
     with W&B: one results.json, one W&B run, one summary line, no warnings of unsynced metrics."""
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
-    common = [f"model={model}", "latent_dim=8", f"init_ckpt={ckpt}", "model.optimizer.lr=1e-30", "trainer.max_epochs=1",
-              "trainer.limit_train_batches=2", "fid.n_gen=200", "fid.n_sets=1", "fid.knn.n=200"]
+    # the documented command (debug=smoke) evaluating whole splits; the rest of debug's settings on both sides
+    common = [f"model={model}", "latent_dim=8", f"init_ckpt={ckpt}", "model.optimizer.lr=1e-30", "debug=smoke",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
+              "fid.n_sets=1"]
     ok(*common, "trainer=cpu", "logger=csv", f"hydra.run.dir={tmp_path / 'one'}")
     out = ok(*common, *DDP, f"hydra.run.dir={tmp_path / 'two'}")
     one, two = results(tmp_path / "one")["metrics"], results(tmp_path / "two")
