@@ -32,11 +32,13 @@ def write_json(path, payload):
 
 
 def read_json(path) -> dict:
-    """A JSON file's content, or {} when it is missing or unreadable (a reader that must say why reads it itself)."""
+    """A JSON object's content, or {} when the file is missing, unreadable or holds no object (a reader that must say
+    why reads it itself)."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}  # a list or number: its callers' .get() would be a traceback
 
 
 def zip_crc_error(path) -> str | None:

@@ -108,6 +108,7 @@ def test_garbage_md5_list_is_a_data_error_naming_it(tmp_path, garbage):
     (tmp_path / ".sarnet-ok.json").write_text(garbage)
     with pytest.raises(DataError, match=f"{tmp_path / '.sarnet-ok.json'}: not a.* md5 list"):
         sources.check_raw(tmp_path)
+    assert sources.read_json(tmp_path / ".sarnet-ok.json") == ({"x": 3} if garbage[1] == '"' else {})  # an object
 
 
 # ------------------------------------------------------------------------------------------ the MNIST wheel
