@@ -10,9 +10,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sarnet.settings import DTYPES, MAX_BATCH, SampleSettings, SettingsError
+from sarnet.settings import DTYPES, MAX_BATCH, MAX_GRID, SampleSettings, SettingsError
 
 REAL_SETS = ("test_resampled", "train", "test")  # fid.real_set; here, not in metrics/fid.py, to be checked torch-free
+MAX_K = 100_000  # likelihood.k and `sarnet likelihood --k`: importance samples per image
 
 
 class ConfigError(ValueError):
@@ -76,14 +77,14 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     "fid.extra_th": (lambda v: v is None or isinstance(v, list) and all(TH[0](t) for t in v),
                      "null or a list of thresholds in [0, 1) or null, e.g. [0.105,null]"),
     "fid.knn.n": _int(0, 20_000, why=" (0: off; its distances grow as n^2)"), "fid.dtype": _one_of(*DTYPES),
-    "likelihood.k": _int(1, 100_000, why=" (papers use 5000)"),
+    "likelihood.k": _int(1, MAX_K, why=" (papers use 5000)"),
     "likelihood.max_images": _int(1, null=True, why=" (null: the whole test split)"),
     "model.net.first_patch": _one_of("given", "predicted"),
     "model.net.out_activation": _one_of("none", "sigmoid", "softmax"),
     "model.net.geometry": (lambda v: v is None or isinstance(v, list) and len(v) >= 2 and all(
         isinstance(g, list) and len(g) == 3 and all(type(x) is int and x > 0 for x in g) for g in v),
                            "null or a list of >= 2 [side, channels, patch] positive ints, e.g. [[28,1,4],[28,1,4]]"),
-    "loss.kind": _one_of("bce", "power"), "callbacks.*.n": _int(1, 1024, why=" (images in a grid)"),
+    "loss.kind": _one_of("bce", "power"), "callbacks.*.n": _int(1, MAX_GRID, why=" (images in a grid)"),
     "callbacks.*.save_top_k": _int(-1, why=" (-1: every epoch)"), "callbacks.*.mode": _one_of("min", "max"),
 }
 NODES = {"model": False, "model.net": False, "model.optimizer": False, "loss": False, "data": False,
@@ -100,7 +101,7 @@ def check_nodes_and_fields(cfg: DictConfig):
                   "names no class or function that exists: check its spelling")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
-          "must be 2 or 4: model.net.geometry takes its channels from it (a classification net)")
+          "must be 2 or 4: model.net.geometry takes channels from it (experiment=cls_sarnet sets it and sample.mode)")
     for key, (test, allowed) in FIELDS.items():
         for name, value in _matches(cfg, key):
             check(test(value), name, value, f"must be {allowed}")

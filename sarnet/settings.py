@@ -8,6 +8,7 @@ DTYPES = ("float32", "bfloat16")  # sample.dtype, fid.dtype: the matmuls' dtype 
 METHODS = ("fast", "naive")
 MODES = ("mean", "bernoulli", "categorical")
 MAX_BATCH = 100_000  # images per sampler call: ~10 kB of activations each
+MAX_GRID = 1024  # images in one picture: callbacks.*.n, the commands' --n and --steps
 REGRESSION = ("alpha_max", "p", "refine")
 
 

@@ -195,11 +195,8 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
     ("sample", ["--mode", "bernoulli"], "sarnet", "needs a sigmoid"),
     ("sample", [], "broken", "re-train or pick another checkpoint")])
 def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):
-    if model != "broken":
-        ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
-    else:
-        ckpt = tmp_path / "checkpoints" / "bad.ckpt"
-        ckpt.parent.mkdir()
+    ckpt = tmp_path / "bad.ckpt" if model == "broken" else smoke_run(model) / "checkpoints" / "last.ckpt"
+    if model == "broken":
         ckpt.write_bytes(b"not a checkpoint")
     status, _, err = cli_inprocess(script, ckpt, *args, "--out", str(tmp_path / "no.png"), check=False)
     assert status == 2 and message in err and err.count("\n") == 1, err  # one line, no traceback

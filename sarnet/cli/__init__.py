@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from sarnet.settings import MAX_GRID
+
 # name -> (module whose main(argv) runs it, one line of help). The order is the order of `sarnet --help`.
 COMMANDS = {
     "train": ("sarnet.cli.train", "train a model (Hydra overrides, as python train.py; -m for a sweep)"),
@@ -25,7 +27,7 @@ COMMANDS = {
     "gpu-check": ("sarnet.cli.gpu_check", "on a CUDA machine: smoke training, fast == naive, timings"),
     "xgb": ("sarnet.cli.xgb", "the generative-XGBoost prototype"),
     "train-classifier": ("sarnet.cli.train_classifier", "re-make the FID feature network's weights"),
-    "data": ("sarnet.data.sources", "prepare MNIST and FashionMNIST offline under --root"),
+    "data": ("sarnet.data.sources", "prepare MNIST and FashionMNIST under --root, from pinned sources"),
 }
 
 
@@ -124,25 +126,27 @@ def threshold(s: str):
     return value
 
 
-def int_at_least(minimum: int):
-    """argparse type: an int >= minimum, else one line saying which."""
+def int_at_least(minimum: int, maximum: int | None = None, why: str = ""):
+    """argparse type: an int >= minimum (and <= maximum, `why` saying what bounds it), else one line saying which."""
     def parse(s: str) -> int:
         try:
             value = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        if value < minimum or maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}" if maximum is None else
+                                             f"{value} must be in [{minimum}, {maximum}]{why}")
         return value
     return parse
 
 
 positive_int = int_at_least(1)
+grid_size = int_at_least(1, MAX_GRID, " (images in one picture)")
 
 
 def figure_args(p: argparse.ArgumentParser):
     """--scale and --title, for the commands that draw a figure (sarnet.cli.common.figure)."""
-    p.add_argument("--scale", type=positive_int, default=4,
+    p.add_argument("--scale", type=int_at_least(1, 16, " (a 28-pixel image 448 pixels wide)"), default=4,
                    help="draw each pixel as a SCALE x SCALE block (default 4: a 28-pixel image is 112 pixels wide)")
     p.add_argument("--title", default=None, help="caption strip above the figure (default: a short one naming "
                    "the data and settings; '' for none)")

@@ -59,7 +59,7 @@ def main(argv=None, prog=None):
     region = p.add_mutually_exclusive_group()
     region.add_argument("--keep", type=int, default=24, help="keep the first KEEP patches (raster order)")
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
-    p.add_argument("--n", type=cli.positive_int, default=10)
+    p.add_argument("--n", type=cli.grid_size, default=10)
     p.add_argument("--z-scale", type=float, default=2 / 3)
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")

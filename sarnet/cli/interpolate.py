@@ -41,7 +41,7 @@ def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog)
     p.add_argument("--a", type=int, default=0, help="index of the first image in the (class-filtered) split")
     p.add_argument("--b", type=int, default=1)
-    p.add_argument("--steps", type=cli.positive_int, default=10)
+    p.add_argument("--steps", type=cli.grid_size, default=10)
     z = p.add_mutually_exclusive_group()
     z.add_argument("--use-mean", dest="use_mean", action="store_true", default=True,
                    help="endpoints z = mu (default)")

@@ -23,7 +23,9 @@ import time
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError
 from sarnet.data.sources import DataError
+from sarnet.fields import MAX_K
 from sarnet.io import write_json
+from sarnet.settings import MAX_BATCH
 
 
 def test_images(run: dict, static_dir=None):
@@ -46,10 +48,10 @@ def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
                    "(<run>/checkpoints/*.ckpt)")
-    p.add_argument("--k", type=cli.positive_int, default=5000, help="importance samples per image (VAEs; default "
-                   "5000)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=1000, help="rows per forward pass (images x "
-                   "draws)")
+    p.add_argument("--k", type=cli.int_at_least(1, MAX_K, " (papers use 5000)"), default=5000,
+                   help="importance samples per image (VAEs; default 5000)")
+    p.add_argument("--batch-size", type=cli.int_at_least(1, MAX_BATCH, " (rows per forward pass)"), default=1000,
+                   help="rows per forward pass (images x draws)")
     p.add_argument("--seed", type=int, default=0, help="seeds the q(z|x) draws")
     p.add_argument("--max-images", type=cli.positive_int, default=None, help="score only the first N test images")
     p.add_argument("--static-dir", default=None, help="folder with Larochelle's binarized_mnist_*.amat")

