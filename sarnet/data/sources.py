@@ -319,7 +319,8 @@ def main(argv=None, prog=None):
     except DataError as e:
         fail(prog or "sarnet data", e)
     except OSError as e:  # a root that cannot be made or written
-        fail(prog or "sarnet data", f"--root {root}: cannot write {e.filename} ({e.strerror}): give a folder you can write")
+        fail(prog or "sarnet data", f"--root {root}: cannot write {e.filename} ({e.strerror}): give a folder you "
+                                    f"can write")
 
 
 if __name__ == "__main__":
