@@ -42,7 +42,7 @@ def load_model(path, map_location="cpu"):
     """The plain network (an nn.Module) of a train.py checkpoint, rebuilt from its config, in eval mode."""
     import torch
 
-    ckpt = read_checkpoint(path, map_location)
+    ckpt = read_checkpoint(resume_path(path), map_location)  # a run dir: its last checkpoint
     config = ckpt["sarnet"]["net"]
     try:
         net = instantiate(config)

@@ -28,6 +28,11 @@ class SarnetModule(L.LightningModule):
     def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
                  batch_reduction: str = "sum", scheduler=None, eval_seed: int = 0):
         super().__init__()
+        needs = ["config", "latent_dim", "image_shape", "out_activation", "ar_net", "activate", "effective_parameters",
+                 *["decoder"] * bool(getattr(net, "latent_dim", 0) and getattr(net, "ar_net", 0) is None)]
+        if missing := [name for name in needs if not hasattr(net, name)]:  # else a traceback mid-run
+            raise TypeError(f"net={type(net).__name__} lacks {', '.join(missing)}: every net answers the interface of "
+                            f"docs/usage.md#your-own-model")
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
         out_activation, loss_name = net.out_activation, f"{type(loss).__module__}.{type(loss).__name__}"

@@ -16,6 +16,7 @@ from sarnet.sampling import complete, interpolate, patch_units
 from tests.conftest import fake_checkpoint, run_script
 
 TINY = [[8, 1, 2], [4, 2, 1], [8, 2, 2], [8, 1, 2]]  # 16 patches of 2x2 pixels
+OwnNet = type("OwnNet", (SarNet,), {"__module__": __name__})  # a user's subclass: checkpoints rebuild it as itself
 
 
 def drifted(net):
@@ -89,11 +90,12 @@ def test_completion_keeps_given_patches_bit_exact(method):
 
 def test_load_model_round_trips_and_refuses_what_is_no_sarnet_checkpoint(tmp_path):
     """(Damaged files: test_resume.py, test_a_damaged_checkpoint_is_refused_by_its_readers_...)"""
-    net = drifted(SarNet(TINY))
-    loaded = load_model(fake_checkpoint(tmp_path / "a.ckpt", net))
-    assert isinstance(loaded, SarNet) and not loaded.training
+    net = drifted(OwnNet(TINY))
+    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", net)
+    loaded = load_model(tmp_path)  # a run dir: its last checkpoint
+    assert type(loaded) is OwnNet and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
-    run = load_run_config(tmp_path / "a.ckpt")  # no run config stored: the defaults
+    run = load_run_config(tmp_path / "checkpoints" / "last.ckpt")  # no run config stored: the defaults
     assert run["data"]["dataset"] == "mnist" and run["sample"] == {}
     torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.ckpt")
     other = {**net.config, "geometry": [[8, 1, 2], [4, 3, 1], [8, 2, 2], [8, 1, 2]]}  # 3 hidden channels, not 2

@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sarnet.nn.semidense import GeometryError, SemiDense
-from sarnet.nn.vae import ConvEncoder, Output, reparameterize
+from sarnet.nn.vae import ConvEncoder, Output, reparameterize, target
 
 # (side, channels, patch) of every activation, input first. Reference (docs/reference.md §3): 49 patches of 4x4 pixels.
 REFERENCE_GEOMETRY = [[28, 1, 4], [14, 2, 2], [28, 2, 4], [28, 1, 4]]
@@ -33,8 +33,9 @@ class SarNet(nn.Module):
     def __init__(self, geometry=None, latent_dim: int = 0, first_patch: str = "given",
                  out_activation: str = "none"):
         super().__init__()
-        # The constructor's arguments: a checkpoint stores them, and load_model rebuilds the net from them.
-        self.config = {"_target_": "sarnet.nn.SarNet", "geometry": _rows(geometry), "latent_dim": latent_dim,
+        # The constructor's arguments: a checkpoint stores them, and load_model rebuilds the net from them (a subclass
+        # as itself; one with arguments of its own adds them to config).
+        self.config = {"_target_": target(self), "geometry": _rows(geometry), "latent_dim": latent_dim,
                        "first_patch": first_patch, "out_activation": out_activation}
         geometry = [list(g) for g in (geometry or REFERENCE_GEOMETRY)]
         if len(geometry) < 2 or any(len(g) != 3 for g in geometry):
@@ -98,7 +99,7 @@ class SarNetVAE(nn.Module):
         super().__init__()
         if latent_dim <= 0:
             raise GeometryError(f"latent_dim={latent_dim} must be a positive int (e.g. 8, 16, 32, 64, 128)")
-        self.config = {"_target_": "sarnet.nn.SarNetVAE", "latent_dim": latent_dim, "geometry": _rows(geometry),
+        self.config = {"_target_": target(self), "latent_dim": latent_dim, "geometry": _rows(geometry),
                        "first_patch": first_patch}
         self.latent_dim = latent_dim
         geometry = geometry or reference_vae_geometry(latent_dim)

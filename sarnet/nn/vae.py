@@ -21,6 +21,14 @@ def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def target(net) -> str:
+    """The `_target_` of a net's config: sarnet.nn.<class> for the package's nets, a subclass's own path for a
+    subclass (load_model rebuilds it as itself)."""
+    cls = type(net)
+    own = cls.__module__.startswith("sarnet.nn.")
+    return f"sarnet.nn.{cls.__name__}" if own else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
     """z = mu + eps * sigma; eps ~ N(0, I) from the global RNG unless given (evaluation draws it per image). In
     float32 under bf16-mixed too: the noise is drawn as in a float32 run (the same draws), and z is rounded to bf16
@@ -87,7 +95,7 @@ class ConvVAE(nn.Module):
         super().__init__()
         if latent_dim <= 0:
             raise GeometryError(f"latent_dim={latent_dim} must be a positive int (e.g. 8, 16, 32, 64, 128)")
-        self.config = {"_target_": "sarnet.nn.ConvVAE", "latent_dim": latent_dim, "channels": channels, "side": side}
+        self.config = {"_target_": target(self), "latent_dim": latent_dim, "channels": channels, "side": side}
         self.latent_dim = latent_dim
         self.image_shape = (channels, side, side)
         self.encoder = ConvEncoder(latent_dim, channels, side)
