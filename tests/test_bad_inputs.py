@@ -30,7 +30,7 @@ from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.explain import patch_importance
 from sarnet.fields import PRECISIONS
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
-from sarnet.metrics.knn import knn_accuracy
+from sarnet.metrics import FIDEvaluator, knn_accuracy
 from sarnet.module import NonFiniteLossError, SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, CLI, HELP, TRAIN
@@ -349,7 +349,7 @@ def names() -> dict:
     exceptions."""
     torch.manual_seed(0)
     return {**vars(sampling), **{f.__name__: f for f in (
-        SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule,
+        SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, FIDEvaluator,
         FashionMNISTDataModule, make_net, validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError,
         TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.LikelihoodError)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),

@@ -89,7 +89,7 @@ def anchor_sets(pools, n, seed):
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("--dataset", choices=list(FOLDERS), default="mnist")
-    p.add_argument("--classes", type=int, nargs="*", default=None,
+    p.add_argument("--classes", type=int, nargs="*", default=None, choices=range(10), metavar="LABEL",
                    help="labels to keep (default: 5 for mnist, as the thesis; all for fashion_mnist; none given = all)")
     p.add_argument("--n", type=cli.int_at_least(2), default=5000)
     p.add_argument("--root", default="data")

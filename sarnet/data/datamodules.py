@@ -35,6 +35,9 @@ def raw_split(root, dataset, split):
 
 def load_split(root, dataset, split, classes=None):
     """-> (x float32 (N,1,28,28) in [0,1] = uint8/255, y int64 (N,)), keeping only `classes` (None = all)."""
+    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes or
+                                any(type(c) is not int or not 0 <= c <= 9 for c in classes)):
+        raise ValueError(f"classes={classes!r} must be None (all) or a list of labels 0..9, e.g. [5]")
     x, y = raw_split(root, dataset, split)
     if classes is not None:
         keep = torch.isin(y, torch.tensor(list(classes), dtype=torch.long))

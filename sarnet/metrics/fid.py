@@ -292,6 +292,9 @@ class FIDEvaluator:
             raise ValueError(f"real_set={real_set!r} must be one of {REAL_SETS}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} must be one of {DTYPES} (the features' compute dtype)")
+        for name, value, low in (("n_gen", n_gen, 2), ("n_sets", n_sets, 1), ("batch_size", batch_size, 1)):
+            if type(value) is not int or value < low:  # FID needs two images per side
+                raise ValueError(f"{name}={value!r} must be an int >= {low}")
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
         self.features = getattr(classifier, "meta", {})  # which feature network scored: recorded with every FID
