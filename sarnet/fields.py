@@ -10,10 +10,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sarnet.settings import DTYPES, MAX_BATCH, MAX_GRID, SampleSettings, SettingsError
+from sarnet.data.sources import LABELS
+from sarnet.settings import DTYPES, MAX_BATCH, MAX_GRID, MAX_K, SampleSettings, SettingsError
 
 REAL_SETS = ("test_resampled", "train", "test")  # fid.real_set; here, not in metrics/fid.py, to be checked torch-free
-MAX_K = 100_000  # likelihood.k and `sarnet likelihood --k`: importance samples per image
 
 
 class ConfigError(ValueError):
@@ -69,8 +69,8 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     "trainer.profiler": (lambda v: v is None or v in PROFILERS or OmegaConf.is_dict(v) and "_target_" in v,
                          f"null, one of {PROFILERS} or a profiler node with a _target_"),
     "data.binarize": _one_of("none", "static", "dynamic"), "data.quantize": _one_of(None, 2, 4),
-    "data.classes": (lambda v: v is None or isinstance(v, list) and 0 < len(v) == len(set(v)) and
-                     all(type(c) is int and 0 <= c <= 9 for c in v), "null or a list of distinct labels 0..9"),
+    "data.classes": (lambda v: v is None or isinstance(v, list) and 0 < len(v) == len(set(v)) and all(
+        type(c) is int and c in LABELS for c in v), f"null or a list of distinct labels {LABELS[0]}..{LABELS[-1]}"),
     "data.val_size": (lambda v: type(v) is int and v >= 0 or type(v) is float and 0 <= v < 1,
                       "an int count >= 0 or a float fraction in [0, 1) (0: validate on the test split)"),
     "fid.real_set": _one_of(*REAL_SETS), "fid.n_gen": _int(2, why=" (FID needs two samples per side)"),

@@ -28,11 +28,7 @@ class SarnetModule(L.LightningModule):
     def __init__(self, net: torch.nn.Module, loss: ReconstructionLoss, optimizer, beta: float = 1.0,
                  batch_reduction: str = "sum", scheduler=None, eval_seed: int = 0):
         super().__init__()
-        needs = ["config", "latent_dim", "image_shape", "out_activation", "ar_net", "activate", "effective_parameters",
-                 *["decoder"] * bool(getattr(net, "latent_dim", 0) and getattr(net, "ar_net", 0) is None)]
-        if missing := [name for name in needs if not hasattr(net, name)]:  # else a traceback mid-run
-            raise TypeError(f"net={type(net).__name__} lacks {', '.join(missing)}: every net answers the interface of "
-                            f"docs/usage.md#your-own-model")
+        check_interface(net)
         if batch_reduction not in ("sum", "mean"):
             raise ValueError(f"model.batch_reduction={batch_reduction!r} must be 'sum' or 'mean'")
         out_activation, loss_name = net.out_activation, f"{type(loss).__module__}.{type(loss).__name__}"
@@ -143,6 +139,29 @@ class SarnetModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sarnet"] = {"net": self.net.config, "format": 1}  # sarnet.checkpoint.load_model
+
+
+def check_interface(net: torch.nn.Module):
+    """What training, the samplers and the commands ask of a net (docs/usage.md#your-own-model), refused in one line
+    before any data is read rather than as a traceback mid-run; and that its config rebuilds it, as load_model will
+    rebuild it from every checkpoint of the run."""
+    from hydra.utils import instantiate
+
+    needs = ["config", "latent_dim", "image_shape", "out_activation", "ar_net", "activate", "effective_parameters"]
+    if getattr(net, "latent_dim", 0) and getattr(net, "ar_net", 0) is None:
+        needs.append("decoder")  # a latent model that is not autoregressive samples through decoder(z)
+    if missing := [name for name in needs if not hasattr(net, name)]:
+        raise TypeError(f"net={type(net).__name__} lacks {', '.join(missing)}: every net answers the interface of "
+                        f"docs/usage.md#your-own-model")
+    try:
+        with torch.random.fork_rng(devices=[]):  # the twin's initial weights draw nothing from the caller's stream
+            twin, why = instantiate(net.config), ""
+    except Exception as e:  # noqa: BLE001 -- whatever the import or the constructor says
+        twin, why = None, f" ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}
+    if type(twin) is not type(net) or shapes(twin) != shapes(net):
+        raise TypeError(f"net={type(net).__name__}: its config {net.config} does not rebuild it{why}: its class must "
+                        f"be importable and take every key of config (docs/usage.md#your-own-model)")
 
 
 def count_parameters(net: torch.nn.Module) -> dict:

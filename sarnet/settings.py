@@ -9,6 +9,7 @@ METHODS = ("fast", "naive")
 MODES = ("mean", "bernoulli", "categorical")
 MAX_BATCH = 100_000  # images per sampler call: ~10 kB of activations each
 MAX_GRID = 1024  # images in one picture: callbacks.*.n, the commands' --n and --steps
+MAX_K = 100_000  # importance samples per image: likelihood.k, `sarnet likelihood --k`
 REGRESSION = ("alpha_max", "p", "refine")
 
 

@@ -35,7 +35,7 @@ FIELD = [
     "trainer.overfit_batches=1.5", "trainer.profiler=bogus", "trainer.accumulate_grad_batches=0",
     "trainer.gradient_clip_val=-1", "trainer.max_steps=-2", "trainer.val_check_interval=0", "trainer.num_nodes=0",
     "logger=wandb logger.wandb.log_model=all", "optimized_metric=fid/mean", "optimized_metric=test/nll",
-    "optimized_metric=bogus",
+    "optimized_metric=bogus", "sample.batch_size=abc",
 ]
 TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal must contain)
     *[("field", *e) if isinstance(e, tuple) else ("field", e, e.split()[-1].split("=")[0].lstrip("+") + "=")
@@ -158,7 +158,7 @@ API = [(error, call, match) for error, calls in {
         ("generate_regression(regression, 2, 0.65, 0.3, 0.15, True, method='bogus')", "method="),
         ("SarnetModule(make_net('cls-c4', 'given'), ReconstructionLoss('power'), None)", "loss=ce"),
         ("SarnetModule(SarNet(out_activation='sigmoid'), CrossEntropyLoss(), None)", "loss=ce"),
-        ("make_net('pixel', 'predicted', 3).ar_net.logits(torch.rand(2, 1, 4, 4), torch.rand(7, 3))", "z has 7 rows"),
+        ("strict_vae.decoder.logits(torch.rand(2, 1, 28, 28), torch.rand(7, 4))", "z has 7 rows for 2 inputs: must"),
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 0, 0)", "n_sets=0 must be an int >= 1"),
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 1, 0, dtype='half')", "dtype='half'"),
         ("FIDEvaluator.from_dataset('mnist', [12], 'test', root='/nope')", r"classes=\[12\] must be None \(all\)"),
@@ -180,7 +180,8 @@ API = [(error, call, match) for error, calls in {
         ("score(strict_vae, torch.zeros(2, 1, 28, 28), k=2, refine_steps=1, refine_lr=0)", "refine_lr=0 is invalid"),
     ],
     "TypeError": [("patch_importance(conv, torch.rand(1, 28, 28), 3)", "not autoregressive"),
-                  ("SarnetModule(torch.nn.Linear(2, 2), ReconstructionLoss(), None)", "net=Linear lacks config")],
+                  ("SarnetModule(torch.nn.Linear(2, 2), ReconstructionLoss(), None)", "net=Linear lacks config"),
+                  ("SarnetModule(type('N', (SarNet,), {})(), ReconstructionLoss(), None)", "its config .* does not")],
     "GeometryError": [
         ("SemiDense(28, 1, 3, 14, 2, 2)", "patch_in=3 does not divide side_in=28"),
         ("SemiDense(28, 1, 4, 14, 2, 1)", "input has 49 patches"),

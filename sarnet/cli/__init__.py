@@ -142,11 +142,13 @@ def int_at_least(minimum: int, maximum: int | None = None, why: str = ""):
 
 positive_int = int_at_least(1)
 grid_size = int_at_least(1, MAX_GRID, " (images in one picture)")
+MAX_SCALE = 16  # --scale: at MAX_GRID images a picture holds ~200 M pixels
 
 
 def figure_args(p: argparse.ArgumentParser):
     """--scale and --title, for the commands that draw a figure (sarnet.cli.common.figure)."""
-    p.add_argument("--scale", type=int_at_least(1, 16, " (a 28-pixel image 448 pixels wide)"), default=4,
+    scale = int_at_least(1, MAX_SCALE, f" (a 28-pixel image {28 * MAX_SCALE} pixels wide)")
+    p.add_argument("--scale", type=scale, default=4,
                    help="draw each pixel as a SCALE x SCALE block (default 4: a 28-pixel image is 112 pixels wide)")
     p.add_argument("--title", default=None, help="caption strip above the figure (default: a short one naming "
                    "the data and settings; '' for none)")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sarnet import cli
-from sarnet.data.sources import FOLDERS, DataError
+from sarnet.data.sources import FOLDERS, LABELS, DataError
 from sarnet.io import write_json
 
 # torch and the FID code are imported after the arguments are parsed: --help and usage errors answer at once
@@ -89,7 +89,7 @@ def anchor_sets(pools, n, seed):
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("--dataset", choices=list(FOLDERS), default="mnist")
-    p.add_argument("--classes", type=int, nargs="*", default=None, choices=range(10), metavar="LABEL",
+    p.add_argument("--classes", type=int, nargs="*", default=None, choices=LABELS, metavar="LABEL",
                    help="labels to keep (default: 5 for mnist, as the thesis; all for fashion_mnist; none given = all)")
     p.add_argument("--n", type=cli.int_at_least(2), default=5000)
     p.add_argument("--root", default="data")

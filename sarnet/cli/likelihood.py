@@ -23,9 +23,8 @@ import time
 from sarnet import cli
 from sarnet.checkpoint import CheckpointError
 from sarnet.data.sources import DataError
-from sarnet.fields import MAX_K
 from sarnet.io import write_json
-from sarnet.settings import MAX_BATCH
+from sarnet.settings import MAX_BATCH, MAX_K
 
 
 def test_images(run: dict, static_dir=None):

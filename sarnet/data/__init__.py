@@ -1,4 +1,4 @@
-"""Data: offline acquisition (`sources`, run by `make data`) and in-memory LightningDataModules."""
+"""Data: acquisition from pinned sources (`sources`, run by `make data`) and in-memory LightningDataModules."""
 
 import importlib
 

@@ -4,6 +4,7 @@ The datasets are tiny (60k x 784 bytes), so setup() reads the raw IDX files once
 tensor indexing: per-item PIL transforms would cost more than the model's own step on CPU.
 """
 
+import operator
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from sarnet.data import sources
 from sarnet.data.binarized import VAL_SEED, binarized_test_split, fixed_bernoulli, read_static
-from sarnet.data.sources import FOLDERS, DataError, check_raw, read_idx
+from sarnet.data.sources import FOLDERS, LABELS, DataError, check_raw, read_idx
 
 BINARIZE = ("none", "static", "dynamic")
 QUANTIZE = (None, 2, 4)  # classes per pixel of the classification SarNET (docs/reference.md §3.1); None = grey
@@ -35,12 +36,17 @@ def raw_split(root, dataset, split):
 
 def load_split(root, dataset, split, classes=None):
     """-> (x float32 (N,1,28,28) in [0,1] = uint8/255, y int64 (N,)), keeping only `classes` (None = all)."""
-    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes or
-                                any(type(c) is not int or not 0 <= c <= 9 for c in classes)):
-        raise ValueError(f"classes={classes!r} must be None (all) or a list of labels 0..9, e.g. [5]")
+    if classes is not None:
+        try:  # any sequence of ints (a list, a ListConfig, numpy ints); never a bool, a string or one bare label
+            labels = [operator.index(c) for c in classes if not isinstance(c, bool)]
+        except TypeError:
+            labels = []
+        if not labels or len(labels) != len(classes) or not all(c in LABELS for c in labels):
+            raise ValueError(f"classes={classes!r} must be None (all) or a list of labels {LABELS[0]}.."
+                             f"{LABELS[-1]}, e.g. [5]")
     x, y = raw_split(root, dataset, split)
     if classes is not None:
-        keep = torch.isin(y, torch.tensor(list(classes), dtype=torch.long))
+        keep = torch.isin(y, torch.tensor(labels, dtype=torch.long))
         x, y = x[keep], y[keep]
     return x.unsqueeze(1).float().div_(255), y
 

@@ -1,4 +1,4 @@
-"""Offline acquisition of MNIST and Fashion-MNIST into torchvision's raw layout.
+"""MNIST and Fashion-MNIST from pinned sources into torchvision's raw layout, once, before any run.
 
     python -m sarnet.data.sources --root data      # what `make data` runs
 
@@ -30,6 +30,7 @@ import numpy as np
 from sarnet.io import atomic_write, read_json, write_json
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # dataset -> torchvision folder and class
+LABELS = range(10)  # the class labels of both datasets (data.classes, --classes)
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MANIFEST = ".sarnet-ok.json"
@@ -284,10 +285,11 @@ def prepare_fashion_mnist(root, src=FASHION_DEB_DIR, md5s=FASHION_MD5):
     if all(p.is_file() for p in gz):
         for p in gz:
             try:
-                atomic_write(raw / p.stem, gzip.decompress(p.read_bytes()))
+                data = gzip.decompress(p.read_bytes())
             except Exception as e:  # gzip and zlib raise their own kinds
                 raise DataError(f"cannot gunzip {p} ({type(e).__name__}: {e}); fix: `sudo apt-get install "
                                 f"--reinstall dataset-fashion-mnist`, then `make data`") from e
+            atomic_write(raw / p.stem, data)  # a disk fault: an OSError, not the package's
         how = f"gunzipped from {src}"
     else:
         how = torchvision_download("FashionMNIST", root, (
@@ -319,8 +321,8 @@ def main(argv=None, prog=None):
     except DataError as e:
         fail(prog or "sarnet data", e)
     except OSError as e:  # a root that cannot be made or written
-        fail(prog or "sarnet data", f"--root {root}: cannot write {e.filename} ({e.strerror}): give a folder you "
-                                    f"can write")
+        fail(prog or "sarnet data", f"--root {root}: cannot write {e.filename or root} ({e.strerror}): give a "
+                                    f"folder you can write")
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ class FIDEvaluator:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} must be one of {DTYPES} (the features' compute dtype)")
         for name, value, low in (("n_gen", n_gen, 2), ("n_sets", n_sets, 1), ("batch_size", batch_size, 1)):
-            if type(value) is not int or value < low:  # FID needs two images per side
+            if isinstance(value, bool) or not hasattr(value, "__index__") or value < low:  # n_gen: two images a side
                 raise ValueError(f"{name}={value!r} must be an int >= {low}")
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
