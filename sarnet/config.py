@@ -63,7 +63,7 @@ def validate(cfg: DictConfig):
 
     with torch.random.fork_rng(devices=[]):  # the net's initial weights from cfg.seed's stream alone, the global
         torch.manual_seed(cfg.seed)          # RNG left for seed_everything to set before the data and training draws
-        net = build(cfg.model.net, "model.net", blame="geometry")
+        net = build(cfg.model.net, "model.net")
     build(cfg.model, "model", net=net)  # SarnetModule: its loss, optimizer and scheduler, against the net
     data = build(cfg.data, "data", DataError)
     if tuple(net.image_shape) != data.image_shape:  # the data's shape or the net's: name both
@@ -96,9 +96,9 @@ def validate(cfg: DictConfig):
     return net
 
 
-def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, blame: str | None = None, **kwargs):
-    """instantiate(node, **kwargs), its constructor's complaint one line naming the field (`blame` if it names none),
-    not Hydra's multi-line wrapper around it."""
+def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **kwargs):
+    """instantiate(node, **kwargs), its constructor's complaint one line naming the field, not Hydra's multi-line
+    wrapper around it."""
     from hydra.utils import instantiate
 
     try:
@@ -111,8 +111,6 @@ def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, bl
         keys = [k for k in node if cause.startswith(f"{k}=")]
         if keys or cause.startswith(("loss.", "model.", "data.")):  # its own key, or a nested node's full name
             message = f"{field}.{cause}" if keys else cause
-        elif blame in node and isinstance(inner, ValueError):
-            message = f"{field}.{blame}={plain(node.get(blame))!r} is invalid: {cause}"
         else:
             message = f"{field}: {type(inner).__name__}: {cause}"
         raise error(message) from None if isinstance(inner, (ValueError, TypeError)) else e  # keep the unexpected

@@ -47,15 +47,18 @@ class SarNet(nn.Module):
         # §3.1): a softmax net may read the 1-channel grey image and give C class logits per pixel.
         probability = out_activation == "softmax" and geometry[0][1] == 1
         if geometry[0][0] != geometry[-1][0] or (geometry[0][1] != geometry[-1][1] and not probability):
-            raise GeometryError(f"geometry input {geometry[0]} and output {geometry[-1]} must have the same side "
-                                f"and channels: the network predicts its own input (only a softmax net may read "
-                                f"1 grey channel and output C classes)")
+            raise GeometryError(f"geometry={geometry}: input {geometry[0]} and output {geometry[-1]} must have the "
+                                f"same side and channels: the network predicts its own input (only a softmax net may "
+                                f"read 1 grey channel and output C classes)")
         self.geometry, self.latent_dim, self.first_patch = geometry, latent_dim, first_patch
         self.out_activation = out_activation
-        self.layers = nn.ModuleList(
-            SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim,
-                      mask_type="a" if i == 0 else "b", first_patch=first_patch)
-            for i in range(len(geometry) - 1))
+        self.layers = nn.ModuleList()
+        for i in range(len(geometry) - 1):
+            try:
+                self.layers.append(SemiDense(*geometry[i], *geometry[i + 1], latent_dim=latent_dim,
+                                             mask_type="a" if i == 0 else "b", first_patch=first_patch))
+            except GeometryError as e:  # in the layer's words (patch_in, side_out, ...): say which rows they are
+                raise GeometryError(f"geometry={geometry}: rows {i} and {i + 1}: {e}") from None
         self.image_shape = (geometry[0][1], geometry[0][0], geometry[0][0])  # what it reads and generates
         self.out_shape = (geometry[-1][1], geometry[-1][0], geometry[-1][0])  # its logits
         if out_activation == "softmax" and self.out_shape[0] < 2:
