@@ -4,6 +4,8 @@
 SemiDense layer only. `gradient_importance` is an exact attribution through the whole network, for comparison.
 """
 
+import math
+
 import matplotlib
 import torch
 
@@ -17,6 +19,15 @@ def candidates(layer, o: int) -> torch.Tensor:
     return layer.deg_in[cols].unique()
 
 
+def _one_image(net, image) -> torch.Tensor:
+    """image, (C, H, W) or (1, C, H, W) of the net's shape -> (1, C, H, W), else one ValueError naming it."""
+    shape = tuple(net.image_shape)
+    if not isinstance(image, torch.Tensor) or image.numel() != math.prod(shape):
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image: expected one image of shape {shape}, got {got}")
+    return image.reshape(1, *shape)
+
+
 def patch_importance(net, image, target_patch: int, top_k: int = 5):
     """Top-k input patches for output patch `target_patch` of layer 1, scored as the reference does:
 
@@ -27,13 +38,11 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
     first, min-max normalised among the top-k only: best 1, k-th 0 (all 1 for one candidate or a tie). Candidates
     with a zero score (black input patches) are dropped: they carry no evidence (the reference would divide 0 by 0).
     """
-    layer = decoder_of(net).layers[0]
-    o = int(target_patch)
+    net = decoder_of(net)
+    layer, o = net.layers[0], int(target_patch)
     if not 0 <= o < layer.n_patches:
         raise ValueError(f"target_patch={o} must be in 0..{layer.n_patches - 1}")
-    x = image.reshape(-1).to(layer.weight)
-    if x.numel() != layer.in_image:
-        raise ValueError(f"image has {x.numel()} values, layer 1 takes {layer.in_image}")
+    x = _one_image(net, image).reshape(-1).to(layer.weight)
     with torch.no_grad():
         w = layer.masked_weight()[layer.deg_out == o, :layer.in_image]  # (units of o, image columns)
         # Per unit n and input patch j: sum_k in j  W[n,k] x_k, via one scatter-add over the column degrees.
@@ -66,7 +75,7 @@ def gradient_importance(model, image, target_patch: int, z=None) -> torch.Tensor
     if not 0 <= o < net.n_patches:
         raise ValueError(f"target_patch={o} must be in 0..{net.n_patches - 1}")
     device = net.layers[0].weight.device
-    x = image.reshape(1, *net.image_shape).to(device)
+    x = _one_image(net, image).to(device)
     if net.latent_dim and z is None:
         with torch.no_grad():
             z = model.encoder(x)[0] if hasattr(model, "encoder") else x.new_zeros(1, net.latent_dim)

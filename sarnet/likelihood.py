@@ -30,6 +30,7 @@ from sarnet.io import atomic_write
 from sarnet.losses import kl_divergence
 from sarnet.nn import SarNet
 from sarnet.progress import Progress
+from sarnet.sampling import check_images, check_model, patch_units
 
 
 class LikelihoodError(ValueError):
@@ -94,6 +95,7 @@ def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tens
 def exact_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x) (or log p(x | z) for a SarNet with a latent), nats per image, float64: one teacher-forced pass."""
     check_density_model(net)
+    check_images(net, x)
     return log_bernoulli(net.logits(x, z), x)
 
 
@@ -102,7 +104,6 @@ def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) 
     """The same quantity as the naive sampler computes it: for each patch k, one full pass over an image that
     holds only patches < k (zeros elsewhere, as `fill_naive` sees it before writing patch k); the log-probability
     of x's patch k under that pass. The specification of `exact_log_prob` (tested equal)."""
-    from sarnet.sampling import patch_units
     check_density_model(net)
     flat = x.flatten(1)
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
@@ -257,7 +258,9 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
 
 def _check_scoring(model, x, k, refine_steps, refine_lr) -> bool:
     """score's refusals, one line each -> whether the likelihood is exact (a SarNet; the VAEs: bounds)."""
+    check_model(model)
     check_density_model(model)
+    check_images(model, x)
     check_binary(x)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise LikelihoodError(f"likelihood.k={k!r} is invalid: must be an int >= 1 (importance samples per image)")

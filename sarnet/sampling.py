@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 
 from sarnet.nn import SarNet, to_grayscale
-from sarnet.settings import DTYPES, SampleSettings
+from sarnet.settings import DTYPES, MAX_IMAGES, SampleSettings
 
 DEFAULTS = SampleSettings()  # the defaults of the functions below that take single settings
 
@@ -45,7 +45,28 @@ def autocast(device, dtype):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
+def check_model(model, generator=None):
+    """A call's model and generator, else one TypeError naming the argument (a checkpoint's path is not a model)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "ar_net"):
+        raise TypeError(f"model: expected a sarnet network (SarNet, SarNetVAE, ConvVAE or a net of their interface), "
+                        f"got {type(model).__name__}; a checkpoint or run dir: sarnet.checkpoint.load_model(path)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator={generator!r}: expected None or a torch.Generator, e.g. "
+                        f"torch.Generator().manual_seed(0)")
+
+
+def check_images(model, x, name="x", n=None):
+    """x: a float tensor of (n, or any number of) images of the model's shape, else one ValueError naming it."""
+    want = tuple(model.image_shape)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or tuple(x.shape[1:]) != want or \
+            n is not None and len(x) != n:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected a float tensor of shape ({n or 'B'}, {', '.join(map(str, want))}), got "
+                         f"{got}")
+
+
 def decoder_of(model) -> SarNet:
+    check_model(model)
     if model.ar_net is not None:
         return model.ar_net
     raise TypeError(f"{type(model).__name__} is not autoregressive: completion, importance and patch-wise "
@@ -129,17 +150,14 @@ def _check_uniforms(x, uniforms):
 
 
 def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be a positive int")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGES:
+        raise ValueError(f"{name}={value!r}: must be a positive int <= {MAX_IMAGES} (images in one call, returned as "
+                         f"one tensor: ask for more in several calls)")
 
 
 def _check_inputs(net: SarNet, x, z):
     """The images and latents a filler gets: clear errors instead of a raw matmul or dtype failure."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or tuple(x.shape[1:]) != tuple(net.image_shape):
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        dtype = x.dtype if isinstance(x, torch.Tensor) else ""
-        raise ValueError(f"x: expected a float tensor of shape (B, {', '.join(map(str, net.image_shape))}), got "
-                         f"{dtype} {shape}")
+    check_images(net, x)
     latent = net.latent_dim
     if not latent:
         if z is not None:
@@ -322,6 +340,7 @@ def generate(model, n=None, z=None, x=None, keep=0, generator=None, progress=Non
     progress(k), if given, hears of every k images done.
     dtype: "float32" (the exact samplers) or "bfloat16" (bf16 matmuls; images in the weights' dtype).
     """
+    check_model(model, generator)
     s = SampleSettings.of(**settings).check_fits(model.out_activation)
     low = matmul_dtype(s.dtype)
     n = _count_images(model, n, z, x)
@@ -405,14 +424,12 @@ def complete(model, images, keep, n=8, z_scale=2 / 3, th=None, generator=None, *
 @torch.no_grad()
 def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, **kw):
     """Encode images a and b (1, C, H, W), walk z linearly from one to the other in `steps`, generate each."""
+    check_model(model, generator)
     _check_count("steps", steps)
     if not hasattr(model, "encoder"):
         raise ValueError(f"interpolation needs a model with an encoder; {type(model).__name__} has none")
     for name, image in (("a", a), ("b", b)):
-        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1 or \
-                not image.is_floating_point():
-            raise ValueError(f"{name}: expected one float image of shape (1, C, H, W), got "
-                             f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+        check_images(model, image, name, n=1)
     device = next(model.parameters()).device
     mu, logvar = model.encoder(torch.cat([a, b]).to(device))
     if use_mean:
@@ -442,6 +459,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     progress(k), if given, hears of k images' worth of work after each step (n in all).
     dtype="bfloat16": the passes under autocast, the image kept in the weights' dtype.
     """
+    check_model(net, generator)
     SampleSettings(method=method, th=th, regression={"alpha_max": alpha_max, "p": p, "refine": refine})  # ranges
     low = matmul_dtype(dtype)
     if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
@@ -520,6 +538,7 @@ def sample_images(model, n, settings=None, generator=None, z=None, progress=None
     node or a dict of its fields): the one entry point used by the image callback, FID and sarnet sample. Regression
     SarNET (linear output, no latent) uses the reference's noisy scheme; a classification SarNET draws one-hot
     classes, returned as grey levels. progress(k): as generate's."""
+    check_model(model, generator)
     s = settings if isinstance(settings, SampleSettings) else SampleSettings.of(settings)
     if model.out_activation == "none":  # regression SarNET (linear output)
         if s.regression is None:

@@ -8,6 +8,7 @@ DTYPES = ("float32", "bfloat16")  # sample.dtype, fid.dtype: the matmuls' dtype 
 METHODS = ("fast", "naive")
 MODES = ("mean", "bernoulli", "categorical")
 MAX_BATCH = 100_000  # images per sampler call: ~10 kB of activations each
+MAX_IMAGES = 1_000_000  # images per generate() call: its output is one tensor (~3 GB of 28 x 28 float32 images)
 MAX_GRID = 1024  # images in one picture: callbacks.*.n, the commands' --n and --steps
 MAX_K = 100_000  # importance samples per image: likelihood.k, `sarnet likelihood --k`
 REGRESSION = ("alpha_max", "p", "refine")

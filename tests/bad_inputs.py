@@ -119,7 +119,7 @@ HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "like
 # what its message must match)
 API = [(error, call, match) for error, calls in {
     "ValueError": [
-        ("generate(vae, n=0)", "n=0: must be a positive int"),
+        ("generate(vae, n=0)", "n=0: must be a positive int"), ("generate(vae, 2**40)", "n=1099511627776: must be"),
         ("generate(vae, z=torch.zeros(2, 5))", r"z: expected shape \(n, 4\)"),
         ("generate(vae, n=3, z=torch.zeros(2, 4))", "disagree on the number of images"),
         ("generate(vae, z=torch.zeros(2, 4), x=torch.zeros(3, 1, 28, 28))", "disagree"),
@@ -149,6 +149,10 @@ API = [(error, call, match) for error, calls in {
         ("complete(vae, torch.zeros(1, 28, 28), 24)", "x: expected"),
         ("complete(vae, torch.zeros(1, 1, 28, 28), 50)", "keep=50"),
         ("interpolate(vae, torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), steps=0)", "steps=0"),
+        ("interpolate(vae, torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 14, 14))", r"b: expected .*\(1, 1, 28, 28\)"),
+        ("gradient_importance(vae, [[0.0]], 10)", "image: expected one image"),
+        ("score(strict, torch.zeros(2, 1, 14, 14))", r"x: expected .*\(B, 1, 28, 28\)"),
+        ("binarized_test_split(torch.rand(4, 1, 28, 28), torch.ones(2, dtype=torch.bool))", "keep: a bool mask"),
         ("keep_mask(vae.decoder, torch.tensor([2] * 49))", "bool .*mask"),
         ("sample_images(regression, 2)", r"regression.*alpha_max"),
         ("sample_images(regression, 2, {'regression': {'p': 0.3}})", "alpha_max"),
@@ -162,6 +166,8 @@ API = [(error, call, match) for error, calls in {
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 0, 0)", "n_sets=0 must be an int >= 1"),
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 1, 0, dtype='half')", "dtype='half'"),
         ("FIDEvaluator.from_dataset('mnist', [12], 'test', root='/nope')", r"classes=\[12\] must be None \(all\)"),
+        ("FIDEvaluator(LeNet(), torch.rand(4, 1, 28, 28), 'test', 2, 1, 0).evaluate(lambda n, g: torch.zeros(n, 2))",
+         r"generate_fn\(2, generator\) returned torch.float32 \(2, 2\)"),
         ("CrossEntropyLoss()(torch.randn(3, 4, 28, 28), None, torch.zeros(3, 1, 28, 28))", "data.quantize"),
         ("ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))", "at least 11x11"),
         ("knn_accuracy(torch.rand(10, 1, 28, 28), torch.rand(10, 1, 28, 28), k=0)", "k=0"),
@@ -180,6 +186,10 @@ API = [(error, call, match) for error, calls in {
         ("score(strict_vae, torch.zeros(2, 1, 28, 28), k=2, refine_steps=1, refine_lr=0)", "refine_lr=0 is invalid"),
     ],
     "TypeError": [("patch_importance(conv, torch.rand(1, 28, 28), 3)", "not autoregressive"),
+                  ("generate('runs/x', 4)", "model: expected a sarnet network"),
+                  ("generate(vae, 4, generator=0)", "generator=0: expected"),
+                  ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 1, 0)", "classifier: expected"),
+                  ("FIDEvaluator(LeNet(), torch.rand(4, 1, 28, 28), 'test', 2, 1, 0).evaluate(5)", "generate_fn:"),
                   ("SarnetModule(torch.nn.Linear(2, 2), ReconstructionLoss(), None)", "net=Linear lacks config"),
                   ("SarnetModule(type('N', (SarNet,), {})(), ReconstructionLoss(), None)", "its config .* does not")],
     "GeometryError": [

@@ -27,10 +27,11 @@ import sarnet.sampling as sampling
 from sarnet.checkpoint import read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
-from sarnet.explain import patch_importance
+from sarnet.data.binarized import binarized_test_split
+from sarnet.explain import gradient_importance, patch_importance
 from sarnet.fields import PRECISIONS
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
-from sarnet.metrics import FIDEvaluator, knn_accuracy
+from sarnet.metrics import FIDEvaluator, LeNet, knn_accuracy
 from sarnet.module import NonFiniteLossError, SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, CLI, HELP, TRAIN
@@ -351,7 +352,8 @@ def names() -> dict:
     return {**vars(sampling), **{f.__name__: f for f in (
         SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, FIDEvaluator,
         FashionMNISTDataModule, make_net, validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError,
-        TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.LikelihoodError)},
+        TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.LikelihoodError, LeNet,
+        gradient_importance, binarized_test_split)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none"),
         "strict": SarNet(first_patch="predicted", out_activation="sigmoid"),

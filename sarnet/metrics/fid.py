@@ -295,6 +295,9 @@ class FIDEvaluator:
         for name, value, low in (("n_gen", n_gen, 2), ("n_sets", n_sets, 1), ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not hasattr(value, "__index__") or value < low:  # n_gen: two images a side
                 raise ValueError(f"{name}={value!r} must be an int >= {low}")
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier: expected the feature network (an nn.Module: load_classifier(dataset, root)), "
+                            f"got {type(classifier).__name__}")
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
         self.features = getattr(classifier, "meta", {})  # which feature network scored: recorded with every FID
@@ -324,6 +327,9 @@ class FIDEvaluator:
         """generate_fn(n, generator) -> float [n,1,28,28] in [0,1], called with n <= batch_size; progress(line), if
         given, hears of every set as it is scored.
         Returns dict(mean, std (population, ddof 0), values) of Python floats."""
+        if not callable(generate_fn):
+            raise TypeError(f"generate_fn: expected a function (n, generator) -> images, got "
+                            f"{type(generate_fn).__name__}")
         # two streams: the real draws don't depend on how much randomness a model consumes, so different models
         # are scored against the same real sets (common random numbers -> sharper comparisons)
         g_gen = torch.Generator().manual_seed(self.seed)
@@ -338,7 +344,10 @@ class FIDEvaluator:
                 n = min(self.batch_size, self.n_gen - i)
                 with torch.no_grad():
                     x = generate_fn(n, g_gen)
-                assert x.shape == (n, 1, 28, 28) and x.is_floating_point(), f"bad generated batch {x.shape} {x.dtype}"
+                if not isinstance(x, torch.Tensor) or x.shape != (n, 1, 28, 28) or not x.is_floating_point():
+                    got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ValueError(f"generate_fn({n}, generator) returned {got}: expected a float tensor of shape "
+                                     f"({n}, 1, 28, 28) in [0, 1]")
                 if not (x.min() >= 0 and x.max() <= 1):  # also catches NaN
                     raise ValueError(f"generated images must be in [0, 1], got [{x.min()}, {x.max()}]")
                 self.fid.update(x.float().to(self.device), real=False)
