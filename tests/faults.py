@@ -9,14 +9,6 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 
 
-class SigtermAtStart(L.Callback):
-    """SIGTERM to this process at the first training batch, as a scheduler's preemption would."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 class SigtermAtEpoch(L.Callback):
     """SIGTERM to this process as epoch `epoch` starts, the previous epoch's checkpoint written."""
 

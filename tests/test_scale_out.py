@@ -30,11 +30,11 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
 @needs_data
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
 def test_sigterm_stops_a_run_or_the_whole_sweep_in_one_line(sweep, tmp_path):
-    """A scheduler's SIGTERM (preemption, scancel) at the first batch: a run writes no results.json; a sweep records
+    """A scheduler's SIGTERM (preemption, scancel) as training starts: a run writes no results.json; a sweep records
     its job as stopped and starts no further job."""
     where = ["-m", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}"] if sweep else [f"hydra.run.dir={tmp_path}"]
-    rc, out = train(*where, "trainer=smoke", "fid=off", "logger=csv",
-                    "+callbacks.fault._target_=tests.faults.SigtermAtStart", timeout=300)
+    rc, out = train(*where, "trainer=smoke", "fid=off", "logger=csv", "+callbacks.fault.epoch=0",
+                    "+callbacks.fault._target_=tests.faults.SigtermAtEpoch", timeout=300)
     assert rc == 128 + signal.SIGTERM and "Traceback" not in out
     assert error_line(out, "RunDirError").startswith("stopped by SIGTERM before the run finished")
     if not sweep:
