@@ -65,21 +65,13 @@ def csv_rows(run_dir: Path) -> list[dict]:
     return list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
 
 
-def same(a, b) -> bool:
-    """Equal down to the bit: nested dicts and lists of tensors and plain values (a checkpoint's optimizer state)."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return torch.equal(a, b) if torch.is_tensor(a) else a == b
-
-
 def assert_same_run(ref: Path, run: Path):
     """`run`, stopped and resumed, ended as the uninterrupted `ref`: metrics, epochs, steps, metrics.csv, last.ckpt."""
     a, b = results(ref), results(run)
     assert b["metrics"] == a["metrics"] and (b["epochs"], b["steps"]) == (a["epochs"], a["steps"])
     ca, cb = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (ref, run))
-    assert same(ca["state_dict"], cb["state_dict"]) and same(ca["optimizer_states"], cb["optimizer_states"])
+    for key in ("state_dict", "optimizer_states"):  # exactly equal (rtol = atol = 0), dtypes too
+        torch.testing.assert_close(cb[key], ca[key], rtol=0, atol=0)
     assert csv_rows(run) == csv_rows(ref)
 
 
