@@ -222,6 +222,22 @@ def test_datamodule_shapes_dtype_range_loaders_and_download_only_when_asked_and_
     assert calls == [str(empty)]
 
 
+def test_data_order_is_in_the_datamodule_state(root):  # so that a resumed run draws the batches it would have
+    def first_batches(dm, epochs):
+        return [next(iter(dm.train_dataloader()))[0] for _ in range(epochs)]
+
+    torch.manual_seed(0)
+    ref = data_module(root, val_size=2, batch_size=4)
+    first_batches(ref, 1)
+    state = ref.state_dict()
+    expected = first_batches(ref, 2)
+    torch.manual_seed(123)  # whatever the global RNG holds on the relaunch
+    resumed = data_module(root, val_size=2, batch_size=4)
+    resumed.load_state_dict(state)
+    torch.rand(5)
+    assert all(torch.equal(a, b) for a, b in zip(first_batches(resumed, 2), expected))
+
+
 def test_evaluation_shards_hold_every_image_once():
     """DDP's val/test shards: contiguous, unpadded, every index exactly once over the ranks, in order."""
     from sarnet.data.datamodules import Shard

@@ -1,5 +1,5 @@
 """Resume and checkpoints you can trust: one writer per run dir, a resume continuing in its own dir, config drift
-refused, RNG streams and data order in the checkpoint, atomic and finite checkpoint writes, damaged files refused,
+refused, RNG streams in the checkpoint, atomic and finite checkpoint writes, damaged files refused,
 SIGTERM and SIGKILL, and a killed-and-resumed run bit-identical to an uninterrupted one (slow: more than a smoke run).
 """
 
@@ -24,7 +24,6 @@ from omegaconf import OmegaConf
 
 from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint, stored_run
 from sarnet.config import ConfigError, validate
-from sarnet.data import MNISTDataModule
 from sarnet.resume import (
     AtomicCheckpointIO,
     NonFiniteWeightsError,
@@ -45,7 +44,6 @@ from tests.conftest import (
     compose_config,
     csv_rows,
     error_line,
-    fake_idx,
     needs_data,
     offline_runs,
     ok,
@@ -175,7 +173,7 @@ def test_resume_allows_what_does_not_change_the_model_or_data_and_applies_an_exp
     assert opt.param_groups[0]["lr"] == 5e-4
 
 
-# ---- RNG streams, data order and the CSV in the checkpoint ---------------------------------------------------
+# ---- RNG streams and the CSV in the checkpoint (the data order: test_data.py) -----------------------------------
 
 def test_rng_state_and_wall_time_survive_a_checkpoint_and_the_rng_wins_over_a_reseed(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
@@ -192,26 +190,6 @@ def test_rng_state_and_wall_time_survive_a_checkpoint_and_the_rng_wins_over_a_re
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
     assert relaunch.earlier_s == earlier["wall_time_s"] >= 100  # results.json's wall_time_s counts every launch
-
-
-def test_data_order_is_in_the_datamodule_state(tmp_path):
-    fake_idx(tmp_path)
-
-    def first_batches(dm, epochs):
-        return [next(iter(dm.train_dataloader()))[0] for _ in range(epochs)]
-
-    torch.manual_seed(0)
-    ref = MNISTDataModule(tmp_path, val_size=2, batch_size=4)
-    ref.setup()
-    first_batches(ref, 1)
-    state = ref.state_dict()
-    expected = first_batches(ref, 2)
-    torch.manual_seed(123)  # whatever the global RNG holds on the relaunch
-    resumed = MNISTDataModule(tmp_path, val_size=2, batch_size=4)
-    resumed.setup()
-    resumed.load_state_dict(state)
-    torch.rand(5)
-    assert all(torch.equal(a, b) for a, b in zip(first_batches(resumed, 2), expected))
 
 
 @pytest.mark.filterwarnings("ignore:Experiment logs directory")  # the deletion we undo
