@@ -73,12 +73,11 @@ def test_completion_keeps_given_patches_bit_exact(method):
     torch.manual_seed(0)
     model = SarNetVAE(latent_dim=8).eval()
     images = torch.rand(2, 1, 28, 28)
-    net = model.decoder
     # a prefix, a patch-aligned region that is not one, and a 0/1 long keep (the mask it spells)
     for keep in (24, torch.arange(49) % 3 == 0, (torch.arange(49) < 10).long()):
         filled, masked = complete(model, images, keep, n=3, th=0.15, method=method)
         known = keep if isinstance(keep, torch.Tensor) else torch.arange(49) < keep
-        cols = torch.cat([patch_units(net, k) for k in known.nonzero().squeeze(1).tolist()])
+        cols = torch.cat([patch_units(model.decoder, k) for k in known.nonzero().squeeze(1).tolist()])
         assert filled.shape == (2, 3, 1, 28, 28)
         given = images.flatten(1)[:, cols]
         assert torch.equal(filled.flatten(2)[:, :, cols], given[:, None].expand(-1, 3, -1))
@@ -124,8 +123,7 @@ def cli_inprocess(script, ckpt, *args, check=True):
 def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, tmp_path):
     """A copy in an empty dir (no .hydra/) draws and scores as the original: the checkpoint carries its run's sampling,
     data and FID protocol; fid.py scores a grid of thresholds, the run's own (0.095 at L=8) when none is given."""
-    copy = tmp_path / "elsewhere" / "model.ckpt"
-    copy.parent.mkdir()
+    copy = tmp_path / "model.ckpt"
     copy.write_bytes(sarnet_vae_ckpt.read_bytes())
     model = load_model(copy)
     assert isinstance(model, SarNetVAE) and model.latent_dim == 8 and not model.training
