@@ -4,8 +4,6 @@
 SemiDense layer only. `gradient_importance` is an exact attribution through the whole network, for comparison.
 """
 
-import math
-
 import matplotlib
 import torch
 
@@ -22,10 +20,10 @@ def candidates(layer, o: int) -> torch.Tensor:
 def _one_image(net, image) -> torch.Tensor:
     """image, (C, H, W) or (1, C, H, W) of the net's shape -> (1, C, H, W), else one ValueError naming it."""
     shape = tuple(net.image_shape)
-    if not isinstance(image, torch.Tensor) or image.numel() != math.prod(shape):
+    if not isinstance(image, torch.Tensor) or tuple(image.shape) not in (shape, (1, *shape)):
         got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"image: expected one image of shape {shape}, got {got}")
-    return image.reshape(1, *shape)
+    return image.reshape(1, *shape).to(net.layers[0].weight)
 
 
 def patch_importance(net, image, target_patch: int, top_k: int = 5):
@@ -38,11 +36,11 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
     first, min-max normalised among the top-k only: best 1, k-th 0 (all 1 for one candidate or a tie). Candidates
     with a zero score (black input patches) are dropped: they carry no evidence (the reference would divide 0 by 0).
     """
-    net = decoder_of(net)
+    net = decoder_of(net, "net")
     layer, o = net.layers[0], int(target_patch)
     if not 0 <= o < layer.n_patches:
         raise ValueError(f"target_patch={o} must be in 0..{layer.n_patches - 1}")
-    x = _one_image(net, image).reshape(-1).to(layer.weight)
+    x = _one_image(net, image).reshape(-1)
     with torch.no_grad():
         w = layer.masked_weight()[layer.deg_out == o, :layer.in_image]  # (units of o, image columns)
         # Per unit n and input patch j: sum_k in j  W[n,k] x_k, via one scatter-add over the column degrees.
@@ -74,12 +72,14 @@ def gradient_importance(model, image, target_patch: int, z=None) -> torch.Tensor
     o = int(target_patch)
     if not 0 <= o < net.n_patches:
         raise ValueError(f"target_patch={o} must be in 0..{net.n_patches - 1}")
-    device = net.layers[0].weight.device
-    x = _one_image(net, image).to(device)
+    x = _one_image(net, image)
     if net.latent_dim and z is None:
         with torch.no_grad():
             z = model.encoder(x)[0] if hasattr(model, "encoder") else x.new_zeros(1, net.latent_dim)
-    z = None if z is None else z.reshape(1, -1).to(device)
+    if z is not None and (not isinstance(z, torch.Tensor) or z.numel() != net.latent_dim):
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z: expected the latent of one image, {net.latent_dim} values, got {got}")
+    z = None if z is None else z.reshape(1, -1).to(x)
     x = x.flatten(1).clone().requires_grad_(True)
     with torch.enable_grad():
         out = net.logits(x, z).flatten(1)[0, patch_units(net, o, out=True)].sum()

@@ -31,6 +31,7 @@ from sarnet.losses import kl_divergence
 from sarnet.nn import SarNet
 from sarnet.progress import Progress
 from sarnet.sampling import check_images, check_model, patch_units
+from sarnet.settings import MAX_BATCH
 
 
 class LikelihoodError(ValueError):
@@ -94,6 +95,9 @@ def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tens
 @torch.no_grad()
 def exact_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x) (or log p(x | z) for a SarNet with a latent), nats per image, float64: one teacher-forced pass."""
+    check_model(net, name="net")
+    if net.ar_net is not net:
+        raise LikelihoodError(f"exact_log_prob is for a SarNet; a {type(net).__name__} has bounds: use score")
     check_density_model(net)
     check_images(net, x)
     return log_bernoulli(net.logits(x, z), x)
@@ -217,7 +221,7 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     CPU). A file written for other weights, images, k, batch_size or seed is refused. A finished file is kept: it
     holds every image's log-likelihood (for paired comparisons), and scoring again just reads it.
     """
-    exact = _check_scoring(model, x, k, refine_steps, refine_lr)
+    exact = _check_scoring(model, x, k, batch_size, seed, refine_steps, refine_lr)
     gen = torch.Generator().manual_seed(seed)
     parts, done, q, key = {"ll": [], "elbo": [], "kl": []}, 0, None, None
     if resume is not None:
@@ -256,7 +260,7 @@ def score(model, x: torch.Tensor, k: int = 100, batch_size: int = 1000, seed: in
     return out
 
 
-def _check_scoring(model, x, k, refine_steps, refine_lr) -> bool:
+def _check_scoring(model, x, k, batch_size, seed, refine_steps, refine_lr) -> bool:
     """score's refusals, one line each -> whether the likelihood is exact (a SarNet; the VAEs: bounds)."""
     check_model(model)
     check_density_model(model)
@@ -269,8 +273,14 @@ def _check_scoring(model, x, k, refine_steps, refine_lr) -> bool:
         raise LikelihoodError(f"refine_steps={refine_steps!r} is invalid: must be an int >= 0 (0 = the encoder's q)")
     if refine_steps and exact:
         raise LikelihoodError("refine_steps is for the VAEs (it refines q(z|x)); SarNET's NLL is exact: use 0")
-    if refine_steps and not refine_lr > 0:
+    if refine_steps and not (isinstance(refine_lr, (int, float)) and refine_lr > 0):
         raise LikelihoodError(f"refine_lr={refine_lr!r} is invalid: must be > 0")
+    for name, value, low, high, allowed in (("batch_size", batch_size, 1, MAX_BATCH, f"an int in [1, {MAX_BATCH}]"),
+                                            ("seed", seed, 0, 2**64 - 1, "an int >= 0")):
+        if isinstance(value, bool) or not hasattr(value, "__index__") or not low <= value <= high:
+            raise LikelihoodError(f"{name}={value!r} is invalid: must be {allowed}")
+    if len(x) == 0:
+        raise LikelihoodError("x holds no images")
     return exact
 
 

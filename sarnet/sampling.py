@@ -45,14 +45,15 @@ def autocast(device, dtype):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
-def check_model(model, generator=None):
+def check_model(model, generator=None, name="model"):
     """A call's model and generator, else one TypeError naming the argument (a checkpoint's path is not a model)."""
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "ar_net"):
-        raise TypeError(f"model: expected a sarnet network (SarNet, SarNetVAE, ConvVAE or a net of their interface), "
-                        f"got {type(model).__name__}; a checkpoint or run dir: sarnet.checkpoint.load_model(path)")
+        raise TypeError(f"{name}: expected a sarnet network (SarNet, SarNetVAE, ConvVAE or a net of their interface), "
+                        f"got {type(model).__name__}; a checkpoint or run dir: sarnet.checkpoint.load_model(path); a "
+                        f"SarnetModule: its .net")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator={generator!r}: expected None or a torch.Generator, e.g. "
-                        f"torch.Generator().manual_seed(0)")
+        raise TypeError(f"generator: expected None or a torch.Generator, e.g. torch.Generator().manual_seed(0), got "
+                        f"{type(generator).__name__}")
 
 
 def check_images(model, x, name="x", n=None):
@@ -65,8 +66,8 @@ def check_images(model, x, name="x", n=None):
                          f"{got}")
 
 
-def decoder_of(model) -> SarNet:
-    check_model(model)
+def decoder_of(model, name="model") -> SarNet:
+    check_model(model, name=name)
     if model.ar_net is not None:
         return model.ar_net
     raise TypeError(f"{type(model).__name__} is not autoregressive: completion, importance and patch-wise "
@@ -150,9 +151,11 @@ def _check_uniforms(x, uniforms):
 
 
 def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGES:
-        raise ValueError(f"{name}={value!r}: must be a positive int <= {MAX_IMAGES} (images in one call, returned as "
-                         f"one tensor: ask for more in several calls)")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive int")
+    if value > MAX_IMAGES:
+        raise ValueError(f"{name}={value}: at most {MAX_IMAGES} images in one call (settings.MAX_IMAGES; they are "
+                         f"returned as one tensor): ask for more in several calls")
 
 
 def _check_inputs(net: SarNet, x, z):
@@ -365,6 +368,8 @@ def _count_images(model, n, z, x) -> int:
     """The number of images asked for, by n, z or x; they must agree, and z must fit the model."""
     if n is not None:
         _check_count("n", n)
+    if x is not None:
+        check_images(model, x)
     rows = {name: t.shape[0] for name, t in (("z", z), ("x", x)) if isinstance(t, torch.Tensor) and t.ndim >= 1}
     if n is not None:
         rows["n"] = n
@@ -377,12 +382,11 @@ def _count_images(model, n, z, x) -> int:
                              f"{latent}), got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
         if not torch.isfinite(z).all():
             raise ValueError("z holds NaN or infinite values")
-        return z.shape[0]
-    if n is None and x is not None:
-        n = x.shape[0]
-    if n is None:
+    count = n if n is not None else z.shape[0] if z is not None else x.shape[0] if x is not None else None
+    if count is None:
         raise ValueError("generate needs n, z or x")
-    return n
+    _check_count("rows of z or x" if n is None else "n", count)
+    return count
 
 
 def _fill_batches(net: SarNet, n, z, x, keep, s: SampleSettings, low, generator, progress):
@@ -392,8 +396,7 @@ def _fill_batches(net: SarNet, n, z, x, keep, s: SampleSettings, low, generator,
         x = torch.zeros(n, *net.image_shape, device=device, dtype=dtype)
         if net.one_hot_input:  # black one-hot (class 0) images, as the data's patch 0 always is
             x[:, 0] = 1
-    # float images take the net's dtype; anything else goes on as it is, for the filler to refuse in one line
-    x = x.to(device, dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    x = x.to(device, dtype)  # float images (check_images): in the net's dtype
     draws = s.mode in ("bernoulli", "categorical")
     uniforms = torch.rand(n, x[0].numel(), generator=generator).to(device, dtype) if draws else None
     fill, parts = FILLERS[s.method], []
@@ -410,8 +413,9 @@ def _fill_batches(net: SarNet, n, z, x, keep, s: SampleSettings, low, generator,
 def complete(model, images, keep, n=8, z_scale=2 / 3, th=None, generator=None, **kw):
     """n completions of every image: (B, n, C, H, W). Given patches are kept bit-exact."""
     net = decoder_of(model)
+    check_images(net, images, "images")
     _check_count("n", n)
-    _check_inputs(net, images, None if not net.latent_dim else torch.zeros(len(images), net.latent_dim))
+    _check_count("len(images) x n", len(images) * n)
     known = keep_mask(net, keep)
     masked = images.clone()
     for k in (~known).nonzero().squeeze(1).tolist():
@@ -430,8 +434,8 @@ def interpolate(model, a, b, steps=10, use_mean=True, th=None, generator=None, *
         raise ValueError(f"interpolation needs a model with an encoder; {type(model).__name__} has none")
     for name, image in (("a", a), ("b", b)):
         check_images(model, image, name, n=1)
-    device = next(model.parameters()).device
-    mu, logvar = model.encoder(torch.cat([a, b]).to(device))
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    mu, logvar = model.encoder(torch.cat([a, b]).to(device, dtype))
     if use_mean:
         z = mu
     else:
@@ -459,7 +463,7 @@ def generate_regression(net: SarNet, n, alpha_max, p, th, refine, generator=None
     progress(k), if given, hears of k images' worth of work after each step (n in all).
     dtype="bfloat16": the passes under autocast, the image kept in the weights' dtype.
     """
-    check_model(net, generator)
+    check_model(net, generator, "net")
     SampleSettings(method=method, th=th, regression={"alpha_max": alpha_max, "p": p, "refine": refine})  # ranges
     low = matmul_dtype(dtype)
     if net.latent_dim:  # the scheme has no z to give (the fast path would run as if z = 0)
@@ -548,5 +552,5 @@ def sample_images(model, n, settings=None, generator=None, z=None, progress=None
         return generate_regression(model, n, th=s.th, generator=generator, method=s.method, progress=progress,
                                    dtype=s.dtype, **s.regression)
     kw = {k: v for k, v in asdict(s).items() if k != "regression"}
-    images = generate(model, n=None if z is not None else n, z=z, generator=generator, progress=progress, **kw)
+    images = generate(model, n=n, z=z, generator=generator, progress=progress, **kw)
     return to_grayscale(model, images)

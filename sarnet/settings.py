@@ -8,7 +8,7 @@ DTYPES = ("float32", "bfloat16")  # sample.dtype, fid.dtype: the matmuls' dtype 
 METHODS = ("fast", "naive")
 MODES = ("mean", "bernoulli", "categorical")
 MAX_BATCH = 100_000  # images per sampler call: ~10 kB of activations each
-MAX_IMAGES = 1_000_000  # images per generate() call: its output is one tensor (~3 GB of 28 x 28 float32 images)
+MAX_IMAGES = 100_000  # images per generate() call: its peak memory is ~5 copies of its output (~1.5 GB at 28 x 28)
 MAX_GRID = 1024  # images in one picture: callbacks.*.n, the commands' --n and --steps
 MAX_K = 100_000  # importance samples per image: likelihood.k, `sarnet likelihood --k`
 REGRESSION = ("alpha_max", "p", "refine")
@@ -65,6 +65,8 @@ class SampleSettings:
     def of(cls, node=None, **overrides) -> "SampleSettings":
         """From a `sample` config node or dict (the keys it lacks take the defaults), then the `overrides` that are not
         None (a command's flags); a key that is no setting is refused."""
+        if node is not None and not hasattr(node, "keys"):
+            raise SettingsError("settings", node, "must be None, a dict of sampling settings or a `sample` config node")
         given = dict(node or {}) | {k: v for k, v in overrides.items() if v is not None}
         names = {f.name for f in fields(cls)}
         if unknown := sorted(set(given) - names):

@@ -163,7 +163,8 @@ DEFAULT_OUT = [("complete", ["--n", "3", "--keep-rows", "3"], "sarnet_vae"),  # 
     ("complete", ["--n", "2"], "sarnet"),
     ("importance", ["--targets", "4,30"], "sarnet"),
     # classification nets: categorical draws (their runs' sample.mode), grey images
-    *[(script, ["--n", "4"], model) for script in ("sample", "complete") for model in ("sarnet_cls", "sarnet_prob")]])
+    *[(script, ["--n", "4"], model) for script in ("sample", "complete") for model in ("sarnet_cls", "sarnet_prob")],
+    *[("importance", ["--targets", "4,30", "--method", how], "sarnet_cls") for how in ("layer1", "gradient")]])
 def test_cli_variants(script, args, model, smoke_run, tmp_path):
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     out = [] if (script, args, model) in DEFAULT_OUT else ["--out", str(tmp_path / "x.png")]

@@ -8,6 +8,7 @@ The cases and what each measures: sarnet/bench.py's docstring.
 """
 
 from sarnet import cli
+from sarnet.settings import MAX_IMAGES
 
 CASES = ("train", "train_vae", "sample", "sample_pixel", "sample_regression", "fid", "nll")  # sarnet/bench.py CASES
 
@@ -16,7 +17,8 @@ def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("cases", nargs="*", default=[], help=f"any of {list(CASES)} (default: all)")
     p.add_argument("--data", default="data")
-    p.add_argument("--n", type=int, default=10_000, help="images for the sampling / FID cases")
+    p.add_argument("--n", type=cli.int_at_least(1, MAX_IMAGES, " (images in one generate call)"), default=10_000,
+                   help="images for the sampling / FID cases")
     p.add_argument("--epochs", type=int, default=3, help="train cases: timed epochs per line, one per round of "
                    "every line (each after a warm-up epoch)")
     p.add_argument("--naive-images", type=int, default=500,

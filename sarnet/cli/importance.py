@@ -18,6 +18,7 @@ def body(args, model, run):
     import torch
 
     from sarnet.cli import common
+    from sarnet.data.datamodules import quantize
     from sarnet.explain import gradient_importance, importance_overlay, patch_importance
     from sarnet.sampling import decoder_of
     common.require_autoregressive(model, "patch importance")
@@ -26,12 +27,13 @@ def body(args, model, run):
     if bad := [t for t in targets if not 0 <= t < net.n_patches]:
         raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
     image = common.real_image(run, args.split, args.index, args.root)[0]
+    x = quantize(image[None], net.image_shape[0])[0] if net.one_hot_input else image  # what a classification net reads
     panels = []
     for t in targets:
         if args.method == "layer1":
-            patches, scores = patch_importance(model, image, t, args.top_k)
+            patches, scores = patch_importance(model, x, t, args.top_k)
         else:
-            scores = gradient_importance(model, image, t)
+            scores = gradient_importance(model, x, t)
             patches = torch.argsort(scores, descending=True, stable=True)[:args.top_k]
             patches, scores = patches[scores[patches] > 0], scores[patches][scores[patches] > 0]
         panels.append(importance_overlay(image, t, patches, scores, net.patch))

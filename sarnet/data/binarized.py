@@ -46,6 +46,7 @@ def fixed_bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
 def binarized_test_split(x_all: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     """The evaluation binarization of a whole test split (TEST_SEED), then the rows in `keep`. Binarizing before
     the class filter makes the binary test fives of MNIST-5 exactly the fives of the all-digit binary test set."""
+    keep = None if keep is None else torch.as_tensor(keep)  # a list, range or numpy mask too
     if keep is not None and keep.dtype == torch.bool and keep.shape != x_all.shape[:1]:
         raise ValueError(f"keep: a bool mask needs one entry per image, shape ({len(x_all)},), got {tuple(keep.shape)}")
     binary = fixed_bernoulli(x_all, TEST_SEED)

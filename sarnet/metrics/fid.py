@@ -295,9 +295,14 @@ class FIDEvaluator:
         for name, value, low in (("n_gen", n_gen, 2), ("n_sets", n_sets, 1), ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not hasattr(value, "__index__") or value < low:  # n_gen: two images a side
                 raise ValueError(f"{name}={value!r} must be an int >= {low}")
-        if not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier: expected the feature network (an nn.Module: load_classifier(dataset, root)), "
-                            f"got {type(classifier).__name__}")
+        if not isinstance(classifier, nn.Module) or not hasattr(classifier, "num_features"):
+            raise TypeError(f"classifier: expected the feature network (an nn.Module with num_features: "
+                            f"load_classifier(dataset, root)), got {type(classifier).__name__}")
+        if not isinstance(real_images, torch.Tensor) or real_images.shape[1:] not in ((28, 28), (1, 28, 28)) or \
+                len(real_images) < 2:  # uint8 (N, 28, 28) as the IDX files hold them, or float (N, 1, 28, 28)
+            got = tuple(real_images.shape) if isinstance(real_images, torch.Tensor) else type(real_images).__name__
+            raise ValueError(f"real_images: expected a tensor of N >= 2 images, (N, 1, 28, 28) or (N, 28, 28), got "
+                             f"{got}")
         self.real_images, self.real_set = real_images, real_set
         self.n_gen, self.n_sets, self.seed, self.batch_size = n_gen, n_sets, seed, batch_size
         self.features = getattr(classifier, "meta", {})  # which feature network scored: recorded with every FID
