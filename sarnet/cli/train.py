@@ -49,6 +49,11 @@ def _composed(func, prog, overrides):
     except (ConfigCompositionException, OverrideParseException) as e:
         print(f"{prog}: error: {hydra_message(e, overrides)}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except ValueError as e:  # Optuna's study.best_trial after a search whose every trial failed
+        if str(e) != "No trials are completed yet.":
+            raise
+        print(f"{prog}: error: every trial of the search failed: each job's results.json says why", file=sys.stderr)
+        sys.exit(1)
 
 
 def hydra_message(e: Exception, overrides=()) -> str:
@@ -62,8 +67,8 @@ def hydra_message(e: Exception, overrides=()) -> str:
             try:
                 OverridesParser.create().parse_overrides([override])
             except OverrideParseException:
-                return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); quote values " \
-                       f"with spaces or brackets, e.g. 'key=[1,2]'"
+                return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); a value holding " \
+                       f"'=', ',', brackets or spaces goes in double quotes, e.g. 'init_ckpt=\"multirun/x/0_L=8\"'"
     missing = re.search(r"Could not find '([\w/.-]+)/([^']*)'", text)
     if missing and getattr(e, "options", None):
         return f"{missing[1]}={missing[2]}: no such option of {missing[1]}; choose one of: {', '.join(e.options)}"
