@@ -98,6 +98,11 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     if "rng" not in stored_run(ckpt):  # without it the run would go on, but not as if never stopped
         raise ConfigError(f"resume refused: {ckpt_path} lacks the RNG state of an exact resume (not written by this "
                           f"train.py's ResumeState); start a new run from its weights: init_ckpt={ckpt_path}")
+    trained, epochs = ckpt["epoch"] + 1, OmegaConf.select(cfg, "trainer.max_epochs")
+    if epochs not in (None, -1) and epochs < trained:  # Lightning's refusal would be a traceback after the set-up
+        raise ConfigError(f"trainer.max_epochs={epochs} is invalid: {ckpt_path} has trained {trained} epochs, and a "
+                          f"resumed run may only grow max_epochs; or start a new run from its weights: init_ckpt="
+                          f"{ckpt_path}")
     old, new = _flat(stored_run(ckpt)["config"]), _flat(run_config(cfg))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k.startswith(DRIFT_KEYS) and not k.startswith(FREE_KEYS)}

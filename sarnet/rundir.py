@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shlex
 import signal
 import sys
@@ -46,7 +47,8 @@ def lock_run_dir(run_dir):
                          f"one run dir has one writer; wait for it to end or stop it, or pick another "
                          f"hydra.run.dir") from None
     if owner:  # unlock_run_dir empties the file: a pid left in it is of an owner that died holding the lock
-        log.warning("%s: taking over the lock of pid %s, which is gone", path, owner)
+        log.warning("%s: taking over the lock of pid %s, which does not hold it (it died, or this dir is a copy)", path,
+                    owner)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -87,9 +89,11 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     prog, args, python = sys.argv[0], hydra_args(sys.argv[1:]), shown(sys.executable, "python")
     head = [python, "-m", "sarnet"] if prog.endswith("__main__.py") else \
         [python, prog] if prog.endswith(".py") else [shown(prog, Path(prog).name)]
-    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={sweep_dir}"]
+    quoted = lambda path: f'"{path}"' if re.search(r"[^\w./~@+-]", str(path)) else path  # Hydra's grammar: = , ...
+    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={quoted(sweep_dir)}"]
     if sweep_dir is None:
-        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={run_dir}"]) if run_dir else ((), [])
+        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={quoted(run_dir)}"]) if run_dir \
+            else ((), [])
     return shlex.join([*head, *(a for a in args if not a.startswith(drop)), *add])
 
 
@@ -122,9 +126,10 @@ class SweepReport(Callback):
             from sarnet import table
 
             wandb = OmegaConf.select(config, "logger.wandb") is not None
-            log.info("sweep %s: FID table -> %s", sweep, sweep / "fid_table.md")
             try:
-                table.write([sweep], wandb=wandb)
+                log.info("sweep %s: FID table -> %s", sweep, table.write([sweep], wandb=wandb))
+            except table.TableError as e:  # what a rerun would meet too
+                log.warning("sweep %s: no FID table: %s", sweep, e)
             except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
                 log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
                           " --wandb" * wandb)

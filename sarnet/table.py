@@ -64,8 +64,10 @@ def collect(dirs):
                 print(f"warning: skipping {path}: {malformed}", file=sys.stderr)
                 continue
             r |= {"path": str(path.parent), "latent_dim": None if r.get("model") == "sarnet" else r.get("latent_dim")}
-            good = r.get("status") == "ok" and "fid/mean" in r["metrics"]
-            (ok if good else failed).append(r)
+            if r.get("status") != "ok":
+                failed.append(r)
+            elif "fid/mean" in r["metrics"]:  # a run without FID (fid=off) has no cell
+                ok.append(r)
     return ok, failed
 
 
@@ -163,7 +165,8 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
     for r in runs:
         if r.get("seed") in by_seed:
             raise TableError(f"seed {r.get('seed')} appears twice in cell {cell_key(r)}: {by_seed[r['seed']]['path']} "
-                             f"and {r['path']}; pass only one of them")
+                             f"and {r['path']} differ in a setting the table does not show (e.g. a swept learning "
+                             f"rate): pass only one of them")
         by_seed[r.get("seed")] = r
     runs = [by_seed[k] for k in sorted(by_seed, key=str)]
     pairs = [metric(r) for r in runs]

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -54,8 +55,8 @@ def run_job(cfg: DictConfig) -> float | None:
         lock, held = None, lock
         stopped(cfg, held)
     except Exception as e:
-        if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):
-            return failed(cfg, e, 1)
+        if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):  # the dir is not ours to clean
+            return failed(cfg, e, 2 if isinstance(e, RunDirBusy) else 1)
         keep = found | {".hydra", *["train.log"] * (HydraConfig.get().mode.name == "MULTIRUN")}
         for path in set(output_dir.iterdir()) - {output_dir / k for k in keep}:  # what this refused launch made:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()  # the held lock too
@@ -108,14 +109,14 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
-        return float("nan")        # counts a job dir without results.json as failed)
+        return None                # counts a job dir without results.json as failed)
     write_json(Path(cfg.paths.output_dir) / "results.json",
                {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                 "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
     wandb = sys.modules.get("wandb")  # not imported: no run to close
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1)
-    return float("nan")  # a sweeper (Optuna) records a failed trial and goes on
+    return None  # a sweeper (Optuna) records a failed trial and goes on (a nan would end its search)
 
 
 def run(cfg: DictConfig, net, progress: dict) -> float | None:
@@ -311,10 +312,12 @@ def scalar_metrics(metrics: dict) -> dict:
 
 
 def config_sha256(cfg: DictConfig) -> str:
-    """The resolved config a run was launched with, where it resumed from aside, as one hash: results.json has it."""
+    """The resolved config a run was launched with, where it resumed from and where its dir is aside (a copied run is
+    the same run), as one hash: results.json has it."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("ckpt_path", None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+    text = json.dumps(resolved, sort_keys=True, default=str).replace(str(cfg.paths.output_dir), "<run dir>")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def code_version() -> dict | None:
@@ -333,8 +336,10 @@ def code_version() -> dict | None:
 
 
 def optimized(cfg: DictConfig, metrics: dict) -> float | None:
-    """What a sweeper (hparams_search=...) optimizes; nan, a failed trial to it, if this run lacks the metric."""
-    return metrics.get(cfg.optimized_metric, float("nan")) if cfg.get("optimized_metric") else None
+    """What a sweeper (hparams_search=...) optimizes; None, a failed trial to Optuna, if this run lacks the metric or
+    it is not finite (Optuna's tell refuses nan)."""
+    value = metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def summary_line(results: dict, output_dir: Path) -> str:

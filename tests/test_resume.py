@@ -70,7 +70,7 @@ def test_a_live_lock_is_refused_also_by_train_py_and_a_dead_one_taken_over(tmp_p
         with pytest.raises(RunDirBusy, match=f"{run} is in use by another train.py \\(pid {proc.pid},"):
             lock_run_dir(run)
         rc, out = train("trainer=smoke", "logger=csv", f"hydra.run.dir={run}", timeout=120)
-        assert rc == 1 and "Traceback" not in out
+        assert rc == 2 and "Traceback" not in out and not (run / "train.log").exists()  # the owner's log untouched
         assert f"is in use by another train.py (pid {proc.pid}" in error_line(out, "sarnet.rundir.RunDirBusy")
     finally:
         proc.kill()  # SIGKILL: no clean-up ran, the pid is still in the file
@@ -112,8 +112,8 @@ def test_the_resume_command_is_the_launch_continuing_its_run(argv, command, monk
     monkeypatch.setattr(sys, "argv", argv)
     assert relaunch_command(run_dir="/runs/r") == command
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "latent_dim=8,16", "hydra.sweep.dir=old", "init_ckpt=a"])
-    assert relaunch_command(sweep_dir="/sweeps/s") == "python train.py -m latent_dim=8,16 init_ckpt=a " \
-                                                      "hydra.sweep.dir=/sweeps/s"
+    assert relaunch_command(sweep_dir="/sweeps/lr=0.1") == "python train.py -m latent_dim=8,16 init_ckpt=a " \
+                                                           "'hydra.sweep.dir=\"/sweeps/lr=0.1\"'"  # Hydra's quotes
     monkeypatch.chdir(Path(sys.executable).parents[2])  # inside it, as make's .venv/bin/python: its path
     assert relaunch_command(sweep_dir="s").startswith(f"{Path(*Path(sys.executable).parts[-3:])} train.py -m")
 
@@ -362,12 +362,16 @@ def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finishe
     assert first["epochs"] == 2 and first["status"] == "ok" and first["config_sha256"]
     assert "finished earlier with this same config: nothing to do" in ok(*run, "trainer.max_epochs=2")
     assert (tmp_path / "b" / "results.json").read_bytes() == written
+    shutil.copytree(tmp_path / "b", tmp_path / "c")  # a copy of the finished run is the same run
+    assert "nothing to do" in ok(*logged, f"hydra.run.dir={tmp_path / 'c'}", "trainer.max_epochs=2")
     out = ok(*run, "trainer.max_epochs=2", "sample.z_scale=0.9")  # nothing to train: the same metrics again
     again = results(tmp_path / "b")
     assert "nothing to do" not in out and "done: " in out and again["config_sha256"] != first["config_sha256"]
     assert again["metrics"] == first["metrics"] and again["steps"] == first["steps"]
     out = ok(*run, "trainer.max_epochs=3", "model.optimizer.lr=5e-4", "resume_override_optimizer=true")
     assert "model.optimizer.lr 0.001 -> 0.0005" in out
+    rc, out = train(*run, "trainer.max_epochs=2", timeout=300)  # fewer epochs than it trained: one line
+    assert rc == 2 and "trainer.max_epochs=2 is invalid: " in error_line(out, "sarnet.fields.ConfigError")
 
 
 # ---- SIGTERM and SIGKILL -------------------------------------------------------------------------------------
