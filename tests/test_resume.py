@@ -133,8 +133,8 @@ def test_checkpoint_paths_follow_a_moved_run_dir():
 # ---- config drift on resume ----------------------------------------------------------------------------------
 
 def fake_ckpt(cfg) -> dict:
-    """What check_drift reads from a checkpoint written by a run with config `cfg`."""
-    return {"sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
+    """What check_drift reads from a checkpoint written by a run with config `cfg`, after its first epoch."""
+    return {"epoch": 0, "sarnet": {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "format": 1},
             "sarnet_run": {"config": json.dumps(run_config(cfg)), "metrics": {}, "rng": {}}}
 
 
