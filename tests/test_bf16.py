@@ -11,7 +11,7 @@ from sarnet.losses import CrossEntropyLoss, ReconstructionLoss
 from sarnet.module import SarnetModule
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import BF16_SAMPLE_BOUND, generate, generate_regression
-from tests.conftest import fake_run, needs_data, python, results, table, train_inprocess
+from tests.conftest import fake_run, images, needs_data, python, results, table, train_inprocess
 
 NETS = {
     "sarnet_vae": (lambda: SarNetVAE(8), ReconstructionLoss()),
@@ -46,8 +46,7 @@ def step_terms(make, loss, x, bf16):
 @pytest.mark.parametrize("name", list(NETS))
 def test_bf16_mixed_runs_the_net_in_bf16_and_keeps_losses_kl_and_adam_state_float32(name):
     make, loss = NETS[name]
-    x = torch.rand(4, 1, 28, 28) if name != "cls_sarnet" else \
-        torch.nn.functional.one_hot((torch.rand(4, 28, 28) > 0.5).long(), 2).permute(0, 3, 1, 2).float()
+    x = images(make(), 4)  # one-hot classes for the classification net
     full, _, full_grads, _ = step_terms(make, loss, x, bf16=False)
     mixed, seen, grads, state = step_terms(make, loss, x, bf16=True)
     logits = seen["logits"]

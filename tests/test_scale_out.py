@@ -129,8 +129,7 @@ def test_local_launchers_run_each_job_with_its_own_wandb_run_and_end_with_the_ta
     for job in jobs:
         assert job["summary"]["fid/mean"] > 0 and "fid/set_2" in job["summary"] and "test/loss" in job["summary"]
     assert "| sarnet_vae | 8 |" in (sweep / "fid_table.md").read_text()
-    (table_run,) = offline_runs(sweep)
-    table = read_run(table_run)
+    (table,) = map(read_run, offline_runs(sweep))
     assert table["group"] == "smoke" and {"fid_table", "fid_plot"} <= table["history"]
     if launcher and "submitit" in launcher[0]:
         assert len(list(sweep.glob(".submitit/*/*_log.out"))) == 2  # submitit's own logs, one per job
