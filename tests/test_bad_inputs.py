@@ -31,7 +31,7 @@ from sarnet.data.binarized import binarized_test_split
 from sarnet.explain import gradient_importance, patch_importance
 from sarnet.fields import PRECISIONS
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
-from sarnet.metrics import FIDEvaluator, LeNet, knn_accuracy
+from sarnet.metrics import FIDEvaluator, LeNet, fid, knn_accuracy
 from sarnet.module import NonFiniteLossError, SarnetModule
 from sarnet.nn import ConvVAE, GeometryError, SarNet, SarNetVAE, SemiDense
 from tests.bad_inputs import API, CLI, HELP, TRAIN
@@ -261,8 +261,6 @@ def test_usage_errors_are_one_line_helps_end_with_an_example_and_both_and_field_
 
 def damaged_fid_weights(tmp_path, monkeypatch) -> dict:
     """train.py (in this process) with FID on and the shipped feature network's file damaged (a copy)."""
-    from sarnet.metrics import fid
-
     weights = tmp_path / "weights"
     shutil.copytree(fid.WEIGHTS_DIR, weights)
     data = bytearray((weights / "lenet_mnist.pt").read_bytes())

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sarnet import tracking
+from sarnet import progress, tracking
 from tests.conftest import ENV, ROOT, compose_config, fake_run, needs_data, offline_runs, python, read_run
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server will accept it
@@ -133,18 +133,16 @@ def test_run_names_and_sweep_groups(tmp_path):
 def test_progress_without_a_terminal_is_a_line_every_so_often_with_the_eta(monkeypatch, caplog):
     """nohup, SLURM, CI: no bar but a line every `every` seconds (none in the first `delay`), each with the time
     spent and the time left at the rate so far; results on the way (note) carry them too."""
-    from sarnet import progress as P
-
     now = [0.0]
-    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
     caplog.set_level("INFO", logger="sarnet")
-    bar = P.Progress(100, "FID", every=30, delay=3)
+    bar = progress.Progress(100, "FID", every=30, delay=3)
     for _ in range(10):
         now[0] += 10
         bar.update(10)
     bar.note("FID set 1/1: 4.2")
     bar.close()
-    quick = P.Progress(10, "kNN", every=0, delay=3)  # a phase shorter than `delay` says nothing
+    quick = progress.Progress(10, "kNN", every=0, delay=3)  # a phase shorter than `delay` says nothing
     now[0] += 2
     quick.update(5)
     assert [r.getMessage() for r in caplog.records] == [
