@@ -354,10 +354,9 @@ def test_static_amat_files_are_read_exactly_and_damage_is_one_clear_line(tmp_pat
     write_amat(tmp_path / "bad", corrupt="valid")
     with pytest.raises(DataError, match=r"binarized_mnist_valid.amat: byte \d+ is b'2'"):
         data_module(tmp_path, binarize="static", static_dir=str(tmp_path / "bad"))
-    (tmp_path / "short").mkdir()
-    (tmp_path / "short" / "x.amat").write_text("0 1 0\n")
+    (tmp_path / "x.amat").write_text("0 1 0\n")
     with pytest.raises(DataError, match=r"line 1 has 3 values; every line must hold 784"):
-        read_amat(tmp_path / "short" / "x.amat")
+        read_amat(tmp_path / "x.amat")
     write_amat(tmp_path / "missing")
     (tmp_path / "missing" / STATIC_FILES["test"]).unlink()
     with pytest.raises(DataError, match=r"binarized_mnist_test.amat: missing"):
