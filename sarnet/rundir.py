@@ -146,6 +146,10 @@ class StopWorkersOnSigterm(Callback):
     def on_multirun_start(self, config, **kwargs):
         if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
             signal.signal(signal.SIGTERM, lambda signum, frame: _stop_workers(config.hydra.sweep.dir))
+            # the killed workers' semaphores are not leaks to report: the resource tracker, started after this, would
+            # warn of them in four lines after the one that says the sweep stopped
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                                  "ignore:resource_tracker:UserWarning"]))
 
 
 def _stop_workers(sweep_dir):

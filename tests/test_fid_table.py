@@ -17,6 +17,8 @@ def test_seeds_aggregate_with_seed_and_set_std_welch_and_wall_time(tmp_path):
             ("vae", 1236, 6.0, 600.0, None)]):  # None: a results.json that predates the field
         fake_run(sweep / f"{i}", model, 32, seed, fid=fid, wall=wall, device=device)
     fake_run(sweep / "9", "vae", 8, 1234, status="failed")
+    (sweep / "8").mkdir()  # a run without FID (fid=off): neither a cell nor a failed job
+    (sweep / "8" / "results.json").write_text('{"status": "ok", "model": "vae", "metrics": {"test/loss": 1}}')
     result, md, out = table(tmp_path, sweep)
     (t,) = result["tables"]
     rows = {(r["model"], r["latent_dim"]): r for r in t["rows"]}
@@ -24,6 +26,7 @@ def test_seeds_aggregate_with_seed_and_set_std_welch_and_wall_time(tmp_path):
     assert cell["fid_mean"] == 2.0 and cell["fid_seed_std"] == 1.0 and abs(cell["fid_set_std"] - 0.1) < 1e-12
     assert sorted(cell["seeds"]) == [1234, 1235, 1236]
     assert rows[("vae", 8)]["status"] == "failed" and rows[("sarnet_vae", 16)]["status"] == "missing"
+    assert rows[("vae", 16)]["status"] == "missing" and f"{sweep / '8'}:" not in md
     assert ("sarnet", None) not in rows  # no simple-SarNET run given: no row for it
     (w,) = t["welch"]
     assert w["latent_dim"] == 32 and w["seeds"] == [3, 3] and 0 < w["p"] < 0.1

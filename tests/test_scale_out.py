@@ -78,6 +78,7 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers(tmp_path):
                     f"hydra.sweep.dir={tmp_path}", "+callbacks.fault.workers=2",
                     "+callbacks.fault._target_=tests.faults.SigtermParentWhenAllTrain")
     assert rc == 128 + signal.SIGTERM and "stopping 2 worker process(es)" in out, out[-3000:]
+    assert "leaked" not in out  # the workers' semaphores: Python's resource tracker would warn of them in 4 lines
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(jobs) == 2, jobs  # the third job never started
     for job in jobs:
