@@ -97,10 +97,12 @@ def fill(text: str, files) -> str:
 
 def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=()) -> dict:
     """What a refusal did: refused with exit `status` in one line naming `expect` (only_line: nothing else was
-    printed), a traceback, accepted (rc 0), files left in the run dir beside Hydra's .hydra and what was `found`."""
+    printed), a traceback, accepted (rc 0), files left in the run dir beside what was `found` and, in a run dir that
+    was there, Hydra's .hydra record of the launch (a new run dir: not left)."""
     lines = [line for line in out.splitlines() if line.strip()]
     errors = [line for line in lines if ERROR.match(line)]
-    left = sorted(set(os.listdir(run_dir)) - {".hydra", *found}) if run_dir and run_dir.is_dir() else []
+    kept = {*found, ".hydra"} if found else set()
+    left = sorted(set(os.listdir(run_dir)) - kept) if run_dir and run_dir.is_dir() else []
     return {"one_line": rc == status and len(errors) == 1 and expect in errors[0], "only_line": len(lines) == 1,
             "traceback": "Traceback" in out, "accepted": rc == 0, "files_left": left,
             "line": (errors or lines or [""])[-1]}
@@ -119,7 +121,7 @@ FIRST_OF_KIND = {e[0]: e for e in reversed(TRAIN)}.values()  # each kind once th
 @pytest.mark.parametrize("kind, overrides, expect", [pytest.param(*e, id=e[1]) for e in TRAIN])
 def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, overrides, expect, tmp_path, request):
     """validate refuses it, in one line naming the field; what it lets through (Hydra's composition errors, a run
-    dir's checkpoint, Lightning's Trainer arguments) train.py refuses, in one line, leaving only .hydra."""
+    dir's checkpoint, Lightning's Trainer arguments) train.py refuses, in one line, leaving no new run dir."""
     if FILES.search(overrides) or kind in ("cross", "resource", "file"):  # they pass the field checks: data needed
         needs = request.getfixturevalue("files")
         overrides, expect = fill(overrides, needs), fill(expect, needs)
