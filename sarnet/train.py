@@ -105,8 +105,9 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
         if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
             line = f"{type(e).__module__}.{type(e).__name__}: {e}"
             log.error(line) if rc != 2 else print(line, file=sys.stderr, flush=True)  # a refusal: no train.log
-            if rc == 2 and set(os.listdir(cfg.paths.output_dir)) <= {".hydra", "train.log"}:  # no run: no run dir
-                shutil.rmtree(cfg.paths.output_dir)
+            out = Path(cfg.paths.output_dir)
+            if rc == 2 and set(os.listdir(out)) <= {".hydra", "train.log"} and out.resolve() != Path.cwd():
+                shutil.rmtree(out)  # no run, no run dir: a typo leaves no outputs/<date>/<time>/.hydra behind
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
