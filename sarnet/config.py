@@ -29,11 +29,10 @@ def check_fields(cfg: DictConfig):
     check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
           f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
           f"starts a new run from a checkpoint's weights; give one of them")
-    for key in ("ckpt_path", "init_ckpt"):  # ckpt_path may name a run dir: its checkpoints/last.ckpt
+    for key in ("ckpt_path", "init_ckpt"):  # either may name a run dir: its checkpoints/last.ckpt
         path = cfg.get(key)
-        check(path is None or isinstance(path, str) and (resume_path(path) if key == "ckpt_path" else Path(path))
-              .is_file(), key, path, "is not a checkpoint file: give an existing .ckpt" +
-              ", or a run dir holding checkpoints/last.ckpt" * (key == "ckpt_path"))
+        check(path is None or isinstance(path, str) and resume_path(path).is_file(), key, path,
+              "is not a checkpoint file: give an existing .ckpt, or a run dir holding checkpoints/last.ckpt")
     metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
     likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))  # likelihood's
     computed = {"train": True, "val": validates, "knn": fid.enabled, "test": cfg.get("run_test"), "fid": fid.enabled,

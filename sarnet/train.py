@@ -164,13 +164,14 @@ def prepare(cfg: DictConfig, net, output_dir: Path):
                 read_checkpoint(path, why="in the run dir being resumed; delete it to start afresh")
         return ckpt_path, ResumeState(cfg, override, earlier)
     if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
-        theirs, ours = read_checkpoint(cfg.init_ckpt, why="given as init_ckpt")["sarnet"]["net"], net.config
+        init = resume_path(cfg.init_ckpt)  # a run dir: its last checkpoint
+        theirs, ours = read_checkpoint(init, why="given as init_ckpt")["sarnet"]["net"], net.config
         if theirs != ours:  # equal shapes are not enough: the masks follow the geometry
             fields = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
                                if theirs.get(k) != ours.get(k))
             raise ConfigError(f"init_ckpt={cfg.init_ckpt} holds another net than model.net builds ({fields}): give "
                               f"that checkpoint's model.net, or drop init_ckpt")
-        net.load_state_dict(load_model(cfg.init_ckpt).state_dict(), strict=True)  # the weights only
+        net.load_state_dict(load_model(init).state_dict(), strict=True)  # the weights only
         log.info("starting from the weights of init_ckpt=%s", cfg.init_ckpt)
     return None, ResumeState(cfg)
 
