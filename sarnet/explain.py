@@ -17,6 +17,14 @@ def candidates(layer, o: int) -> torch.Tensor:
     return layer.deg_in[cols].unique()
 
 
+def _target(net, target_patch) -> int:
+    """target_patch, an int patch index of the net, else one ValueError naming it."""
+    if isinstance(target_patch, bool) or not hasattr(target_patch, "__index__") or \
+            not 0 <= target_patch < net.n_patches:
+        raise ValueError(f"target_patch={target_patch!r} must be an int in 0..{net.n_patches - 1}")
+    return int(target_patch)
+
+
 def _one_image(net, image) -> torch.Tensor:
     """image, (C, H, W) or (1, C, H, W) of the net's shape -> (1, C, H, W), else one ValueError naming it."""
     shape = tuple(net.image_shape)
@@ -37,9 +45,9 @@ def patch_importance(net, image, target_patch: int, top_k: int = 5):
     with a zero score (black input patches) are dropped: they carry no evidence (the reference would divide 0 by 0).
     """
     net = decoder_of(net, "net")
-    layer, o = net.layers[0], int(target_patch)
-    if not 0 <= o < layer.n_patches:
-        raise ValueError(f"target_patch={o} must be in 0..{layer.n_patches - 1}")
+    layer, o = net.layers[0], _target(net, target_patch)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k={top_k!r} must be an int >= 1")
     x = _one_image(net, image).reshape(-1)
     with torch.no_grad():
         w = layer.masked_weight()[layer.deg_out == o, :layer.in_image]  # (units of o, image columns)
@@ -69,9 +77,7 @@ def gradient_importance(model, image, target_patch: int, z=None) -> torch.Tensor
     the whole image), else zeros.
     """
     net = decoder_of(model)
-    o = int(target_patch)
-    if not 0 <= o < net.n_patches:
-        raise ValueError(f"target_patch={o} must be in 0..{net.n_patches - 1}")
+    o = _target(net, target_patch)
     x = _one_image(net, image)
     if net.latent_dim and z is None:
         with torch.no_grad():

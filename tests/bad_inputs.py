@@ -152,6 +152,8 @@ API = [(error, call, match) for error, calls in {
         ("complete(vae, torch.zeros(1, 1, 28, 28), 50)", "keep=50"),
         ("complete(vae, torch.zeros(2, 1, 28, 28), 24, n=60000)", r"len\(images\) x n=120000: at most"),
         ("gradient_importance(vae, torch.rand(1, 28, 28), 10, z=torch.zeros(5))", "z: expected the latent"),
+        ("patch_importance(vae, torch.rand(1, 28, 28), '3')", "target_patch='3' must be an int"),
+        ("patch_importance(vae, torch.rand(1, 28, 28), 3, top_k=0)", "top_k=0 must be an int >= 1"),
         ("interpolate(vae, torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), steps=0)", "steps=0"),
         ("interpolate(vae, torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 14, 14))", r"b: expected .*\(1, 1, 28, 28\)"),
         ("gradient_importance(vae, [[0.0]], 10)", "image: expected one image"),

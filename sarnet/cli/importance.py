@@ -50,7 +50,7 @@ def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog)
     p.add_argument("--index", type=int, default=5, help="image index in the (class-filtered) split")
     p.add_argument("--targets", default=None, help="comma-separated target patches (default 2,4,...,40)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=cli.positive_int, default=5)
     p.add_argument("--method", choices=("layer1", "gradient"), default="layer1")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--nrow", type=cli.positive_int, default=10, help="panels per row")
