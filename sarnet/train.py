@@ -107,7 +107,7 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
             log.error(line) if rc != 2 else print(line, file=sys.stderr, flush=True)  # a refusal: no train.log
             out = Path(cfg.paths.output_dir)
             if rc == 2 and set(os.listdir(out)) <= {".hydra", "train.log"} and out.resolve() != Path.cwd():
-                shutil.rmtree(out)  # no run, no run dir: a typo leaves no outputs/<date>/<time>/.hydra behind
+                shutil.rmtree(out, ignore_errors=True)  # no run, no run dir: a typo leaves no outputs/<date>/<time>
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
