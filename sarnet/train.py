@@ -105,9 +105,8 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
         if isinstance(e, USER_ERRORS):  # bad input: its one-line message says which field and the fix
             line = f"{type(e).__module__}.{type(e).__name__}: {e}"
             log.error(line) if rc != 2 else print(line, file=sys.stderr, flush=True)  # a refusal: no train.log
-            out = Path(cfg.paths.output_dir)
-            if rc == 2 and set(os.listdir(out)) <= {".hydra", "train.log"} and out.resolve() != Path.cwd():
-                shutil.rmtree(out, ignore_errors=True)  # no run, no run dir: a typo leaves no outputs/<date>/<time>
+            if rc == 2:
+                drop_new_run_dir(Path(cfg.paths.output_dir))
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
@@ -120,6 +119,18 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1)
     return None  # a sweeper (Optuna) records a failed trial and goes on (a nan would end its search)
+
+
+def drop_new_run_dir(out: Path):
+    """No run, no run dir: a refused launch's dir that holds only what Hydra wrote for it goes (a typo leaves no
+    outputs/<date>/<time>), with Hydra's handler of its train.log (else a process that goes on, as train.py run
+    in-process, would fail at its next log record)."""
+    if set(os.listdir(out)) <= {".hydra", "train.log"} and out.resolve() != Path.cwd():
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if Path(getattr(h, "baseFilename", "/")).parent == out.resolve()]:
+            root.removeHandler(h)
+            h.close()
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def run(cfg: DictConfig, net, progress: dict) -> float | None:
