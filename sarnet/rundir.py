@@ -80,6 +80,16 @@ def hydra_args(argv: list[str]) -> list[str]:
     return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]
 
 
+def hydra_value(path) -> str:
+    """A path as an override's value that Hydra parses back to it: bare if plain, else in double quotes, with its
+    quotes, the backslashes before them and `${` (an interpolation) escaped."""
+    text = str(path)
+    if re.fullmatch(r"[A-Za-z0-9_./@+-]+", text):
+        return text
+    escaped = re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), text).replace("${", "\\${")
+    return f'"{escaped}"'
+
+
 def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     """This launch's command as typed, continuing its run (ckpt_path=<run dir>; init_ckpt goes: the checkpoint holds
     it) or its sweep (hydra.sweep.dir=<dir>: finished jobs are skipped); neither given: unchanged."""
@@ -89,10 +99,9 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
     prog, args, python = sys.argv[0], hydra_args(sys.argv[1:]), shown(sys.executable, "python")
     head = [python, "-m", "sarnet"] if prog.endswith("__main__.py") else \
         [python, prog] if prog.endswith(".py") else [shown(prog, Path(prog).name)]
-    quoted = lambda path: f'"{path}"' if re.search(r"[^\w./~@+-]", str(path)) else path  # Hydra's grammar: = , ...
-    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={quoted(sweep_dir)}"]
+    drop, add = ("hydra.sweep.dir=",), [f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
     if sweep_dir is None:
-        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={quoted(run_dir)}"]) if run_dir \
+        drop, add = (("hydra.run.dir=", "ckpt_path=", "init_ckpt="), [f"ckpt_path={hydra_value(run_dir)}"]) if run_dir \
             else ((), [])
     return shlex.join([*head, *(a for a in args if not a.startswith(drop)), *add])
 
@@ -148,8 +157,8 @@ class StopWorkersOnSigterm(Callback):
             signal.signal(signal.SIGTERM, lambda signum, frame: _stop_workers(config.hydra.sweep.dir))
             # the killed workers' semaphores are not leaks to report: the resource tracker, started after this, would
             # warn of them in four lines after the one that says the sweep stopped
-            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
-                                                                  "ignore:resource_tracker:UserWarning"]))
+            filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+            os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, "ignore:resource_tracker:UserWarning"]))
 
 
 def _stop_workers(sweep_dir):
@@ -176,7 +185,11 @@ class WritableOutput(Callback):
     """Hydra writes .hydra/ into the run (sweep) dir before train.py runs: a read-only or full disk is refused here,
     in train.py's one-line form, not as Hydra's traceback."""
 
+    made = None  # the run dir this launch made (a refused launch removes only such a dir: sarnet/train.py)
+
     def on_run_start(self, config, **kwargs):
+        run_dir = os.path.abspath(config.hydra.run.dir)
+        WritableOutput.made = None if os.path.exists(run_dir) else run_dir
         self.on_multirun_start(config, folder=config.hydra.run.dir)
 
     def on_multirun_start(self, config, folder=None, **kwargs):

@@ -165,8 +165,8 @@ def summarize(runs, metric=lambda r: (r["metrics"]["fid/mean"], r["metrics"].get
     for r in runs:
         if r.get("seed") in by_seed:
             raise TableError(f"seed {r.get('seed')} appears twice in cell {cell_key(r)}: {by_seed[r['seed']]['path']} "
-                             f"and {r['path']} differ in a setting the table does not show (e.g. a swept learning "
-                             f"rate): pass only one of them")
+                             f"and {r['path']} (a copy, or runs that differ in a setting the table does not show, e.g. "
+                             f"a swept learning rate): give the table only one of them")
         by_seed[r.get("seed")] = r
     runs = [by_seed[k] for k in sorted(by_seed, key=str)]
     pairs = [metric(r) for r in runs]

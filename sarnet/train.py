@@ -112,6 +112,8 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
         return None                # counts a job dir without results.json as failed)
+    if rc == 2 and read_json(Path(cfg.paths.output_dir) / "results.json").get("status") == "ok":
+        return None  # a refused relaunch of a finished job (its config changed): its results stay
     write_json(Path(cfg.paths.output_dir) / "results.json",
                {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                 "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
@@ -122,12 +124,14 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
 
 
 def drop_new_run_dir(out: Path):
-    """No run, no run dir: a refused launch's dir that holds only what Hydra wrote for it goes (a typo leaves no
-    outputs/<date>/<time>), with Hydra's handler of its train.log (else a process that goes on, as train.py run
-    in-process, would fail at its next log record)."""
-    if set(os.listdir(out)) <= {".hydra", "train.log"} and out.resolve() != Path.cwd():
+    """No run, no run dir: the dir this refused launch made (rundir.WritableOutput), holding only what Hydra wrote for
+    it, goes (a typo leaves no outputs/<date>/<time>), with Hydra's handler of its train.log (else a process that goes
+    on, as train.py run in-process, would fail at its next log record)."""
+    from sarnet.rundir import WritableOutput
+
+    if WritableOutput.made == str(out) and set(os.listdir(out)) <= {".hydra", "train.log"}:
         root = logging.getLogger()
-        for h in [h for h in root.handlers if Path(getattr(h, "baseFilename", "/")).parent == out.resolve()]:
+        for h in [h for h in root.handlers if Path(getattr(h, "baseFilename", "/")).parent == out]:
             root.removeHandler(h)
             h.close()
         shutil.rmtree(out, ignore_errors=True)
@@ -140,6 +144,8 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
 
     start, output_dir = time.time(), Path(cfg.paths.output_dir)
     done = read_json(output_dir / "results.json")  # finished with this very config: a relaunched sweep skips the job
+    if cfg.get("ckpt_path") is not None and cfg.get("init_ckpt") is None:  # as prepare() fills it from the checkpoint
+        cfg.init_ckpt = done.get("init_ckpt")
     if done.get("status") == "ok" and done.get("config_sha256") == config_sha256(cfg):
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
@@ -331,7 +337,8 @@ def config_sha256(cfg: DictConfig) -> str:
     the same run), as one hash: results.json has it."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("ckpt_path", None)
-    text = json.dumps(resolved, sort_keys=True, default=str).replace(str(cfg.paths.output_dir), "<run dir>")
+    out = json.dumps(str(cfg.paths.output_dir))[1:-1]  # as json.dumps writes it: non-ASCII and backslashes escaped
+    text = json.dumps(resolved, sort_keys=True, default=str).replace(out, "<run dir>")
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -382,6 +382,7 @@ def test_a_net_that_does_not_build_is_refused_before_the_heavy_libraries(tmp_pat
     got = run_process(["train", "model.net.geometry=[[28,1,3],[28,1,3]]", f"hydra.run.dir={tmp_path}"], tmp_path,
                       "model.net.geometry")
     assert got["one_line"] and not got["traceback"] and got["torch"]  # the net is built to check its geometry
+    assert tmp_path.is_dir()  # a run dir the launch did not make stays (only one it made goes)
     assert not got["packages"] & {"lightning", "torchmetrics", "wandb", "torchvision", "matplotlib"}
 
 

@@ -335,6 +335,8 @@ def test_init_ckpt_starts_a_new_run_from_the_checkpoints_weights(smoke_run, tmp_
     assert torch.allclose(second, trained, rtol=0, atol=1e-20)
     got = results(tmp_path / "second")
     assert got["init_ckpt"] == str(first.parents[1]) and got["epochs"] == 1 and got["steps"] == 3  # counted afresh
+    _, out = train_inprocess(*QUICK, "model.optimizer.lr=1e-30", f"ckpt_path={tmp_path / 'second'}", check=True)
+    assert "nothing to do" in out  # resumed by ckpt_path, which comes without init_ckpt: the same finished run
 
 
 @pytest.mark.slow
@@ -362,8 +364,8 @@ def test_a_relaunched_run_dir_refuses_drift_resumes_moved_and_skips_when_finishe
     assert first["epochs"] == 2 and first["status"] == "ok" and first["config_sha256"]
     assert "finished earlier with this same config: nothing to do" in ok(*run, "trainer.max_epochs=2")
     assert (tmp_path / "b" / "results.json").read_bytes() == written
-    shutil.copytree(tmp_path / "b", tmp_path / "c")  # a copy of the finished run is the same run
-    assert "nothing to do" in ok(*logged, f"hydra.run.dir={tmp_path / 'c'}", "trainer.max_epochs=2")
+    shutil.copytree(tmp_path / "b", tmp_path / "ç")  # a copy of the finished run is the same run (any path)
+    assert "nothing to do" in ok(*logged, f'hydra.run.dir="{tmp_path / "ç"}"', "trainer.max_epochs=2")
     out = ok(*run, "trainer.max_epochs=2", "sample.z_scale=0.9")  # nothing to train: the same metrics again
     again = results(tmp_path / "b")
     assert "nothing to do" not in out and "done: " in out and again["config_sha256"] != first["config_sha256"]

@@ -102,6 +102,8 @@ def test_optuna_search_reports_the_best_trial_and_resumes_from_its_sweep_dir(tmp
     out = ok(*args, timeout=900)
     assert out.count("finished earlier with this same config: nothing to do") == 2
     assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
+    train(args[0], "trainer=default", *args[2:], timeout=900)  # each finished job refuses the changed trainer:
+    assert [results(j)["status"] for j in jobs] == ["ok", "ok"]  # its results stay
     rc, out = train(*args[:-1], f"hydra.sweep.dir={tmp_path / 'bad'}", "optimized_metric=fid/mean", timeout=900)
     assert rc == 1 and "Traceback" not in out and "every trial of the search failed" in out  # fid=off: each fails
     assert len(list((tmp_path / "bad").glob("*/results.json"))) == 2  # the search went on past a failed trial

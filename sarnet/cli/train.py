@@ -68,7 +68,8 @@ def hydra_message(e: Exception, overrides=()) -> str:
                 OverridesParser.create().parse_overrides([override])
             except OverrideParseException:
                 return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); a value holding " \
-                       f"'=', ',', brackets or spaces goes in double quotes, e.g. 'init_ckpt=\"multirun/x/0_L=8\"'"
+                       f"'=', ',', brackets, spaces or non-ASCII letters goes in double quotes, e.g. " \
+                       f"'init_ckpt=\"multirun/x/0_L=8\"'"
     missing = re.search(r"Could not find '([\w/.-]+)/([^']*)'", text)
     if missing and getattr(e, "options", None):
         return f"{missing[1]}={missing[2]}: no such option of {missing[1]}; choose one of: {', '.join(e.options)}"
