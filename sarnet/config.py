@@ -79,6 +79,9 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"likelihood.enabled=true: {e}") from None
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
+    gpu, accelerator = torch.cuda.is_available() or torch.backends.mps.is_available(), cfg.trainer.get("accelerator")
+    check(gpu or accelerator not in ("gpu", "cuda", "mps"), "trainer.accelerator", accelerator, "this machine has no "
+          "GPU torch can use: use trainer=cpu, or trainer.accelerator=auto (the GPU where there is one)")
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")

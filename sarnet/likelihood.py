@@ -95,12 +95,16 @@ def decoder_logits(model, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tens
 @torch.no_grad()
 def exact_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x) (or log p(x | z) for a SarNet with a latent), nats per image, float64: one teacher-forced pass."""
+    _check_sarnet(net, x, "exact_log_prob")
+    return log_bernoulli(net.logits(x, z), x)
+
+
+def _check_sarnet(net, x, name: str):
     check_model(net, name="net")
     if net.ar_net is not net:
-        raise LikelihoodError(f"exact_log_prob is for a SarNet; a {type(net).__name__} has bounds: use score")
+        raise LikelihoodError(f"{name} is for a SarNet; a {type(net).__name__} has bounds: use score")
     check_density_model(net)
     check_images(net, x)
-    return log_bernoulli(net.logits(x, z), x)
 
 
 @torch.no_grad()
@@ -108,7 +112,7 @@ def naive_log_prob(net: SarNet, x: torch.Tensor, z: torch.Tensor | None = None) 
     """The same quantity as the naive sampler computes it: for each patch k, one full pass over an image that
     holds only patches < k (zeros elsewhere, as `fill_naive` sees it before writing patch k); the log-probability
     of x's patch k under that pass. The specification of `exact_log_prob` (tested equal)."""
-    check_density_model(net)
+    _check_sarnet(net, x, "naive_log_prob")
     flat = x.flatten(1)
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     prefix = torch.zeros_like(flat)

@@ -344,6 +344,8 @@ def generate(model, n=None, z=None, x=None, keep=0, generator=None, progress=Non
     dtype: "float32" (the exact samplers) or "bfloat16" (bf16 matmuls; images in the weights' dtype).
     """
     check_model(model, generator)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress: expected None or a function of the images done, got {type(progress).__name__}")
     s = SampleSettings.of(**settings).check_fits(model.out_activation)
     low = matmul_dtype(s.dtype)
     n = _count_images(model, n, z, x)

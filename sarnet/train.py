@@ -54,6 +54,11 @@ def run_job(cfg: DictConfig) -> float | None:
     except SIGTERMException:  # Lightning's at the next batch, or _sigterm's outside fit and test (a SystemExit)
         lock, held = None, lock
         stopped(cfg, held)
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C: Lightning's fit and test end it with sys.exit(1)
+        if not isinstance(e.__context__ if isinstance(e, SystemExit) else e, KeyboardInterrupt):
+            raise
+        lock, held = None, lock
+        stopped(cfg, held, signal.SIGINT)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):  # the dir is not ours to clean
             return failed(cfg, e, 2 if isinstance(e, RunDirBusy) else 1)
@@ -76,9 +81,9 @@ def _sigterm(signum, frame):
         raise SIGTERMException
 
 
-def stopped(cfg: DictConfig, lock):
-    """SIGTERM (preemption, scancel, kill): the run is recorded as stopped with the command that resumes it, and the
-    process ends with 128 + SIGTERM, in a sweep too: a preempted node must not go on to start the next job."""
+def stopped(cfg: DictConfig, lock, signum=signal.SIGTERM):
+    """SIGTERM (preemption, scancel, kill) or Ctrl-C: the run is recorded as stopped with the command that resumes it,
+    and the process ends with 128 + the signal, in a sweep too: a preempted node must not go on to the next job."""
     hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / LAST
     worker = multiprocessing.parent_process() is not None  # a joblib worker: its sys.argv is not the sweep's
     if hc.mode.name == "MULTIRUN":
@@ -89,15 +94,15 @@ def stopped(cfg: DictConfig, lock):
             f"to start again: {relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
     try:
-        failed(cfg, RunDirError(f"stopped by SIGTERM before the run finished ({held}); {how}"), 128 + signal.SIGTERM)
+        failed(cfg, RunDirError(f"stopped by {signum.name} before the run finished ({held}); {how}"), 128 + signum)
     finally:
         unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
     if worker:  # SystemExit would end this job only, and the worker would take the next one
         logging.shutdown()
         os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (rundir.StopWorkersOnSigterm)
         multiprocessing.parent_process().join()  # which ends every worker once all have recorded their jobs
-        os._exit(128 + signal.SIGTERM)
-    sys.exit(128 + signal.SIGTERM)
+        os._exit(128 + signum)
+    sys.exit(128 + signum)
 
 
 def failed(cfg: DictConfig, e: Exception, rc: int):

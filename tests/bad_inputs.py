@@ -9,6 +9,8 @@ one-line refusal must name (run by tests/test_bad_inputs.py). Kinds, and what "b
 {ckpt}, {damaged}, {data_*} stand for files the test makes (a small checkpoint, a truncated one, data dirs).
 """
 
+import torch
+
 # field: one field's type or range, refused in a line naming it, "<key>=<value> is invalid: ...": the text the
 # line must contain is "<key>=" of the last override, or a tuple's (overrides, text).
 FIELD = [
@@ -70,6 +72,8 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"),
             ("data.static_dir=/nonexistent", "data.static_dir"), ("trainer.devices=0", "trainer"),
             ("trainer.accelerator=bogus", "trainer"), ("+trainer.bogus=1", "trainer"),
+            *[("trainer=gpu", "trainer.accelerator='gpu'")] * (  # refused on a machine without a GPU
+                not torch.cuda.is_available() and not torch.backends.mps.is_available()),
             ("init_ckpt={ckpt} ckpt_path={ckpt}", "init_ckpt='{ckpt}' is invalid: cannot go with ckpt_path={ckpt}: "
              "ckpt_path resumes a run in its own run dir, init_ckpt starts a new run from a checkpoint's weights; "
              "give one of them"), ("latent_dim=16 init_ckpt={ckpt}", "init_ckpt"),
@@ -158,6 +162,7 @@ API = [(error, call, match) for error, calls in {
         ("interpolate(vae, torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 14, 14))", r"b: expected .*\(1, 1, 28, 28\)"),
         ("gradient_importance(vae, [[0.0]], 10)", "image: expected one image"),
         ("score(strict, torch.zeros(2, 1, 14, 14))", r"x: expected .*\(B, 1, 28, 28\)"),
+        ("naive_log_prob(strict, torch.zeros(2, 1, 14, 14))", r"x: expected"),
         ("binarized_test_split(torch.rand(4, 1, 28, 28), torch.ones(2, dtype=torch.bool))", "keep: a bool mask"),
         ("keep_mask(vae.decoder, torch.tensor([2] * 49))", "bool .*mask"),
         ("sample_images(regression, 2)", r"regression.*alpha_max"),
@@ -198,6 +203,7 @@ API = [(error, call, match) for error, calls in {
     "TypeError": [("patch_importance(conv, torch.rand(1, 28, 28), 3)", "not autoregressive"),
                   ("generate('runs/x', 4)", "model: expected a sarnet network"),
                   ("generate(vae, 4, generator=0)", "generator: expected .* got int"),
+                  ("generate(vae, 4, progress=5)", "progress: expected"),
                   ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 1, 0)", "classifier: expected"),
                   ("FIDEvaluator(torch.nn.Linear(2, 2), torch.rand(4, 1, 28, 28), 'test', 2, 1, 0)", "num_features"),
                   ("FIDEvaluator(LeNet(), torch.rand(4, 1, 28, 28), 'test', 2, 1, 0).evaluate(5)", "generate_fn:"),

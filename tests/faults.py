@@ -10,14 +10,14 @@ from hydra.core.hydra_config import HydraConfig
 
 
 class SigtermAtEpoch(L.Callback):
-    """SIGTERM to this process as epoch `epoch` starts, the previous epoch's checkpoint written."""
+    """SIGTERM (or `sig`, 2: Ctrl-C) to this process as epoch `epoch` starts, its last checkpoint written."""
 
-    def __init__(self, epoch: int):
-        self.epoch = epoch
+    def __init__(self, epoch: int, sig: int = signal.SIGTERM):
+        self.epoch, self.sig = epoch, sig
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.sig)
 
 
 class SigtermParentWhenAllTrain(L.Callback):

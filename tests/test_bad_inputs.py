@@ -352,8 +352,8 @@ def names() -> dict:
     return {**vars(sampling), **{f.__name__: f for f in (
         SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, FIDEvaluator,
         FashionMNISTDataModule, make_net, validate, compose_config, ssim, knn_accuracy, patch_importance, ValueError,
-        TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.LikelihoodError, LeNet,
-        gradient_importance, binarized_test_split)},
+        TypeError, GeometryError, DataError, ConfigError, lk.score, lk.exact_log_prob, lk.naive_log_prob,
+        lk.LikelihoodError, LeNet, gradient_importance, binarized_test_split)},
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none"),
         "strict": SarNet(first_patch="predicted", out_activation="sigmoid"),
