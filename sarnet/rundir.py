@@ -108,13 +108,12 @@ def relaunch_command(run_dir=None, sweep_dir=None) -> str:
 
 def check_writable(*dirs):
     """A probe written and removed in each dir: a read-only or full disk fails here, not at the first checkpoint."""
-    for d in map(Path, dirs):
-        try:
+    try:
+        for d in map(Path, dirs):
             atomic_write(d / f".probe.{os.getpid()}", bytes(4096))  # the dir made too
             (d / f".probe.{os.getpid()}").unlink()
-        except OSError as e:
-            raise RunDirError(f"{d}: cannot write ({e.strerror}); free space or pick a writable hydra.run.dir") \
-                from None
+    except OSError as e:  # d: the dir that failed
+        raise RunDirError(f"{d}: cannot write ({e.strerror}); free space or pick a writable hydra.run.dir") from None
 
 
 class SweepReport(Callback):
