@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from hydra._internal.utils import get_args_parser
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
@@ -74,8 +75,6 @@ def running_jobs(sweep_dir) -> dict:
 
 def hydra_args(argv: list[str]) -> list[str]:
     """`--key=value` -> the override `key=value`, unless `--key` is one of Hydra's own flags (--config-dir=...)."""
-    from hydra._internal.utils import get_args_parser
-
     flags = get_args_parser()._option_string_actions
     return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]
 
