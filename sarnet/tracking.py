@@ -12,7 +12,9 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sarnet.io import read_json
+from omegaconf import OmegaConf
+
+from sarnet.io import read_json, write_json
 
 log = logging.getLogger("sarnet")
 RUN_FILE = "wandb_run.json"  # in the run dir: the W&B id (a relaunch resumes it), project, group, name
@@ -85,9 +87,7 @@ def make_logger(cfg, node, output_dir: Path, net):
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_only
-    from omegaconf import OmegaConf
 
-    from sarnet.io import write_json
     from sarnet.module import count_parameters
 
     hc, params, previous = HydraConfig.get(), count_parameters(net), read_json(output_dir / RUN_FILE)
@@ -127,7 +127,6 @@ def finish(loggers, cfg, results: dict, output_dir: Path, checkpoints):
     as files, with logger.wandb.log_model the checkpoints as one version of the artifact model-<run id>."""
     import wandb
     from lightning.pytorch.loggers import WandbLogger
-    from omegaconf import OmegaConf
 
     for run in (lg.experiment for lg in loggers if isinstance(lg, WandbLogger)):
         sets = {f"fid/set_{i + 1}": v for i, v in enumerate(results["fid_values"] or [])}
