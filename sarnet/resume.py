@@ -44,9 +44,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     clusters: a SIGKILL mid-copy truncates last.ckpt), and never with non-finite weights over the last good ones."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
-               if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
+        if bad := [k for k, v in checkpoint.get("state_dict", {}).items()
+                   if v.is_floating_point() and not torch.isfinite(v).all()]:
             raise NonFiniteWeightsError(f"non-finite weights at epoch {checkpoint.get('epoch')}, step "
                                         f"{checkpoint.get('global_step')} ({', '.join(bad[:3])}): not writing "
                                         f"{path}, the last good checkpoint is kept; lower the learning rate")
