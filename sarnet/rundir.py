@@ -45,8 +45,7 @@ def lock_run_dir(run_dir):
     except BlockingIOError:
         os.close(fd)
         raise RunDirBusy(f"{path.parent} is in use by another train.py (pid {owner or 'unknown'}, holding {path}): "
-                         f"one run dir has one writer; wait for it to end or stop it, or pick another "
-                         f"hydra.run.dir") from None
+                         f"one run dir has one writer: wait for it or stop it, or pick another hydra.run.dir") from None
     if owner:  # unlock_run_dir empties the file: a pid left in it is of an owner that died holding the lock
         log.warning("%s: taking over the lock of pid %s, which does not hold it (it died, or this dir is a copy)", path,
                     owner)
