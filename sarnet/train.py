@@ -52,13 +52,11 @@ def run_job(cfg: DictConfig) -> float | None:
         lock = lock_run_dir(output_dir) if rank_zero_only.rank == 0 else None  # one writer per run dir: rank 0
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning's at the next batch, or _sigterm's outside fit and test (a SystemExit)
-        lock, held = None, lock
-        stopped(cfg, held)
+        stopped(cfg, lock)
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C: Lightning's fit and test end it with sys.exit(1)
         if not isinstance(e.__context__ if isinstance(e, SystemExit) else e, KeyboardInterrupt):
             raise
-        lock, held = None, lock
-        stopped(cfg, held, signal.SIGINT)
+        stopped(cfg, lock, signal.SIGINT)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):  # the dir is not ours to clean
             return failed(cfg, e, 2 if isinstance(e, RunDirBusy) else 1)
@@ -93,11 +91,9 @@ def stopped(cfg: DictConfig, lock, signum=signal.SIGTERM):
         how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
             f"to start again: {relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
-    try:
-        failed(cfg, RunDirError(f"stopped by {signum.name} before the run finished ({held}); {how}"), 128 + signum)
-    finally:
-        unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
+    failed(cfg, RunDirError(f"stopped by {signum.name} before the run finished ({held}); {how}"), 128 + signum)
     if worker:  # SystemExit would end this job only, and the worker would take the next one
+        unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
         logging.shutdown()
         os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (rundir.StopWorkersOnSigterm)
         multiprocessing.parent_process().join()  # which ends every worker once all have recorded their jobs
