@@ -308,18 +308,15 @@ def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wal
 def resolve_ckpt(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | None]:
     """The checkpoint this launch resumes (-> its path, its contents): ckpt_path's (its run dir is this launch's:
     conf/config.yaml), else the run dir's own last.ckpt."""
-    path = resume_path(cfg.ckpt_path)  # given with init_ckpt, or not there: config.check_fields refused it
+    path, why = resume_path(cfg.ckpt_path), f"given as ckpt_path={cfg.ckpt_path}"  # check_fields refused a bad one
     if path is None:
-        path = output_dir / LAST
+        path, why = output_dir / LAST, "found in the run dir, so train.py resumes from it; delete it to start afresh"
         if not path.exists():
             return None, None
-        why = "found in the run dir, so train.py resumes from it; delete it to start afresh"
     elif run_dir_of(path) != output_dir.resolve():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} continues the run in {run_dir_of(path)}, not in {output_dir}: "
                           f"drop hydra.run.dir (a sweep resumes with hydra.sweep.dir=<its dir>), or start a new run "
                           f"from its weights with init_ckpt")
-    else:
-        why = f"given as ckpt_path={cfg.ckpt_path}"
     return str(path), read_checkpoint(path, why=why)  # never an unpickling traceback or wrong weights
 
 
