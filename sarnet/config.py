@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sarnet.checkpoint import resume_path  # torch-free
+from sarnet.data.sources import FOLDERS, DataError, check_raw
 from sarnet.fields import ConfigError, check, check_nodes_and_fields, plain
 from sarnet.settings import SampleSettings
 
@@ -41,11 +42,9 @@ def check_fields(cfg: DictConfig):
           .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
           " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
           "on), knn/accuracy")
-    from sarnet.data.sources import FOLDERS, DataError, check_raw  # the data's raw files, unless fetched or not read
-
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST
     if folder in FOLDERS.values() and not data.get("download") and data.get("static_dir") is None:
-        try:
+        try:  # the data's raw files, unless fetched (data.download) or not read (data.static_dir)
             check_raw(Path(data.root) / folder / "raw")
         except DataError as e:
             field = "data_dir" if OmegaConf.to_container(data)["root"] == "${data_dir}" else "data.root"
@@ -57,7 +56,6 @@ def validate(cfg: DictConfig):
     check_fields(cfg)
     import torch
 
-    from sarnet.data.sources import DataError
     from sarnet.likelihood import LikelihoodError, check_setup
 
     with torch.random.fork_rng(devices=[]):  # the net's initial weights from cfg.seed's stream alone, the global
