@@ -6,8 +6,10 @@ import logging
 import math
 import multiprocessing
 import os
+import platform
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import read_json, write_json
 from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
+from sarnet.settings import SampleSettings
 
 log = logging.getLogger("sarnet")
 
@@ -234,8 +237,6 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
 def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dict:
     """Test, FID, kNN and likelihood, all of the same weights: with eval_ckpt=best the best checkpoint's, else those
     training ended with. -> results.json's fields of what was evaluated and how, the metrics included."""
-    from sarnet.settings import SampleSettings
-
     output_dir, callback, eval_epoch = Path(cfg.paths.output_dir), trainer.checkpoint_callback, trainer.current_epoch
     eval_ckpt = (callback.best_model_path if callback and cfg.eval_ckpt == "best" else "") or None
     if cfg.eval_ckpt == "best" and not eval_ckpt:
@@ -278,8 +279,6 @@ def evaluate(cfg: DictConfig, trainer, module, datamodule, metrics: dict) -> dic
 
 def record(cfg: DictConfig, trainer, datamodule, net, evaluated: dict, code, wall_time_s: float) -> float | None:
     """results.json (rank 0), the run's W&B summary and files, and the line that ends the run."""
-    import platform
-
     import torch
 
     from sarnet.module import count_parameters
@@ -343,8 +342,6 @@ def config_sha256(cfg: DictConfig) -> str:
 def code_version() -> dict | None:
     """The git commit that ran and whether tracked files had changes (a seed's initial weights depend on the code's
     order of random draws, not on the config alone); None unless the package is the top of a git checkout."""
-    import subprocess
-
     root = Path(__file__).resolve().parents[1]  # --git-dir: never a checkout the package is installed inside
     try:  # --exclude=*: the commit, never a tag's name
         out = subprocess.run(["git", f"--git-dir={root / '.git'}", "describe", "--always", "--dirty", "--abbrev=40",
