@@ -180,9 +180,8 @@ def prepare(cfg: DictConfig, net, output_dir: Path):
         override, earlier = check_drift(cfg, ckpt, ckpt_path), stored_run(ckpt)
         # resumed with ckpt_path=, which comes without init_ckpt: the weights it started from are in its checkpoint
         cfg.init_ckpt = cfg.init_ckpt or earlier["config"].get("init_ckpt")
-        for path in checkpoint_files(cfg):  # best.ckpt too: test and FID will read it
-            if path.exists():
-                read_checkpoint(path, why="in the run dir being resumed; delete it to start afresh")
+        for path in filter(Path.exists, checkpoint_files(cfg)):  # best.ckpt too: test and FID will read it
+            read_checkpoint(path, why="in the run dir being resumed; delete it to start afresh")
         return ckpt_path, ResumeState(cfg, override, earlier)
     if cfg.init_ckpt is not None:  # a new run from another's weights: fresh optimizer, lr schedule and epoch count
         init = resume_path(cfg.init_ckpt)  # a run dir: its last checkpoint
