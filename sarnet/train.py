@@ -18,12 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sarnet import keep_freed_memory, tracking
+from sarnet import keep_freed_memory, rundir, tracking
 from sarnet.checkpoint import LAST, CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
 from sarnet.io import read_json, write_json
-from sarnet.rundir import RunDirBusy, RunDirError, check_writable, lock_run_dir, relaunch_command, unlock_run_dir
 from sarnet.settings import SampleSettings
 
 log = logging.getLogger("sarnet")
@@ -34,7 +33,7 @@ class TrainingStopped(RuntimeError):
 
 
 # bad config, checkpoint, data or run dir, faults of the disk and a stopped training: one line, no traceback
-USER_ERRORS = (ConfigError, CheckpointError, DataError, RunDirError, OSError, TrainingStopped)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, rundir.RunDirError, OSError, TrainingStopped)
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -52,7 +51,7 @@ def run_job(cfg: DictConfig) -> float | None:
     lock, progress = None, {}  # run() sets progress["fit"] when training starts: from then on it is not a refusal
     _sigterm.seen, previous = False, signal.signal(signal.SIGTERM, _sigterm)
     try:
-        lock = lock_run_dir(output_dir) if rank_zero_only.rank == 0 else None  # one writer per run dir: rank 0
+        lock = rundir.lock_run_dir(output_dir) if rank_zero_only.rank == 0 else None  # one writer per run dir: rank 0
         return run(cfg, net, progress)
     except SIGTERMException:  # Lightning's at the next batch, or _sigterm's outside fit and test (a SystemExit)
         stopped(cfg, lock)
@@ -62,13 +61,13 @@ def run_job(cfg: DictConfig) -> float | None:
         stopped(cfg, lock, signal.SIGINT)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):  # the dir is not ours to clean
-            return failed(cfg, e, 2 if isinstance(e, RunDirBusy) else 1)
+            return failed(cfg, e, 2 if isinstance(e, rundir.RunDirBusy) else 1)
         keep = found | {".hydra", *["train.log"] * (HydraConfig.get().mode.name == "MULTIRUN")}
         for path in set(output_dir.iterdir()) - {output_dir / k for k in keep}:  # what this refused launch made:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()  # the held lock too
         return failed(cfg, e, 2)
     finally:
-        unlock_run_dir(lock)
+        rundir.unlock_run_dir(lock)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -88,15 +87,15 @@ def stopped(cfg: DictConfig, lock, signum=signal.SIGTERM):
     hc, last = HydraConfig.get(), Path(cfg.paths.output_dir) / LAST
     worker = multiprocessing.parent_process() is not None  # a joblib worker: its sys.argv is not the sweep's
     if hc.mode.name == "MULTIRUN":
-        how = f"to resume the sweep: {relaunch_command(sweep_dir=hc.sweep.dir)}" if not worker else \
+        how = f"to resume the sweep: {rundir.relaunch_command(sweep_dir=hc.sweep.dir)}" if not worker else \
             f"to resume the sweep, relaunch it with hydra.sweep.dir={hc.sweep.dir}"
     else:
-        how = f"to resume: {relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
-            f"to start again: {relaunch_command()}"
+        how = f"to resume: {rundir.relaunch_command(run_dir=last.parents[1])}" if last.exists() else \
+            f"to start again: {rundir.relaunch_command()}"
     held = f"{last} holds the last finished epoch" if last.exists() else "no checkpoint yet"
-    failed(cfg, RunDirError(f"stopped by {signum.name} before the run finished ({held}); {how}"), 128 + signum)
+    failed(cfg, rundir.RunDirError(f"stopped by {signum.name} before the run finished ({held}); {how}"), 128 + signum)
     if worker:  # SystemExit would end this job only, and the worker would take the next one
-        unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
+        rundir.unlock_run_dir(lock)  # after results.json: a joblib sweep's parent waits for every job's release
         logging.shutdown()
         os.kill(os.getppid(), signal.SIGTERM)  # a worker signalled alone stops the sweep (rundir.StopWorkersOnSigterm)
         multiprocessing.parent_process().join()  # which ends every worker once all have recorded their jobs
@@ -114,7 +113,7 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
             sys.exit(rc)
         raise e
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
-    if isinstance(e, RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
+    if isinstance(e, rundir.RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
         return None                # counts a job dir without results.json as failed)
     if rc == 2 and read_json(Path(cfg.paths.output_dir) / "results.json").get("status") == "ok":
         return None  # a refused relaunch of a finished job (its config changed): its results stay
@@ -131,9 +130,7 @@ def drop_new_run_dir(out: Path):
     """No run, no run dir: the dir this refused launch made (rundir.WritableOutput), holding only what Hydra wrote for
     it, goes (a typo leaves no outputs/<date>/<time>), with Hydra's handler of its train.log (else a process that goes
     on, as train.py run in-process, would fail at its next log record)."""
-    from sarnet.rundir import WritableOutput
-
-    if WritableOutput.made == str(out) and set(os.listdir(out)) <= {".hydra", "train.log"}:
+    if rundir.WritableOutput.made == str(out) and set(os.listdir(out)) <= {".hydra", "train.log"}:
         root = logging.getLogger()
         for h in [h for h in root.handlers if Path(getattr(h, "baseFilename", "/")).parent == out]:
             root.removeHandler(h)
@@ -224,7 +221,7 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     keep_freed_memory()  # training allocates weight-sized tensors every step: reuse them (sarnet/__init__.py)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
-    check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
+    rundir.check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     # the W&B logger is sarnet.tracking's (a name, a group, a resumable id, offline when online cannot work)
     trainer.loggers = [tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node)
                        for name, node in (cfg.get("logger") or {}).items() if node is not None]
