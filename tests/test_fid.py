@@ -160,8 +160,7 @@ def test_protocol_reproducible_population_std_and_real_features_computed_once():
         real = pool[torch.randint(len(pool), (60,), generator=g_real)]
         fake = torch.cat([toy_generate(25, g_gen), toy_generate(25, g_gen), toy_generate(10, g_gen)])
         assert value == pytest.approx(F.fid_between(net, real, fake, batch_size=25), rel=1e-6)
-    r3 = F.FIDEvaluator(net, pool, "test_resampled", seed=7, **kw).evaluate(toy_generate)
-    assert r3["values"] != r1["values"]
+    assert F.FIDEvaluator(net, pool, "test_resampled", seed=7, **kw).evaluate(toy_generate)["values"] != r1["values"]
     fixed, lines = F.FIDEvaluator(net, pool, "train", seed=2024, **kw), []
     result = fixed.evaluate(toy_generate, lines.append)  # with a line of progress per set
     assert fixed.evaluate(toy_generate) == result  # real stats kept across evaluations

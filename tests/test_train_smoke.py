@@ -173,8 +173,9 @@ def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, tr
         assert cfg.trainer.get(key) == plain.trainer.get(key)
     assert cfg.fid.n_gen == 200 and cfg.likelihood.k == 2 and cfg.trainer.max_epochs < plain.trainer.max_epochs
     validate(cfg)
-    if (debug, trainer) == ("smoke", "cpu"):  # trainer=smoke is debug=smoke on the CPU
-        smoke, alias = compose_config("trainer=cpu", "debug=smoke"), compose_config("trainer=smoke")
+    if (debug, trainer) == ("smoke", "cpu"):  # trainer=smoke is debug=smoke on the CPU, after experiments too
+        smoke = compose_config("trainer=cpu", "debug=smoke", "experiment=fashion_mnist")
+        alias = compose_config("trainer=smoke", "experiment=fashion_mnist")  # its max_epochs: 22
         assert OmegaConf.to_container(smoke) == OmegaConf.to_container(alias)
 
 
