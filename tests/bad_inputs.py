@@ -103,7 +103,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("sample --ckpt /", "a folder without checkpoints/last.ckpt"), ("sample --ckpt {ckpt} --n 0", "--n"),
     ("sample --ckpt {ckpt} --n 1025", "--n: 1025 must be in [1, 1024]"), ("sample --ckpt {ckpt} --scale 17", "17"),
     ("sample --ckpt {ckpt} --th 2", "--th: 2 is not in [0, 1)"), ("sample --ckpt {ckpt} --mode x", "--mode"),
-    ("complete --ckpt {ckpt} --n 2000", "--n: 2000"), ("complete --ckpt {ckpt} --keep 3 --keep-rows 1", "--keep"),
+    ("complete --ckpt {ckpt} --n 2000", "--n: 2000"), ("complete --ckpt {ckpt} --keep 24 --keep-rows 1", "--keep"),
     ("interpolate --ckpt {ckpt} --steps 2000", "--steps: 2000"), ("importance --ckpt {ckpt} --top-k x", "top-k"),
     ("fid --ckpt /nonexistent.ckpt", "no such checkpoint file"), ("fid --ckpt {ckpt} --n-gen 1", "n-gen"),
     ("fid --ckpt {ckpt} --z-scale 0", "z-scale"), ("fid --ckpt {ckpt} --real-set x", "--real-set"),

@@ -187,7 +187,7 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
     ("importance", [], "vae", "not autoregressive"),
     ("complete", ["--index", "100000"], "sarnet_vae", "--index 100000"),
     ("importance", ["--targets", "3,49"], "sarnet_vae", "--targets [49]"),
-    ("interpolate", [], "sarnet", "needs a model with an encoder"),
+    ("interpolate", [], "sarnet", "needs a model with an encoder"), ("interpolate", ["--b", "5000"], "vae", "--b 5000"),
     ("sample", ["--mode", "bernoulli"], "sarnet", "needs a sigmoid"),
     ("sample", [], "broken", "re-train or pick another checkpoint")])
 def test_cli_refusals(script, args, model, message, smoke_run, tmp_path):

@@ -52,8 +52,8 @@ def require_encoder(model, what: str):
                          f"holds a {type(model).__name__}")
 
 
-def real_image(run: dict, split: str, index: int, root=None) -> torch.Tensor:
-    """Image `index` of the run's data (its dataset and class filter), as (1, C, H, W)."""
+def real_image(run: dict, split: str, index: int, root=None, flag="--index") -> torch.Tensor:
+    """Image `index` (the command's `flag`) of the run's data (its dataset and class filter), as (1, C, H, W)."""
     from sarnet.data import DataError, real_images
     data = run["data"]
     try:
@@ -62,7 +62,7 @@ def real_image(run: dict, split: str, index: int, root=None) -> torch.Tensor:
         raise UsageError(f"cannot read the {data['dataset']} {split} split under {root or data['root']}: {e} "
                          f"(prepare it with `make data` or pass --root)") from e
     if not 0 <= index < len(x):
-        raise UsageError(f"--index {index}: the {split} split of {data['dataset']} "
+        raise UsageError(f"{flag} {index}: the {split} split of {data['dataset']} "
                          f"(classes {data['classes']}) has {len(x)} images")
     return x[index:index + 1]
 

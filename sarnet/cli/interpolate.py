@@ -20,7 +20,7 @@ def body(args, model, run):
     from sarnet.cli import common
     from sarnet.sampling import interpolate
     common.require_encoder(model, "interpolation")
-    a, b = (common.real_image(run, args.split, i, args.root) for i in (args.a, args.b))
+    a, b = (common.real_image(run, args.split, i, args.root, flag) for i, flag in ((args.a, "--a"), (args.b, "--b")))
     th = common.resolve_th(args.th, run)
     images = interpolate(model, a, b, steps=args.steps, use_mean=args.use_mean, th=th,
                          generator=run["generator"]).cpu()
