@@ -353,10 +353,10 @@ def _load_progress(path, key, gen, parts):
 
 
 def flat_metrics(result: dict, prefix: str = "test") -> dict:
-    """results.json / CSV / W&B keys: test/nll (nats), test/nll_se, test/bpd, and test/elbo_nll, test/kl,
-    test/iwae_k for the bounds."""
+    """results.json / CSV / W&B keys: test/nll (nats), test/nll_se, test/bpd, test/nll_images (how many test images:
+    likelihood.max_images can shorten the split), and test/elbo_nll, test/kl, test/iwae_k for the bounds."""
     out = {f"{prefix}/nll": result["nll"]["nats"], f"{prefix}/nll_se": result["nll"]["se"],
-           f"{prefix}/bpd": result["nll"]["bpd"]}
+           f"{prefix}/bpd": result["nll"]["bpd"], f"{prefix}/nll_images": float(result["n_images"])}
     if result["kind"] == "bound":
         out.update({f"{prefix}/elbo_nll": result["elbo"]["nats"], f"{prefix}/elbo_nll_se": result["elbo"]["se"],
                     f"{prefix}/kl": result["kl"], f"{prefix}/iwae_k": float(result["k"])})
