@@ -113,6 +113,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("xgb --rounds 0", "--rounds"), ("xgb --max-patches 500", "--max-patches"),
     ("train-classifier --steps 0", "--steps"), ("train-classifier --snapshots 20000 --steps 100", "--snapshots"),
     ("data --bogus", "unrecognized"), ("data --root {ckpt}/x", "x: cannot write"),
+    ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),
 ]
 HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "likelihood", "table", "calibrate", "bench",
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too

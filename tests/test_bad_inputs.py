@@ -346,8 +346,7 @@ def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kin
 
 @pytest.fixture(scope="module")
 def names() -> dict:
-    """What the calls of bad_inputs.API name: its nets, torch, sarnet.sampling's functions, the constructors and the
-    exceptions."""
+    """What the calls of bad_inputs.API name: its nets, torch, sarnet.sampling's functions, constructors, exceptions."""
     torch.manual_seed(0)
     return {**vars(sampling), **{f.__name__: f for f in (
         SemiDense, SarNet, SarNetVAE, SarnetModule, ReconstructionLoss, CrossEntropyLoss, MNISTDataModule, FIDEvaluator,

@@ -42,11 +42,11 @@ def main(argv=None, prog=None):
 
 
 def _composed(func, prog, overrides):
-    from hydra.errors import ConfigCompositionException, OverrideParseException
+    from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
 
     try:
         return func()
-    except (ConfigCompositionException, OverrideParseException) as e:
+    except (ConfigCompositionException, OverrideParseException, SearchPathException) as e:  # the last: --config-dir
         print(f"{prog}: error: {hydra_message(e, overrides)}", file=sys.stderr, flush=True)
         sys.exit(2)
     except ValueError as e:  # Optuna's study.best_trial after a search whose every trial failed
