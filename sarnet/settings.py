@@ -81,7 +81,8 @@ class SampleSettings:
         probabilities. A regression net (linear output) samples by the noisy scheme, which needs its settings."""
         if (self.mode == "categorical") != (out_activation == "softmax"):
             raise ValueError(f"mode={self.mode!r} does not fit out_activation={out_activation!r}: mode='categorical' "
-                             f"is for softmax (classification) nets, and they need it")
+                             f"is for softmax (classification) nets, and they need it (experiment=cls_sarnet and "
+                             f"experiment=cls_sarnet_prob set it)")
         if self.mode == "bernoulli" and out_activation != "sigmoid":
             raise ValueError(f"mode='bernoulli' needs a sigmoid output (a likelihood-trained model), not "
                              f"out_activation={out_activation!r}: use mode='mean'")

@@ -178,7 +178,7 @@ API = [(error, call, match) for error, calls in {
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 0, 0)", "n_sets=0 must be an int >= 1"),
         ("FIDEvaluator(None, torch.rand(4, 1, 28, 28), 'test', 2, 1, 0, dtype='half')", "dtype='half'"),
         ("FIDEvaluator(LeNet(), torch.rand(4, 1, 14, 14), 'test', 2, 1, 0)", "real_images: expected"),
-        ("FIDEvaluator.from_dataset('mnist', [12], 'test', root='/nope')", r"classes=\[12\] must be None \(all\)"),
+        ("FIDEvaluator.from_dataset('mnist', [12], 'test', 2, 1, 0, root='/nope')", r"classes=\[12\] must be None"),
         ("FIDEvaluator(LeNet(), torch.rand(4, 1, 28, 28), 'test', 2, 1, 0).evaluate(lambda n, g: torch.zeros(n, 2))",
          r"generate_fn\(2, generator\) returned torch.float32 \(2, 2\)"),
         ("CrossEntropyLoss()(torch.randn(3, 4, 28, 28), None, torch.zeros(3, 1, 28, 28))", "data.quantize"),

@@ -317,10 +317,10 @@ class FIDEvaluator:
             _update(self.fid, real_images, True, batch_size)
 
     @classmethod
-    def from_dataset(cls, dataset, classes, real_set, root="data", **kw):
+    def from_dataset(cls, dataset, classes, real_set, n_gen, n_sets, seed, root="data", **kw):
         """Evaluator for images of `classes` (e.g. [5]; None = all), classifier loaded (or trained) from cache."""
         x, _ = load_split(root, dataset, "train" if real_set == "train" else "test", classes)
-        return cls(load_classifier(dataset, root), x, real_set, **kw)
+        return cls(load_classifier(dataset, root), x, real_set, n_gen, n_sets, seed, **kw)
 
     def protocol(self) -> dict:
         """Everything an FID value depends on besides the generator: results.json records it, tables group by it."""
