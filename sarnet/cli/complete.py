@@ -59,7 +59,7 @@ def main(argv=None, prog=None):
     region = p.add_mutually_exclusive_group()
     # default None, 24 in body(): argparse takes a value equal to the default as not given, and --keep 24
     # --keep-rows 3 would pass as exclusive
-    region.add_argument("--keep", type=int, default=None, help="keep the first KEEP patches (raster order; 24)")
+    region.add_argument("--keep", type=int, default=None, help="keep the first KEEP patches (raster order; default 24)")
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.grid_size, default=10)
     p.add_argument("--z-scale", type=float, default=2 / 3)
