@@ -77,9 +77,12 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"likelihood.enabled=true: {e}") from None
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
-    gpu, accelerator = torch.cuda.is_available() or torch.backends.mps.is_available(), cfg.trainer.get("accelerator")
-    check(gpu or accelerator not in ("gpu", "cuda", "mps"), "trainer.accelerator", accelerator, "this machine has no "
-          "GPU torch can use: use trainer=cpu, or trainer.accelerator=auto (the GPU where there is one)")
+    from lightning.fabric.accelerators import CUDAAccelerator, MPSAccelerator  # fork-safe, unlike torch.cuda's
+
+    accelerator = cfg.trainer.get("accelerator")
+    found = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
+    check(found.get(accelerator, accelerator != "gpu" or any(found.values())), "trainer.accelerator", accelerator,
+          "this machine has no such GPU: use trainer.accelerator=cpu (or trainer=cpu), or auto (a GPU where found)")
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")

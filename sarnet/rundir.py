@@ -147,22 +147,25 @@ class SweepReport(Callback):
 class StopWorkersOnSigterm(Callback):
     """SIGTERM to a sweep of worker processes (hydra/launcher=joblib) would end the parent alone, its workers training
     on, orphaned: pass it to the workers that hold a job, wait until each has recorded its job as stopped, and end
-    with 128 + SIGTERM, starting no other job. A worker signalled itself signals the parent (sarnet/train.py)."""
+    with 128 + SIGTERM, starting no other job. A worker signalled itself signals the parent (sarnet/train.py). Ctrl-C
+    (SIGINT to every process) the same: else joblib would kill the workers as they record their jobs."""
 
     def on_multirun_start(self, config, **kwargs):
         if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("BasicLauncher"):
-            signal.signal(signal.SIGTERM, lambda signum, frame: _stop_workers(config.hydra.sweep.dir))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, frame: _stop_workers(config.hydra.sweep.dir, signum))
             # the killed workers' semaphores are not leaks to report: the resource tracker, started after this, would
             # warn of them in four lines after the one that says the sweep stopped
             filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
             os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, "ignore:resource_tracker:UserWarning"]))
 
 
-def _stop_workers(sweep_dir):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: scancel signals every process, a stopped worker us too
+def _stop_workers(sweep_dir, signum):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # once: scancel signals every process, a stopped worker us too
+        signal.signal(sig, signal.SIG_IGN)
     jobs = running_jobs(sweep_dir)  # {run dir lock: worker pid}; an idle worker is left alone (see below)
-    log.error("sweep: SIGTERM: stopping %d worker process(es); each records its job as stopped; to resume the "
-              "sweep: %s", len(jobs), relaunch_command(sweep_dir=sweep_dir))
+    log.error("sweep: %s: stopping %d worker process(es); each records its job as stopped; to resume the sweep: %s",
+              signal.Signals(signum).name, len(jobs), relaunch_command(sweep_dir=sweep_dir))
     for pid in jobs.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -173,9 +176,10 @@ def _stop_workers(sweep_dir):
     # Only now may any worker end: joblib's executor kills every other worker (SIGKILL) the moment one ends, so a
     # worker that ended early would cut the others' records short. A recorded worker waits for this.
     for worker in multiprocessing.active_children():
-        os.kill(worker.pid, signal.SIGKILL)  # loky's processes have no .kill()
+        with contextlib.suppress(ProcessLookupError):  # one that ended by itself
+            os.kill(worker.pid, signal.SIGKILL)  # loky's processes have no .kill()
         worker.join()
-    os._exit(128 + signal.SIGTERM)  # not SystemExit: joblib would go on to hand out the remaining jobs
+    os._exit(128 + signum)  # not SystemExit: joblib would go on to hand out the remaining jobs
 
 
 class WritableOutput(Callback):

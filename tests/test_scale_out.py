@@ -31,15 +31,16 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
 @pytest.mark.parametrize("sweep, sig", [(False, signal.SIGTERM), (True, signal.SIGTERM), (False, signal.SIGINT)],
                          ids=["run", "sweep", "ctrl-c"])
 def test_sigterm_stops_a_run_or_the_whole_sweep_in_one_line(sweep, sig, tmp_path):
-    """A scheduler's SIGTERM (preemption, scancel) or Ctrl-C as training starts: a run writes no results.json and
-    says how to resume; a sweep records its job as stopped and starts no further job."""
+    """A scheduler's SIGTERM (preemption, scancel) or Ctrl-C, before or after a checkpoint: a run writes no
+    results.json and says how to go on; a sweep records its job as stopped and starts no further job."""
     where = ["-m", "latent_dim=8,16", f"hydra.sweep.dir={tmp_path}"] if sweep else [f"hydra.run.dir={tmp_path}"]
-    rc, out = train(*where, "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", f"+callbacks.fault.sig="
-                    f"{int(sig)}", "+callbacks.fault.epoch=1", "+callbacks.fault._target_=tests.faults.SigtermAtEpoch")
+    fault, ctrl_c = "+callbacks.fault", sig == signal.SIGINT  # Ctrl-C after a checkpoint, SIGTERM before one
+    rc, out = train(*where, "trainer=smoke", "trainer.max_epochs=2", "fid=off", "logger=csv", f"{fault}.sig={sig:d}",
+                    f"{fault}.epoch={ctrl_c:d}", f"{fault}._target_=tests.faults.SigtermAtEpoch")
     assert rc == 128 + sig and "Traceback" not in out
     assert (line := error_line(out, "RunDirError")).startswith(f"stopped by {sig.name} before the run finished"), line
     if not sweep:
-        assert "epoch); to resume: " in line and line.endswith(f"ckpt_path={tmp_path}"), line
+        assert line.endswith(f"ckpt_path={tmp_path}") if ctrl_c else "no checkpoint yet); to start again:" in line, line
         assert not (tmp_path / "results.json").exists()
         return
     (job,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # no second job

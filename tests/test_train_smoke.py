@@ -166,7 +166,7 @@ def test_the_net_train_py_trains_starts_from_its_seeds_weights():
 @pytest.mark.parametrize("debug", ["smoke", "fdr", "limit", "overfit", "profiler"])
 def test_debug_settings_compose_with_any_trainer_and_after_experiments(debug, trainer, monkeypatch):
     """debug=<name> changes training length and evaluations only, after experiments; trainer=smoke is debug=smoke."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # validate refuses trainer=gpu on a machine without
+    monkeypatch.setattr("lightning.fabric.accelerators.CUDAAccelerator.is_available", lambda: True)  # as with a GPU
     plain = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae")
     cfg = compose_config(f"trainer={trainer}", "experiment=nll_sarnet_vae", f"debug={debug}")
     for key in ("accelerator", "devices", "strategy"):

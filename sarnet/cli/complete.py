@@ -13,6 +13,8 @@ boot, test #203, 20 patches kept, z ~ N(0, 1), th 0.1, its 20 completions as 4 x
 
 from sarnet import cli
 
+KEEP = 24  # patches kept by default: the reference's digit-5 figure
+
 
 def body(args, model, run):
     import torch
@@ -25,7 +27,7 @@ def body(args, model, run):
     common.require_autoregressive(model, "completion")
     net = decoder_of(model)
     per_row = net.image_shape[-1] // net.patch
-    keep = args.keep_rows * per_row if args.keep_rows is not None else 24 if args.keep is None else args.keep
+    keep = args.keep_rows * per_row if args.keep_rows is not None else KEEP if args.keep is None else args.keep
     if not 0 < keep <= net.n_patches:
         raise cli.UsageError(f"keeping {keep} patches: must be in 1..{net.n_patches} ({per_row} per row)")
     image = common.real_image(run, args.split, args.index, args.root)
@@ -57,9 +59,8 @@ def main(argv=None, prog=None):
     p.add_argument("--index", type=int, default=9, help="image index in the (class-filtered) split")
     p.add_argument("--split", choices=("train", "test"), default="test")
     region = p.add_mutually_exclusive_group()
-    # default None, 24 in body(): argparse takes a value equal to the default as not given, and --keep 24
-    # --keep-rows 3 would pass as exclusive
-    region.add_argument("--keep", type=int, default=None, help="keep the first KEEP patches (raster order; default 24)")
+    # default None, KEEP in body(): argparse takes a value equal to the default as not given (--keep 24 --keep-rows 3)
+    region.add_argument("--keep", type=int, default=None, help=f"keep the first KEEP patches (raster order; {KEEP})")
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.grid_size, default=10)
     p.add_argument("--z-scale", type=float, default=2 / 3)
