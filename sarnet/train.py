@@ -58,7 +58,8 @@ def run_job(cfg: DictConfig) -> float | None:
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C: Lightning's fit and test end it with sys.exit(1)
         if not isinstance(e.__context__ if isinstance(e, SystemExit) else e, KeyboardInterrupt):
             raise
-        _sigterm.seen, _ = True, signal.signal(signal.SIGINT, signal.SIG_IGN)  # a sweep's SIGTERM or Ctrl-C again
+        _sigterm.seen = True  # the SIGTERM a sweep's parent sends next, and a second Ctrl-C, change nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stopped(cfg, lock, signal.SIGINT)
     except Exception as e:
         if not isinstance(e, USER_ERRORS) or lock is None or progress.get("fit"):  # the dir is not ours to clean
