@@ -125,7 +125,7 @@ class SweepReport(Callback):
             except (OSError, ValueError) as e:  # killed, refused (another process held the dir) or unreadable
                 rows.append({"dir": job.name, "status": "failed", "error": f"no readable results.json ({e})"})
         failed = [r for r in rows if r.get("status") != "ok"]
-        log.info("sweep %s: %d jobs ok, %d failed", sweep, len(rows) - len(failed), len(failed))
+        log.info("sweep %s, jobs: %d ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:
             log.error("  failed: %s: %s", r["dir"], r.get("error"))
         if OmegaConf.select(config, "fid.enabled") and len(rows) > len(failed):

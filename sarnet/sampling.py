@@ -24,6 +24,7 @@ from sarnet.nn import SarNet, to_grayscale
 from sarnet.settings import DTYPES, MAX_IMAGES, SampleSettings
 
 DEFAULTS = SampleSettings()  # the defaults of the functions below that take single settings
+COMPLETE_Z_SCALE = 2 / 3  # complete()'s z ~ N(0, 1)/1.5: the reference's digit-5 completions (docs/reference.md §4.5)
 
 # bf16 against float32 fast sampling of one model on the same draws: the mean |pixel difference| stays below this
 # (measured 5e-4 on a trained SarNET-VAE L=128, th 0.105; tests/test_bf16.py and sarnet gpu-check check it).
@@ -412,7 +413,7 @@ def _fill_batches(net: SarNet, n, z, x, keep, s: SampleSettings, low, generator,
 
 
 @torch.no_grad()
-def complete(model, images, keep, n=8, z_scale=2 / 3, th=None, generator=None, **kw):
+def complete(model, images, keep, n=8, z_scale=COMPLETE_Z_SCALE, th=None, generator=None, **kw):
     """n completions of every image: (B, n, C, H, W). Given patches are kept bit-exact."""
     net = decoder_of(model)
     check_images(net, images, "images")

@@ -475,8 +475,8 @@ def write(dirs, out=None, wandb=False, wandb_group=None, wandb_project=None) -> 
     <first dir>/fid_table); with wandb, a W&B run in the sweep's group. Returns the .md path."""
     ok, failed = collect(dirs)
     if not ok:
-        raise TableError(f"no finished run with an FID under {', '.join(map(str, dirs))} ({len(failed)} other "
-                         f"results.json): nothing to tabulate")
+        raise TableError(f"no finished run with an FID under {', '.join(map(str, dirs))} ({len(failed)} failed or "
+                         f"stopped; a run with fid=off has none): nothing to tabulate")
     tables = build_tables(ok, failed)
     out = Path(out or Path(dirs[0]) / "fid_table")
     md = markdown(tables, failed)

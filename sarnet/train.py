@@ -365,5 +365,5 @@ def summary_line(results: dict, output_dir: Path) -> str:
             "knn/accuracy"]
     parts = [f"{k} {m[k]:.4g}" + "".join(f" ± {m[s]:.2g}" for s in (k.replace("/mean", "/std"), f"{k}_se")
                                          if s != k and s in m) for k in keys if k in m]
-    return ", ".join(parts) + f"; {results['eval_ckpt']} weights (epoch {results['eval_epoch']}), " \
-        f"{results['epochs']} epochs in {results['wall_time_s']:.0f} s; run dir {output_dir}"
+    return ", ".join(parts) + f"; {results['eval_ckpt']} weights (epoch {results['eval_epoch']} of " \
+        f"{results['epochs']}), {results['wall_time_s']:.0f} s; run dir {output_dir}"

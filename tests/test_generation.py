@@ -183,8 +183,8 @@ def test_scripts_take_a_run_dir_and_never_overwrite_their_output(tmp_path):
 
 
 @pytest.mark.parametrize("script, args, model, message", [
-    ("complete", [], "vae", "not autoregressive"),
-    ("importance", [], "vae", "not autoregressive"),
+    ("complete", [], "vae", "not autoregressive"), ("complete", ["--z-scale", "1"], "sarnet", "no latent z"),
+    ("importance", [], "vae", "not autoregressive"), ("importance", ["--top-k", "50"], "sarnet", "--top-k 50"),
     ("complete", ["--index", "100000"], "sarnet_vae", "--index 100000"),
     ("importance", ["--targets", "3,49"], "sarnet_vae", "--targets [49]"),
     ("interpolate", [], "sarnet", "needs a model with an encoder"), ("interpolate", ["--b", "5000"], "vae", "--b 5000"),

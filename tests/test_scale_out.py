@@ -23,7 +23,7 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
     failed, *good = (results(tmp_path / f"{i}_fid=off,latent_dim={latent}") for i, latent in enumerate((0, 8, 16)))
     assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: latent_dim=0 is invalid")
     assert [(r["status"], r["steps"], r["latent_dim"]) for r in good] == [("ok", 3, 8), ("ok", 3, 16)]
-    assert "2 jobs ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
+    assert "jobs: 2 ok, 1 failed" in out and "failed: 0_fid=off,latent_dim=0: ConfigError" in out
     assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 2  # one W&B run per job that ran
 
 
@@ -124,7 +124,7 @@ def test_local_launchers_run_each_job_with_its_own_wandb_run_and_end_with_the_ta
     sweep = tmp_path / "multirun" / "smoke"  # the W&B group: the sweep dir's name
     out = ok("-m", "latent_dim=8,16", *launcher, "trainer=smoke", f"hydra.sweep.dir={sweep}")
     runs = sorted(p.parent for p in sweep.glob("*/results.json"))
-    assert "2 jobs ok, 0 failed" in out
+    assert "jobs: 2 ok, 0 failed" in out
     logs = [(p / "train.log").read_text() for p in runs]  # a job's own log: submitit's jobs print elsewhere
     assert all("FID set 2/2" in log and "done: " in log for log in logs)
     assert [p.name for p in runs] == ["0_latent_dim=8", "1_latent_dim=16"]

@@ -144,8 +144,7 @@ def test_tiny_fid_scores_the_weights_eval_ckpt_names(eval_ckpt, run_test, tmp_pa
     assert [re.search(r" - epoch (\d/\d): train/loss [\d.]+, val/loss [\d.]+ \([\d.]+ s", e).group(1)
             for e in epochs] == ["1/2", "2/2"], epochs
     assert epochs == [line for line in (tmp_path / "train.log").read_text().splitlines() if "[sarnet.epochs]" in line]
-    assert re.search(r"done: train/loss .* test/loss .* fid/mean .* knn/accuracy .* last weights \(epoch 2\), 2 epochs",
-                     out)
+    assert re.search(r"done: train/loss .* test/loss .* fid/mean .* knn/accuracy .* last weights \(epoch 2 of 2\)", out)
 
 
 def test_the_net_train_py_trains_starts_from_its_seeds_weights():

@@ -91,12 +91,14 @@ def log_wandb(command: str, args, run: dict, summary: dict | None = None, image:
     wandb.finish()
 
 
-def load_run(ckpt_arg: str, device_arg: str = "auto"):
-    """--ckpt (a .ckpt file or a run dir) and --device -> (model, run, device), the one way every script loads.
-    Bad input raises CheckpointError or UsageError, which the scripts print as one line."""
+def load_run(ckpt_arg: str, device_arg: str = "auto", z_scale=None):
+    """--ckpt (a .ckpt file or a run dir), --device and --z-scale -> (model, run, device), the one way every script
+    loads. Bad input raises CheckpointError or UsageError, which the scripts print as one line."""
     device = pick_device(device_arg)
     ckpt = str(checkpoint_file(ckpt_arg))
     model = load_model(ckpt, map_location=device)
+    if z_scale is not None and not model.latent_dim:  # else it would be ignored without a word
+        raise UsageError(f"--z-scale: this checkpoint's {type(model).__name__} has no latent z to scale; drop it")
     run = load_run_config(ckpt)
     run["ckpt"] = ckpt
     return model, run, device
@@ -158,11 +160,10 @@ def run_label(model, run) -> str:
     return f"{type(model).__name__}{latent}, {name}" + (f" {list(data['classes'])}" if data["classes"] else "")
 
 
-def z_label(model, z_scale) -> str:
-    """'z ~ N(0, I), ' or 'z ~ N(0, 0.6667² I), ' for a model with a latent; '' without one."""
-    if not model.latent_dim:
-        return ""
-    return "z ~ N(0, I), " if z_scale == 1 else f"z ~ N(0, {z_scale:.4g}² I), "
+def draw_label(model, z_scale, th) -> str:
+    """'z ~ N(0, 0.6667² I), th 0.105' (the z only for a model with a latent; th as --th takes it: 'th none')."""
+    z = "" if not model.latent_dim else "z ~ N(0, I), " if z_scale == 1 else f"z ~ N(0, {z_scale:.4g}² I), "
+    return f"{z}th {'none' if th is None else th}"
 
 
 def title_of(args, default: str):
@@ -175,7 +176,7 @@ def run_grid(name: str, args, body) -> Path:
     `run` is load_run_config's dict plus "generator" (seeded by --seed)."""
     try:
         torch.manual_seed(args.seed)
-        model, run, _ = load_run(args.ckpt, args.device)
+        model, run, _ = load_run(args.ckpt, args.device, getattr(args, "z_scale", None))
         args.ckpt = run["ckpt"]
         run["generator"] = torch.Generator().manual_seed(args.seed)  # on the CPU: same draws on any device
         image, caption = body(args, model, run)

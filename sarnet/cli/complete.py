@@ -22,7 +22,7 @@ def body(args, model, run):
     from sarnet.cli import common
     from sarnet.data.datamodules import quantize
     from sarnet.nn import to_grayscale
-    from sarnet.sampling import complete, decoder_of
+    from sarnet.sampling import COMPLETE_Z_SCALE, complete, decoder_of
     from sarnet.settings import SampleSettings
     common.require_autoregressive(model, "completion")
     net = decoder_of(model)
@@ -31,20 +31,20 @@ def body(args, model, run):
     if not 0 < keep <= net.n_patches:
         raise cli.UsageError(f"keeping {keep} patches: must be in 1..{net.n_patches} ({per_row} per row)")
     image = common.real_image(run, args.split, args.index, args.root)
-    th = common.resolve_th(args.th, run)
+    th, z_scale = common.resolve_th(args.th, run), COMPLETE_Z_SCALE if args.z_scale is None else args.z_scale
     draw = {}
     if net.out_activation == "softmax":  # a classification SarNET draws classes (and reads them one-hot: quantise)
         image = quantize(image, net.image_shape[0]) if net.one_hot_input else image
         draw = {"mode": "categorical", "temperature": SampleSettings.of(run["sample"]).temperature}
     n = 1 if args.panels == "masked" else args.n  # the masked image alone: one (unshown) completion makes it
-    filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=n, z_scale=args.z_scale,
+    filled, masked = complete(model, image.to(next(model.parameters()).device), keep, n=n, z_scale=z_scale,
                               th=th, method=args.method, generator=run["generator"], **draw)
     original, masked, filled = (to_grayscale(model, x.cpu()) for x in (image, masked, filled[0]))
     panels = {"all": torch.cat([original, masked, filled]), "masked": masked, "completions": filled}[args.panels]
     what = {"all": f"original | first {keep} patches | {args.n} completions",
             "masked": f"its first {keep} of {net.n_patches} patches",
             "completions": f"{args.n} completions of its first {keep} patches"}[args.panels]
-    how = "" if args.panels == "masked" else f" ({common.z_label(model, args.z_scale)}th {th})"
+    how = "" if args.panels == "masked" else f" ({common.draw_label(model, z_scale, th)})"
     caption = f"{run['data']['dataset']} {args.split} #{args.index}: {what}{how}"
     title = (f"{args.split} #{args.index}, first {keep} of {net.n_patches} patches" if args.panels == "masked"
              else f"{common.run_label(model, run)}, {args.split} #{args.index}: {what}{how}")  # masked: one panel wide
@@ -63,7 +63,7 @@ def main(argv=None, prog=None):
     region.add_argument("--keep", type=int, default=None, help=f"keep the first KEEP patches (raster order; {KEEP})")
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.grid_size, default=10)
-    p.add_argument("--z-scale", type=float, default=2 / 3)
+    p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2 I) (SarNET-VAE; default 2/3)")
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")
     p.add_argument("--panels", choices=("all", "masked", "completions"), default="all",

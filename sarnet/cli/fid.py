@@ -90,7 +90,7 @@ def main(argv=None, prog=None):
 
     keep_freed_memory()
     try:
-        model, run, device = common.load_run(args.ckpt, args.device)
+        model, run, device = common.load_run(args.ckpt, args.device, args.z_scale)
         protocol = protocol_of(args, run)
         grid = [SampleSettings.of(run["sample"], z_scale=z, dtype=d) | {"th": common.resolve_th(th, run)}
                 for th in args.th or [None] for z in args.z_scale or [None] for d in args.dtype or [None]]

@@ -26,6 +26,9 @@ def body(args, model, run):
     targets = list(range(2, 41, 2)) if args.targets is None else [int(t) for t in args.targets.split(",")]
     if bad := [t for t in targets if not 0 <= t < net.n_patches]:
         raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
+    if args.top_k > max(1, *targets):  # target patch t has t earlier patches to rank
+        raise cli.UsageError(f"--top-k {args.top_k}: the targets have at most {max(1, *targets)} earlier patches; "
+                             f"give a --top-k up to that")
     image = common.real_image(run, args.split, args.index, args.root)[0]
     x = quantize(image[None], net.image_shape[0])[0] if net.one_hot_input else image  # what a classification net reads
     panels = []

@@ -29,7 +29,7 @@ def body(args, model, run):
     caption = (f"{run['data']['dataset']} {args.split} #{args.a} -> #{args.b}: {args.steps} steps between "
                f"their {z}, th={th}")
     title = common.title_of(args, f"{common.run_label(model, run)}, {args.split} #{args.a} → #{args.b}: "
-                                  f"{args.steps} steps between their {z}, th {th}")
+                                  f"{args.steps} steps between their {z}, th {'none' if th is None else th}")
     if args.nrow:
         rows = [f"t = {t[i]:.2f}" for i in range(0, args.steps, args.nrow)]
         return common.figure(images, args.nrow, args.scale, title, row_labels=rows), caption

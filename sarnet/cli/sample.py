@@ -29,7 +29,7 @@ def body(args, model, run):
     caption = (f"{args.n} samples, th={s.th}, z_scale={s.z_scale}, method={s.method}, mode={s.mode}, "
                f"T={s.temperature}")
     draw = "" if s.mode == "mean" else f", {s.mode} T={s.temperature:g}"
-    title = f"{common.run_label(model, run)}: {args.n} samples, {common.z_label(model, s.z_scale)}th {s.th}{draw}"
+    title = f"{common.run_label(model, run)}: {args.n} samples, {common.draw_label(model, s.z_scale, s.th)}{draw}"
     return common.figure(images, args.nrow, args.scale, common.title_of(args, title)), caption
 
 

@@ -37,6 +37,11 @@ def main(argv=None, prog=None):
     try:
         utils._run_hydra(args=args, args_parser=args_parser, task_function=task, config_path=CONFIG_MODULE,
                          config_name="config")
+    except ValueError as e:  # two commands at once (-m --cfg job): Hydra's check, outside run_and_report
+        if not str(e).startswith("Only one of --run"):
+            raise
+        print(f"{prog or 'train.py'}: error: {e}; give one", file=sys.stderr, flush=True)
+        sys.exit(2)
     finally:
         utils.run_and_report = report
 
