@@ -21,10 +21,9 @@ from typing import NamedTuple
 import torch
 
 from sarnet.nn import SarNet, to_grayscale
-from sarnet.settings import DTYPES, MAX_IMAGES, SampleSettings
+from sarnet.settings import COMPLETE_Z_SCALE, DTYPES, MAX_IMAGES, SampleSettings
 
 DEFAULTS = SampleSettings()  # the defaults of the functions below that take single settings
-COMPLETE_Z_SCALE = 2 / 3  # complete()'s z ~ N(0, 1)/1.5: the reference's digit-5 completions (docs/reference.md §4.5)
 
 # bf16 against float32 fast sampling of one model on the same draws: the mean |pixel difference| stays below this
 # (measured 5e-4 on a trained SarNET-VAE L=128, th 0.105; tests/test_bf16.py and sarnet gpu-check check it).

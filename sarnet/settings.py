@@ -11,6 +11,7 @@ MAX_BATCH = 100_000  # images per sampler call: ~10 kB of activations each
 MAX_IMAGES = 100_000  # images per generate() call: its peak memory is ~5 copies of its output (~1.5 GB at 28 x 28)
 MAX_GRID = 1024  # images in one picture: callbacks.*.n, the commands' --n and --steps
 MAX_K = 100_000  # importance samples per image: likelihood.k, `sarnet likelihood --k`
+COMPLETE_Z_SCALE = 2 / 3  # complete()'s z ~ N(0, 1)/1.5: the reference's digit-5 completions (docs/reference.md §4.5)
 REGRESSION = ("alpha_max", "p", "refine")
 
 

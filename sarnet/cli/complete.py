@@ -12,6 +12,7 @@ boot, test #203, 20 patches kept, z ~ N(0, 1), th 0.1, its 20 completions as 4 x
 """
 
 from sarnet import cli
+from sarnet.settings import COMPLETE_Z_SCALE
 
 KEEP = 24  # patches kept by default: the reference's digit-5 figure
 
@@ -22,7 +23,7 @@ def body(args, model, run):
     from sarnet.cli import common
     from sarnet.data.datamodules import quantize
     from sarnet.nn import to_grayscale
-    from sarnet.sampling import COMPLETE_Z_SCALE, complete, decoder_of
+    from sarnet.sampling import complete, decoder_of
     from sarnet.settings import SampleSettings
     common.require_autoregressive(model, "completion")
     net = decoder_of(model)
@@ -63,7 +64,7 @@ def main(argv=None, prog=None):
     region.add_argument("--keep", type=int, default=None, help=f"keep the first KEEP patches (raster order; {KEEP})")
     region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.grid_size, default=10)
-    p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2 I) (SarNET-VAE; default 2/3)")
+    p.add_argument("--z-scale", type=float, default=None, help=f"z ~ N(0, z_scale² I) ({COMPLETE_Z_SCALE:.4g})")
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")
     p.add_argument("--panels", choices=("all", "masked", "completions"), default="all",
