@@ -99,7 +99,7 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
                           f"train.py's ResumeState); start a new run from its weights: init_ckpt={ckpt_path}")
     trained, epochs = ckpt["epoch"] + 1, OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs not in (None, -1) and epochs < trained:  # Lightning's refusal would be a traceback after the set-up
-        raise ConfigError(f"trainer.max_epochs={epochs} is invalid: {ckpt_path} has trained {trained} epochs, and a "
+        raise ConfigError(f"trainer.max_epochs={epochs} is invalid: {ckpt_path} has reached epoch {trained}, and a "
                           f"resumed run may only grow max_epochs; or start a new run from its weights: init_ckpt="
                           f"{ckpt_path}")
     old, new = _flat(stored_run(ckpt)["config"]), _flat(run_config(cfg))
