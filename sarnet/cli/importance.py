@@ -13,6 +13,8 @@ test image #132, targets 2, 4, ..., 40, top 5, layer 1.
 
 from sarnet import cli
 
+TOP_K = 5  # input patches shown per target: the reference's figures
+
 
 def body(args, model, run):
     import torch
@@ -26,23 +28,25 @@ def body(args, model, run):
     targets = list(range(2, 41, 2)) if args.targets is None else [int(t) for t in args.targets.split(",")]
     if bad := [t for t in targets if not 0 <= t < net.n_patches]:
         raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
-    if args.top_k > max(1, *targets):  # target patch t has t earlier patches to rank
-        raise cli.UsageError(f"--top-k {args.top_k}: the targets have at most {max(1, *targets)} earlier patches; "
-                             f"give a --top-k up to that")
+    most = max(1, *targets)  # target patch t has t earlier patches to rank (patch 0: itself, first_patch="given")
+    if (args.top_k or 0) > most:
+        raise cli.UsageError(f"--top-k {args.top_k}: the targets have at most {most} earlier patch(es); give a "
+                             f"--top-k up to that")
+    top_k = args.top_k or min(TOP_K, most)  # the default shrinks to what the targets have: --targets 1 works
     image = common.real_image(run, args.split, args.index, args.root)[0]
     x = quantize(image[None], net.image_shape[0])[0] if net.one_hot_input else image  # what a classification net reads
     panels = []
     for t in targets:
         if args.method == "layer1":
-            patches, scores = patch_importance(model, x, t, args.top_k)
+            patches, scores = patch_importance(model, x, t, top_k)
         else:
             scores = gradient_importance(model, x, t)
-            patches = torch.argsort(scores, descending=True, stable=True)[:args.top_k]
+            patches = torch.argsort(scores, descending=True, stable=True)[:top_k]
             patches, scores = patches[scores[patches] > 0], scores[patches][scores[patches] > 0]
         panels.append(importance_overlay(image, t, patches, scores, net.patch))
     caption = (f"{run['data']['dataset']} {args.split} #{args.index}, {args.method} importance, "
-               f"top {args.top_k}, targets {targets} (white), cool colormap: magenta = 1")
-    title = (f"{common.run_label(model, run)}, {args.split} #{args.index}: the top {args.top_k} input patches of "
+               f"top {top_k}, targets {targets} (white), cool colormap: magenta = 1")
+    title = (f"{common.run_label(model, run)}, {args.split} #{args.index}: the top {top_k} input patches of "
              f"each target patch (white) by {'first-layer' if args.method == 'layer1' else 'gradient x input'} "
              f"score, magenta most, cyan least")
     return common.figure(torch.stack(panels), args.nrow, args.scale, common.title_of(args, title), pad_value=1.0,
@@ -53,7 +57,8 @@ def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog)
     p.add_argument("--index", type=int, default=5, help="image index in the (class-filtered) split")
     p.add_argument("--targets", default=None, help="comma-separated target patches (default 2,4,...,40)")
-    p.add_argument("--top-k", type=cli.positive_int, default=5)
+    p.add_argument("--top-k", type=cli.positive_int, default=None,
+                   help=f"input patches shown per target ({TOP_K}, or fewer if the targets have fewer)")
     p.add_argument("--method", choices=("layer1", "gradient"), default="layer1")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--nrow", type=cli.positive_int, default=10, help="panels per row")
