@@ -15,7 +15,6 @@ latent dim per model, its thesis line in the same colour) and <out>.json; --wand
 W&B run in the sweep's group (offline without a key or a reachable server).
 """
 
-import hashlib
 import json
 import math
 import sys
@@ -446,17 +445,14 @@ def _plottable(v) -> bool:
 
 def log_wandb(tables, dirs, png, group=None, project=None):
     """The table and the plot into a W&B run in the sweep's own group and project (read from the jobs' run files),
-    so the sweep's summary sits beside its jobs in the W&B UI; one run per set of dirs, resumed by a rebuild (a
-    relaunched sweep), its table logged again."""
+    so the sweep's summary sits beside its jobs in the W&B UI."""
     import wandb
 
     from sarnet import tracking
     where = tracking.sweep_wandb(dirs)
     group, project = group or where["group"], project or where["project"]
     mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
-    key = "\n".join(sorted(str(Path(d).resolve()) for d in dirs))
-    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}", resume="allow",
-                     id=f"fid_table-{hashlib.sha256(key.encode()).hexdigest()[:12]}",
+    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}",
                      dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
                      settings=wandb.Settings(init_timeout=30, silent=True))
     cols = ["model", "latent_dim", "status", "fid_mean", "fid_seed_std", "fid_set_std", "seeds", "knn_accuracy",
