@@ -30,8 +30,8 @@ def body(args, model, run):
         raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
     most = max(1, *targets)  # target patch t has t earlier patches to rank (patch 0: itself, first_patch="given")
     if (args.top_k or 0) > most:
-        raise cli.UsageError(f"--top-k {args.top_k}: the targets have at most {most} earlier patch(es); give a "
-                             f"--top-k up to that")
+        raise cli.UsageError(f"--top-k {args.top_k}: the targets have at most {most} earlier patch{'es' * (most > 1)}; "
+                             f"give a --top-k up to that")
     top_k = args.top_k or min(TOP_K, most)  # the default shrinks to what the targets have: --targets 1 works
     image = common.real_image(run, args.split, args.index, args.root)[0]
     x = quantize(image[None], net.image_shape[0])[0] if net.one_hot_input else image  # what a classification net reads
