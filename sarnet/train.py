@@ -366,4 +366,4 @@ def summary_line(results: dict, output_dir: Path) -> str:
     parts = [f"{k} {m[k]:.4g}" + "".join(f" ± {m[s]:.2g}" for s in (k.replace("/mean", "/std"), f"{k}_se")
                                          if s != k and s in m) for k in keys if k in m]
     return ", ".join(parts) + f"; {results['eval_ckpt']} weights (epoch {results['eval_epoch']} of " \
-        f"{results['epochs']}), {results['wall_time_s']:.0f} s; run dir {output_dir}"
+        f"{results['epochs']}), {results['wall_time_s']:.0f} s in all; run dir {output_dir}"
