@@ -167,6 +167,7 @@ def test_cli_variants(script, args, model, smoke_run, tmp_path):
     ckpt = smoke_run(model) / "checkpoints" / "last.ckpt"
     out = [] if (script, args, model) in DEFAULT_OUT else ["--out", str(tmp_path / "x.png")]
     _, stdout, _ = cli_inprocess(script, ckpt, *args, *out)
+    assert "None" not in stdout, stdout  # the caption: th as --th takes it
     written = Path(stdout.split(" -> ")[-1].strip())
     if not out:  # sample's default: test_scripts_take_a_run_dir_and_never_overwrite_their_output
         assert written.parent == ckpt.parents[1] / "images" and written.name.startswith(f"{script}_last")

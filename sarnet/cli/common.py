@@ -163,7 +163,11 @@ def run_label(model, run) -> str:
 def draw_label(model, z_scale, th) -> str:
     """'z ~ N(0, 0.6667² I), th 0.105' (the z only for a model with a latent; th as --th takes it: 'th none')."""
     z = "" if not model.latent_dim else "z ~ N(0, I), " if z_scale == 1 else f"z ~ N(0, {z_scale:.4g}² I), "
-    return f"{z}th {'none' if th is None else th}"
+    return f"{z}th {th_text(th)}"
+
+
+def th_text(th) -> str:
+    return "none" if th is None else str(th)  # as --th takes it
 
 
 def title_of(args, default: str):
