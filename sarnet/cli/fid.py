@@ -105,7 +105,7 @@ def main(argv=None, prog=None):
                                               device=device, **protocol)
         results = []
         for i, s in enumerate(grid):
-            label = f"setting {i + 1}/{len(grid)} (th={s.th}, z_scale={s.z_scale}, dtype={s.dtype}):"
+            label = f"setting {i + 1}/{len(grid)} (th={common.th_text(s.th)}, z_scale={s.z_scale}, dtype={s.dtype}):"
             fid = evaluator.evaluate(lambda n, generator, s=s: sample_images(model, n, s, generator),
                                      lambda line, label=label: progress("%s %s", label, line))
             row = {"ckpt": str(args.ckpt), "th": s.th, "z_scale": s.z_scale, "dtype": s.dtype,
