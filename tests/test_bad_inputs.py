@@ -306,7 +306,7 @@ TABLE = [  # (kind, what lies in a sweep dir beside a good run: a results.json's
     ("table", {"metrics": {"fid/mean": "x"}}, "skipping {bad}: status ok but its metrics"),
     ("table", {"params": None}, "skipping {bad}: status ok but its params"),
     ("table", {"seed": 2, "metrics": {"fid/mean": math.nan}}, "NaN"),  # a NaN FID: a NaN cell, out of the plot
-    ("table", None, "no finished run with an FID under"),  # no run at all: exit status 2
+    ("table", None, "(0 failed or stopped; a run with fid=off has none)"),  # no run at all: exit status 2
 ]
 
 
