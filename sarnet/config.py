@@ -14,6 +14,7 @@ from sarnet.settings import SampleSettings
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. The fast
 # sampler makes ~1,300 images/s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~21 h.
 FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 1300
+LIKELIHOOD_METRICS = ("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/")  # sarnet.likelihood.flat_metrics
 
 
 def check_fields(cfg: DictConfig):
@@ -35,7 +36,7 @@ def check_fields(cfg: DictConfig):
         check(path is None or isinstance(path, str) and resume_path(path).is_file(), key, path,
               "is not a checkpoint file: give an existing .ckpt, or a run dir holding checkpoints/last.ckpt")
     metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
-    likely = f"{metric}/".startswith(("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/"))  # likelihood's
+    likely = f"{metric}/".startswith(LIKELIHOOD_METRICS)
     computed = {"train": True, "val": validates, "knn": fid.enabled, "test": cfg.get("run_test"), "fid": fid.enabled,
                 "likelihood": OmegaConf.select(cfg, "likelihood.enabled")}
     check(metric is None or isinstance(metric, str) and computed.get("likelihood" if likely else metric.split("/")[0]
@@ -56,6 +57,7 @@ def validate(cfg: DictConfig):
     check_fields(cfg)
     import torch
 
+    from sarnet.evaluate import th_key
     from sarnet.likelihood import LikelihoodError, check_setup
 
     with torch.random.fork_rng(devices=[]):  # the net's initial weights from cfg.seed's stream alone, the global
@@ -86,8 +88,8 @@ def validate(cfg: DictConfig):
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
-    logged = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "recon", *["kld"] * bool(
-        net.latent_dim))} | {"val/mse", "step", "epoch"}  # the last two: Lightning's own counters
+    terms = ("loss", "recon", *["kld"] * bool(net.latent_dim))  # what sarnet.module logs per stage
+    logged = {f"{stage}/{name}" for stage in ("train", "val") for name in terms} | {"val/mse", "step", "epoch"}
     for name, node in (cfg.get("callbacks") or {}).items():  # they would fail after training
         if node is not None and node.get("monitor") is not None:
             check(node.monitor in logged and (validates or not node.monitor.startswith("val/")),
@@ -96,6 +98,13 @@ def validate(cfg: DictConfig):
         if node is not None and "keep_patches" in node and net.ar_net is not None:
             check(node.keep_patches <= net.ar_net.n_patches, f"callbacks.{name}.keep_patches", node.keep_patches,
                   f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
+    metric = cfg.get("optimized_metric")  # check_fields: this run computes its kind; here: its exact name
+    fid = {f"fid{at}/{s}" for at in ["", *(f"@th={th_key(t)}" for t in cfg.fid.get("extra_th") or [])]
+           for s in ("mean", "std")}
+    names = {f"{s}/{n}" for s in ("train", "val", "test") for n in (*terms, "lr" if s == "train" else "mse")}
+    names |= fid | {"knn/accuracy"}
+    check(metric is None or metric in names or f"{metric}/".startswith(LIKELIHOOD_METRICS), "optimized_metric",
+          metric, f"names no metric this run logs: one of {sorted(names)}, or a likelihood one (test/nll, test/bpd)")
     return net
 
 

@@ -111,9 +111,10 @@ def check_drift(cfg, ckpt: dict, ckpt_path) -> dict:
     if drift := {k: v for k, v in diff.items() if k not in optimizer or not free}:
         fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in drift.items())
         hint = "; optimizer settings may change with resume_override_optimizer=true" * bool(optimizer and same_class)
+        weights = f" (init_ckpt={ckpt_path} starts one from its weights)" * (not any(k.startswith("model.net.")
+                                                                                      for k in drift))
         raise ConfigError(f"resume refused: the config differs from the one {ckpt_path} was trained with "
-                          f"({fields}); revert it, or start a new run in a new dir (init_ckpt={ckpt_path} "
-                          f"starts one from its weights){hint}")
+                          f"({fields}); revert it, or start a new run in a new dir{weights}{hint}")
     for k, (a, b) in optimizer.items():
         log.warning("resume_override_optimizer=true: %s %r -> %r, applied to the restored optimizer", k, a, b)
     return optimizer

@@ -69,7 +69,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
             ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
             ("callbacks.images.keep_patches=100", "keep_patches"), ("+model.optimizer.momentum=0.9", "model.optimizer"),
-            ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"),
+            ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"), ("optimized_metric=val/los", "optimized_metric"),
             ("data.static_dir=/nonexistent", "data.static_dir"), ("trainer.devices=0", "trainer"),
             ("trainer.accelerator=bogus", "trainer"), ("+trainer.bogus=1", "trainer"),
             *[("trainer=gpu", "trainer.accelerator='gpu'")] * (  # refused on a machine without a GPU

@@ -156,6 +156,7 @@ def test_resume_refuses_config_drift_naming_the_fields(change, fields):
     message = str(e.value)
     assert message.startswith("resume refused: the config differs from the one x/last.ckpt was trained with")
     assert "\n" not in message and all(f in message for f in fields) and "model.loss" not in message, message
+    assert ("init_ckpt=" in message) != any(f.startswith("model.net") for f in fields)  # init_ckpt needs the same net
 
 
 def test_resume_allows_what_does_not_change_the_model_or_data_and_applies_an_explicit_optimizer_override(caplog):
