@@ -40,7 +40,7 @@ def run_job(cfg: DictConfig) -> float | None:
     """One job: bad input refused (exit status 2) before any work, the run dir left as found; a multirun's failed
     job recorded (results.json status=failed) and the sweep goes on."""
     try:
-        net = validate(cfg)  # bad input first, before the heavy imports, the run dir's lock or any reading
+        net = validate(cfg)  # bad input first: fields before torch, the rest before the lock or any data
     except Exception as e:
         return failed(cfg, e, 2)
     from lightning.pytorch.utilities import rank_zero_only  # the rank of this process (Lightning's DDP, srun, torchrun)

@@ -1,4 +1,4 @@
-"""`sarnet calibrate` as a script: python scripts/calibrate.py --help."""
+"""`sarnet calibrate` as a script: python scripts/calibrate_fid.py --help."""
 from sarnet.cli.calibrate import main
 
-main(prog="scripts/calibrate.py")
+main(prog="scripts/calibrate_fid.py")
