@@ -90,6 +90,9 @@ class Parser(argparse.ArgumentParser):
         fail(self.prog, f"{message} (see {self.prog} --help)")
 
 
+CKPT_HELP = "checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a run dir (its checkpoints/last.ckpt)"
+
+
 def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
     """The parser of a command whose module docstring is `doc`: a summary paragraph, then the usage example
     (indented lines), then any further description. --help prints the description and ends with the example."""
@@ -98,8 +101,7 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     if not ckpt:
         return p
-    p.add_argument("--ckpt", required=True, type=checkpoint, help="checkpoint written by train.py "
-                   "(<run>/checkpoints/*.ckpt), or a run dir (its checkpoints/last.ckpt)")
+    p.add_argument("--ckpt", required=True, type=checkpoint, help=CKPT_HELP)
     p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
                    "file each call)")
     p.add_argument("--seed", type=int, default=0)

@@ -51,8 +51,7 @@ def thresholds(s: str):
 
 def parser(prog):
     p = cli.parser(__doc__, prog, ckpt=False)
-    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
-                   "(<run>/checkpoints/*.ckpt)")
+    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help=cli.CKPT_HELP)
     p.add_argument("--th", type=thresholds, default=None, help="comma list; 'none' = no threshold "
                    "(default: the run's sample.th)")
     p.add_argument("--z-scale", type=floats, default=None, help="comma list (default: the run's sample.z_scale)")

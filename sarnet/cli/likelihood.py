@@ -45,8 +45,8 @@ def test_images(run: dict, static_dir=None):
 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
-    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help="checkpoint written by train.py "
-                   "(<run>/checkpoints/*.ckpt)")
+    p.add_argument("--ckpt", required=True, type=cli.checkpoint, help=cli.CKPT_HELP +
+                   "; a run with eval_ckpt=best (experiment=nll_*) reported its best.ckpt's")
     p.add_argument("--k", type=cli.int_at_least(1, MAX_K, " (papers use 5000)"), default=5000,
                    help="importance samples per image (VAEs; default 5000)")
     p.add_argument("--batch-size", type=cli.int_at_least(1, MAX_BATCH, " (rows per forward pass)"), default=1000,
