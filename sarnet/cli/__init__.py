@@ -89,6 +89,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         fail(self.prog, f"{message} (see {self.prog} --help)")
 
+    def parse_args(self, args=None, namespace=None):  # args.prog: what later refusals start with, as this one's
+        return super().parse_args(args, namespace or argparse.Namespace(prog=self.prog))
+
 
 CKPT_HELP = "checkpoint written by train.py (<run>/checkpoints/*.ckpt), or a run dir (its checkpoints/last.ckpt)"
 

@@ -113,7 +113,7 @@ def main(argv=None, prog=None):
         pools = {split: load_split(args.root, args.dataset, split, args.classes or None)[0][:, 0]  # (N,28,28)
                  for split in ("train", "test")}
     except (ClassifierCacheError, DataError) as e:
-        cli.fail(prog or "calibrate", e)
+        cli.fail(args.prog, e)
     names = [Path(w).stem for w in args.weights] if args.weights else ["ours"]
     thesis = args.dataset == "mnist" and args.classes == [5]  # the thesis' values hold for its setting only
     rows = []

@@ -192,6 +192,6 @@ def run_grid(name: str, args, body) -> Path:
         atomic_write(out, buf.getvalue())
         log_wandb(name, args, run, image=out, caption=caption)
     except (CheckpointError, UsageError, ValueError) as e:  # ValueError: a request the sampler refuses
-        fail(name, e)
+        fail(args.prog, e)
     print(f"{caption} -> {out}")
     return out

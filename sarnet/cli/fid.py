@@ -113,7 +113,7 @@ def main(argv=None, prog=None):
             print(json.dumps(row), flush=True)
             results.append(row)
     except (CheckpointError, cli.UsageError, DataError, ValueError) as e:  # ValueError: a setting the sampler refuses
-        cli.fail("fid", e)
+        cli.fail(args.prog, e)
     if args.json:
         write_json(args.json, results)
     # one setting: fid/mean as in the training run's summary; a grid: fid@th=..,z_scale=..[,dtype=..]/mean per setting

@@ -79,7 +79,7 @@ def main(argv=None, prog=None):
                        progress=not args.no_progress, resume=args.resume, refine_steps=args.refine_steps,
                        refine_lr=args.refine_lr or REFINE_LR)
     except (CheckpointError, cli.UsageError, DataError, LikelihoodError) as e:
-        cli.fail("likelihood", e)
+        cli.fail(args.prog, e)
     row = {"ckpt": str(args.ckpt), "model": type(model).__name__, "data": what, **result,
            "seed": args.seed, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(row), flush=True)

@@ -137,7 +137,7 @@ def main(argv=None, prog=None):
         except XGBError as e:
             raise cli.UsageError(str(e)) from e
     except cli.UsageError as e:
-        cli.fail("xgb", e)
+        cli.fail(args.prog, e)
     result = {"model": str(args.model or out / "model"), "settings": model.meta, "threads": args.threads,
               "train_wall_s": wall, "score_wall_s": time.time() - t0,
               "fid_mean": fid and fid["mean"], "fid_std": fid and fid["std"], "fid_values": fid and fid["values"],
