@@ -186,11 +186,11 @@ class WritableOutput(Callback):
     """Hydra writes .hydra/ into the run (sweep) dir before train.py runs: a read-only or full disk is refused here,
     in train.py's one-line form, not as Hydra's traceback."""
 
-    made = None  # the run dir this launch made (a refused launch removes only such a dir: sarnet/train.py)
+    made = []  # the run dir this launch made, then its parents it made (a refused launch removes only those)
 
     def on_run_start(self, config, **kwargs):
-        run_dir = os.path.abspath(config.hydra.run.dir)
-        WritableOutput.made = None if os.path.exists(run_dir) else run_dir
+        run_dir = Path(os.path.abspath(config.hydra.run.dir))
+        WritableOutput.made = [str(d) for d in [run_dir, *run_dir.parents] if not d.exists()]
         self.on_multirun_start(config, folder=config.hydra.run.dir)
 
     def on_multirun_start(self, config, folder=None, **kwargs):

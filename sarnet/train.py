@@ -1,5 +1,6 @@
 """What train.py does: validate, then prepare -> build -> fit -> evaluate -> record (results.json)."""
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -130,14 +131,18 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
 
 def drop_new_run_dir(out: Path):
     """No run, no run dir: the dir this refused launch made (rundir.WritableOutput), holding only what Hydra wrote for
-    it, goes (a typo leaves no outputs/<date>/<time>), with Hydra's handler of its train.log (else a process that goes
-    on, as train.py run in-process, would fail at its next log record)."""
-    if rundir.WritableOutput.made == str(out) and set(os.listdir(out)) <= {".hydra", "train.log"}:
+    it, goes with the parents it made once empty (a typo leaves no outputs/<date>/<time>), and Hydra's handler of its
+    train.log (else a process that goes on, as train.py run in-process, would fail at its next log record)."""
+    made = rundir.WritableOutput.made
+    if made[:1] == [str(out)] and set(os.listdir(out)) <= {".hydra", "train.log"}:
         root = logging.getLogger()
         for h in [h for h in root.handlers if Path(getattr(h, "baseFilename", "/")).parent == out]:
             root.removeHandler(h)
             h.close()
         shutil.rmtree(out, ignore_errors=True)
+        for parent in made[1:]:  # not if another launch's run dir is there now
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
 
 
 def run(cfg: DictConfig, net, progress: dict) -> float | None:

@@ -111,7 +111,7 @@ def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=())
 def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
     """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
     resumed = re.search(r"ckpt_path=(\S+)", overrides)
-    run = Path(resumed[1]) if resumed and Path(resumed[1]).is_dir() else tmp_path / "run"
+    run = Path(resumed[1]) if resumed and Path(resumed[1]).is_dir() else tmp_path / "date" / "run"
     return run, set(os.listdir(run)) if run.is_dir() else set()
 
 
@@ -138,6 +138,7 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
     rc, out = train_inprocess(*QUICK, *overrides.split(), f"hydra.run.dir={run}")
     got = outcome(rc, out, run, expect, found=found)
     assert got["one_line"] and not got["traceback"] and not got["files_left"], (got, out[-3000:])
+    assert found or not run.parent.exists()  # nor the parent it made (outputs/<date>/)
 
 
 def test_the_precisions_config_accepts_are_lightnings():
