@@ -81,8 +81,7 @@ def test_idx_round_trip_torchvision_reads_it_and_an_interrupted_write_leaves_not
     write_idx(tmp_path / "img", images)
     write_idx(tmp_path / "lab", labels)
     assert (tmp_path / "img").read_bytes()[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 7, 0, 0, 0, 28, 0, 0, 0, 28])
-    assert np.array_equal(read_idx(tmp_path / "img"), images)
-    assert np.array_equal(read_idx(tmp_path / "lab"), labels)
+    assert np.array_equal(read_idx(tmp_path / "img"), images) and np.array_equal(read_idx(tmp_path / "lab"), labels)
     assert torch.equal(read_image_file(str(tmp_path / "img")), torch.from_numpy(images))
     assert torch.equal(read_label_file(str(tmp_path / "lab")), torch.from_numpy(labels).long())
 
@@ -403,6 +402,5 @@ def test_mnist5_reference_protocol_and_the_binarized_test_split_the_same_bits_on
     carved = data_module(DATA, classes=[5])  # default val_size=0.1
     assert (len(carved.train_x), len(carved.val_x)) == (4879, 542)
     binarized = data_module(DATA, binarize="dynamic", val_size=0)
-    assert binarized.test_x.shape == (10000, 1, 28, 28)
-    assert split_sha256(binarized.test_x) == MNIST_TEST_SHA256
+    assert binarized.test_x.shape == (10000, 1, 28, 28) and split_sha256(binarized.test_x) == MNIST_TEST_SHA256
     assert split_sha256(binarized.test_x[binarized.test_y == 5]) == MNIST5_TEST_SHA256
