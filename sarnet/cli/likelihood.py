@@ -39,7 +39,7 @@ def test_images(run: dict, static_dir=None):
     node["root"] = run["data"]["root"]
     dm = instantiate(node)
     dm.setup("test")
-    what = f"{dm.dataset} test split, classes {dm.classes}, binarize={dm.binarize}"
+    what = f"{dm.dataset} test split, classes {dm.classes or 'all'}, binarize={dm.binarize}"
     return dm.test_x, what
 
 
