@@ -144,6 +144,7 @@ def main(argv=None, prog=None):
               "fid_protocol": fid and fid["protocol"], "knn": knn}
     write_json(out / "results.json", result)
     say("results -> %s (FID %s, kNN %s)", out / "results.json",
-        "-" if fid is None else f"{fid['mean']:.3f} ± {fid['std']:.3f}", "-" if knn is None else f"{knn['accuracy']:.4g}")
+        "-" if fid is None else f"{fid['mean']:.3f} ± {fid['std']:.3f}",
+        "-" if knn is None else f"{knn['accuracy']:.4g}")
     return result
 
