@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from sarnet.checkpoint import resume_path  # torch-free
 from sarnet.data.sources import FOLDERS, DataError, check_raw
 from sarnet.fields import ConfigError, check, check_nodes_and_fields, plain
-from sarnet.settings import SampleSettings
+from sarnet.settings import SampleSettings, th_text
 
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. One FID set of
 # 10,000 images takes 4.15 s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~12 h.
@@ -35,14 +35,14 @@ def check_fields(cfg: DictConfig):
         path = cfg.get(key)
         check(path is None or isinstance(path, str) and resume_path(path).is_file(), key, path,
               "is not a checkpoint file: give an existing .ckpt, or a run dir holding checkpoints/last.ckpt")
-    metric = cfg.get("optimized_metric")  # a sweeper must not be handed nan after every trial
-    likely = f"{metric}/".startswith(LIKELIHOOD_METRICS)
-    computed = {"train": True, "val": validates, "knn": fid.enabled, "test": cfg.get("run_test"), "fid": fid.enabled,
-                "likelihood": OmegaConf.select(cfg, "likelihood.enabled")}
-    check(metric is None or isinstance(metric, str) and computed.get("likelihood" if likely else metric.split("/")[0]
-          .split("@")[0], False), "optimized_metric", metric, "must be null or a metric this run computes: train/...,"
-          " val/... (with validation), test/... (run_test; test/nll, test/bpd: likelihood=default), fid/mean (fid "
-          "on), knn/accuracy")
+    metric, terms = cfg.get("optimized_metric"), ("loss", "recon", *["kld"] * bool(cfg.model.net.get("latent_dim")))
+    names = {f"{stage}/{name}" for stage, on, extra in [("train", True, "lr" * bool(cfg.model.get("scheduler"))),
+             ("val", validates, "mse"), ("test", cfg.get("run_test"), "mse")] if on for name in [*terms, extra] if name}
+    ths = ["", *(f"@th={th_text(t)}" for t in fid.get("extra_th") or [])]  # what sarnet.train.evaluate reports
+    names |= {"knn/accuracy", *(f"fid{at}/{s}" for at in ths for s in ("mean", "std"))} if fid.enabled else set()
+    likely = OmegaConf.select(cfg, "likelihood.enabled") and f"{metric}/".startswith(LIKELIHOOD_METRICS)
+    check(metric is None or metric in names or likely, "optimized_metric", metric, f"must be null or a metric this "
+          f"run logs (sarnet.module, FID, kNN): {sorted(names)}, or with likelihood=default test/nll, test/bpd, ...")
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST
     if folder in FOLDERS.values() and not data.get("download") and data.get("static_dir") is None:
         try:  # the data's raw files, unless fetched (data.download) or not read (data.static_dir)
@@ -57,7 +57,6 @@ def validate(cfg: DictConfig):
     check_fields(cfg)
     import torch
 
-    from sarnet.evaluate import th_key
     from sarnet.likelihood import LikelihoodError, check_setup
 
     with torch.random.fork_rng(devices=[]):  # the net's initial weights from cfg.seed's stream alone, the global
@@ -98,13 +97,6 @@ def validate(cfg: DictConfig):
         if node is not None and "keep_patches" in node and net.ar_net is not None:
             check(node.keep_patches <= net.ar_net.n_patches, f"callbacks.{name}.keep_patches", node.keep_patches,
                   f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
-    metric = cfg.get("optimized_metric")  # check_fields: this run computes its kind; here: its exact name
-    fid = {f"fid{at}/{s}" for at in ["", *(f"@th={th_key(t)}" for t in cfg.fid.get("extra_th") or [])]
-           for s in ("mean", "std")}
-    names = {f"{s}/{n}" for s in ("train", "val", "test") for n in (*terms, "lr" if s == "train" else "mse")}
-    names |= fid | {"knn/accuracy"}
-    check(metric is None or metric in names or f"{metric}/".startswith(LIKELIHOOD_METRICS), "optimized_metric",
-          metric, f"names no metric this run logs: one of {sorted(names)}, or a likelihood one (test/nll, test/bpd)")
     return net
 
 

@@ -4,17 +4,13 @@ import logging
 
 from sarnet.progress import Progress
 from sarnet.sampling import sample_images
-from sarnet.settings import SampleSettings
+from sarnet.settings import SampleSettings, th_text
 
 log = logging.getLogger("sarnet")
 
 
-def th_key(th) -> str:
-    return "none" if th is None else f"{th:g}"
-
-
 def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
-    """{"mean", "std", "values", "protocol", "matched": {th_key: {"mean", "std", "values"}}, "knn"}: cfg.fid.n_sets
+    """{"mean", "std", "values", "protocol", "matched": {th_text: {"mean", "std", "values"}}, "knn"}: cfg.fid.n_sets
     FID sets of cfg.fid.n_gen images generated as cfg.sample says, then once more at each threshold of
     cfg.fid.extra_th (scored on the same z draws and real sets, so threshold effects are not protocol noise), and
     the kNN real-vs-fake accuracy. say(line): where the FID sets' lines go."""
@@ -26,15 +22,15 @@ def evaluate_fid(net, datamodule, cfg, say=log.info) -> dict:
                                           batch_size=fid.batch_size, device=next(net.parameters()).device,
                                           dtype=fid.get("dtype", "float32"))
     settings = SampleSettings.of(cfg.sample)
-    say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_key(settings.th)})")
+    say(f"FID: {fid.n_sets} sets of {fid.n_gen} generated images vs {fid.real_set} (th {th_text(settings.th)})")
     result = evaluator.evaluate(lambda n, generator: sample_images(net, n, settings, generator), say)
     result |= {"protocol": evaluator.protocol(), "matched": {}, "knn": None}
     for th in fid.get("extra_th") or []:
         if th == settings.th:
-            result["matched"][th_key(th)] = {k: result[k] for k in ("mean", "std", "values")}
+            result["matched"][th_text(th)] = {k: result[k] for k in ("mean", "std", "values")}
             continue
-        say(f"FID at th={th_key(th)} (same z draws and real sets)")
-        result["matched"][th_key(th)] = evaluator.evaluate(
+        say(f"FID at th={th_text(th)} (same z draws and real sets)")
+        result["matched"][th_text(th)] = evaluator.evaluate(
             lambda n, generator, s=settings | {"th": th}: sample_images(net, n, s, generator), say)
     if fid.knn.n:
         draw = lambda n, generator: sample_images(net, n, settings, generator)  # noqa: E731

@@ -15,6 +15,11 @@ COMPLETE_Z_SCALE = 2 / 3  # complete()'s z ~ N(0, 1)/1.5: the reference's digit-
 REGRESSION = ("alpha_max", "p", "refine")
 
 
+def th_text(th) -> str:
+    """A threshold as --th takes it and results.json's keys write it (fid@th=0.105/mean): none, or its value."""
+    return "none" if th is None else f"{th:g}"
+
+
 class SettingsError(ValueError):
     """A setting out of its range: `field=value: allowed`; the config check names it sample.<field>."""
 

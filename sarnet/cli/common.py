@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sarnet.checkpoint import CheckpointError, load_model, load_run_config
 from sarnet.cli import UsageError, checkpoint_file, fail
 from sarnet.io import atomic_write
+from sarnet.settings import th_text
 
 # matplotlib's own copy of DejaVu Sans: the same glyphs, so the same figure, on every machine
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -164,10 +165,6 @@ def draw_label(model, z_scale, th) -> str:
     """'z ~ N(0, 0.6667² I), th 0.105' (the z only for a model with a latent; th as --th takes it: 'th none')."""
     z = "" if not model.latent_dim else "z ~ N(0, I), " if z_scale == 1 else f"z ~ N(0, {z_scale:.4g}² I), "
     return f"{z}th {th_text(th)}"
-
-
-def th_text(th) -> str:
-    return "none" if th is None else str(th)  # as --th takes it
 
 
 def title_of(args, default: str):

@@ -21,7 +21,7 @@ from sarnet.checkpoint import CheckpointError
 from sarnet.config import FID_IMAGES_CAP, FID_IMAGES_PER_S
 from sarnet.fields import REAL_SETS
 from sarnet.io import write_json
-from sarnet.settings import DTYPES
+from sarnet.settings import DTYPES, th_text
 
 # The protocol's defaults are conf/fid/default.yaml's, for checkpoints whose run config is not found beside them.
 PROTOCOL_KEYS = ("n_gen", "n_sets", "real_set", "seed", "batch_size", "dtype")
@@ -104,7 +104,7 @@ def main(argv=None, prog=None):
                                               device=device, **protocol)
         results = []
         for i, s in enumerate(grid):
-            label = f"setting {i + 1}/{len(grid)} (th={common.th_text(s.th)}, z_scale={s.z_scale}, dtype={s.dtype}):"
+            label = f"setting {i + 1}/{len(grid)} (th={th_text(s.th)}, z_scale={s.z_scale}, dtype={s.dtype}):"
             fid = evaluator.evaluate(lambda n, generator, s=s: sample_images(model, n, s, generator),
                                      lambda line, label=label: progress("%s %s", label, line))
             row = {"ckpt": str(args.ckpt), "th": s.th, "z_scale": s.z_scale, "dtype": s.dtype,
@@ -117,7 +117,7 @@ def main(argv=None, prog=None):
     if args.json:
         write_json(args.json, results)
     # one setting: fid/mean as in the training run's summary; a grid: fid@th=..,z_scale=..[,dtype=..]/mean per setting
-    keys = ["fid"] if len(results) == 1 else [f"fid@th={r['th']},z_scale={r['z_scale']}" +
+    keys = ["fid"] if len(results) == 1 else [f"fid@th={th_text(r['th'])},z_scale={r['z_scale']}" +
                                               (f",dtype={r['dtype']}" if args.dtype else "") for r in results]
     scores = {f"{key}/{stat}": r[f"fid_{stat}"] for key, r in zip(keys, results) for stat in ("mean", "std")}
     common.log_wandb("fid", args, run, {**protocol, **scores})

@@ -12,6 +12,7 @@ reference (docs/reference.md §4.6) used reparameterised samples (--sample) of t
 """
 
 from sarnet import cli
+from sarnet.settings import th_text
 
 
 def body(args, model, run):
@@ -27,9 +28,9 @@ def body(args, model, run):
     t = torch.linspace(0, 1, args.steps).tolist()  # the sampler's own points
     z = "mu" if args.use_mean else "sampled z"
     caption = (f"{run['data']['dataset']} {args.split} #{args.a} -> #{args.b}: {args.steps} steps between "
-               f"their {z}, th={common.th_text(th)}")
+               f"their {z}, th={th_text(th)}")
     title = common.title_of(args, f"{common.run_label(model, run)}, {args.split} #{args.a} → #{args.b}: "
-                                  f"{args.steps} steps between their {z}, th {common.th_text(th)}")
+                                  f"{args.steps} steps between their {z}, th {th_text(th)}")
     if args.nrow:
         rows = [f"t = {t[i]:.2f}" for i in range(0, args.steps, args.nrow)]
         return common.figure(images, args.nrow, args.scale, title, row_labels=rows), caption

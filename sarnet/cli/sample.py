@@ -6,6 +6,7 @@
 """
 
 from sarnet import cli
+from sarnet.settings import th_text
 
 
 def body(args, model, run):
@@ -26,7 +27,7 @@ def body(args, model, run):
     bar = Progress(args.n, "sampling")
     images = sample_images(model, args.n, s, run["generator"], progress=bar.update)
     bar.close()
-    caption = (f"{args.n} samples, th={common.th_text(s.th)}, z_scale={s.z_scale}, method={s.method}, mode={s.mode}, "
+    caption = (f"{args.n} samples, th={th_text(s.th)}, z_scale={s.z_scale}, method={s.method}, mode={s.mode}, "
                f"T={s.temperature}")
     draw = "" if s.mode == "mean" else f", {s.mode} T={s.temperature:g}"
     title = f"{common.run_label(model, run)}: {args.n} samples, {common.draw_label(model, s.z_scale, s.th)}{draw}"
