@@ -44,8 +44,11 @@ def load_model(path, map_location="cpu"):
 
     ckpt = read_checkpoint(resume_path(path), map_location)  # a run dir: its last checkpoint
     config = ckpt["sarnet"]["net"]
+    if not str(config.get("_target_")).startswith("sarnet.nn."):  # else instantiate calls what the file names
+        raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} is not a sarnet.nn network; "
+                              f"{HINT}")
     try:
-        net = instantiate(config)
+        net = instantiate(config, _recursive_=False)
     except Exception as e:  # a renamed class or an argument the code no longer takes
         raise CheckpointError(f"{path}: cannot rebuild the net from its stored config {config}: {e}; {HINT}") from e
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
@@ -87,7 +90,8 @@ def load_run_config(path) -> dict:
     node}, sample, fid}"""
     config = stored_run(read_checkpoint(path))["config"]
     node = config.get("data") or {}
-    dataset = getattr(get_class(node["_target_"]), "dataset", None) if "_target_" in node else None
+    target = str(node.get("_target_"))  # imported only if sarnet's own
+    dataset = getattr(get_class(target), "dataset", None) if target.startswith("sarnet.data.") else None
     root = node.get("root", "data")  # stored absolute; elsewhere (another machine) ./data
     return {"run_dir": run_dir_of(path), "sample": config.get("sample") or {}, "fid": config.get("fid"),
             "data": {"root": root if Path(root).exists() else "data", "dataset": dataset or "mnist",

@@ -233,6 +233,8 @@ API = [(error, call, match) for error, calls in {
         ("MNISTDataModule('/nonexistent', classes=[5], binarize='static', static_dir='/')", "data.classes=null"),
         ("FashionMNISTDataModule('/nonexistent').setup()", "missing data file .*FashionMNIST.*make data"),
     ],
+    "CheckpointError": [("load_model(fake_checkpoint(tmp / 'x.ckpt', plain, {'_target_': 'os.getcwd'}))",
+                         "_target_='os.getcwd' is not a sarnet.nn network")],  # not called
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],
 }.items() for call, match in calls]

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 import sarnet.likelihood as lk
 import sarnet.sampling as sampling
-from sarnet.checkpoint import read_checkpoint
+from sarnet.checkpoint import CheckpointError, load_model, read_checkpoint
 from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.data.binarized import binarized_test_split
@@ -346,7 +346,7 @@ def test_table_skips_a_malformed_results_json_shows_nan_and_refuses_no_input(kin
 # ---- the library API (bad_inputs.API) -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def names() -> dict:
+def names(tmp_path_factory) -> dict:
     """What the calls of bad_inputs.API name: its nets, torch, sarnet.sampling's functions, constructors, exceptions."""
     torch.manual_seed(0)
     return {**vars(sampling), **{f.__name__: f for f in (
@@ -357,7 +357,8 @@ def names() -> dict:
         "torch": torch, "vae": SarNetVAE(latent_dim=4), "plain": SarNet(out_activation="sigmoid"),
         "conv": ConvVAE(latent_dim=4), "regression": SarNet(out_activation="none"),
         "strict": SarNet(first_patch="predicted", out_activation="sigmoid"),
-        "strict_vae": SarNetVAE(4, first_patch="predicted")}
+        "strict_vae": SarNetVAE(4, first_patch="predicted"), "tmp": tmp_path_factory.mktemp("api"),
+        "load_model": load_model, "fake_checkpoint": fake_checkpoint, "CheckpointError": CheckpointError}
 
 
 @pytest.mark.parametrize("error, call, match", API, ids=[call for _, call, _ in API])
