@@ -194,7 +194,12 @@ class WritableOutput(Callback):
         self.on_multirun_start(config, folder=config.hydra.run.dir)
 
     def on_multirun_start(self, config, folder=None, **kwargs):
+        folder, key = (config.hydra.sweep.dir, "sweep") if folder is None else (folder, "run")
+        if not str(folder).strip():  # Hydra would write the run into the working dir
+            print(f"sarnet.rundir.RunDirError: hydra.{key}.dir='{folder}' is empty: give a dir, or drop it for "
+                  f"Hydra's default", file=sys.stderr)
+            sys.exit(2)
         try:
-            check_writable(folder or config.hydra.sweep.dir)
+            check_writable(folder)
         except RunDirError as e:
             sys.exit(f"sarnet.rundir.RunDirError: {e}")  # on stderr, exit status 1

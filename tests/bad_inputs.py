@@ -114,6 +114,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("train-classifier --steps 0", "--steps"), ("train-classifier --snapshots 20000 --steps 100", "--snapshots"),
     ("data --bogus", "unrecognized"), ("data --root {ckpt}/x", "x: cannot write"), ("train -m --cfg job", "give one"),
     ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),
+    ("train hydra.run.dir=", "hydra.run.dir='' is empty"), ("train -m hydra.sweep.dir=", "hydra.sweep.dir=''"),
 ]
 HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "likelihood", "table", "calibrate", "bench",
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too
