@@ -497,7 +497,8 @@ def write(dirs, out=None, wandb=False, wandb_group=None, wandb_project=None) -> 
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("dirs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="output prefix (default <first dir>/fid_table)")
+    p.add_argument("--out", type=lambda a: Path(cli.writable(a)), default=None,
+                   help="output prefix (default <first dir>/fid_table)")
     p.add_argument("--wandb", action="store_true", help="log the table and plot to a W&B run in the sweep's group")
     p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep jobs' group)")
     p.add_argument("--wandb-project", default=None, help="W&B project (default: the sweep jobs' project)")

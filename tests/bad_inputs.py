@@ -115,6 +115,8 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("data --bogus", "unrecognized"), ("data --root {ckpt}/x", "x: cannot write"), ("train -m --cfg job", "give one"),
     ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),
     ("train hydra.run.dir=", "hydra.run.dir='' is empty"), ("train -m hydra.sweep.dir=", "hydra.sweep.dir=''"),
+    ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
+    ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
 ]
 HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "likelihood", "table", "calibrate", "bench",
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from sarnet.settings import MAX_GRID
@@ -62,6 +63,19 @@ class UsageError(Exception):
     """A request this model or data cannot serve: printed as one line, exit status 2."""
 
 
+def writable(arg: str, folder=False) -> str:
+    """argparse type of a file a command writes (folder: a folder it writes into): checked by a probe file made and
+    removed in its nearest existing folder, so that no long computation ends on an unwritable path."""
+    path = Path(arg).absolute()
+    try:
+        if not arg or path.is_dir() and not folder:
+            raise IsADirectoryError(21, "a folder, not a file" if arg else "empty")
+        tempfile.TemporaryFile(dir=path if path.is_dir() else next(d for d in path.parents if d.exists())).close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{arg!r}: cannot write there ({e.strerror or e})") from None
+    return arg
+
+
 def checkpoint_file(arg) -> Path:
     """--ckpt as given (a file), or a run dir's checkpoints/last.ckpt; else UsageError. Torch-free: checked while
     the arguments are parsed, before any heavy import."""
@@ -105,8 +119,8 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
     if not ckpt:
         return p
     p.add_argument("--ckpt", required=True, type=checkpoint, help=CKPT_HELP)
-    p.add_argument("--out", default=None, help="PNG path (default: <run>/images/<script>_<ckpt name>[_N].png, a new "
-                   "file each call)")
+    p.add_argument("--out", type=writable, default=None, help="PNG path (default: <run>/images/<script>_<ckpt "
+                   "name>[_N].png, a new file each call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     wandb_flag(p)

@@ -28,7 +28,7 @@ def main(argv=None, prog=None):
     p.add_argument("--k", type=int, default=100, help="nll: importance samples per image for nll_iwae")
     p.add_argument("--nll-images", type=int, default=1000, help="nll: test images scored by nll_iwae")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", help="also write the JSON lines to this file (replaced)")
+    p.add_argument("--out", type=cli.writable, help="also write the JSON lines to this file (replaced)")
     p.add_argument("--markdown", metavar="JSONL", help="print the speed table from a file of JSON lines written by "
                    "--out, and exit")
     args = p.parse_args(argv)

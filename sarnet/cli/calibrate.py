@@ -96,7 +96,7 @@ def main(argv=None, prog=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", nargs="*", default=None,
                    help="LeNet weight files to compare (default: the dataset's feature network)")
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--out", type=cli.writable, default=None, help="write the rows as JSON here")
     p.add_argument("--threads", type=cli.positive_int, default=2)
     args = p.parse_args(argv)
     if args.classes is None:

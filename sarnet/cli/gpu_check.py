@@ -135,7 +135,7 @@ def main(argv=None, prog=None):
     p.add_argument("--data", default="data", help="data root (default: ./data, as train.py)")
     p.add_argument("--n", type=int, default=10_000, help="images for the sampling and FID timings")
     p.add_argument("--epochs", type=int, default=3, help="training epochs timed (the first is warm-up)")
-    p.add_argument("--out", default=None, help="also write the JSON lines to this file (replaced)")
+    p.add_argument("--out", type=cli.writable, default=None, help="also write the JSON lines to this file (replaced)")
     args = p.parse_args(argv)
     import torch  # after the arguments: --help and usage errors answer at once
 

@@ -55,8 +55,8 @@ def main(argv=None, prog=None):
     p.add_argument("--max-images", type=cli.positive_int, default=None, help="score only the first N test images")
     p.add_argument("--static-dir", default=None, help="folder with Larochelle's binarized_mnist_*.amat")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--json", default=None, help="also write the result to this file")
-    p.add_argument("--resume", default=None, metavar="FILE",
+    p.add_argument("--json", type=cli.writable, default=None, help="also write the result to this file")
+    p.add_argument("--resume", type=cli.writable, default=None, metavar="FILE",
                    help="per-image progress file: an interrupted scoring carries on from it (same result)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--refine-steps", type=cli.int_at_least(0), default=0,

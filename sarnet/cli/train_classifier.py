@@ -27,7 +27,8 @@ def main(argv=None, prog=None):
     p.add_argument("--no-dropout", action="store_true", help="train without slim's dropout3 (a variant)")
     p.add_argument("--snapshots", type=cli.positive_int, nargs="*", default=[], help="also save the weights at "
                    "these steps")
-    p.add_argument("--out-dir", default=None, help="save <out-dir>/lenet_<dataset>_s<seed>[_nodrop]_<step>.pt")
+    p.add_argument("--out-dir", type=lambda a: cli.writable(a, folder=True), default=None,
+                   help="save <out-dir>/lenet_<dataset>_s<seed>[_nodrop]_<step>.pt")
     p.add_argument("--threads", type=cli.positive_int, default=2)
     args = p.parse_args(argv)
     if args.steps and any(s >= args.steps for s in args.snapshots):

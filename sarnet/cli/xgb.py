@@ -34,7 +34,8 @@ def parse(argv=None, prog=None):
     from sarnet.xgb import NEXT_PARAMS, ORDERS, REFINE_PARAMS
 
     p = cli.parser(__doc__, prog, ckpt=False)
-    p.add_argument("--out", default="runs/xgb", help="output folder (default runs/xgb)")
+    p.add_argument("--out", type=lambda a: cli.writable(a, folder=True), default="runs/xgb",
+                   help="output folder (default runs/xgb)")
     p.add_argument("--rounds", type=cli.positive_int, default=NEXT_PARAMS["rounds"], help="boosting rounds of each "
                    "next-patch model (the reference: 50)")
     p.add_argument("--depth", type=cli.positive_int, default=NEXT_PARAMS["max_depth"], help="their tree depth (7)")
