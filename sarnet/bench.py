@@ -509,7 +509,7 @@ CASES = {"train": case_train, "train_vae": case_train_vae, "sample": case_sample
 def run(args):
     """The cases named in args.cases (all by default), as `sarnet bench` parsed them; JSON lines on stdout."""
     if args.markdown:
-        print(markdown([json.loads(line) for line in Path(args.markdown).read_text().splitlines() if line.strip()]))
+        print(markdown(args.markdown))  # the rows cli/bench.py read
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -48,7 +48,7 @@ def parse(argv=None, prog=None):
     p.add_argument("--max-patches", type=cli.positive_int, default=None, help="train patches 1..K only (a quick "
                    "run; later patches stay blank)")
     p.add_argument("--train-images", type=cli.positive_int, default=None, help="use the first N training fives")
-    p.add_argument("--n-gen", type=cli.positive_int, default=None, help="images per FID set (default: "
+    p.add_argument("--n-gen", type=cli.int_at_least(2), default=None, help="images per FID set (default: "
                    "conf/fid/default.yaml's)")
     p.add_argument("--n-sets", type=cli.int_at_least(0), default=None, help="FID sets; 0 = no FID and no kNN")
     p.add_argument("--model", default=None, help="score this trained model folder instead of training")
