@@ -28,6 +28,9 @@ def check_fields(cfg: DictConfig):
     check(data.get("val_size") != 0 or not validates or cfg.get("eval_ckpt") != "best", "eval_ckpt", "best",
           "picks the weights with the lowest val/loss, and data.val_size=0 validates on the test split: use "
           "eval_ckpt=last")
+    saved = [n for n in (cfg.get("callbacks") or {}).values() if n and n.get("monitor") and n.get("save_top_k") != 0]
+    check(cfg.get("eval_ckpt") != "best" or saved, "eval_ckpt", "best", "needs a checkpoint callback with a monitor "
+          "and save_top_k != 0, such as callbacks.checkpoint: restore it, or use eval_ckpt=last")
     check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
           f"cannot go with ckpt_path={cfg.get('ckpt_path')}: ckpt_path resumes a run in its own run dir, init_ckpt "
           f"starts a new run from a checkpoint's weights; give one of them")

@@ -37,7 +37,8 @@ FIELD = [
     "trainer.overfit_batches=1.5", "trainer.profiler=bogus", "trainer.accumulate_grad_batches=0",
     "trainer.gradient_clip_val=-1", "trainer.max_steps=-2", "trainer.val_check_interval=0", "trainer.num_nodes=0",
     "logger=wandb logger.wandb.log_model=all", "optimized_metric=fid/mean", "optimized_metric=test/nll",
-    "optimized_metric=bogus", "optimized_metric=val/los", "sample.batch_size=abc",
+    "optimized_metric=bogus", "optimized_metric=val/los", "sample.batch_size=abc", "trainer.precision=64",
+    "trainer.precision=16-true", "callbacks.checkpoint.filename=../x", "wandb_project=a/b", ("~data", "data=None"),
 ]
 TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal must contain)
     *[("field", *e) if isinstance(e, tuple) else ("field", e, e.split()[-1].split("=")[0].lstrip("+") + "=")
@@ -69,8 +70,8 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
             ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
             ("callbacks.images.keep_patches=100", "keep_patches"), ("+model.optimizer.momentum=0.9", "model.optimizer"),
-            ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"),
-            ("data.static_dir=/nonexistent", "data.static_dir"), ("trainer.devices=0", "trainer"),
+            ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"), ("trainer.devices=0", "trainer"),
+            ("data.static_dir=/nonexistent", "data.static_dir"), ("~callbacks.checkpoint eval_ckpt=best", "eval_ckpt"),
             ("trainer.accelerator=bogus", "trainer"), ("+trainer.bogus=1", "trainer"),
             *[("trainer=gpu", "trainer.accelerator='gpu'")] * (  # refused on a machine without a GPU
                 not torch.cuda.is_available() and not torch.backends.mps.is_available()),

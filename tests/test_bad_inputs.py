@@ -29,7 +29,7 @@ from sarnet.config import ConfigError, validate
 from sarnet.data import DataError, FashionMNISTDataModule, MNISTDataModule
 from sarnet.data.binarized import binarized_test_split
 from sarnet.explain import gradient_importance, patch_importance
-from sarnet.fields import PRECISIONS
+from sarnet.fields import NOT_TAKEN, PRECISIONS
 from sarnet.losses import CrossEntropyLoss, ReconstructionLoss, ssim
 from sarnet.metrics import FIDEvaluator, LeNet, fid, knn_accuracy
 from sarnet.module import NonFiniteLossError, SarnetModule
@@ -144,7 +144,7 @@ def test_train_refuses_in_one_line_before_work_and_leaves_nothing(kind, override
 def test_the_precisions_config_accepts_are_lightnings():
     def flat(t):
         return [v for a in typing.get_args(t) for v in (flat(a) if typing.get_args(a) else [a])]
-    assert sorted(map(str, PRECISIONS)) == sorted(map(str, flat(_PRECISION_INPUT)))
+    assert sorted(map(str, PRECISIONS + NOT_TAKEN)) == sorted(map(str, flat(_PRECISION_INPUT)))
 
 
 @st.composite
