@@ -43,10 +43,16 @@ def load_model(path, map_location="cpu"):
     import torch
 
     ckpt = read_checkpoint(resume_path(path), map_location)  # a run dir: its last checkpoint
+    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
+
     config = ckpt["sarnet"]["net"]
-    if not str(config.get("_target_")).startswith("sarnet.nn."):  # else instantiate calls what the file names
-        raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} is not a sarnet.nn network; "
-                              f"{HINT}")
+    try:  # a sarnet network class, or a user's subclass: else instantiate would call whatever the file names
+        ok = issubclass(get_class(str(config.get("_target_"))), (SarNet, SarNetVAE, ConvVAE))
+    except Exception:  # noqa: BLE001 -- no such class, or not a class
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} is not a sarnet network class "
+                              f"(SarNet, SarNetVAE, ConvVAE or a subclass); {HINT}")
     try:
         net = instantiate(config, _recursive_=False)
     except Exception as e:  # a renamed class or an argument the code no longer takes

@@ -119,6 +119,8 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
     ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
     ("bench --threads 0", "--threads"), ("bench --markdown {ckpt}", "holds no rows"), ("xgb --n-gen 1", "--n-gen"),
+    ("sample --ckpt {ckpt} --temperature -1", "--temperature"), ("complete --ckpt {ckpt} --keep-rows 0", "--keep-rows"),
+    ("importance --ckpt {ckpt} --targets 2,,4", "--targets"), ("likelihood --ckpt {ckpt} --refine-lr -1", "refine-lr"),
 ]
 HELP = ["train", "sample", "complete", "interpolate", "importance", "fid", "likelihood", "table", "calibrate", "bench",
         "gpu-check", "xgb", "train-classifier", "data"]  # `sarnet <command> --help`: before torch too
@@ -239,7 +241,7 @@ API = [(error, call, match) for error, calls in {
         ("FashionMNISTDataModule('/nonexistent').setup()", "missing data file .*FashionMNIST.*make data"),
     ],
     "CheckpointError": [("load_model(fake_checkpoint(tmp / 'x.ckpt', plain, {'_target_': 'os.getcwd'}))",
-                         "_target_='os.getcwd' is not a sarnet.nn network")],  # not called
+                         "_target_='os.getcwd' is not a sarnet network class")],  # not called
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],
 }.items() for call, match in calls]

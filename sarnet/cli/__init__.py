@@ -159,6 +159,17 @@ def int_at_least(minimum: int, maximum: int | None = None, why: str = ""):
     return parse
 
 
+def positive_float(s: str) -> float:
+    """argparse type: a finite number > 0, else one line saying so."""
+    try:
+        value = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{s} must be a finite number > 0")
+    return value
+
+
 positive_int = int_at_least(1)
 grid_size = int_at_least(1, MAX_GRID, " (images in one picture)")
 MAX_SCALE = 16  # --scale: at MAX_GRID images a picture holds ~200 M pixels

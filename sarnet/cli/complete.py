@@ -61,10 +61,12 @@ def main(argv=None, prog=None):
     p.add_argument("--split", choices=("train", "test"), default="test")
     region = p.add_mutually_exclusive_group()
     # default None, KEEP in body(): argparse takes a value equal to the default as not given (--keep 24 --keep-rows 3)
-    region.add_argument("--keep", type=int, default=None, help=f"keep the first KEEP patches (raster order; {KEEP})")
-    region.add_argument("--keep-rows", type=int, default=None, help="keep the first rows of patches")
+    region.add_argument("--keep", type=cli.positive_int, default=None,
+                        help=f"keep the first KEEP patches (raster order; {KEEP})")
+    region.add_argument("--keep-rows", type=cli.positive_int, default=None, help="keep the first rows of patches")
     p.add_argument("--n", type=cli.grid_size, default=10)
-    p.add_argument("--z-scale", type=float, default=None, help=f"z ~ N(0, z_scale² I) ({COMPLETE_Z_SCALE:.4g})")
+    p.add_argument("--z-scale", type=cli.positive_float, default=None,
+                   help=f"z ~ N(0, z_scale² I) ({COMPLETE_Z_SCALE:.4g})")
     p.add_argument("--th", type=cli.threshold, default=None, help="default: the run's sample.th")
     p.add_argument("--method", choices=("fast", "naive"), default="fast")
     p.add_argument("--panels", choices=("all", "masked", "completions"), default="all",

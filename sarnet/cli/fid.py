@@ -33,10 +33,7 @@ def progress(fmt: str, *args):
 
 
 def floats(s: str):
-    values = [float(v) for v in s.split(",")]
-    if not all(0 < v < float("inf") for v in values):
-        raise argparse.ArgumentTypeError(f"{s}: every z scale must be a finite number > 0")
-    return values
+    return [cli.positive_float(v) for v in s.split(",")]
 
 
 def dtypes(s: str):

@@ -11,6 +11,8 @@ reference's pictures: simple SarNET (MSE + SSIM) on digit-5 test image #5, and S
 test image #132, targets 2, 4, ..., 40, top 5, layer 1.
 """
 
+import argparse
+
 from sarnet import cli
 
 TOP_K = 5  # input patches shown per target: the reference's figures
@@ -25,7 +27,7 @@ def body(args, model, run):
     from sarnet.sampling import decoder_of
     common.require_autoregressive(model, "patch importance")
     net = decoder_of(model)
-    targets = list(range(2, 41, 2)) if args.targets is None else [int(t) for t in args.targets.split(",")]
+    targets = list(range(2, 41, 2)) if args.targets is None else args.targets
     if bad := [t for t in targets if not 0 <= t < net.n_patches]:
         raise cli.UsageError(f"--targets {bad}: target patches must be in 0..{net.n_patches - 1}")
     most = max(1, *targets)  # target patch t has t earlier patches to rank (patch 0: itself, first_patch="given")
@@ -53,10 +55,17 @@ def body(args, model, run):
                          cell_labels=[f"patch {t}" for t in targets]), caption
 
 
+def ints(s: str) -> list[int]:
+    try:
+        return [int(t) for t in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a comma list of ints, e.g. 2,4,6") from None
+
+
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog)
     p.add_argument("--index", type=int, default=5, help="image index in the (class-filtered) split")
-    p.add_argument("--targets", default=None, help="comma-separated target patches (default 2,4,...,40)")
+    p.add_argument("--targets", type=ints, default=None, help="comma-separated target patches (default 2,4,...,40)")
     p.add_argument("--top-k", type=cli.positive_int, default=None,
                    help=f"input patches shown per target ({TOP_K}, or fewer if the targets have fewer)")
     p.add_argument("--method", choices=("layer1", "gradient"), default="layer1")

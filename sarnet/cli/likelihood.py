@@ -61,7 +61,7 @@ def main(argv=None, prog=None):
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--refine-steps", type=cli.int_at_least(0), default=0,
                    help="VAEs: Adam steps refining q(z|x) per test image before scoring (default 0: the encoder's)")
-    p.add_argument("--refine-lr", type=float, default=None, help="Adam's lr for --refine-steps (default: "
+    p.add_argument("--refine-lr", type=cli.positive_float, default=None, help="Adam's lr for --refine-steps (default: "
                    "sarnet.likelihood.REFINE_LR)")
     cli.wandb_flag(p)
     args = p.parse_args(argv)

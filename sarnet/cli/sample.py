@@ -41,11 +41,11 @@ def main(argv=None, prog=None):
     cli.figure_args(p)
     p.add_argument("--th", type=cli.threshold, default=None, help="pixels < th -> 0; 'none' disables "
                    "(default: the run's sample.th)")
-    p.add_argument("--z-scale", type=float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")
+    p.add_argument("--z-scale", type=cli.positive_float, default=None, help="z ~ N(0, z_scale^2) (default: the run's)")
     p.add_argument("--method", choices=("fast", "naive"), default=None, help="default: the run's")
     p.add_argument("--mode", choices=("mean", "bernoulli", "categorical"), default=None,
                    help="default: the run's sample.mode")
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--temperature", type=cli.positive_float, default=None,
                    help="Bernoulli or softmax temperature (mode bernoulli or categorical; default: the run's "
                    "sample.temperature)")
     args = p.parse_args(argv)
