@@ -87,6 +87,12 @@ def validate(cfg: DictConfig):
     found = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
     check(found.get(accelerator, accelerator != "gpu" or any(found.values())), "trainer.accelerator", accelerator,
           "this machine has no such GPU: use trainer.accelerator=cpu (or trainer=cpu), or auto (a GPU where found)")
+    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    nodes = cfg.trainer.get("num_nodes") or 1  # more, on one machine, would wait for the others forever
+    check(nodes == 1 or any(e.detect() for e in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)),
+          "trainer.num_nodes", nodes, "needs a cluster launch (SLURM: -m hydra/launcher=slurm; torchrun): on one "
+          "machine use trainer.devices")
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")

@@ -47,8 +47,8 @@ class SampleSettings:
         th, reg = self.th, self.regression
         checks = {
             "method": (self.method in METHODS, f"must be one of {METHODS}"),
-            "th": (th is None or _number(th, 0) and th < 1, "must be None (no threshold) or in [0, 1) (pixels are in "
-                                                            "[0, 1]: th >= 1 blanks every image)"),
+            "th": (th is None or _number(th, 0) and th < 1, "must be None (no threshold; null in a config) or in "
+                                                            "[0, 1) (pixels are in [0, 1]: th >= 1 blanks all)"),
             "z_scale": (_number(self.z_scale, 0, strict=True), "must be a finite number > 0"),
             "mode": (self.mode in MODES, f"must be one of {MODES}: 'mean' (sigmoid means, the reference), "
                                          f"'bernoulli' or 'categorical' (softmax nets)"),
