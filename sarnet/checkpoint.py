@@ -16,7 +16,7 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def read_checkpoint(path, map_location="cpu", why="") -> dict:
+def read_checkpoint(path, why="") -> dict:
     """The checkpoint, or one CheckpointError naming the file, what is wrong and (`why`) what it is to this launch."""
     path, damaged = Path(path), f"{path}: cannot be read as a checkpoint (truncated or corrupted?)"
     why = f" ({why})" * bool(why)
@@ -27,7 +27,7 @@ def read_checkpoint(path, map_location="cpu", why="") -> dict:
     import torch
 
     try:  # weights_only: nothing in the file gets to run code
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a sound zip whose pickle is not (torch's own text would suggest weights_only=False)
         raise CheckpointError(f"{damaged}: {type(e).__name__}; {HINT}{why}") from None
     sarnet = ckpt.get("sarnet") if isinstance(ckpt, dict) else None
@@ -42,7 +42,7 @@ def load_model(path, map_location="cpu"):
     """The plain network (an nn.Module) of a train.py checkpoint, rebuilt from its config, in eval mode."""
     import torch
 
-    ckpt = read_checkpoint(resume_path(path), map_location)  # a run dir: its last checkpoint
+    ckpt = read_checkpoint(resume_path(path))  # a run dir: its last checkpoint; read on the CPU
     from sarnet.nn import ConvVAE, SarNet, SarNetVAE
 
     config = ckpt["sarnet"]["net"]
