@@ -112,7 +112,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("likelihood --ckpt /nonexistent.ckpt", "no such checkpoint file"), ("likelihood --ckpt {ckpt} --k 0", "--k"),
     ("likelihood --ckpt {ckpt} --k 200000", "--k: 200000"), ("table", "dirs"), ("table /nonexistent", "not a dir"),
     ("calibrate --dataset x", "--dataset"), ("bench bogus", "unknown case"), ("gpu-check --bogus", "unrecognized"),
-    ("xgb --rounds 0", "--rounds"), ("xgb --max-patches 500", "--max-patches"),
+    ("xgb --rounds 0", "--rounds"), ("xgb --max-patches 500", "--max-patches"), ("fid --ckpt {ckpt} --seed -5", "seed"),
     ("train-classifier --steps 0", "--steps"), ("train-classifier --snapshots 20000 --steps 100", "--snapshots"),
     ("data --bogus", "unrecognized"), ("data --root {ckpt}/x", "x: cannot write"), ("train -m --cfg job", "give one"),
     ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),

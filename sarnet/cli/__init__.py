@@ -121,7 +121,7 @@ def parser(doc: str, prog=None, ckpt=True) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=checkpoint, help=CKPT_HELP)
     p.add_argument("--out", type=writable, default=None, help="PNG path (default: <run>/images/<script>_<ckpt "
                    "name>[_N].png, a new file each call)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     wandb_flag(p)
     return p
@@ -171,6 +171,7 @@ def positive_float(s: str) -> float:
 
 
 positive_int = int_at_least(1)
+seed = int_at_least(0, 2**32 - 1, " (numpy's and Lightning's seed range)")
 grid_size = int_at_least(1, MAX_GRID, " (images in one picture)")
 MAX_SCALE = 16  # --scale: at MAX_GRID images a picture holds ~200 M pixels
 

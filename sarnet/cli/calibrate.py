@@ -93,7 +93,7 @@ def main(argv=None, prog=None):
                    help="labels to keep (default: 5 for mnist, as the thesis; all for fashion_mnist; none given = all)")
     p.add_argument("--n", type=cli.int_at_least(2), default=5000)
     p.add_argument("--root", default="data")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--weights", nargs="*", default=None,
                    help="LeNet weight files to compare (default: the dataset's feature network)")
     p.add_argument("--out", type=cli.writable, default=None, help="write the rows as JSON here")

@@ -59,7 +59,7 @@ def parser(prog):
     p.add_argument("--n-gen", type=cli.int_at_least(2), default=None, help="images per set (default: the run's)")
     p.add_argument("--n-sets", type=cli.positive_int, default=None, help="sets (default: the run's)")
     p.add_argument("--real-set", choices=REAL_SETS, default=None)
-    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's fid.seed)")
+    p.add_argument("--seed", type=cli.seed, default=None, help="evaluation seed (default: the run's fid.seed)")
     p.add_argument("--json", type=cli.writable, default=None, help="also write the list of results to this file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cli.wandb_flag(p)

@@ -51,7 +51,7 @@ def main(argv=None, prog=None):
                    help="importance samples per image (VAEs; default 5000)")
     p.add_argument("--batch-size", type=cli.int_at_least(1, MAX_BATCH, " (rows per forward pass)"), default=1000,
                    help="rows per forward pass (images x draws)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the q(z|x) draws")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seeds the q(z|x) draws")
     p.add_argument("--max-images", type=cli.positive_int, default=None, help="score only the first N test images")
     p.add_argument("--static-dir", default=None, help="folder with Larochelle's binarized_mnist_*.amat")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -23,7 +23,7 @@ def main(argv=None, prog=None):
     p.add_argument("--root", default="data")
     p.add_argument("--steps", type=cli.positive_int, default=None, help="default: the shipped weights' recipe "
                    "(sarnet.metrics.fid.RECIPE)")
-    p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--seed", type=cli.seed, default=None, help="default: the recipe's")
     p.add_argument("--no-dropout", action="store_true", help="train without slim's dropout3 (a variant)")
     p.add_argument("--snapshots", type=cli.positive_int, nargs="*", default=[], help="also save the weights at "
                    "these steps")

@@ -44,7 +44,7 @@ def parse(argv=None, prog=None):
     p.add_argument("--order", choices=ORDERS, default="raster", help="patch order; 'column' = the reference's")
     p.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), help="xgboost and torch threads "
                    "(default: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="training seed and the seed of the sample grid")
+    p.add_argument("--seed", type=cli.seed, default=0, help="training seed and the seed of the sample grid")
     p.add_argument("--max-patches", type=cli.positive_int, default=None, help="train patches 1..K only (a quick "
                    "run; later patches stay blank)")
     p.add_argument("--train-images", type=cli.positive_int, default=None, help="use the first N training fives")
