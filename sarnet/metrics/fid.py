@@ -184,6 +184,8 @@ def read_lenet(path, sha256=None, fix="re-train it: sarnet train-classifier"):
         if damage:
             raise ValueError(damage)
         ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        if "meta" not in ckpt:  # a sarnet checkpoint, say
+            raise ValueError("not a feature network file: it has no 'meta' (sarnet train-classifier writes one)")
         meta = ckpt["meta"]
         if meta.get("arch") != LeNet.arch:
             raise ValueError(f"stale: arch {meta.get('arch')} != {LeNet.arch}")
