@@ -43,16 +43,14 @@ def load_model(path, map_location="cpu"):
     import torch
 
     ckpt = read_checkpoint(resume_path(path))  # a run dir: its last checkpoint; read on the CPU
-    from sarnet.nn import ConvVAE, SarNet, SarNetVAE
-
     config = ckpt["sarnet"]["net"]
-    try:  # a sarnet network class, or a user's subclass: else instantiate would call whatever the file names
-        ok = issubclass(get_class(str(config.get("_target_"))), (SarNet, SarNetVAE, ConvVAE))
+    try:  # a network class (sarnet's, or one of your own: docs/usage.md), else instantiate calls what the file names
+        cls = get_class(str(config.get("_target_")))
     except Exception:  # noqa: BLE001 -- no such class, or not a class
-        ok = False
-    if not ok:
-        raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} is not a sarnet network class "
-                              f"(SarNet, SarNetVAE, ConvVAE or a subclass); {HINT}")
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} names no network class (an "
+                              f"nn.Module); {HINT}")
     try:
         net = instantiate(config, _recursive_=False)
     except Exception as e:  # a renamed class or an argument the code no longer takes

@@ -242,7 +242,7 @@ API = [(error, call, match) for error, calls in {
         ("FashionMNISTDataModule('/nonexistent').setup()", "missing data file .*FashionMNIST.*make data"),
     ],
     "CheckpointError": [("load_model(fake_checkpoint(tmp / 'x.ckpt', plain, {'_target_': 'os.getcwd'}))",
-                         "_target_='os.getcwd' is not a sarnet network class")],  # not called
+                         "_target_='os.getcwd' names no network class")],  # not called
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],
 }.items() for call, match in calls]
