@@ -13,12 +13,6 @@ from sarnet.sampling import fill_naive, sample_images
 from tests.conftest import NETS, ROOT, csv_rows, fake_checkpoint, needs_data, ok, results
 
 
-def all_binary_images(side: int) -> torch.Tensor:
-    """Every binary (1, side, side) image: 2^(side^2) of them, float64."""
-    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=side * side)), dtype=torch.float64)
-    return bits.view(-1, 1, side, side)
-
-
 def strict_net(geometry, latent=0, mode="predicted", seed=0):
     torch.manual_seed(seed)
     net = SarNet(geometry, latent_dim=latent, first_patch=mode, out_activation="sigmoid").double()
@@ -35,7 +29,8 @@ def strict_net(geometry, latent=0, mode="predicted", seed=0):
 ], ids=["2x2-p1", "4x4-p2", "4x4-p2-latent"])
 def test_exp_minus_nll_sums_to_one_over_every_binary_image(geometry, latent):
     net = strict_net(geometry, latent)
-    x = all_binary_images(geometry[0][0])
+    side = geometry[0][0]  # every binary (1, side, side) image: 2^(side^2) of them
+    x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=side ** 2)), dtype=torch.float64).view(-1, 1, side, side)
     z = torch.randn(1, latent, dtype=torch.float64).expand(len(x), -1) if latent else None  # held fixed
     log_p = lk.exact_log_prob(net, x, z)
     assert abs(torch.logsumexp(log_p, 0).exp().item() - 1) < 1e-6
