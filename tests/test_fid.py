@@ -58,15 +58,6 @@ def test_fid_matches_closed_form_on_gaussians():
 
 # ---- classifier + cache, on a tiny fake dataset in torchvision's raw MNIST layout ----------------------------
 
-@pytest.fixture
-def cached(tmp_path, monkeypatch):
-    """A first-use cache (the path every dataset without shipped weights takes), trained for 3 steps."""
-    monkeypatch.setattr(F, "SHIPPED_SHA256", {})
-    fake_idx(tmp_path, "MNIST", 64, 64)
-    path, _ = F.train_classifier("mnist", root=tmp_path, steps=3, progress=False)
-    return tmp_path, path
-
-
 def test_lenet_is_slims_lenet():
     net = F.LeNet()
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -81,10 +72,14 @@ def test_lenet_is_slims_lenet():
     assert not torch.equal(net(x), net(x))  # dropout3 in training only
 
 
-def test_cache_roundtrip_frozen_pinned_to_eval_out_of_the_lightning_module_no_data_refused(cached):
+def test_cache_roundtrip_frozen_pinned_to_eval_out_of_the_lightning_module_refused_if_no_data_stale_or_damaged(
+        tmp_path, monkeypatch):
     import lightning as L
 
-    root, _ = cached
+    # a first-use cache (the path every dataset without shipped weights takes), trained for 3 steps
+    monkeypatch.setattr(F, "SHIPPED_SHA256", {})
+    root = fake_idx(tmp_path, "MNIST", 64, 64)
+    path, _ = F.train_classifier("mnist", root=root, steps=3, progress=False)
     with pytest.raises(DataError, match="make data"):  # no weights shipped, no cache and no data to train on
         F.load_classifier("mnist", root=root / "no-data")
     net = F.load_classifier("mnist", root=root, train_if_missing=False)
@@ -99,23 +94,17 @@ def test_cache_roundtrip_frozen_pinned_to_eval_out_of_the_lightning_module_no_da
     module.layer = nn.Linear(2, 2)
     module.fid = F.FIDEvaluator(net, torch.rand(10, 1, 28, 28), "test", n_gen=10, n_sets=1, seed=0)
     assert len(list(module.parameters())) == 2 and all(k.startswith("layer.") for k in module.state_dict())
-
-
-@pytest.mark.parametrize("damage", ["stale", "truncated", "bitflip"])
-def test_a_stale_or_damaged_cache_is_refused(cached, damage):
-    root, path = cached
-    data = bytearray(path.read_bytes())
-    if damage == "stale":
-        fake_idx(root, "MNIST", 64, 64, seed=1)  # the data changed under the cache
-    elif damage == "truncated":
-        del data[1000:]
-    else:  # one flipped bit in a weight: same size, still a readable file
-        weight = F.load_classifier("mnist", root=root, train_if_missing=False).fc4.weight
-        data[data.find(weight[0, :4].half().numpy().tobytes())] ^= 0x10
-    path.write_bytes(bytes(data))
-    with pytest.raises(F.ClassifierCacheError, match="other data.*delete it and run sarnet train-classifier"
-                       if damage == "stale" else "refused.*delete it and run"):
-        F.load_classifier("mnist", root=root, train_if_missing=damage == "stale")
+    good = path.read_bytes()
+    flipped = bytearray(good)  # one flipped bit in a weight: same size, still a readable file
+    flipped[flipped.find(net.fc4.weight[0, :4].half().numpy().tobytes())] ^= 0x10
+    for damaged in (good[:1000], bytes(flipped)):  # truncated, bit flip
+        path.write_bytes(damaged)
+        with pytest.raises(F.ClassifierCacheError, match="refused.*delete it and run"):
+            F.load_classifier("mnist", root=root, train_if_missing=False)
+    path.write_bytes(good)
+    fake_idx(root, "MNIST", 64, 64, seed=1)  # the data changed under the cache
+    with pytest.raises(F.ClassifierCacheError, match="other data.*delete it and run sarnet train-classifier"):
+        F.load_classifier("mnist", root=root, train_if_missing=True)
 
 
 @pytest.mark.parametrize("dataset, min_acc", [("mnist", 0.985), ("fashion_mnist", 0.885)])
