@@ -60,9 +60,8 @@ def test_importance_ranks_the_masks_candidates_as_brute_force_does(first_patch):
 def test_overlay_paints_target_white_and_keeps_the_rest_grey():
     image = torch.rand(1, 8, 8) * 0.5
     rgb = importance_overlay(image, 5, torch.tensor([0, 3]), torch.tensor([1.0, 0.0]), patch_size=2)
-    assert rgb.shape == (3, 8, 8)
     assert (rgb[:, 2:4, 2:4] == 1).all()  # patch 5 = row 1, col 1
-    assert torch.equal(rgb[:, 4:, :], image[0, 4:, :].expand(3, -1, -1))  # untouched patches stay grey
+    assert torch.equal(rgb[:, 4:, :], image[0, 4:, :].expand(3, -1, -1))  # untouched patches stay grey; rgb: (3, 8, 8)
     assert not torch.equal(rgb[:, 0:2, 0:2], image[0, 0:2, 0:2].expand(3, -1, -1))
 
 
