@@ -7,15 +7,6 @@ from sarnet.explain import gradient_importance
 from sarnet.nn import ConvVAE, SarNet, SarNetVAE, SemiDense, patch_degrees, semidense_mask
 from tests.conftest import MODES, NETS, assert_autoregressive, dependence, images, latents, make_net
 
-
-def randomize(net):
-    torch.manual_seed(0)
-    for layer in net.layers:
-        # Small weights and a large positive bias keep every ReLU active, so a missing dependence is a mask bug.
-        layer.bias.data.fill_(3.0)
-        layer.weight.data.normal_(0, layer.weight.shape[1] ** -0.5).mul_(layer.mask)
-
-
 # every NETS case, with no z, a z, and 4 z per image (the importance-sampling path) where it takes one
 CASES = [(name, latent, draws) for name in NETS for latent in latents(name) for draws in ((1, 4) if latent else (1,))]
 
@@ -28,7 +19,11 @@ def test_net_is_autoregressive(name, latent, draws, mode):
     z per image: the image's part is computed once for all its draws, as if the image were repeated once per draw."""
     model = make_net(name, mode, latent)
     net = model.ar_net
-    randomize(net)
+    torch.manual_seed(0)
+    for layer in net.layers:
+        # Small weights and a large positive bias keep every ReLU active, so a missing dependence is a mask bug.
+        layer.bias.data.fill_(3.0)
+        layer.weight.data.normal_(0, layer.weight.shape[1] ** -0.5).mul_(layer.mask)
     x, n = images(net, 2), net.n_patches
     z = torch.randn(2 * draws, latent) if latent else None
     weights = torch.rand(1, *net.out_shape, generator=torch.Generator().manual_seed(0))
