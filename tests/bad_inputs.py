@@ -117,6 +117,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("data --bogus", "unrecognized"), ("data --root {ckpt}/x", "x: cannot write"), ("train -m --cfg job", "give one"),
     ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),
     ("train hydra.run.dir=", "hydra.run.dir='' is empty"), ("train -m hydra.sweep.dir=", "hydra.sweep.dir=''"),
+    ("train trainer=smoke -m latent_dim=8,16", "unrecognized arguments: latent_dim=8,16 (Hydra's flags, such as -m"),
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
     ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
     ("bench --threads 0", "--threads"), ("bench --markdown {ckpt}", "holds no rows"), ("xgb --n-gen 1", "--n-gen"),

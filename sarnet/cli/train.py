@@ -12,7 +12,7 @@ command passes its parameters that way (docs/wandb_sweep.yaml).
 import re
 import sys
 
-from sarnet import CONFIG_MODULE
+from sarnet import CONFIG_MODULE, cli
 from sarnet.rundir import hydra_args
 
 
@@ -31,6 +31,8 @@ def main(argv=None, prog=None):
 
     version.setbase("1.3")
     args_parser = utils.get_args_parser()
+    args_parser.error = lambda message: cli.fail(prog or "train.py", message + " (Hydra's flags, such as -m, go "
+                                                 "before the overrides)" * message.startswith("unrecognized"))
     args = args_parser.parse_args(hydra_args(sys.argv[1:] if argv is None else argv))
     report = utils.run_and_report  # Hydra prints its errors through this: its composition errors, one line here
     utils.run_and_report = lambda func: report(lambda: _composed(func, prog or "train.py", args.overrides))
