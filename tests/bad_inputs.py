@@ -120,7 +120,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("train trainer=smoke -m latent_dim=8,16", "unrecognized arguments: latent_dim=8,16 (Hydra's flags, such as -m"),
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
     ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
-    ("bench --threads 0", "--threads"), ("bench --markdown {ckpt}", "holds no rows"), ("xgb --n-gen 1", "--n-gen"),
+    ("bench --threads 0", "--threads"), ("bench --markdown {ckpt}", "--markdown"), ("xgb --n-gen 1", "--n-gen"),
     ("sample --ckpt {ckpt} --temperature -1", "--temperature"), ("complete --ckpt {ckpt} --keep-rows 0", "--keep-rows"),
     ("importance --ckpt {ckpt} --targets 2,,4", "--targets"), ("likelihood --ckpt {ckpt} --refine-lr -1", "refine-lr"),
 ]
