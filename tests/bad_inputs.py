@@ -84,7 +84,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("fid.n_gen=99999999999", "fid.n_gen"), ("fid.n_sets=1000000", "fid.n_gen x fid.n_sets"),
             ("fid.batch_size=1000000000", "fid.batch_size"), ("sample.batch_size=1000000000", "sample.batch_size"),
             ("callbacks.images.n=100000", "callbacks.images.n"), ("likelihood.k=1000000000", "likelihood.k"),
-            ("fid.knn.n=1000000", "fid.knn.n"),
+            ("fid.knn.n=1000000", "fid.knn.n"), ("trainer.val_check_interval=1000", "3 training batches an epoch"),
         ],
         "file": [
             ("data_dir=/nonexistent", "data_dir=/nonexistent"), ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
