@@ -153,12 +153,16 @@ def wrap(text: str, font, width: int) -> list[str]:
     return lines
 
 
-def run_label(model, run) -> str:
-    """'SarNetVAE L=128, MNIST [5]': the model and the data a figure comes from, for its title."""
+def data_label(run) -> str:
+    """'MNIST [5]': the data a figure's images come from (an index counts within these classes)."""
     data = run["data"]
     name = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}.get(data["dataset"], data["dataset"])
-    latent = f" L={model.latent_dim}" if model.latent_dim else ""
-    return f"{type(model).__name__}{latent}, {name}" + (f" {list(data['classes'])}" if data["classes"] else "")
+    return name + (f" {list(data['classes'])}" if data["classes"] else "")
+
+
+def run_label(model, run) -> str:
+    """'SarNetVAE L=128, MNIST [5]': the model and the data a figure comes from, for its title."""
+    return f"{type(model).__name__}{f' L={model.latent_dim}' if model.latent_dim else ''}, {data_label(run)}"
 
 
 def draw_label(model, z_scale, th) -> str:

@@ -46,7 +46,7 @@ def body(args, model, run):
             "masked": f"its first {keep} of {net.n_patches} patches",
             "completions": f"{args.n} completions of its first {keep} patches"}[args.panels]
     how = "" if args.panels == "masked" else f" ({common.draw_label(model, z_scale, th)})"
-    caption = f"{run['data']['dataset']} {args.split} #{args.index}: {what}{how}"
+    caption = f"{common.data_label(run)} {args.split} #{args.index}: {what}{how}"
     title = (f"{args.split} #{args.index}, first {keep} of {net.n_patches} patches" if args.panels == "masked"
              else f"{common.run_label(model, run)}, {args.split} #{args.index}: {what}{how}")  # masked: one panel wide
     nrow = args.nrow or len(panels)

@@ -46,7 +46,7 @@ def body(args, model, run):
             patches = torch.argsort(scores, descending=True, stable=True)[:top_k]
             patches, scores = patches[scores[patches] > 0], scores[patches][scores[patches] > 0]
         panels.append(importance_overlay(image, t, patches, scores, net.patch))
-    caption = (f"{run['data']['dataset']} {args.split} #{args.index}, {args.method} importance, "
+    caption = (f"{common.data_label(run)} {args.split} #{args.index}, {args.method} importance, "
                f"top {top_k}, targets {targets} (white), cool colormap: magenta = 1")
     title = (f"{common.run_label(model, run)}, {args.split} #{args.index}: the top {top_k} input patches of "
              f"each target patch (white) by {'first-layer' if args.method == 'layer1' else 'gradient x input'} "

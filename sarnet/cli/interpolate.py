@@ -27,7 +27,7 @@ def body(args, model, run):
                          generator=run["generator"]).cpu()
     t = torch.linspace(0, 1, args.steps).tolist()  # the sampler's own points
     z = "mu" if args.use_mean else "sampled z"
-    caption = (f"{run['data']['dataset']} {args.split} #{args.a} -> #{args.b}: {args.steps} steps between "
+    caption = (f"{common.data_label(run)} {args.split} #{args.a} -> #{args.b}: {args.steps} steps between "
                f"their {z}, th={th_text(th)}")
     title = common.title_of(args, f"{common.run_label(model, run)}, {args.split} #{args.a} → #{args.b}: "
                                   f"{args.steps} steps between their {z}, th {th_text(th)}")
