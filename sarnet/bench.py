@@ -47,7 +47,6 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -56,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from sarnet import keep_freed_memory, packaged_config
+from sarnet.io import atomic_write
 from sarnet.nn import REFERENCE_GEOMETRY, ConvVAE, SarNet, SarNetVAE
 from sarnet.sampling import autocast, generate, generate_regression, matmul_dtype
 from sarnet.settings import DTYPES
@@ -520,4 +520,4 @@ def run(args):
         result = CASES[case](args)
         rows += result if isinstance(result, list) else [result]
     if args.out:
-        Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write(args.out, "".join(json.dumps(row) + "\n" for row in rows).encode())  # its folder made too

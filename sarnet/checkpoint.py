@@ -1,6 +1,7 @@
 """A train.py checkpoint read back without Lightning: its "sarnet" entry ({"net": the net's config, "format": 1}),
 the module's `state_dict` (keys `net.*`) and what ResumeState keeps of its run ("sarnet_run")."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def load_model(path, map_location="cpu"):
         cls = get_class(str(config.get("_target_")))
     except Exception:  # noqa: BLE001 -- no such class, or not a class
         cls = None
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and plain_node(config)):
         raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} names no network class (an "
-                              f"nn.Module); {HINT}")
+                              f"nn.Module) with plain arguments; {HINT}")
     try:
         net = instantiate(config, _recursive_=False)
     except Exception as e:  # a renamed class or an argument the code no longer takes
@@ -88,14 +89,24 @@ def stored_run(ckpt: dict) -> dict:
     return {"metrics": {}} | run | {"config": json.loads(run.get("config") or "{}")}
 
 
+def plain_node(config: dict) -> bool:
+    """A stored config holding no node for Hydra to build inside it: a `_target_` and plain (list) arguments."""
+    plain = lambda v: not isinstance(v, dict) and (not isinstance(v, list) or all(map(plain, v)))  # noqa: E731
+    return all(k == "_target_" or not k.startswith("_") and plain(v) for k, v in config.items())
+
+
 def load_run_config(path) -> dict:
     """What the commands need of a checkpoint's run, from the checkpoint, so that a copy samples and scores as its run
     did; without one: MNIST, all classes, default sampling and FID. -> {run_dir, data: {root, dataset, classes,
     node}, sample, fid}"""
     config = stored_run(read_checkpoint(path))["config"]
-    node = config.get("data") or {}
-    target = str(node.get("_target_"))  # imported only if sarnet's own
-    dataset = getattr(get_class(target), "dataset", None) if target.startswith("sarnet.data.") else None
+    node, dataset = config.get("data") or {}, None
+    if node:  # the commands build it (sarnet likelihood): only sarnet's own data modules, with plain arguments
+        target = str(node.get("_target_"))
+        with contextlib.suppress(Exception):  # a class renamed since
+            dataset = get_class(target).dataset if target.startswith("sarnet.data.") and plain_node(node) else None
+        if dataset is None:
+            raise CheckpointError(f"{path}: its data node {node} is not one of sarnet.data's; {HINT}")
     root = node.get("root", "data")  # stored absolute; elsewhere (another machine) ./data
     return {"run_dir": run_dir_of(path), "sample": config.get("sample") or {}, "fid": config.get("fid"),
             "data": {"root": root if Path(root).exists() else "data", "dataset": dataset or "mnist",

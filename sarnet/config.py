@@ -2,6 +2,7 @@
 fields, the files, the rules between plain fields), then validate builds the net, module and data module, each
 constructor checking its own rules, and checks the few rules between two built objects."""
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +15,6 @@ from sarnet.settings import SampleSettings, th_text
 # FID generates n_gen x n_sets x (1 + extra thresholds) images; the thesis' protocol is 10 x 10,000. One FID set of
 # 10,000 images takes 4.15 s on one CPU thread (docs/results/bench.jsonl, case fid): 1e8 images take ~12 h.
 FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 2400
-LIKELIHOOD_METRICS = ("test/nll", "test/bpd", "test/elbo", "test/iwae", "test/kl/")  # sarnet.likelihood.flat_metrics
 
 
 def check_fields(cfg: DictConfig):
@@ -28,7 +28,8 @@ def check_fields(cfg: DictConfig):
     check(data.get("val_size") != 0 or not validates or cfg.get("eval_ckpt") != "best", "eval_ckpt", "best",
           "picks the weights with the lowest val/loss, and data.val_size=0 validates on the test split: use "
           "eval_ckpt=last")
-    saved = [n for n in (cfg.get("callbacks") or {}).values() if n and n.get("monitor") and n.get("save_top_k") != 0]
+    saved = [n for n in (cfg.get("callbacks") or {}).values()  # checkpoint callbacks that keep a best one
+             if n and "dirpath" in n and n.get("monitor") and n.get("save_top_k") != 0]
     check(cfg.get("eval_ckpt") != "best" or saved, "eval_ckpt", "best", "needs a checkpoint callback with a monitor "
           "and save_top_k != 0, such as callbacks.checkpoint: restore it, or use eval_ckpt=last")
     check(cfg.get("init_ckpt") is None or cfg.get("ckpt_path") is None, "init_ckpt", cfg.get("init_ckpt"),
@@ -38,14 +39,19 @@ def check_fields(cfg: DictConfig):
         path = cfg.get(key)
         check(path is None or isinstance(path, str) and resume_path(path).is_file(), key, path,
               "is not a checkpoint file: give an existing .ckpt, or a run dir holding checkpoints/last.ckpt")
-    metric, terms = cfg.get("optimized_metric"), ("loss", "recon", *["kld"] * bool(cfg.model.net.get("latent_dim")))
+    metric, latent = cfg.get("optimized_metric"), bool(cfg.model.net.get("latent_dim"))  # a sweeper gets it
+    tests = cfg.get("run_test") and cfg.trainer.get("limit_test_batches") != 0
     names = {f"{stage}/{name}" for stage, on, extra in [("train", True, "lr" * bool(cfg.model.get("scheduler"))),
-             ("val", validates, "mse"), ("test", cfg.get("run_test"), "mse")] if on for name in [*terms, extra] if name}
-    ths = ["", *(f"@th={th_text(t)}" for t in fid.get("extra_th") or [])]  # what sarnet.train.evaluate reports
-    names |= {"knn/accuracy", *(f"fid{at}/{s}" for at in ths for s in ("mean", "std"))} if fid.enabled else set()
-    likely = OmegaConf.select(cfg, "likelihood.enabled") and f"{metric}/".startswith(LIKELIHOOD_METRICS)
-    check(metric is None or metric in names or likely, "optimized_metric", metric, f"must be null or a metric this "
-          f"run logs (sarnet.module, FID, kNN): {sorted(names)}, or with likelihood=default test/nll, test/bpd, ...")
+             ("val", validates, "mse"), ("test", tests, "mse")] if on for name in ["loss", "recon", "kld", extra]
+             if name and (name != "kld" or latent)}  # what sarnet.module logs
+    if fid.enabled:  # what sarnet.train.evaluate reports
+        ths = ["", *(f"@th={th_text(t)}" for t in fid.get("extra_th") or [])]
+        names |= {f"fid{at}/{s}" for at in ths for s in ("mean", "std")} | ({"knn/accuracy"} if fid.knn.n else set())
+    if OmegaConf.select(cfg, "likelihood.enabled"):  # sarnet.likelihood.flat_metrics's, the bounds' with a latent
+        names |= {f"test/{n}" for n in ["nll", "nll_se", "bpd", "nll_images", *["elbo_nll", "elbo_nll_se", "kl",
+                                                                                 "iwae_k"] * latent]}
+    check(metric is None or metric in names, "optimized_metric", metric, f"must be null or a metric this run logs: "
+          f"{sorted(names)}")
     folder = data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")  # MNISTDataModule: torchvision's MNIST
     if folder in FOLDERS.values() and not data.get("download") and data.get("static_dir") is None:
         try:  # the data's raw files, unless fetched (data.download) or not read (data.static_dir)
@@ -90,7 +96,8 @@ def validate(cfg: DictConfig):
     from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
     nodes = cfg.trainer.get("num_nodes") or 1  # more, on one machine, would wait for the others forever
-    check(nodes == 1 or any(e.detect() for e in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)),
+    check(nodes == 1 or "NODE_RANK" in os.environ or any(e.detect() for e in (SLURMEnvironment,
+                                                                           TorchElasticEnvironment, LSFEnvironment)),
           "trainer.num_nodes", nodes, "needs a cluster launch (SLURM: -m hydra/launcher=slurm; torchrun): on one "
           "machine use trainer.devices")
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")

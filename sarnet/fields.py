@@ -62,8 +62,8 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     **_each("data_dir data.root", _text()),
     "wandb_project": (lambda v: isinstance(v, str) and 0 < len(v) <= 128 and not set(v) & set("/\\#?%:"),
                       "a W&B project name: 1 to 128 characters, none of / \\ # ? % :"),
-    "callbacks.*.filename": (lambda v: isinstance(v, str) and v.strip(".") > "" and "/" not in v,
-                             "a file name (no '/': the file goes into the callback's dirpath)"),
+    "callbacks.*.filename": (lambda v: isinstance(v, str) and v.strip(".") > "" and "/" not in re.sub(r"{.*?}", "", v),
+                             "a file name (no '/' outside {metric} fields: the file goes into the callback's dirpath)"),
     **_each("data.static_dir callbacks.*.monitor", _text(null=True)),
     **_each("fid.batch_size likelihood.batch_size", BATCH),
     "eval_ckpt": _one_of("best", "last"), "trainer.max_steps": _int(-1, null=True, why=" (-1: no limit)"),
@@ -94,6 +94,8 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     "loss.kind": _one_of("bce", "power"), "callbacks.*.n": _int(1, MAX_GRID, why=" (images in a grid)"),
     "callbacks.*.save_top_k": _int(-1, why=" (-1: every epoch)"), "callbacks.*.mode": _one_of("min", "max"),
 }
+REQUIRED = ("sample fid.enabled fid.n_gen fid.n_sets fid.seed fid.batch_size fid.real_set fid.dtype "
+            "fid.knn.n fid.knn.k fid.knn.seed likelihood.enabled likelihood.k likelihood.batch_size likelihood.seed")
 NODES = {"model": False, "model.net": False, "model.optimizer": False, "loss": False, "data": False,
          "trainer": False, "model.scheduler": True, "callbacks.*": True, "logger.*": True}  # node -> may be null
 
@@ -106,6 +108,8 @@ def check_nodes_and_fields(cfg: DictConfig):
                   name, node, "must be a config node with a _target_" + " (or null)" * may_be_null)
             check(node is None or _defined(node._target_), f"{name}._target_", node and node._target_,
                   "names no class or function that exists: check its spelling")
+    for key in REQUIRED.split():  # what the run reads of nodes without a _target_ (a deleted ~fid leaves out some)
+        check(OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key, None, "must be given: keep its node")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
           "must be 2 or 4: model.net.geometry takes channels from it (experiment=cls_sarnet sets it and sample.mode)")

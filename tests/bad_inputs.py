@@ -39,6 +39,7 @@ FIELD = [
     "logger=wandb logger.wandb.log_model=all", "optimized_metric=fid/mean", "optimized_metric=test/nll",
     "optimized_metric=bogus", "optimized_metric=val/los", "sample.batch_size=abc", "trainer.precision=64",
     "trainer.precision=16-true", "callbacks.checkpoint.filename=../x", "wandb_project=a/b", ("~data", "data=None"),
+    ("~likelihood", "likelihood.enabled=None"), ("fid.knn.n=0 optimized_metric=knn/accuracy", "optimized_metric="),
 ]
 TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal must contain)
     *[("field", *e) if isinstance(e, tuple) else ("field", e, e.split()[-1].split("=")[0].lstrip("+") + "=")
@@ -121,6 +122,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
     ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
     ("bench --threads 0", "--threads"), ("bench --markdown {ckpt}", "--markdown"), ("xgb --n-gen 1", "--n-gen"),
+    ("xgb --out {ckpt}", "a file, not a folder"), ("bench fid --data {ckpt}", "--data"),
     ("sample --ckpt {ckpt} --temperature -1", "--temperature"), ("complete --ckpt {ckpt} --keep-rows 0", "--keep-rows"),
     ("importance --ckpt {ckpt} --targets 2,,4", "--targets"), ("likelihood --ckpt {ckpt} --refine-lr -1", "refine-lr"),
 ]
@@ -243,7 +245,9 @@ API = [(error, call, match) for error, calls in {
         ("FashionMNISTDataModule('/nonexistent').setup()", "missing data file .*FashionMNIST.*make data"),
     ],
     "CheckpointError": [("load_model(fake_checkpoint(tmp / 'x.ckpt', plain, {'_target_': 'os.getcwd'}))",
-                         "_target_='os.getcwd' names no network class")],  # not called
+                         "_target_='os.getcwd' names no network class"),  # not called, nor a node inside a class's:
+                        ("load_model(fake_checkpoint(tmp / 'y.ckpt', plain, plain.config | {'n': {'_target_': 'x'}}))",
+                         "plain arguments")],
     "ConfigError": [(f"validate(compose_config('{field}=fp8'))", rf"{field}='fp8' is invalid")
                     for field in ("sample.dtype", "fid.dtype")],
 }.items() for call, match in calls]

@@ -17,12 +17,6 @@ from sarnet.settings import MAX_BATCH, MAX_IMAGES, MAX_K
 CASES = ("train", "train_vae", "sample", "sample_pixel", "sample_regression", "fid", "nll")  # sarnet/bench.py CASES
 
 
-def data_root(arg: str) -> str:
-    if not Path(arg).is_dir():
-        raise argparse.ArgumentTypeError(f"{arg!r} is not a folder: give the prepared data's (sarnet data --root DIR)")
-    return arg
-
-
 def json_lines(arg: str) -> list[dict]:
     """--markdown's file -> its rows: JSON objects, one per line, as --out writes them."""
     try:
@@ -37,7 +31,7 @@ def json_lines(arg: str) -> list[dict]:
 def main(argv=None, prog=None):
     p = cli.parser(__doc__, prog, ckpt=False)
     p.add_argument("cases", nargs="*", default=[], help=f"any of {list(CASES)} (default: all)")
-    p.add_argument("--data", type=data_root, default="data")
+    p.add_argument("--data", default="data")
     p.add_argument("--n", type=cli.int_at_least(1, MAX_IMAGES, " (images in one generate call)"), default=10_000,
                    help="images for the sampling / FID cases")
     p.add_argument("--epochs", type=cli.positive_int, default=3, help="train cases: timed epochs per line, one per "
@@ -57,6 +51,9 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if unknown := [c for c in args.cases if c not in CASES]:
         p.error(f"unknown case(s) {unknown}: choose from {list(CASES)}")
+    if not args.markdown and {"train", "train_vae", "fid", "nll"} & set(args.cases or CASES) and \
+            not Path(args.data).is_dir():  # the cases that read data
+        p.error(f"--data {args.data} is not a folder: give the prepared data's (sarnet data --root DIR)")
     from sarnet import bench
 
     if args.fast_batch is None:

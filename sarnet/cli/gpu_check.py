@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sarnet import cli
+from sarnet.io import atomic_write
 
 LINES = []
 
@@ -157,4 +158,4 @@ def main(argv=None, prog=None):
     sampling_checks(model)
     timings(args, model, device, accelerator)
     if args.out:
-        Path(args.out).write_text("".join(line + "\n" for line in LINES))
+        atomic_write(args.out, "".join(line + "\n" for line in LINES).encode())  # its folder made too
