@@ -87,19 +87,7 @@ def validate(cfg: DictConfig):
         raise ConfigError(f"likelihood.enabled=true: {e}") from None
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
-    from lightning.fabric.accelerators import CUDAAccelerator, MPSAccelerator  # fork-safe, unlike torch.cuda's
-
-    accelerator = cfg.trainer.get("accelerator")
-    found = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
-    check(found.get(accelerator, accelerator != "gpu" or any(found.values())), "trainer.accelerator", accelerator,
-          "this machine has no such GPU: use trainer.accelerator=cpu (or trainer=cpu), or auto (a GPU where found)")
-    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
-
-    nodes = cfg.trainer.get("num_nodes") or 1  # more, on one machine, would wait for the others forever
-    check(nodes == 1 or "NODE_RANK" in os.environ or any(e.detect() for e in (SLURMEnvironment,
-                                                                           TorchElasticEnvironment, LSFEnvironment)),
-          "trainer.num_nodes", nodes, "needs a cluster launch (SLURM: -m hydra/launcher=slurm; torchrun): on one "
-          "machine use trainer.devices")
+    check_trainer(cfg.trainer, data)
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
@@ -114,6 +102,32 @@ def validate(cfg: DictConfig):
             check(node.keep_patches <= net.ar_net.n_patches, f"callbacks.{name}.keep_patches", node.keep_patches,
                   f"must be an int in 0..{net.ar_net.n_patches} (this net's patches)")
     return net
+
+
+def check_trainer(trainer: DictConfig, data):
+    """What this machine and these data can serve: the GPU asked for, more nodes only where a cluster launched them,
+    validation every N batches only within an epoch."""
+    import torch
+    from lightning.fabric.accelerators import CUDAAccelerator, MPSAccelerator  # fork-safe, unlike torch.cuda's
+    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    accelerator = trainer.get("accelerator")
+    found = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
+    check(found.get(accelerator, accelerator != "gpu" or any(found.values())), "trainer.accelerator", accelerator,
+          "this machine has no such GPU: use trainer.accelerator=cpu (or trainer=cpu), or auto (a GPU where found)")
+    nodes = trainer.get("num_nodes") or 1  # more, on one machine, would wait for the others forever
+    check(nodes == 1 or "NODE_RANK" in os.environ or any(e.detect() for e in (SLURMEnvironment,
+                                                                           TorchElasticEnvironment, LSFEnvironment)),
+          "trainer.num_nodes", nodes, "needs a cluster launch (SLURM: -m hydra/launcher=slurm; torchrun): on one "
+          "machine use trainer.devices")
+    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
+    if type(interval) is int:  # Lightning refuses it only inside fit: the split counted here, the global RNG untouched
+        with torch.random.fork_rng(devices=[]):
+            data.setup("fit")
+        batches = len(data.train_dataloader())
+        batches = min(batches, limit) if type(limit) is int else int(batches * limit) if limit is not None else batches
+        check(interval <= batches, "trainer.val_check_interval", interval, f"is more than this run's {batches} "
+              f"training batches an epoch: give at most {batches}, or a fraction of the epoch (e.g. 0.5)")
 
 
 def build(node: DictConfig, field: str, error: type[Exception] = ConfigError, **kwargs):

@@ -23,7 +23,6 @@ from sarnet import keep_freed_memory, rundir, tracking
 from sarnet.checkpoint import LAST, CheckpointError, load_model, read_checkpoint, resume_path, run_dir_of, stored_run
 from sarnet.config import ConfigError, build, validate
 from sarnet.data.sources import DataError
-from sarnet.fields import check
 from sarnet.io import read_json, write_json
 from sarnet.settings import SampleSettings
 
@@ -229,12 +228,6 @@ def build_run(cfg: DictConfig, net, ckpt_path: str | None, resume_state):
     keep_freed_memory()  # training allocates weight-sized tensors every step: reuse them (sarnet/__init__.py)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the data's own checks (IDX headers) before the loggers write into the run dir
-    interval, limit = cfg.trainer.get("val_check_interval"), cfg.trainer.get("limit_train_batches")
-    if type(interval) is int:  # Lightning refuses it only inside fit, after the loggers have started
-        batches = len(datamodule.train_dataloader())
-        batches = min(batches, limit) if type(limit) is int else int(batches * limit) if limit is not None else batches
-        check(interval <= batches, "trainer.val_check_interval", interval, f"is more than this run's {batches} "
-              f"training batches an epoch: give at most {batches}, or a fraction of the epoch (e.g. 0.5)")
     rundir.check_writable(output_dir, *{p.parent for p in checkpoint_files(cfg)})
     # the W&B logger is sarnet.tracking's (a name, a group, a resumable id, offline when online cannot work)
     trainer.loggers = [tracking.make_logger(cfg, node, output_dir, net) if name == "wandb" else instantiate(node)
