@@ -17,6 +17,12 @@ from sarnet.settings import SampleSettings, th_text
 FID_IMAGES_CAP, FID_IMAGES_PER_S = 10**8, 2400
 
 
+def module_metrics(latent: bool, stages) -> set:
+    """What sarnet.module logs in each stage: loss, recon, kld with a latent, mse outside training."""
+    return {f"{stage}/{name}" for stage in stages for name in ["loss", "recon", *["kld"] * latent,
+                                                                *["mse"] * (stage != "train")]}
+
+
 def check_fields(cfg: DictConfig):
     check_nodes_and_fields(cfg)
     fid, data, validates = cfg.fid, cfg.data, OmegaConf.select(cfg, "trainer.limit_val_batches") != 0
@@ -41,9 +47,8 @@ def check_fields(cfg: DictConfig):
               "is not a checkpoint file: give an existing .ckpt, or a run dir holding checkpoints/last.ckpt")
     metric, latent = cfg.get("optimized_metric"), bool(cfg.model.net.get("latent_dim"))  # a sweeper gets it
     tests = cfg.get("run_test") and cfg.trainer.get("limit_test_batches") != 0
-    names = {f"{stage}/{name}" for stage, on, extra in [("train", True, "lr" * bool(cfg.model.get("scheduler"))),
-             ("val", validates, "mse"), ("test", tests, "mse")] if on for name in ["loss", "recon", "kld", extra]
-             if name and (name != "kld" or latent)}  # what sarnet.module logs
+    names = module_metrics(latent, ["train", *["val"] * validates, *["test"] * bool(tests)])
+    names |= {"train/lr"} if cfg.model.get("scheduler") else set()  # logged beside the losses with a scheduler
     if fid.enabled:  # what sarnet.train.evaluate reports
         ths = ["", *(f"@th={th_text(t)}" for t in fid.get("extra_th") or [])]
         names |= {f"fid{at}/{s}" for at in ths for s in ("mean", "std")} | ({"knn/accuracy"} if fid.knn.n else set())
@@ -91,8 +96,7 @@ def validate(cfg: DictConfig):
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "
           "which trainer.limit_val_batches=0 never computes: use scheduler=none, or validate")
-    terms = ("loss", "recon", *["kld"] * bool(net.latent_dim))  # what sarnet.module logs per stage
-    logged = {f"{stage}/{name}" for stage in ("train", "val") for name in terms} | {"val/mse", "step", "epoch"}
+    logged = module_metrics(bool(net.latent_dim), ["train", "val"]) | {"step", "epoch"}  # and Lightning's counters
     for name, node in (cfg.get("callbacks") or {}).items():  # they would fail after training
         if node is not None and node.get("monitor") is not None:
             check(node.monitor in logged and (validates or not node.monitor.startswith("val/")),

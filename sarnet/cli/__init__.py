@@ -69,8 +69,8 @@ def writable(arg: str, folder=False) -> str:
     path = Path(arg).absolute()
     try:
         if not arg or path.is_dir() != folder and path.exists():
-            raise IsADirectoryError(21, "empty" if not arg else f"a {'file' if folder else 'folder'}, not a "
-                                        f"{'folder' if folder else 'file'}")
+            raise IsADirectoryError(21, "empty" if not arg else "a file, not a folder" if folder else
+                                    "a folder, not a file")
         tempfile.TemporaryFile(dir=path if path.is_dir() else next(d for d in path.parents if d.exists())).close()
     except OSError as e:
         raise argparse.ArgumentTypeError(f"{arg!r}: cannot write there ({e.strerror or e})") from None
