@@ -15,6 +15,7 @@ latent dim per model, its thesis line in the same colour) and <out>.json; --wand
 W&B run in the sweep's group (offline without a key or a reachable server).
 """
 
+import hashlib
 import json
 import math
 import sys
@@ -452,8 +453,10 @@ def log_wandb(tables, dirs, png, group=None, project=None):
     where = tracking.sweep_wandb(dirs)
     group, project = group or where["group"], project or where["project"]
     mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
-    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}",
-                     dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
+    # one W&B run per table: a relaunched sweep (or `sarnet table` again) resumes it, not a second run beside it
+    run_id = hashlib.sha256(f"{project}/{group}/{Path(png).resolve()}".encode()).hexdigest()[:12]
+    run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}", id=run_id,
+                     resume="allow", dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
                      settings=wandb.Settings(init_timeout=30, silent=True))
     cols = ["model", "latent_dim", "status", "fid_mean", "fid_seed_std", "fid_set_std", "seeds", "knn_accuracy",
             "thesis_fid", "th", "params_dense", "epochs", "table", "protocol"]

@@ -158,9 +158,11 @@ def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
         fake_run(sweep / f"{i}_latent_dim={latent}", "sarnet_vae", latent, 1234, fid=2.0)
         (sweep / f"{i}_latent_dim={latent}" / tracking.RUN_FILE).write_text(
             json.dumps({"id": f"id{latent}", "project": "proj", "group": "my sweep"}))
-    python("scripts/fid_table.py", sweep, "--wandb", timeout=300, check=True)
-    (run_dir,) = offline_runs(sweep)
+    for _ in range(2):  # tabulated again (a relaunched sweep): the same W&B run goes on, no second one beside it
+        python("scripts/fid_table.py", sweep, "--wandb", timeout=300, check=True)
+    first, run_dir = offline_runs(sweep)
     run = read_run(run_dir)
+    assert read_run(first)["id"] == run["id"]
     assert run["group"] == "my sweep" and run["job_type"] == "fid_table"
     assert {"fid_table", "fid_plot"} <= run["history"] and run["summary"]["fid/sarnet_vae-L8"] == 2.0
     (plot,) = run_dir.glob("files/media/images/fid_plot_*.png")
