@@ -195,9 +195,11 @@ class WritableOutput(Callback):
 
     def on_multirun_start(self, config, folder=None, **kwargs):
         folder, key = (config.hydra.sweep.dir, "sweep") if folder is None else (folder, "run")
-        if not str(folder).strip():  # Hydra would write the run into the working dir
-            print(f"sarnet.rundir.RunDirError: hydra.{key}.dir='{folder}' is empty: give a dir, or drop it for "
-                  f"Hydra's default", file=sys.stderr)
+        empty, chdir = not str(folder).strip(), config.hydra.job.chdir  # Hydra would write into the working dir;
+        if empty or chdir:  # a run in its run dir would read data_dir, ckpt_path, init_ckpt from inside it
+            print("sarnet.rundir.RunDirError: " + (f"hydra.{key}.dir='{folder}' is empty: give a dir, or drop it for "
+                  "Hydra's default" if empty else "hydra.job.chdir=true is invalid: sarnet's paths are relative to "
+                  "where train.py is launched; drop it"), file=sys.stderr)
             sys.exit(2)
         try:
             check_writable(folder)
