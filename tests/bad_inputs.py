@@ -119,6 +119,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("train --config-dir /nonexistent", "Additional config directory '/nonexistent' not found"),
     ("train hydra.run.dir=", "hydra.run.dir='' is empty"), ("train -m hydra.sweep.dir=", "hydra.sweep.dir=''"),
     ("train hydra.job.chdir=true", "hydra.job.chdir=true is invalid"),
+    ("train callbacks.images.sample.th=5", "takes them from the node it names: override the key there"),
     ("train trainer=smoke -m latent_dim=8,16", "unrecognized arguments: latent_dim=8,16 (Hydra's flags, such as -m"),
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),
     ("fid --ckpt {ckpt} --json {ckpt}/x", "(Not a directory)"), ("likelihood --ckpt {ckpt} --resume /", "a folder,"),
