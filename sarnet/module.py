@@ -52,7 +52,7 @@ class SarnetModule(L.LightningModule):
                 key = "scheduler"
                 if scheduler is not None:
                     scheduler(made)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, IndexError) as e:  # IndexError: betas=[0.9]
                 raise ValueError(f"model.{key}: {type(e).__name__}: {e}") from None
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
         self.beta, self.batch_reduction, self.scheduler_factory = beta, batch_reduction, scheduler

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import stored_run
-from sarnet.fields import ConfigError
+from sarnet.fields import ConfigError, plain
 from sarnet.io import atomic_write
 from sarnet.rundir import RunDirError
 
@@ -78,8 +78,7 @@ def continue_csv(loggers, ckpt_path):
 
 def run_config(cfg) -> dict:
     """The resolved config a checkpoint carries: DRIFT_KEYS and CARRIED_KEYS, the data root made absolute."""
-    out = {key: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-           for key in DRIFT_KEYS + CARRIED_KEYS for v in [OmegaConf.select(cfg, key, default=None)]}
+    out = {key: plain(OmegaConf.select(cfg, key, default=None)) for key in DRIFT_KEYS + CARRIED_KEYS}
     if (out["data"] or {}).get("root"):
         out["data"]["root"] = os.path.abspath(out["data"]["root"])
     return out

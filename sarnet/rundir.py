@@ -5,7 +5,6 @@ of worker processes that records every running job."""
 
 import contextlib
 import fcntl
-import json
 import logging
 import multiprocessing
 import os
@@ -20,7 +19,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from sarnet.io import atomic_write
+from sarnet.io import atomic_write, read_json
 
 log = logging.getLogger("sarnet")
 
@@ -119,11 +118,9 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config, **kwargs):
         sweep, rows = Path(config.hydra.sweep.dir), []
-        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):
-            try:
-                rows.append(json.loads((job / "results.json").read_text()) | {"dir": job.name})
-            except (OSError, ValueError) as e:  # killed, refused (another process held the dir) or unreadable
-                rows.append({"dir": job.name, "status": "failed", "error": f"no readable results.json ({e})"})
+        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):  # none: killed, refused
+            rows.append((read_json(job / "results.json") or {"status": "failed", "error": "no readable results.json"})
+                        | {"dir": job.name})  # (another process held the dir) or unreadable
         failed = [r for r in rows if r.get("status") != "ok"]
         log.info("sweep %s, jobs: %d ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:

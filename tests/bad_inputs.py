@@ -71,6 +71,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
             ("callbacks.checkpoint.monitor=val/foo", "callbacks.checkpoint.monitor"),
             ("callbacks.images.keep_patches=100", "keep_patches"), ("+model.optimizer.momentum=0.9", "model.optimizer"),
+            ("+model.optimizer.betas=[0.9]", "model.optimizer: ConfigIndexError"),
             ("fid.knn.n=3", "fid.knn.n"), ("+data.bogus=1", "data"), ("trainer.devices=0", "trainer"),
             ("trainer.num_nodes=2", "trainer.num_nodes=2 is invalid: needs a cluster launch"),
             ("data.static_dir=/nonexistent", "data.static_dir"), ("~callbacks.checkpoint eval_ckpt=best", "eval_ckpt"),
