@@ -1,7 +1,7 @@
 """Run and sweep dirs, torch-free (used before the heavy imports): one writer per run dir and a writable run dir, each
 refused in one line before any work; the command that resumes a run or sweep; and the Hydra callbacks
-(conf/config.yaml): a writable output dir before Hydra writes, a sweep's report and FID table, and a SIGTERMed sweep
-of worker processes that records every running job."""
+(conf/config.yaml): a writable output dir and every job's fields before Hydra writes, a sweep's report and FID
+table, and a SIGTERMed sweep of worker processes that records every running job."""
 
 import contextlib
 import fcntl
@@ -15,10 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from sarnet.config import check_fields
+from sarnet.data.sources import DataError
 from sarnet.io import atomic_write, read_json
 
 log = logging.getLogger("sarnet")
@@ -181,7 +187,7 @@ def _stop_workers(sweep_dir, signum):
 
 class WritableOutput(Callback):
     """Hydra writes .hydra/ into the run (sweep) dir before train.py runs: a read-only or full disk is refused here,
-    in train.py's one-line form, not as Hydra's traceback."""
+    in train.py's one-line form, not as Hydra's traceback; and a sweep's bad job before its first job (check_jobs)."""
 
     made = []  # the run dir this launch made, then its parents it made (a refused launch removes only those)
 
@@ -198,7 +204,28 @@ class WritableOutput(Callback):
                   "Hydra's default" if empty else "hydra.job.chdir=true is invalid: sarnet's paths are relative to "
                   "where train.py is launched; drop it"), file=sys.stderr)
             sys.exit(2)
+        if key == "sweep":
+            check_jobs(config)
         try:
             check_writable(folder)
         except RunDirError as e:
             sys.exit(f"sarnet.rundir.RunDirError: {e}")  # on stderr, exit status 1
+
+
+def check_jobs(config):
+    """Each job of a basic sweep passes check_fields before the first job runs: a bad value in its last job is refused
+    now, in one line, not after the others have trained (an Optuna search draws its jobs as it goes)."""
+    # or TableSweeper (hydra_plugins/); by name: Hydra's plugin scan loads its modules again, as other class objects
+    if "BasicSweeper" not in {c.__name__ for c in get_class(config.hydra.sweeper._target_).__mro__}:
+        return
+    loader = GlobalHydra.instance().config_loader()  # the jobs composed as BasicSweeper composes them
+    params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    overrides = OverridesParser.create(loader).parse_overrides([*params, *config.hydra.overrides.task])
+    for i, job in enumerate(BasicSweeper.split_arguments(overrides, None)[0]):
+        try:
+            check_fields(loader.load_sweep_config(config, list(job)))
+        except DataError:  # checked last, by each job where it runs: a cluster node may see other files than this one
+            pass
+        except ValueError as e:  # a ConfigError
+            print(f"{type(e).__module__}.{type(e).__name__}: job {i} ({' '.join(job)}): {e}", file=sys.stderr)
+            sys.exit(2)
