@@ -231,6 +231,8 @@ def compose_train(root, model_name):
 def project_epochs(root, model_name, epochs, accelerator="cpu", precision="32-true"):
     import lightning as L
 
+    from sarnet.callbacks import filter_warnings
+
     L.seed_everything(0, verbose=False)
     module, dm = compose_train(root, model_name)
 
@@ -245,6 +247,7 @@ def project_epochs(root, model_name, epochs, accelerator="cpu", precision="32-tr
             self.times.append(time.perf_counter() - self.t)
 
     timer = EpochTimer()
+    filter_warnings()
     trainer = L.Trainer(accelerator=accelerator, max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer], precision=precision)

@@ -120,6 +120,11 @@ FILTERED_WARNINGS = [
 ]
 
 
+def filter_warnings():  # train.py's console, and a bare Trainer's (sarnet.bench)
+    for pattern in FILTERED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def no_tips(record) -> bool:  # Lightning's "💡 Tip: ... try installing litlogger / litmodels"
     return not str(record.msg).startswith("💡 Tip")
 
@@ -136,8 +141,7 @@ def console(trainer) -> tuple:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tips)  # idempotent
-    for pattern in FILTERED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    filter_warnings()
     warnings.formatwarning = lambda message, category, filename, lineno, line=None: \
         f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
     logging.captureWarnings(True)
