@@ -137,11 +137,9 @@ class SweepReport(Callback):
             wandb = OmegaConf.select(config, "logger.wandb") is not None
             try:
                 log.info("sweep %s: FID table -> %s", sweep, table.write([sweep], wandb=wandb))
-            except table.TableError as e:  # what a rerun would meet too
-                log.warning("sweep %s: no FID table: %s", sweep, e)
             except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
-                log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
-                          " --wandb" * wandb)
+                log.error("sweep %s: no FID table (%s: %s); to make it: sarnet table %s%s", sweep, type(e).__name__, e,
+                          sweep, " --wandb" * wandb)
         if failed:
             log.error("to resume or retry them (finished jobs are skipped): %s", relaunch_command(sweep_dir=sweep))
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
