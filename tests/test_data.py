@@ -249,6 +249,8 @@ def test_vae_evaluation_noise_is_per_image_not_per_batch_or_rng_state(root, mode
     sharding over DDP ranks and the global RNG do not change it; another eval_seed does."""
     import lightning as L
 
+    from sarnet.callbacks import filter_warnings  # what train.py's console filters, as a bare Trainer is used here
+    filter_warnings()
     cfg = compose_config(f"model={model}", "latent_dim=4")
     torch.manual_seed(0)  # the same net whatever ran before (tests run in any order): some draws barely read z
     net = instantiate(cfg.model.net)
