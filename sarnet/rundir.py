@@ -15,16 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from sarnet.config import check_fields
-from sarnet.data.sources import DataError
+from sarnet.fields import ConfigError
 from sarnet.io import atomic_write, read_json
 
 log = logging.getLogger("sarnet")
@@ -137,9 +137,11 @@ class SweepReport(Callback):
             wandb = OmegaConf.select(config, "logger.wandb") is not None
             try:
                 log.info("sweep %s: FID table -> %s", sweep, table.write([sweep], wandb=wandb))
+            except table.TableError as e:  # what a rerun would meet too
+                log.warning("sweep %s: no FID table: %s", sweep, e)
             except Exception as e:  # noqa: BLE001 -- the jobs are done; the table can be rebuilt from their results
-                log.error("sweep %s: no FID table (%s: %s); to make it: sarnet table %s%s", sweep, type(e).__name__, e,
-                          sweep, " --wandb" * wandb)
+                log.error("FID table failed (%s: %s); rerun: sarnet table %s%s", type(e).__name__, e, sweep,
+                          " --wandb" * wandb)
         if failed:
             log.error("to resume or retry them (finished jobs are skipped): %s", relaunch_command(sweep_dir=sweep))
             sys.exit(1)  # the other jobs' results are kept; the sweep as a whole is reported as failed
@@ -206,24 +208,38 @@ class WritableOutput(Callback):
             check_jobs(config)
         try:
             check_writable(folder)
-        except RunDirError as e:
-            sys.exit(f"sarnet.rundir.RunDirError: {e}")  # on stderr, exit status 1
+        except RunDirError as e:  # on stderr, exit status 1
+            sys.exit(f"sarnet.rundir.RunDirError: {str(e).replace('hydra.run.dir', f'hydra.{key}.dir')}")
 
 
 def check_jobs(config):
-    """Each job of a basic sweep passes check_fields before the first job runs: a bad value in its last job is refused
-    now, in one line, not after the others have trained (an Optuna search draws its jobs as it goes)."""
-    # or TableSweeper (hydra_plugins/); by name: Hydra's plugin scan loads its modules again, as other class objects
-    if "BasicSweeper" not in {c.__name__ for c in get_class(config.hydra.sweeper._target_).__mro__}:
+    """Each job of a grid sweep (Hydra's basic sweeper, or TableSweeper of hydra_plugins/) passes check_fields before
+    the first job runs: a bad field in its last job is refused now, in one line, not after the others trained. An
+    Optuna search draws its jobs as it goes."""
+    node = OmegaConf.to_container(config.hydra.sweeper, resolve=True)  # as Hydra builds the sweeper from it
+    cls = get_class(node.pop("_target_"))
+    if "BasicSweeper" not in {c.__name__ for c in cls.__mro__}:  # by name: Hydra's plugin scan loads its modules
+        return                                                     # again, as other class objects
+    loader, hydra, previous = GlobalHydra.instance().config_loader(), HydraConfig.instance(), HydraConfig.instance().cfg
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as typed: ${...} resolves per job
+    params = [f"{k}={v}" for k, v in (node.get("params") or {}).items()]
+    try:
+        sweeper = cls(**node)  # its own list of jobs: TableSweeper drops duplicates
+        sweeper.overrides = sweeper.split_arguments(OverridesParser.create(loader).parse_overrides([*params, *task]),
+                                                    None)
+        for num, job in enumerate(sweeper.get_job_batch()):
+            cfg = loader.load_sweep_config(config, list(job))
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = num  # as the launcher numbers it (${hydra:job.num})
+            hydra.set_config(cfg)
+            try:
+                check_fields(cfg)
+            except ConfigError as e:
+                print(f"sarnet.fields.ConfigError: job {num} ({' '.join(job)}): {e}", file=sys.stderr)
+                sys.exit(2)
+            except Exception:  # noqa: BLE001 -- its data files and the like: the job checks them where it runs
+                continue
+    except Exception:  # noqa: BLE001 -- a sweep Hydra cannot expand or compose: its sweeper says why, in one line
         return
-    loader = GlobalHydra.instance().config_loader()  # the jobs composed as BasicSweeper composes them
-    params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-    overrides = OverridesParser.create(loader).parse_overrides([*params, *config.hydra.overrides.task])
-    for i, job in enumerate(BasicSweeper.split_arguments(overrides, None)[0]):
-        try:
-            check_fields(loader.load_sweep_config(config, list(job)))
-        except DataError:  # checked last, by each job where it runs: a cluster node may see other files than this one
-            pass
-        except ValueError as e:  # a ConfigError
-            print(f"{type(e).__module__}.{type(e).__name__}: job {i} ({' '.join(job)}): {e}", file=sys.stderr)
-            sys.exit(2)
+    finally:
+        hydra.cfg = previous

@@ -454,7 +454,8 @@ def log_wandb(tables, dirs, png, group=None, project=None):
     group, project = group or where["group"], project or where["project"]
     mode = tracking.choose_mode()  # never prompts or hangs: offline without a key or a reachable server
     # one W&B run per table: a relaunched sweep (or `sarnet table` again) resumes it, not a second run beside it
-    run_id = hashlib.sha256(f"{project}/{group}/{Path(png).resolve()}".encode()).hexdigest()[:12]
+    table = [project, group, str(Path(png).resolve()), *sorted(str(Path(d).resolve()) for d in dirs)]
+    run_id = hashlib.sha256(json.dumps(table).encode()).hexdigest()[:12]
     run = wandb.init(project=project, group=group, job_type="fid_table", name=f"fid_table {group}", id=run_id,
                      resume="allow", dir=str(dirs[0]), mode=mode, config={"sweeps": [str(d) for d in dirs]},
                      settings=wandb.Settings(init_timeout=30, silent=True))

@@ -162,8 +162,7 @@ def test_fid_table_logs_table_and_plot_into_the_sweeps_group(tmp_path):
         python("scripts/fid_table.py", sweep, "--wandb", timeout=300, check=True)
     first, run_dir = offline_runs(sweep)
     run = read_run(run_dir)
-    assert read_run(first)["id"] == run["id"]
-    assert run["group"] == "my sweep" and run["job_type"] == "fid_table"
+    assert run["group"] == "my sweep" and run["job_type"] == "fid_table" and run["id"] == read_run(first)["id"]
     assert {"fid_table", "fid_plot"} <= run["history"] and run["summary"]["fid/sarnet_vae-L8"] == 2.0
     (plot,) = run_dir.glob("files/media/images/fid_plot_*.png")
     assert np.array_equal(np.asarray(Image.open(plot)), np.asarray(Image.open(sweep / "fid_table.png")))

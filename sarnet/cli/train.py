@@ -83,9 +83,9 @@ def hydra_message(e: Exception, overrides=()) -> str:
     if getattr(cause, "full_key", None) and getattr(cause, "parent_node", None) is not None:
         parent = cause.full_key.rpartition(".")[0] or "the config"
         keys = ", ".join(k for k in cause.parent_node if k != "hydra")
-        add = re.search(r"use (\+\S+)", text) if keys else None  # no keys: an interpolation, `sample: ${sample}`
-        return (f"{cause.full_key}: no such key in {parent} " + (f"(its keys: {keys})" if keys else "(it has none "
-                "of its own; an interpolation such as ${sample} takes them from the node it names: override the key "
-                "there)") + (f"; a new key needs a +: {add[1]}" if add else ""))
+        add = re.search(r"use (\+\S+)", text)  # no keys: an empty node, or one interpolated (`sample: ${sample}`)
+        return (f"{cause.full_key}: no such key in {parent} " + (f"(its keys: {keys})" if keys else "(it has none: if "
+                "it interpolates another node, such as ${sample}, override the key there)") +
+                (f"; a new key needs a +: {add[1]}" if add else ""))
     lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
     return "; ".join(line for line in lines if line and not line.startswith("See https"))
