@@ -124,9 +124,9 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config, **kwargs):
         sweep, rows = Path(config.hydra.sweep.dir), []
-        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):  # none: killed, refused
+        for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):  # without results.json:
             rows.append((read_json(job / "results.json") or {"status": "failed", "error": "no readable results.json"})
-                        | {"dir": job.name})  # (another process held the dir) or unreadable
+                        | {"dir": job.name})  # killed, refused (another process held the dir) or unreadable
         failed = [r for r in rows if r.get("status") != "ok"]
         log.info("sweep %s, jobs: %d ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:
