@@ -19,6 +19,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
@@ -81,6 +82,31 @@ def hydra_args(argv: list[str]) -> list[str]:
     """`--key=value` -> the override `key=value`, unless `--key` is one of Hydra's own flags (--config-dir=...)."""
     flags = get_args_parser()._option_string_actions
     return [a[2:] if a.startswith("--") and "=" in a and a.split("=", 1)[0] not in flags else a for a in argv]
+
+
+def hydra_message(e: Exception, overrides=()) -> str:
+    """Hydra's multi-line composition error as one line: the override, what is wrong and the options."""
+    text, cause = str(e), e.__cause__
+    if isinstance(e, OverrideParseException):
+        for override in overrides:  # which one: Hydra's message quotes only the text it stumbled on
+            try:
+                OverridesParser.create().parse_overrides([override])
+            except OverrideParseException:
+                return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); a value holding " \
+                       f"'=', ',', brackets, spaces or non-ASCII letters goes in double quotes, e.g. " \
+                       f"'init_ckpt=\"multirun/x/0_L=8\"'"
+    missing = re.search(r"Could not find '([\w/.-]+)/([^']*)'", text)
+    if missing and getattr(e, "options", None):
+        return f"{missing[1]}={missing[2]}: no such option of {missing[1]}; choose one of: {', '.join(e.options)}"
+    if getattr(cause, "full_key", None) and getattr(cause, "parent_node", None) is not None:
+        parent = cause.full_key.rpartition(".")[0] or "the config"
+        keys = ", ".join(k for k in cause.parent_node if k != "hydra")
+        add = re.search(r"use (\+\S+)", text)  # no keys: an empty node, or one interpolated (`sample: ${sample}`)
+        return (f"{cause.full_key}: no such key in {parent} " + (f"(its keys: {keys})" if keys else "(it has none: if "
+                "it interpolates another node, such as ${sample}, override the key there)") +
+                (f"; a new key needs a +: {add[1]}" if add else ""))
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith("See https"))
 
 
 def hydra_value(path) -> str:
@@ -228,18 +254,19 @@ def check_jobs(config):
         sweeper.overrides = sweeper.split_arguments(OverridesParser.create(loader).parse_overrides([*params, *task]),
                                                     None)
         for num, job in enumerate(sweeper.get_job_batch()):
-            cfg = loader.load_sweep_config(config, list(job))
-            with open_dict(cfg):
-                cfg.hydra.job.id = cfg.hydra.job.num = num  # as the launcher numbers it (${hydra:job.num})
-            hydra.set_config(cfg)
-            try:
+            try:  # Hydra's sweeper would meet a composition error only after writing the sweep dir's multirun.yaml
+                cfg = loader.load_sweep_config(config, list(job))
+                with open_dict(cfg):
+                    cfg.hydra.job.id = cfg.hydra.job.num = num  # as the launcher numbers it (${hydra:job.num})
+                hydra.set_config(cfg)
                 check_fields(cfg)
-            except ConfigError as e:
-                print(f"sarnet.fields.ConfigError: job {num} ({' '.join(job)}): {e}", file=sys.stderr)
+            except (ConfigError, HydraException) as e:
+                why = e if isinstance(e, ConfigError) else hydra_message(e)
+                print(f"sarnet.fields.ConfigError: job {num} ({' '.join(job)}): {why}", file=sys.stderr)
                 sys.exit(2)
             except Exception:  # noqa: BLE001 -- its data files and the like: the job checks them where it runs
                 continue
-    except Exception:  # noqa: BLE001 -- a sweep Hydra cannot expand or compose: its sweeper says why, in one line
+    except Exception:  # noqa: BLE001 -- a sweep Hydra cannot expand: its sweeper says why, in one line
         return
     finally:
         hydra.cfg = previous

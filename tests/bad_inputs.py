@@ -121,6 +121,7 @@ CLI = [  # (argv of `sarnet`, text of the one-line usage error)
     ("train hydra.run.dir=", "hydra.run.dir='' is empty"), ("train -m hydra.sweep.dir=", "hydra.sweep.dir=''"),
     ("train hydra.job.chdir=true", "hydra.job.chdir=true is invalid"),  # and a sweep's last job, before its first:
     ("train -m trainer=smoke latent_dim=8,abc", "ConfigError: job 1 (trainer=smoke latent_dim=abc): latent_dim='abc'"),
+    ("train -m model=vae,bogus hydra.sweep.dir={ckpt}.sweep", "job 1 (model=bogus): model=bogus: no such option"),
     ("train callbacks.images.sample.th=5", "if it interpolates another node, such as ${sample}, override the key"),
     ("train trainer=smoke -m latent_dim=8,16", "unrecognized arguments: latent_dim=8,16 (Hydra's flags, such as -m"),
     ("sample --ckpt {ckpt} --out /proc/x.png", "--out: '/proc/x.png': cannot write there"),

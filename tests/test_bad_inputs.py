@@ -252,6 +252,7 @@ def test_usage_errors_are_one_line_helps_end_with_an_example_and_both_and_field_
                  if k == "hydra" or o == "seed=-1"]  # seed=-1: a field error through the whole command
     fields = [[*QUICK, *o.split()] for k, o, _ in TRAIN if k == "field"]
     found = json.loads(python("-c", TORCH_FREE, json.dumps([commands, fields])).stdout.splitlines()[-1])
+    assert os.listdir(tmp_path) == ["any.ckpt"]  # what a refused command would have made: no run or sweep dir
     imported = [a for a, f in found.items() if f["torch"]]
     assert len(found) > 120 and not imported, imported[:1]  # the first: torch stays imported after it
     for argv, expect in usage.items():

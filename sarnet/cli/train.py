@@ -9,11 +9,10 @@ config without running it. `--key=value` is taken as the override `key=value`: a
 command passes its parameters that way (docs/wandb_sweep.yaml).
 """
 
-import re
 import sys
 
 from sarnet import CONFIG_MODULE, cli
-from sarnet.rundir import hydra_args
+from sarnet.rundir import hydra_args, hydra_message
 
 
 def task(cfg):
@@ -61,31 +60,3 @@ def _composed(func, prog, overrides):
             raise
         print(f"{prog}: error: every trial of the search failed: each job's results.json says why", file=sys.stderr)
         sys.exit(1)
-
-
-def hydra_message(e: Exception, overrides=()) -> str:
-    """Hydra's multi-line composition error as one line: the override, what is wrong and the options."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    text, cause = str(e), e.__cause__
-    if isinstance(e, OverrideParseException):
-        for override in overrides:  # which one: Hydra's message quotes only the text it stumbled on
-            try:
-                OverridesParser.create().parse_overrides([override])
-            except OverrideParseException:
-                return f"{override}: not an override Hydra can parse ({text.splitlines()[0]}); a value holding " \
-                       f"'=', ',', brackets, spaces or non-ASCII letters goes in double quotes, e.g. " \
-                       f"'init_ckpt=\"multirun/x/0_L=8\"'"
-    missing = re.search(r"Could not find '([\w/.-]+)/([^']*)'", text)
-    if missing and getattr(e, "options", None):
-        return f"{missing[1]}={missing[2]}: no such option of {missing[1]}; choose one of: {', '.join(e.options)}"
-    if getattr(cause, "full_key", None) and getattr(cause, "parent_node", None) is not None:
-        parent = cause.full_key.rpartition(".")[0] or "the config"
-        keys = ", ".join(k for k in cause.parent_node if k != "hydra")
-        add = re.search(r"use (\+\S+)", text)  # no keys: an empty node, or one interpolated (`sample: ${sample}`)
-        return (f"{cause.full_key}: no such key in {parent} " + (f"(its keys: {keys})" if keys else "(it has none: if "
-                "it interpolates another node, such as ${sample}, override the key there)") +
-                (f"; a new key needs a +: {add[1]}" if add else ""))
-    lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
-    return "; ".join(line for line in lines if line and not line.startswith("See https"))
