@@ -48,11 +48,13 @@ class SarnetModule(L.LightningModule):
         if optimizer is not None:  # their own arguments, refused now rather than at the first step
             key = "optimizer"
             try:
-                made = optimizer(params=[torch.zeros(1, requires_grad=True)])
+                made = optimizer(params=[probe := torch.zeros(1, requires_grad=True)])
+                probe.grad = torch.zeros(1)
+                made.step()  # some arguments are read only at a step: amsgrad=maybe, a fused kernel's types
                 key = "scheduler"
                 if scheduler is not None:
                     scheduler(made)
-            except (TypeError, ValueError, IndexError) as e:  # IndexError: betas=[0.9]
+            except (TypeError, ValueError, IndexError, RuntimeError) as e:  # IndexError: betas=[0.9]
                 raise ValueError(f"model.{key}: {type(e).__name__}: {e}") from None
         self.net, self.loss, self.optimizer_factory = net, loss, optimizer
         self.beta, self.batch_reduction, self.scheduler_factory = beta, batch_reduction, scheduler

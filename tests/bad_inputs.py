@@ -65,7 +65,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("experiment=cls_sarnet_prob model.net.geometry=[[28,1,4],[28,1,4],[28,2,4],[28,4,4]]", "geometry"),
             ("experiment=cls_sarnet_prob loss=l1", "loss"), ("likelihood=default", "first_patch"),
             ("experiment=nll_vae data.binarize=none", "binarize"), ("data.val_size=0 eval_ckpt=best", "eval_ckpt"),
-            ("trainer.limit_val_batches=0", "monitor"),
+            ("trainer.limit_val_batches=0", "monitor"), ("+model.optimizer.amsgrad=maybe", "model.optimizer"),
             ("scheduler=plateau trainer.limit_val_batches=0 callbacks.checkpoint.monitor=train/loss",
              "model.scheduler"),
             ("scheduler=plateau model.scheduler.factor=2", "model.scheduler"),
