@@ -5,8 +5,8 @@ one-line refusal must name (run by tests/test_bad_inputs.py). Kinds, and what "b
 - cli:      a command's usage error (argv of `sarnet`): before torch, exit 2
 - cross:    fields that do not go together, or an object that does not build: before any data is read
 - resource: a value beyond a stated cap (time, memory): before the work that would hit it
-- file:     a data file, checkpoint or FID weights file missing or damaged: before any training step
-{ckpt}, {damaged}, {data_*} stand for files the test makes (a small checkpoint, a truncated one, data dirs).
+- file:     a data file, checkpoint or FID weights file missing or damaged, another run's dir: before any training step
+{ckpt}, {damaged}, {finished}, {data_*}: a checkpoint, a truncated one, a run dir of only a results.json, data dirs.
 """
 
 import torch
@@ -94,7 +94,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("ckpt_path=/", "ckpt_path='/' is invalid: is not a checkpoint file: give an existing .ckpt, or a run dir "
                             "holding checkpoints/last.ckpt"),
             ("ckpt_path={damaged}", "{damaged}/checkpoints/last.ckpt: cannot be read"),
-            ("data_dir={data_deleted}", "missing data file"),
+            ("data_dir={data_deleted}", "missing data file"), ("hydra.run.dir={finished}", "holds a run finished"),
             ("data_dir={data_flipped}", "{data_flipped}/MNIST/raw/t10k-labels-idx1-ubyte: does not match the md5"),
             ("data_dir={data_published}", "{data_published}/MNIST/raw/t10k-labels-idx1-ubyte: does not match the md5"),
             ("data_dir={data_garbage}", "not a readable md5 list"),

@@ -61,14 +61,15 @@ FILES = re.compile(r"\{(\w+)\}")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """The files the table's {placeholders} name: a checkpoint of QUICK's net, a truncated one, and copies of the
-    MNIST raw folder (symlinks) with a file deleted, a label flipped (same size: refused by the md5 list `make data`
-    wrote, or without that list by the published md5s), the md5 list garbled."""
+    """The files the table's {placeholders} name: a checkpoint of QUICK's net, a truncated one, a run dir holding a
+    results.json alone, and copies of the MNIST raw folder (symlinks) with a file deleted, a label flipped (same size:
+    refused by the md5 list `make data` wrote, or without that list by the published md5s), the md5 list garbled."""
     if not (ROOT / "data" / "MNIST" / "raw" / ".sarnet-ok.json").exists():
         pytest.skip("run `make data` first")
     root = tmp_path_factory.mktemp("bad_inputs")
     net = validate(compose_config(*QUICK))
-    out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged"}  # damaged: a run dir with a truncated last.ckpt
+    out = {"ckpt": root / "base.ckpt", "damaged": root / "damaged", "finished": root / "finished"}
+    fake_run(out["finished"], "vae", 8, 1, fid=1.5)  # a finished run's results.json, without its checkpoints
     fake_checkpoint(out["ckpt"], net, OmegaConf.to_container(OmegaConf.create(net.config)))
     (out["damaged"] / "checkpoints").mkdir(parents=True)
     (out["damaged"] / "checkpoints" / "last.ckpt").write_bytes(out["ckpt"].read_bytes()[:5000])
@@ -110,7 +111,7 @@ def outcome(rc, out: str, run_dir: Path | None, expect: str, status=2, found=())
 
 def run_dir(overrides: str, tmp_path) -> tuple[Path, set]:
     """The run dir of a launch (a resume continues in its checkpoint's: ckpt_path=<run dir>) and what it holds."""
-    resumed = re.search(r"ckpt_path=(\S+)", overrides)
+    resumed = re.search(r"(?:ckpt_path|hydra\.run\.dir)=(\S+)", overrides)
     run = Path(resumed[1]) if resumed and Path(resumed[1]).is_dir() else tmp_path / "date" / "run"
     return run, set(os.listdir(run)) if run.is_dir() else set()
 
