@@ -110,6 +110,11 @@ def check_nodes_and_fields(cfg: DictConfig):
                   "names no class or function that exists: check its spelling")
     for key in REQUIRED.split():  # what the run reads of nodes without a _target_ (a deleted ~fid leaves out some)
         check(OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key, None, "must be given: keep its node")
+    known = {k.rpartition(".")[0] for k in FIELDS} | set(FIELDS) | set(REQUIRED.split())
+    for node in ("fid", "fid.knn", "likelihood"):  # read by name: a misspelt key added with + is not ignored
+        for name in (f"{node}.{k}" for k in OmegaConf.select(cfg, node, default=None) or {}):
+            check(name in known, name, OmegaConf.select(cfg, name), f"not a {node} setting (they are: "
+                  f"{', '.join(sorted(k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == node))})")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
           "must be 2 or 4: model.net.geometry takes channels from it (experiment=cls_sarnet sets it and sample.mode)")

@@ -32,7 +32,7 @@ FIELD = [
     "loss.reduction=bogus", "loss._target_=sarnet.losses.Nope", "callbacks.images.every_n_epochs=0",
     "callbacks.images.n=0", "callbacks.checkpoint.save_top_k=-2", "callbacks.checkpoint.mode=bogus",
     "callbacks.checkpoint._target_=lightning.pytorch.callbacks.Bogus", "model.scheduler=3",
-    "trainer._target_=lightning.Trainerr", "data._target_=sarnet.data.Bogus",
+    "trainer._target_=lightning.Trainerr", "data._target_=sarnet.data.Bogus", "+fid.n_set=5", "+likelihood.kk=3",
     "scheduler=plateau model.scheduler._partial_=false", "trainer.precision=bogus", "trainer.fast_dev_run=-1",
     "trainer.overfit_batches=1.5", "trainer.profiler=bogus", "trainer.accumulate_grad_batches=0",
     "trainer.gradient_clip_val=-1", "trainer.max_steps=-2", "trainer.val_check_interval=0", "trainer.num_nodes=0",
