@@ -40,6 +40,16 @@ DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # the feature ne
 PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "seed", "dtype")
 
 
+NUM, NULL = (int, float), type(None)
+# What the tables read of a run with FID, with the JSON types train.py writes (NULL: may be null or absent)
+READ = {"model": str, "seed": int, "epochs": int, "wall_time_s": NUM, "precision": str, "eval_ckpt": str,
+        "latent_dim": (int, NULL), "dataset": (str, NULL), "classes": (list, NULL), "first_patch": (str, NULL),
+        "device": (str, NULL), "knn": (dict, NULL), "fid_matched": {"*": {"mean": NUM, "std": (*NUM, NULL)}},
+        "params": {"dense": int, "effective": int},
+        "sampling": {"method": str, "th": (*NUM, NULL), "z_scale": (*NUM, NULL), "dtype": str},
+        "fid_protocol": {"n_gen": int, "n_sets": int, "seed": int, "real_set": str, "dtype": str}}
+
+
 class TableError(ValueError):
     pass
 
@@ -78,15 +88,25 @@ def _malformed(r) -> str | None:
         return f"not a JSON object but a {type(r).__name__}"
     if r.get("status") != "ok":
         return None  # a failed run: listed with its error
-    metrics, params = r.get("metrics"), r.get("params")
+    metrics = r.get("metrics")
     read = ("fid/mean", "fid/std", "test/loss", "knn/accuracy")
     if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k, 0), (int, float)) for k in read):
         return f"status ok but its metrics are not an object whose {', '.join(read)} are numbers"
-    if "fid/mean" in metrics and not (isinstance(params, dict) and {"dense", "effective"} <= set(params)):
-        return "status ok but its params lack dense and effective counts"
-    if "fid/mean" in metrics and not ({"precision", "eval_ckpt"} <= set(r) and "dtype" in (r.get("sampling") or {})):
-        return "status ok but it lacks precision, eval_ckpt or sampling.dtype (a results.json of an older format)"
+    if "fid/mean" in metrics and (wrong := list(_mistyped(r, READ))):
+        return f"status ok but its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} missing or not of the " \
+               f"type train.py writes"
     return None
+
+
+def _mistyped(r: dict, spec: dict, prefix=""):
+    """The fields of `r` that lack the JSON type `spec` gives them (a dict: the types of its own fields)."""
+    for key, kind in spec.items():
+        value = r.get(key)
+        if isinstance(kind, dict):  # {"*": spec}: every field of the value's is of that spec
+            kind = dict.fromkeys(value, kind["*"]) if "*" in kind and isinstance(value, dict) else kind
+            yield from _mistyped(value, kind, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            yield prefix + key
 
 
 def table_key(r):
