@@ -46,8 +46,9 @@ FIELDS = {  # field -> (test, what it takes); absent fields are not checked. cal
     **_each("run_test resume_override_optimizer trainer.enable_progress_bar trainer.enable_model_summary "
             "trainer.deterministic trainer.use_distributed_sampler logger.wandb.log_model data.pin_memory "
             "data.download fid.enabled likelihood.enabled likelihood.progress model.optimizer.fused "
+            "model.optimizer.amsgrad model.optimizer.maximize model.optimizer.nesterov model.optimizer.capturable "
             "callbacks.*.enable_version_counter", _one_of(True, False)),
-    **_each("trainer.detect_anomaly logger.wandb.offline", _one_of(None, True, False)),
+    **_each("trainer.detect_anomaly logger.wandb.offline model.optimizer.foreach", _one_of(None, True, False)),
     **_each("seed data.split_seed fid.seed fid.knn.seed likelihood.seed", _int(0, 2**32 - 1)),
     **_each("latent_dim trainer.max_epochs data.batch_size fid.n_sets fid.knn.k callbacks.*.every_n_epochs", _int(1)),
     **_each("trainer.check_val_every_n_epoch trainer.log_every_n_steps trainer.accumulate_grad_batches "
@@ -112,9 +113,10 @@ def check_nodes_and_fields(cfg: DictConfig):
         check(OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key, None, "must be given: keep its node")
     known = {k.rpartition(".")[0] for k in FIELDS} | set(FIELDS) | set(REQUIRED.split())
     for node in ("fid", "fid.knn", "likelihood"):  # read by name: a misspelt key added with + is not ignored
-        for name in (f"{node}.{k}" for k in OmegaConf.select(cfg, node, default=None) or {}):
-            check(name in known, name, OmegaConf.select(cfg, name), f"not a {node} setting (they are: "
-                  f"{', '.join(sorted(k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == node))})")
+        settings = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == node)
+        for key in sorted(set(OmegaConf.select(cfg, node, default=None) or {}) - set(settings)):
+            check(False, f"{node}.{key}", next(_matches(cfg, f"{node}.{key}"))[1],
+                  f"not a {node} setting (they are: {', '.join(settings)})")
     geometry = str(OmegaConf.to_container(cfg.model.net).get("geometry"))  # its interpolations, unresolved
     check("${data.quantize}" not in geometry or cfg.data.get("quantize") is not None, "data.quantize", None,
           "must be 2 or 4: model.net.geometry takes channels from it (experiment=cls_sarnet sets it and sample.mode)")

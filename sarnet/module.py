@@ -48,9 +48,7 @@ class SarnetModule(L.LightningModule):
         if optimizer is not None:  # their own arguments, refused now rather than at the first step
             key = "optimizer"
             try:
-                made = optimizer(params=[probe := torch.zeros(1, requires_grad=True)])
-                probe.grad = torch.zeros(1)
-                made.step()  # some arguments are read only at a step: amsgrad=maybe, a fused kernel's types
+                made = optimizer(params=[torch.zeros(1, requires_grad=True)])
                 key = "scheduler"
                 if scheduler is not None:
                     scheduler(made)

@@ -41,13 +41,16 @@ PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "
 
 
 NUM, NULL = (int, float), type(None)
-# What the tables read of a run with FID, with the JSON types train.py writes (NULL: may be null or absent)
+# What the tables read of a run with FID, with the JSON types train.py writes (NULL: may be null or absent); the
+# values inside sampling.regression and knn are not checked
 READ = {"model": str, "seed": int, "epochs": int, "wall_time_s": NUM, "precision": str, "eval_ckpt": str,
         "latent_dim": (int, NULL), "dataset": (str, NULL), "classes": (list, NULL), "first_patch": (str, NULL),
         "device": (str, NULL), "knn": (dict, NULL), "fid_matched": {"*": {"mean": NUM, "std": (*NUM, NULL)}},
         "params": {"dense": int, "effective": int},
-        "sampling": {"method": str, "th": (*NUM, NULL), "z_scale": (*NUM, NULL), "dtype": str},
-        "fid_protocol": {"n_gen": int, "n_sets": int, "seed": int, "real_set": str, "dtype": str}}
+        "sampling": {"method": str, "th": (*NUM, NULL), "z_scale": (*NUM, NULL), "dtype": str, "mode": (str, NULL),
+                     "temperature": (*NUM, NULL), "regression": (dict, NULL)},
+        "fid_protocol": {"n_gen": int, "n_sets": int, "seed": int, "real_set": str, "dtype": str, "features": str,
+                         "features_sha256": (str, NULL)}}
 
 
 class TableError(ValueError):

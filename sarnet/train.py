@@ -161,7 +161,7 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     code = code_version()  # this launch's code, before anything can change under a long run
     ckpt_path, resume_state = prepare(cfg, net, output_dir)
     if ckpt_path is None and done.get("status") == "ok":  # trained afresh, it would overwrite what that run left
-        raise ConfigError(f"{output_dir} holds a run finished with another config (its results.json) and no checkpoint "
+        raise ConfigError(f"{output_dir} holds a run finished with another config (its results.json) and no {LAST} "
                           f"to resume it from: pick another run dir, or delete its results.json to train it afresh")
     trainer, module, datamodule = build_run(cfg, net, ckpt_path, resume_state)
     progress["fit"] = True
