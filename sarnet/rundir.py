@@ -153,10 +153,10 @@ class SweepReport(Callback):
         for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")):  # without results.json:
             rows.append((read_json(job / "results.json") or {"status": "failed", "error": "no readable results.json"})
                         | {"dir": job.name})  # killed, refused (another process held the dir) or unreadable
-        failed = [r for r in rows if r.get("status") != "ok"]
+        failed = [r for r in rows if r.get("status") != "ok" or "refused" in r]  # refused: finished with another config
         log.info("sweep %s, jobs: %d ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:
-            log.error("  failed: %s: %s", r["dir"], r.get("error"))
+            log.error("  failed: %s: %s", r["dir"], r.get("error") or f"{r['refused']} (its earlier results stay)")
         if OmegaConf.select(config, "fid.enabled") and len(rows) > len(failed):
             from sarnet import table
 

@@ -41,14 +41,15 @@ PROTOCOL_KEYS = ("features", "features_sha256", "n_gen", "n_sets", "real_set", "
 
 
 NUM, NULL = (int, float), type(None)
-# What the tables read of a run with FID, with the JSON types train.py writes (NULL: may be null or absent); the
-# values inside sampling.regression and knn are not checked
+# What the tables read of a run with FID, with the JSON types train.py writes (NULL: may be null or absent; a tuple:
+# any of its kinds; [kind]: a list of that kind; a dict: the kinds of its fields, {"*": kind} of every field)
 READ = {"model": str, "seed": int, "epochs": int, "wall_time_s": NUM, "precision": str, "eval_ckpt": str,
-        "latent_dim": (int, NULL), "dataset": (str, NULL), "classes": (list, NULL), "first_patch": (str, NULL),
-        "device": (str, NULL), "knn": (dict, NULL), "fid_matched": {"*": {"mean": NUM, "std": (*NUM, NULL)}},
+        "latent_dim": (int, NULL), "dataset": (str, NULL), "classes": ([int], NULL), "first_patch": (str, NULL),
+        "device": (str, NULL), "knn": ({"n": int, "k": int, "seed": int}, NULL),
+        "fid_matched": {"*": {"mean": NUM, "std": (*NUM, NULL)}},
         "params": {"dense": int, "effective": int},
         "sampling": {"method": str, "th": (*NUM, NULL), "z_scale": (*NUM, NULL), "dtype": str, "mode": (str, NULL),
-                     "temperature": (*NUM, NULL), "regression": (dict, NULL)},
+                     "temperature": (*NUM, NULL), "regression": ({"*": (*NUM, bool)}, NULL)},
         "fid_protocol": {"n_gen": int, "n_sets": int, "seed": int, "real_set": str, "dtype": str, "features": str,
                          "features_sha256": (str, NULL)}}
 
@@ -101,15 +102,18 @@ def _malformed(r) -> str | None:
     return None
 
 
-def _mistyped(r: dict, spec: dict, prefix=""):
-    """The fields of `r` that lack the JSON type `spec` gives them (a dict: the types of its own fields)."""
-    for key, kind in spec.items():
-        value = r.get(key)
-        if isinstance(kind, dict):  # {"*": spec}: every field of the value's is of that spec
-            kind = dict.fromkeys(value, kind["*"]) if "*" in kind and isinstance(value, dict) else kind
-            yield from _mistyped(value, kind, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
-        elif not isinstance(value, kind) or isinstance(value, bool):
-            yield prefix + key
+def _mistyped(value, kind, name=""):
+    """The names of the fields in `value` that lack the JSON kind `kind` (READ's notation) gives them."""
+    if isinstance(kind, tuple):  # of its kinds, the one that fits best (a dict or a list: named to its fields)
+        yield from min((list(_mistyped(value, k, name)) for k in kind), key=len)
+    elif isinstance(kind, list):
+        yield from [w for v in value for w in _mistyped(v, kind[0], name)][:1] if isinstance(value, list) else [name]
+    elif isinstance(kind, dict):
+        kind = dict.fromkeys(value, kind["*"]) if "*" in kind and isinstance(value, dict) else kind
+        yield from [w for k, v in kind.items() for w in _mistyped(value.get(k), v, f"{name}.{k}".lstrip("."))] \
+            if isinstance(value, dict) else [name]
+    elif not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        yield name
 
 
 def table_key(r):

@@ -118,8 +118,9 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, rundir.RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
         return None                # counts a job dir without results.json as failed)
-    if rc == 2 and read_json(Path(cfg.paths.output_dir) / "results.json").get("status") == "ok":
-        return None  # a refused relaunch of a finished job (its config changed): its results stay
+    if rc == 2 and (done := read_json(Path(cfg.paths.output_dir) / "results.json")).get("status") == "ok":
+        write_json(Path(cfg.paths.output_dir) / "results.json", done | {"refused": f"{type(e).__name__}: {e}"})
+        return None  # a refused relaunch of a finished job: its results stay, the refusal beside them (SweepReport)
     write_json(Path(cfg.paths.output_dir) / "results.json",
                {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
                 "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
@@ -155,6 +156,8 @@ def run(cfg: DictConfig, net, progress: dict) -> float | None:
     if cfg.get("ckpt_path") is not None and cfg.get("init_ckpt") is None:  # as prepare() fills it from the checkpoint
         cfg.init_ckpt = done.get("init_ckpt")
     if done.get("status") == "ok" and done.get("config_sha256") == config_sha256(cfg):
+        if done.pop("refused", None):  # by a relaunch with another config since: this one is the run's own
+            write_json(output_dir / "results.json", done)
         log.info("%s finished earlier with this same config: nothing to do (delete its results.json to test and "
                  "score it again)", output_dir)
         return optimized(cfg, done["metrics"])

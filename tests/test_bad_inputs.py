@@ -307,7 +307,8 @@ TABLE = [  # (kind, what lies in a sweep dir beside a good run: a results.json's
     ("table", "[1, 2, 3]", "skipping {bad}: not a JSON object but a list"),
     ("table", "{not json", "skipping {bad}: unreadable"),
     ("table", {"metrics": {"fid/mean": "x"}}, "skipping {bad}: status ok but its metrics"),
-    ("table", {"params": None, "latent_dim": "8", "sampling": {"th": "x"}}, "its latent_dim, params, sampling.th are"),
+    ("table", {"params": None, "latent_dim": "8", "classes": [[1]], "knn": {"n": [1]}, "sampling": {"th": "x",
+     "regression": {"p": [1]}}}, "its latent_dim, classes, knn.n, params, sampling.th, sampling.regression.p are"),
     ("table", {"seed": 2, "metrics": {"fid/mean": math.nan}}, "NaN"),  # a NaN FID: a NaN cell, out of the plot
     ("table", None, "(0 failed or stopped; a run with fid=off has none)"),  # no run at all: exit status 2
 ]

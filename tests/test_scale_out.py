@@ -19,13 +19,20 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two glo
 @needs_data
 def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_one(tmp_path):
     key = "callbacks.images.keep_patches"  # job 0 passes the fields check before the sweep; its own set-up refuses it
-    rc, out = train("-m", f"{key}=100,0,1", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}",
-                    "data_dir=${hydra:runtime.cwd}/data")  # resolved in each job, as Hydra resolves it there
-    failed, *good = (results(tmp_path / f"{i}_{key}={k},fid=off") for i, k in enumerate((100, 0, 1)))
+    args = ["-m", f"{key}=100,0,1", "trainer=smoke", "fid=off", f"hydra.sweep.dir={tmp_path}",
+            "data_dir=${hydra:runtime.cwd}/data"]  # resolved in each job, as Hydra resolves it there
+    jobs = lambda: [results(tmp_path / f"{i}_{key}={k},fid=off") for i, k in enumerate((100, 0, 1))]  # noqa: E731
+    rc, out = train(*args)
+    failed, *good = jobs()
     assert failed["status"] == "failed" and failed["error"].startswith(f"ConfigError: {key}=100 is invalid")
     assert [(r["status"], r["steps"]) for r in good] == [("ok", 3), ("ok", 3)] and "Callback" not in out
     assert rc == 1 and "jobs: 2 ok, 1 failed" in out and f"failed: 0_{key}=100,fid=off: ConfigError" in out
     assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 2  # one W&B run per job that ran
+    rc, out = train(*args[:2], "trainer=default", *args[3:])  # the finished jobs refuse the changed trainer:
+    _, *again = jobs()  # their results stay, the refusal beside them, and the sweep fails
+    assert rc == 1 and "jobs: 0 ok, 3 failed" in out and [r.pop("refused")[:13] for r in again] == ["ConfigError: "] * 2
+    assert again == good and "trainer.limit_train_batches: 3 -> None" in out
+    assert "jobs: 2 ok, 1 failed" in train(*args)[1] and jobs()[1:] == good  # their own config again: no refusal
 
 
 @needs_data
