@@ -85,13 +85,15 @@ def validate(cfg: DictConfig):
                           f"{' x '.join(map(str, net.image_shape))}: its geometry must start with [28, {c}, patch]" +
                           "; or use data.quantize=null" * bool(q))
     try:
-        SampleSettings.of(cfg.sample).check_fits(net.out_activation)
+        sample = SampleSettings.of(cfg.sample).check_fits(net.out_activation)
         if OmegaConf.select(cfg, "likelihood.enabled"):
             check_setup(net, data)
     except LikelihoodError as e:
         raise ConfigError(f"likelihood.enabled=true: {e}") from None
     except ValueError as e:
         raise ConfigError(f"sample.{e}") from None
+    check(net.latent_dim or sample.z_scale == 1, "sample.z_scale", sample.z_scale, "scales the latent z, which this "
+          "model.net has none of: drop it")  # `sarnet sample --z-scale` refuses it too
     check_trainer(cfg.trainer, data)
     validates, scheduler = cfg.trainer.get("limit_val_batches") != 0, OmegaConf.select(cfg, "model.scheduler._target_")
     check(validates or "ReduceLROnPlateau" not in str(scheduler), "model.scheduler", scheduler, "steps on val/loss, "

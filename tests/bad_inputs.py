@@ -61,7 +61,7 @@ TRAIN = [  # (kind, overrides added to conftest.QUICK, text the one-line refusal
             ("experiment=cls_sarnet data.binarize=dynamic", "data.binarize"), ("experiment=cls_sarnet loss=l1", "loss"),
             ("experiment=cls_sarnet sample.mode=mean", "mode"),
             ("model=sarnet_bernoulli sample.mode=categorical", "sample.mode"),
-            ("model=sarnet sample.mode=bernoulli", "sample.mode"),
+            ("model=sarnet sample.mode=bernoulli", "sample.mode"), ("model=sarnet sample.z_scale=2", "sample.z_scale"),
             ("experiment=cls_sarnet_prob model.net.geometry=[[28,1,4],[28,1,4],[28,2,4],[28,4,4]]", "geometry"),
             ("experiment=cls_sarnet_prob loss=l1", "loss"), ("likelihood=default", "first_patch"),
             ("experiment=nll_vae data.binarize=none", "binarize"), ("data.val_size=0 eval_ckpt=best", "eval_ckpt"),
