@@ -137,8 +137,7 @@ def test_protocol_reproducible_population_std_and_real_features_computed_once():
     net = F.LeNet().requires_grad_(False)  # untrained is fine: we only test the protocol plumbing
     pool = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     kw = {"n_gen": 60, "n_sets": 3, "batch_size": 25}
-    r1 = F.FIDEvaluator(net, pool, "test_resampled", seed=2024, **kw).evaluate(toy_generate)
-    r2 = F.FIDEvaluator(net, pool, "test_resampled", seed=2024, **kw).evaluate(toy_generate)
+    r1, r2 = (F.FIDEvaluator(net, pool, "test_resampled", seed=2024, **kw).evaluate(toy_generate) for _ in range(2))
     assert r1 == r2 and len(r1["values"]) == 3 and all(isinstance(v, float) for v in r1["values"])
     assert r1["std"] == pytest.approx(torch.tensor(r1["values"], dtype=torch.float64).std(correction=0).item())
     assert r1["values"][0] != r1["values"][1]  # fresh generated and real draws per set

@@ -134,10 +134,8 @@ def test_a_copied_checkpoint_samples_and_scores_as_in_its_run(sarnet_vae_ckpt, t
     for i, ckpt in enumerate((sarnet_vae_ckpt, copy)):
         cli_inprocess("sample", ckpt, "--n", "8", "--seed", "3", "--out", str(tmp_path / f"s{i}.png"))
     assert (tmp_path / "s0.png").read_bytes() == (tmp_path / "s1.png").read_bytes()
-    fid = ["--device", "cpu", "--n-gen", "32"]
-    _, out, _ = run_script("fid.py", "--ckpt", sarnet_vae_ckpt, *fid, cwd=tmp_path, check=True)
-    _, grid, _ = run_script("fid.py", "--ckpt", copy, *fid, "--th", "0.095,none", "--json", tmp_path / "f.json",
-                            cwd=tmp_path, check=True)
+    _, out, _ = cli_inprocess("fid", sarnet_vae_ckpt, "--n-gen", "32")
+    _, grid, _ = cli_inprocess("fid", copy, "--n-gen", "32", "--th", "0.095,none", "--json", tmp_path / "f.json")
     rows = [json.loads(line) for line in grid.splitlines()]
     assert [r["th"] for r in rows] == [0.095, None] and json.loads((tmp_path / "f.json").read_text()) == rows
     assert all(r["n_gen"] == 32 and len(r["fid_values"]) == 2 and r["fid_mean"] > 0 for r in rows)  # the run's 2 sets

@@ -228,13 +228,9 @@ def test_cosine_scheduler_anneals_the_lr_over_max_epochs(tmp_path):
 def test_a_run_extended_by_a_relaunch_equals_an_uninterrupted_one(scheduler, tmp_path):
     # 2 epochs, then relaunched with max_epochs=4 (Lightning skips the checkpoint epoch's plateau step on resuming:
     # sarnet/resume.py, ResumeState). Cosine pins T_max to 4 in both launches (its default would be config drift).
-    from sarnet.checkpoint import read_checkpoint
-
     overrides = {"plateau": STALLING, "none": STALLING[:5],
                  "cosine": [*STALLING[:5], "scheduler=cosine", "model.scheduler.T_max=4"]}[scheduler]
     for run, stops in (("ref", [4]), ("run", [2, 4])):
         for epochs in stops:
             train_inprocess(*overrides, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path / run}", check=True)
-    assert_same_run(tmp_path / "ref", tmp_path / "run")  # weights, optimizer state, metrics and metrics.csv
-    ref, got = (read_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("ref", "run"))
-    assert got["lr_schedulers"] == ref["lr_schedulers"]
+    assert_same_run(tmp_path / "ref", tmp_path / "run")  # weights, optimizer and lr scheduler states, metrics, CSV
