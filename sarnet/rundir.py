@@ -156,7 +156,8 @@ class SweepReport(Callback):
         failed = [r for r in rows if r.get("status") != "ok" or "refused" in r]  # refused: finished with another config
         log.info("sweep %s, jobs: %d ok, %d failed", sweep, len(rows) - len(failed), len(failed))
         for r in failed:
-            log.error("  failed: %s: %s", r["dir"], r.get("error") or f"{r['refused']} (its earlier results stay)")
+            log.error("  failed: %s: %s", r["dir"], f"{r['refused']} (its earlier results stay)" if "refused" in r
+                      else r.get("error"))
         if OmegaConf.select(config, "fid.enabled") and len(rows) > len(failed):
             from sarnet import table
 

@@ -115,9 +115,11 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
                 drop_new_run_dir(Path(cfg.paths.output_dir))
             sys.exit(rc)
         raise e
+    from lightning.pytorch.utilities import rank_zero_only
+
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
-    if isinstance(e, rundir.RunDirBusy):  # the dir is another process's: leave its results.json to it (SweepReport
-        return None                # counts a job dir without results.json as failed)
+    if isinstance(e, rundir.RunDirBusy) or rank_zero_only.rank != 0:  # the dir is another process's (SweepReport
+        return None  # counts a job dir without results.json as failed), or rank 0's to record (srun's DDP ranks)
     if rc == 2 and (done := read_json(Path(cfg.paths.output_dir) / "results.json")).get("status") == "ok":
         write_json(Path(cfg.paths.output_dir) / "results.json", done | {"refused": f"{type(e).__name__}: {e}"})
         return None  # a refused relaunch of a finished job: its results stay, the refusal beside them (SweepReport)

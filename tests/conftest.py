@@ -37,9 +37,9 @@ def python(*args, cwd=ROOT, env=ENV, timeout=600, check=False) -> subprocess.Com
     return proc
 
 
-def train(*overrides, timeout=600) -> tuple[int, str]:
+def train(*overrides, timeout=600, env=ENV) -> tuple[int, str]:
     """The real `python train.py overrides` in the repo root -> (status, stdout + stderr)."""
-    proc = python("train.py", *overrides, timeout=timeout)
+    proc = python("train.py", *overrides, timeout=timeout, env=env)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sarnet.checkpoint import read_checkpoint
-from tests.conftest import compose_config, error_line, needs_data, offline_runs, ok, read_run, results, train
+from tests.conftest import ENV, compose_config, error_line, needs_data, offline_runs, ok, read_run, results, train
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two gloo processes on the CPU
 
@@ -28,6 +28,8 @@ def test_a_sweep_yields_one_result_and_wandb_run_per_job_and_reports_the_failed_
     assert [(r["status"], r["steps"]) for r in good] == [("ok", 3), ("ok", 3)] and "Callback" not in out
     assert rc == 1 and "jobs: 2 ok, 1 failed" in out and f"failed: 0_{key}=100,fid=off: ConfigError" in out
     assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 2  # one W&B run per job that ran
+    train(*args[:2], "trainer=default", *args[3:], env=ENV | {"RANK": "1"})  # as an srun DDP rank > 0 would be:
+    assert jobs()[1:] == good  # refused too, and rank 0's to record
     rc, out = train(*args[:2], "trainer=default", *args[3:])  # the finished jobs refuse the changed trainer:
     _, *again = jobs()  # their results stay, the refusal beside them, and the sweep fails
     assert rc == 1 and "jobs: 0 ok, 3 failed" in out and [r.pop("refused")[:13] for r in again] == ["ConfigError: "] * 2
