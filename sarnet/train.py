@@ -120,12 +120,12 @@ def failed(cfg: DictConfig, e: Exception, rc: int):
     log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, USER_ERRORS))
     if isinstance(e, rundir.RunDirBusy) or rank_zero_only.rank != 0:  # the dir is another process's (SweepReport
         return None  # counts a job dir without results.json as failed), or rank 0's to record (srun's DDP ranks)
-    if rc == 2 and (done := read_json(Path(cfg.paths.output_dir) / "results.json")).get("status") == "ok":
-        write_json(Path(cfg.paths.output_dir) / "results.json", done | {"refused": f"{type(e).__name__}: {e}"})
+    path = Path(cfg.paths.output_dir) / "results.json"
+    if rc == 2 and (done := read_json(path)).get("status") == "ok":
+        write_json(path, done | {"refused": f"{type(e).__name__}: {e}"})
         return None  # a refused relaunch of a finished job: its results stay, the refusal beside them (SweepReport)
-    write_json(Path(cfg.paths.output_dir) / "results.json",
-               {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
-                "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
+    write_json(path, {"status": "failed", "error": f"{type(e).__name__}: {e}", "latent_dim": cfg.get("latent_dim"),
+                      "model": HydraConfig.get().runtime.choices.get("model"), "seed": cfg.get("seed")})
     wandb = sys.modules.get("wandb")  # not imported: no run to close
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1)
