@@ -45,10 +45,9 @@ def load_model(path, map_location="cpu"):
 
     ckpt = read_checkpoint(resume_path(path))  # a run dir: its last checkpoint; read on the CPU
     config = ckpt["sarnet"]["net"]
-    try:  # a network class (sarnet's, or one of your own: docs/usage.md), else instantiate calls what the file names
-        cls = get_class(str(config.get("_target_")))
-    except Exception:  # noqa: BLE001 -- no such class, or not a class
-        cls = None
+    cls = None  # no such class, or not a class: refused below
+    with contextlib.suppress(Exception):  # a network class only (sarnet's, or your own: docs/usage.md), else
+        cls = get_class(str(config.get("_target_")))  # instantiate would call whatever the file names
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and plain_node(config)):
         raise CheckpointError(f"{path}: its net's _target_={config.get('_target_')!r} names no network class (an "
                               f"nn.Module) with plain arguments; {HINT}")

@@ -13,12 +13,7 @@ import sys
 
 from sarnet import CONFIG_MODULE, cli
 from sarnet.rundir import hydra_args, hydra_message
-
-
-def task(cfg):
-    from sarnet.train import run_job
-
-    return run_job(cfg)
+from sarnet.train import run_job
 
 
 def main(argv=None, prog=None):
@@ -36,13 +31,12 @@ def main(argv=None, prog=None):
     report = utils.run_and_report  # Hydra prints its errors through this: its composition errors, one line here
     utils.run_and_report = lambda func: report(lambda: _composed(func, prog or "train.py", args.overrides))
     try:
-        utils._run_hydra(args=args, args_parser=args_parser, task_function=task, config_path=CONFIG_MODULE,
+        utils._run_hydra(args=args, args_parser=args_parser, task_function=run_job, config_path=CONFIG_MODULE,
                          config_name="config")
     except ValueError as e:  # two commands at once (-m --cfg job): Hydra's check, outside run_and_report
         if not str(e).startswith("Only one of --run"):
             raise
-        print(f"{prog or 'train.py'}: error: {e}; give one", file=sys.stderr, flush=True)
-        sys.exit(2)
+        cli.fail(prog or "train.py", f"{e}; give one")
     finally:
         utils.run_and_report = report
 
@@ -53,8 +47,7 @@ def _composed(func, prog, overrides):
     try:
         return func()
     except (ConfigCompositionException, OverrideParseException, SearchPathException) as e:  # the last: --config-dir
-        print(f"{prog}: error: {hydra_message(e, overrides)}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        cli.fail(prog, hydra_message(e, overrides))
     except ValueError as e:  # Optuna's study.best_trial after a search whose every trial failed
         if str(e) != "No trials are completed yet.":
             raise
